@@ -1,0 +1,158 @@
+//! Payment channels behind one trait.
+//!
+//! A channel adapter speaks one channel's protocol and nothing else: it holds no database and no
+//! order logic (the seeds' "no DB, only request/response"). payledger sends the channel our
+//! `order_id` as the channel-side `out_trade_no`, so every callback names the order directly.
+//!
+//! - [`Channel`]: place an order, refund, verify a callback, answer it in the channel's format.
+//! - [`sandbox::SandboxChannel`]: the built-in channel for development and tests.
+//! - [`Channels`]: the enabled channels by name.
+
+pub mod sandbox;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use payledger_domain::{CallbackOutcome, ChannelOrder, Money};
+use uuid::Uuid;
+
+/// Placing an order at a channel.
+#[derive(Debug, Clone)]
+pub struct CreateChannelOrder {
+    /// Our order id; the channel's `out_trade_no`.
+    pub order_id: Uuid,
+    pub amount: Money,
+    /// Channel payment method, e.g. `page`, `qr`.
+    pub method: String,
+    pub subject: String,
+    pub expire_at: DateTime<Utc>,
+    pub return_url: Option<String>,
+}
+
+/// Refunding part of a paid order at the channel. Channels de-duplicate on `refund_id`, so
+/// sending it twice refunds once.
+#[derive(Debug, Clone)]
+pub struct ChannelRefundRequest {
+    pub order_id: Uuid,
+    pub refund_id: Uuid,
+    pub channel_trade_no: Option<String>,
+    /// This refund, minor units.
+    pub amount: Money,
+    /// The order's paid amount, minor units (channels want both).
+    pub paid: Money,
+    pub reason: Option<String>,
+}
+
+/// The channel's answer to a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelRefundResult {
+    /// Money returned.
+    Succeeded { channel_refund_no: Option<String> },
+    /// Refused; nothing moved.
+    Failed { reason: String },
+    /// Accepted; the outcome comes later by callback or query.
+    Pending,
+}
+
+/// A callback whose signature and shape were verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCallback {
+    pub order_id: Uuid,
+    /// The channel's id of this notification (duplicates share it).
+    pub notify_id: String,
+    pub channel_trade_no: String,
+    pub outcome: CallbackOutcome,
+}
+
+/// How to answer the channel's HTTP callback, in its own format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackAnswer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// A channel call that did not work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// Could not reach the channel or it failed on its side: may work later.
+    #[error("channel unavailable: {0}")]
+    Unavailable(String),
+    /// The channel refused the request; trying again will not help.
+    #[error("channel refused the request: {code}: {message}")]
+    Rejected { code: String, message: String },
+}
+
+/// Why a callback was refused. Nothing about the order changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    /// Missing or wrong signature.
+    #[error("signature verification failed")]
+    BadSignature,
+    /// Signed but unusable (bad JSON, missing field, stale).
+    #[error("malformed callback: {0}")]
+    Malformed(String),
+}
+
+/// One payment channel's protocol.
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// The name in URLs and orders, e.g. `sandbox`.
+    fn name(&self) -> &'static str;
+
+    /// The payment methods it supports; the first is the default.
+    fn methods(&self) -> &'static [&'static str];
+
+    /// Places the order at the channel.
+    ///
+    /// # Errors
+    /// [`ChannelError::Unavailable`] (transient) or [`ChannelError::Rejected`].
+    async fn create(&self, request: &CreateChannelOrder) -> Result<ChannelOrder, ChannelError>;
+
+    /// Asks the channel to refund.
+    ///
+    /// # Errors
+    /// [`ChannelError::Unavailable`] (transient: retry) or [`ChannelError::Rejected`].
+    async fn refund(&self, request: &ChannelRefundRequest) -> Result<ChannelRefundResult, ChannelError>;
+
+    /// Verifies a callback's signature and parses it. Must compare signatures in constant time.
+    ///
+    /// # Errors
+    /// [`CallbackError`] for a forged or malformed callback.
+    fn verify_callback(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedCallback, CallbackError>;
+
+    /// The HTTP answer the channel expects: success after the callback was recorded, or failure
+    /// (the channel will then retry on its schedule).
+    fn answer_callback(&self, outcome: Result<(), String>) -> CallbackAnswer;
+}
+
+/// The enabled channels, by name.
+#[derive(Clone, Default)]
+pub struct Channels {
+    by_name: BTreeMap<&'static str, Arc<dyn Channel>>,
+}
+
+impl Channels {
+    /// Adds (or replaces) a channel.
+    pub fn with(mut self, channel: Arc<dyn Channel>) -> Self {
+        self.by_name.insert(channel.name(), channel);
+        self
+    }
+
+    /// The channel called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Channel>> {
+        self.by_name.get(name)
+    }
+
+    /// Names and methods of all channels.
+    pub fn list(&self) -> Vec<(&'static str, &'static [&'static str])> {
+        self.by_name.values().map(|c| (c.name(), c.methods())).collect()
+    }
+}

@@ -1,0 +1,128 @@
+//! Commands of the `PaymentOrder` aggregate. Each carries the time it happens at (`*_at`), so the
+//! aggregate never reads a clock.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::money::Money;
+
+/// What a merchant asked for when creating an order. Two `CreateOrder`s with equal terms are the
+/// same request (idempotent); equal `out_trade_no` with other terms is a conflict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderTerms {
+    /// The merchant that owns the order.
+    pub merchant_id: String,
+    /// The merchant's own order number, unique per merchant (`[A-Za-z0-9_-]{1,64}`).
+    pub out_trade_no: String,
+    /// Amount to collect, in minor units.
+    pub amount: Money,
+    /// Payment channel name (`sandbox`, `alipay`, `wechatpay`, …).
+    pub channel: String,
+    /// Channel payment method (`page`, `qr`, `h5`, …).
+    pub method: String,
+    /// Short description shown to the payer.
+    pub subject: String,
+    /// The merchant's id of the payer, if given.
+    pub user_id: Option<String>,
+    /// Where payment outcome notifications are POSTed (http/https).
+    pub notify_url: Option<String>,
+    /// Where the payer's browser returns after paying (http/https).
+    pub return_url: Option<String>,
+    /// Seconds from creation after which the order should no longer be paid.
+    pub expire_in_seconds: u32,
+    /// Free-form merchant data, echoed back (bounded by the API).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What the channel returned when the order was placed there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ChannelOrder {
+    /// Page the payer opens to pay.
+    pub pay_url: Option<String>,
+    /// Content of a QR code the payer scans.
+    pub qr_code: Option<String>,
+    /// The channel's own reference for the pending order (prepay id …), if any.
+    pub channel_ref: Option<String>,
+}
+
+/// Outcome of placing the order at the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelOrderOutcome {
+    /// The channel accepted the order.
+    Opened(ChannelOrder),
+    /// The channel refused it or could not be reached; `code` is ours or the channel's.
+    Failed { code: String, message: String },
+}
+
+/// What a verified channel callback says about the payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallbackOutcome {
+    /// The payer paid `amount`.
+    Succeeded { amount: Money, paid_at: DateTime<Utc> },
+    /// The channel reports the payment failed.
+    Failed { reason: String },
+}
+
+/// Why an order is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The merchant cancelled it.
+    Cancelled,
+    /// It was not paid before `expire_at`.
+    Expired,
+}
+
+/// What the channel says about a refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundOutcome {
+    /// The money went back to the payer.
+    Succeeded { channel_refund_no: Option<String> },
+    /// The channel refused the refund; nothing moved.
+    Failed { reason: String },
+}
+
+/// Every command the aggregate handles. The table of rules is in `shared/DESIGN.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentOrderCommand {
+    /// Create the order. Same terms again: no event. Other terms: [`crate::OrderError::OutTradeNoConflict`].
+    CreateOrder {
+        order_id: Uuid,
+        terms: OrderTerms,
+        created_at: DateTime<Utc>,
+    },
+    /// Record the channel's answer to placing the order.
+    RecordChannelOrder {
+        outcome: ChannelOrderOutcome,
+        recorded_at: DateTime<Utc>,
+    },
+    /// A verified channel callback about the payment. `notify_id` is the channel's id of the
+    /// notification, used to recognise duplicates.
+    ReceiveChannelCallback {
+        notify_id: String,
+        channel_trade_no: String,
+        outcome: CallbackOutcome,
+        received_at: DateTime<Utc>,
+    },
+    /// Close an unpaid order.
+    CloseOrder {
+        reason: CloseReason,
+        closed_at: DateTime<Utc>,
+    },
+    /// Refund part or all of the paid amount. Idempotent on `out_refund_no`.
+    RequestRefund {
+        out_refund_no: String,
+        amount: Money,
+        reason: Option<String>,
+        requested_at: DateTime<Utc>,
+    },
+    /// Record what the channel did with a refund.
+    RecordRefundOutcome {
+        refund_id: Uuid,
+        outcome: RefundOutcome,
+        recorded_at: DateTime<Utc>,
+    },
+}

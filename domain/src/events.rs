@@ -1,0 +1,133 @@
+//! Events of the `PaymentOrder` aggregate: the facts the ledger records, forever.
+//!
+//! Stored as cqrs-es serialises them: `{"<EventType>": {fields}}`, with `event_type` the variant
+//! name and `event_version` [`EVENT_VERSION`]. A payload change bumps the version and adds an
+//! upcaster; stored events are never rewritten.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::commands::{ChannelOrder, CloseReason, OrderTerms};
+use crate::money::Money;
+
+/// Current payload version of every event type.
+pub const EVENT_VERSION: &str = "1.0";
+
+/// Every fact about a payment order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentOrderEvent {
+    /// The merchant created the order.
+    OrderCreated {
+        order_id: Uuid,
+        terms: OrderTerms,
+        created_at: DateTime<Utc>,
+        expire_at: DateTime<Utc>,
+    },
+    /// The channel accepted the order; the payer can pay.
+    ChannelOrderOpened {
+        channel_order: ChannelOrder,
+        opened_at: DateTime<Utc>,
+    },
+    /// The channel refused the order or could not be reached; the order failed.
+    ChannelOrderFailed {
+        code: String,
+        message: String,
+        failed_at: DateTime<Utc>,
+    },
+    /// The payer paid. `late` when the order had already been closed or failed: money moved
+    /// anyway and must be refunded or settled by hand; it is never dropped.
+    PaymentSucceeded {
+        notify_id: String,
+        channel_trade_no: String,
+        amount: Money,
+        paid_at: DateTime<Utc>,
+        late: bool,
+    },
+    /// The channel reports the payment failed.
+    PaymentFailed {
+        notify_id: String,
+        channel_trade_no: String,
+        reason: String,
+        failed_at: DateTime<Utc>,
+    },
+    /// A success callback whose amount or currency differs from the order: flagged for a
+    /// person, the order is not paid.
+    PaymentAmountMismatch {
+        notify_id: String,
+        channel_trade_no: String,
+        expected: Money,
+        received: Money,
+        received_at: DateTime<Utc>,
+    },
+    /// The order was closed unpaid.
+    OrderClosed {
+        reason: CloseReason,
+        closed_at: DateTime<Utc>,
+    },
+    /// A refund was requested; it counts against the refundable amount until it fails.
+    RefundRequested {
+        refund_id: Uuid,
+        out_refund_no: String,
+        amount: Money,
+        reason: Option<String>,
+        requested_at: DateTime<Utc>,
+    },
+    /// The channel returned the money to the payer.
+    RefundSucceeded {
+        refund_id: Uuid,
+        channel_refund_no: Option<String>,
+        succeeded_at: DateTime<Utc>,
+    },
+    /// The channel refused the refund; its amount is refundable again.
+    RefundFailed {
+        refund_id: Uuid,
+        reason: String,
+        failed_at: DateTime<Utc>,
+    },
+}
+
+impl PaymentOrderEvent {
+    /// The variant name, e.g. `"PaymentSucceeded"`; also the stored `event_type`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::OrderCreated { .. } => "OrderCreated",
+            Self::ChannelOrderOpened { .. } => "ChannelOrderOpened",
+            Self::ChannelOrderFailed { .. } => "ChannelOrderFailed",
+            Self::PaymentSucceeded { .. } => "PaymentSucceeded",
+            Self::PaymentFailed { .. } => "PaymentFailed",
+            Self::PaymentAmountMismatch { .. } => "PaymentAmountMismatch",
+            Self::OrderClosed { .. } => "OrderClosed",
+            Self::RefundRequested { .. } => "RefundRequested",
+            Self::RefundSucceeded { .. } => "RefundSucceeded",
+            Self::RefundFailed { .. } => "RefundFailed",
+        }
+    }
+
+    /// When the fact happened (the command's time, not the time it was stored).
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::OrderCreated { created_at: t, .. }
+            | Self::ChannelOrderOpened { opened_at: t, .. }
+            | Self::ChannelOrderFailed { failed_at: t, .. }
+            | Self::PaymentSucceeded { paid_at: t, .. }
+            | Self::PaymentFailed { failed_at: t, .. }
+            | Self::PaymentAmountMismatch { received_at: t, .. }
+            | Self::OrderClosed { closed_at: t, .. }
+            | Self::RefundRequested { requested_at: t, .. }
+            | Self::RefundSucceeded { succeeded_at: t, .. }
+            | Self::RefundFailed { failed_at: t, .. } => *t,
+        }
+    }
+}
+
+impl DomainEvent for PaymentOrderEvent {
+    fn event_type(&self) -> String {
+        self.name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_string()
+    }
+}

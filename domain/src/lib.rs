@@ -1,0 +1,23 @@
+//! payledger's pure domain: the `PaymentOrder` aggregate, its commands and events, money and ids.
+//!
+//! Nothing here does I/O, reads a clock or draws randomness: time and identifiers arrive in the
+//! commands, so the same command sequence always yields the same events (replay, tests, audit).
+//!
+//! Shapes:
+//! - [`Money`]: a positive integer amount in the currency's minor unit (fen, cents) plus an
+//!   ISO-4217 [`Currency`]. No floating point anywhere.
+//! - [`PaymentOrder`]: one aggregate per payment order, keyed by [`ids::order_id`].
+//! - [`PaymentOrderCommand`] → [`PaymentOrderEvent`]s, with the rules of `shared/DESIGN.md`.
+
+pub mod aggregate;
+pub mod commands;
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod money;
+
+pub use aggregate::{OrderStatus, PaymentOrder, Refund, RefundStatus};
+pub use commands::*;
+pub use error::OrderError;
+pub use events::*;
+pub use money::{parse_currency as parse_currency_code, Currency, Money, MoneyError, AMOUNT_MINOR_MAX};

@@ -1,0 +1,20 @@
+//! Merchant notifications, built on the global log.
+//!
+//! - [`NotifyEnqueuer`]: a transactional subscriber of the global log. Each payment or refund
+//!   outcome event becomes one `notify_job` row in the same transaction as the checkpoint, so a
+//!   notification is never lost to a restart and never queued twice.
+//! - [`Sender`]: delivers due jobs: `POST notify_url` with the JSON notification and
+//!   `Payledger-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(webhook_secret, t + "." + body)>`.
+//!   A 2xx answer delivers it; otherwise it is retried on the [`RetrySchedule`] and abandoned
+//!   after the last attempt. Every attempt is recorded in `notify_attempt`.
+//!
+//! Notification body: `{"id", "type", "created_at", "data": <order view>}` (+ `refund_id` for
+//! refund types); `id` is stable across attempts (the event's id), so merchants de-duplicate on it.
+
+pub mod enqueue;
+pub mod send;
+pub mod signature;
+
+pub use enqueue::{notification_type, NotifyEnqueuer, ENQUEUER_NAME};
+pub use send::{RetrySchedule, Sender, SenderConfig};
+pub use signature::{sign, verify, SIGNATURE_HEADER};

@@ -1,0 +1,265 @@
+//! Delivering queued notifications.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use payledger_store::merchants;
+use payledger_store::time::fmt_ts;
+use payledger_store::DbError;
+use sqlx::AnyPool;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::signature::{sign, SIGNATURE_HEADER};
+
+/// Delays between attempts: after attempt n fails, attempt n+1 waits `delays[n-1]`; after the
+/// last delay's attempt fails the notification is abandoned. So `delays.len() + 1` attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule {
+    pub delays: Vec<Duration>,
+}
+
+impl Default for RetrySchedule {
+    /// WeChat Pay's notification intervals, ten retries (DESIGN.md): 15s, 15s, 30s, 3m, 10m,
+    /// 20m, 30m, 30m, 30m, 60m.
+    fn default() -> Self {
+        "15s,15s,30s,3m,10m,20m,30m,30m,30m,60m"
+            .parse()
+            .expect("the default schedule parses")
+    }
+}
+
+impl FromStr for RetrySchedule {
+    type Err = String;
+
+    /// Parses a comma-separated list of durations, e.g. `15s,15s,30s,3m` (humantime syntax).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let delays = s
+            .split(',')
+            .map(|d| humantime::parse_duration(d.trim()).map_err(|e| format!("{d:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if delays.is_empty() {
+            return Err("the retry schedule needs at least one delay".into());
+        }
+        Ok(Self { delays })
+    }
+}
+
+/// How the sender behaves.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub schedule: RetrySchedule,
+    /// Whole-request timeout of one POST (a slow merchant costs at most this).
+    pub request_timeout_ms: u64,
+    /// Deliveries in flight at once.
+    pub concurrency_max: usize,
+    /// How long a claimed job is hidden from other senders while it is being delivered.
+    pub lease_ms: u64,
+    /// How often the queue is checked when nothing wakes the sender.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            schedule: RetrySchedule::default(),
+            request_timeout_ms: 10_000,
+            concurrency_max: 16,
+            lease_ms: 60_000,
+            poll_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Delivers due notifications.
+#[derive(Clone)]
+pub struct Sender {
+    pool: AnyPool,
+    http: reqwest::Client,
+    config: Arc<SenderConfig>,
+    queued: Arc<Notify>,
+    permits: Arc<Semaphore>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Job {
+    notification_id: String,
+    merchant_id: String,
+    notify_url: String,
+    body: String,
+    attempts: i64,
+    next_attempt_at: String,
+}
+
+impl Sender {
+    /// A sender over the notify queue in `pool`; `queued` wakes it (see [`crate::NotifyEnqueuer`]).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built (TLS roots unavailable).
+    pub fn new(pool: AnyPool, config: SenderConfig, queued: Arc<Notify>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.request_timeout_ms))
+            .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(5_000)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("payledger-notifier/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            pool,
+            http,
+            permits: Arc::new(Semaphore::new(config.concurrency_max)),
+            config: Arc::new(config),
+            queued,
+        })
+    }
+
+    /// Sends until the task is aborted. An attempt cut off by the abort is retried after its
+    /// lease expires (at-least-once; the stable `id` lets merchants de-duplicate).
+    pub async fn run(self) {
+        loop {
+            match self.send_due().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "notify queue scan failed"),
+            }
+            tokio::select! {
+                _ = self.queued.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(self.config.poll_interval_ms)) => {}
+            }
+        }
+    }
+
+    /// Claims and delivers the jobs that are due now; returns how many it attempted.
+    ///
+    /// # Errors
+    /// [`DbError`] when the queue cannot be read.
+    pub async fn send_due(&self) -> Result<usize, DbError> {
+        let now = Utc::now();
+        let jobs: Vec<Job> = sqlx::query_as(
+            "SELECT notification_id, merchant_id, notify_url, body, attempts, next_attempt_at FROM notify_job \
+             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
+        )
+        .bind(fmt_ts(now))
+        .bind(self.config.concurrency_max as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let lease_until = fmt_ts(now + chrono::Duration::milliseconds(self.config.lease_ms as i64));
+        let mut tasks = tokio::task::JoinSet::new();
+        for job in jobs {
+            // Claim by moving next_attempt_at forward, only if nobody else did first.
+            let claimed = sqlx::query(
+                "UPDATE notify_job SET next_attempt_at = $1 WHERE notification_id = $2 AND status = 'pending' \
+                 AND next_attempt_at = $3",
+            )
+            .bind(&lease_until)
+            .bind(&job.notification_id)
+            .bind(&job.next_attempt_at)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1;
+            if !claimed {
+                continue;
+            }
+            let this = self.clone();
+            let permit = Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
+            tasks.spawn(async move {
+                let _permit = permit;
+                let id = job.notification_id.clone();
+                if let Err(e) = this.deliver(job).await {
+                    tracing::error!(notification_id = %id, error = %e, "recording a notification attempt failed");
+                }
+            });
+        }
+        let n = tasks.len();
+        while tasks.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    async fn deliver(&self, job: Job) -> Result<(), DbError> {
+        let attempt = job.attempts + 1;
+        let started = Instant::now();
+        let result: Result<u16, String> = match merchants::get(&self.pool, &job.merchant_id).await? {
+            None => Err(format!("merchant {} no longer exists", job.merchant_id)),
+            Some(m) => {
+                let t = Utc::now().timestamp();
+                self.http
+                    .post(&job.notify_url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(SIGNATURE_HEADER, sign(&m.webhook_secret, t, job.body.as_bytes()))
+                    .body(job.body.clone())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let latency_ms = started.elapsed().as_millis() as i64;
+        let now = Utc::now();
+        let (status_code, error) = match &result {
+            Ok(code) if (200..300).contains(code) => (Some(*code), None),
+            Ok(code) => (Some(*code), Some(format!("merchant answered HTTP {code}"))),
+            Err(e) => (None, Some(e.clone())),
+        };
+        let delivered = error.is_none();
+        let retry_delay = self.config.schedule.delays.get(job.attempts as usize);
+        let (status, next_attempt_at) = match (delivered, retry_delay) {
+            (true, _) => ("delivered", now),
+            (false, Some(delay)) => ("pending", now + chrono::Duration::from_std(*delay).unwrap_or_default()),
+            (false, None) => ("abandoned", now),
+        };
+        tracing::info!(notification_id = %job.notification_id, attempt, status, ?status_code, latency_ms, "notification attempt");
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO notify_attempt (notification_id, attempt, attempted_at, status_code, latency_ms, error) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (notification_id, attempt) DO NOTHING",
+        )
+        .bind(&job.notification_id)
+        .bind(attempt)
+        .bind(fmt_ts(now))
+        .bind(status_code.map(i64::from))
+        .bind(latency_ms)
+        .bind(&error)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE notify_job SET status = $1, attempts = $2, next_attempt_at = $3, last_status_code = $4, \
+             last_error = $5, updated_at = $6 WHERE notification_id = $7",
+        )
+        .bind(status)
+        .bind(attempt)
+        .bind(fmt_ts(next_attempt_at))
+        .bind(status_code.map(i64::from))
+        .bind(&error)
+        .bind(fmt_ts(now))
+        .bind(&job.notification_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_schedule_is_ten_retries_over_wechat_intervals() {
+        let s = RetrySchedule::default();
+        let secs: Vec<u64> = s.delays.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, vec![15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600]);
+    }
+
+    #[test]
+    fn schedule_parse_rejects_garbage() {
+        assert!("15s,abc".parse::<RetrySchedule>().is_err());
+        assert_eq!(
+            "1s, 2m".parse::<RetrySchedule>().unwrap().delays,
+            vec![Duration::from_secs(1), Duration::from_secs(120)]
+        );
+    }
+}

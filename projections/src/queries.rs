@@ -1,0 +1,151 @@
+//! Reads of the read tables, always scoped to one merchant: another merchant's order is simply
+//! not found.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sqlx::AnyPool;
+use uuid::Uuid;
+
+use crate::view::{OrderView, RefundView};
+
+/// Most orders one list page returns.
+pub const PAGE_LIMIT_MAX: i64 = 100;
+/// Orders per page when the client does not say.
+pub const PAGE_LIMIT_DEFAULT: i64 = 20;
+
+/// A read failure: the database, or a stored document that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("stored view does not decode: {0}")]
+    Corrupt(String),
+}
+
+fn decode<T: serde::de::DeserializeOwned>(doc: Option<String>) -> Result<Option<T>, QueryError> {
+    doc.map(|d| serde_json::from_str(&d).map_err(|e| QueryError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// The order `order_id` of `merchant_id`.
+///
+/// # Errors
+/// [`QueryError`] when the database fails or the row does not decode.
+pub async fn order(pool: &AnyPool, merchant_id: &str, order_id: Uuid) -> Result<Option<OrderView>, QueryError> {
+    let doc = sqlx::query_scalar("SELECT doc FROM order_view WHERE order_id = $1 AND merchant_id = $2")
+        .bind(order_id.to_string())
+        .bind(merchant_id)
+        .fetch_optional(pool)
+        .await?;
+    decode(doc)
+}
+
+/// The refund `refund_id` of `merchant_id`.
+///
+/// # Errors
+/// [`QueryError`] when the database fails or the row does not decode.
+pub async fn refund(pool: &AnyPool, merchant_id: &str, refund_id: Uuid) -> Result<Option<RefundView>, QueryError> {
+    let doc = sqlx::query_scalar("SELECT doc FROM refund_view WHERE refund_id = $1 AND merchant_id = $2")
+        .bind(refund_id.to_string())
+        .bind(merchant_id)
+        .fetch_optional(pool)
+        .await?;
+    decode(doc)
+}
+
+/// Filters of `GET /v1/orders`.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub out_trade_no: Option<String>,
+    /// Wire name of a status, e.g. `paid`.
+    pub status: Option<String>,
+    /// Created at or after (RFC 3339 UTC text as stored).
+    pub created_from: Option<String>,
+    /// Created before.
+    pub created_to: Option<String>,
+}
+
+/// One page of orders, newest first, and the cursor of the next page.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrderPage {
+    pub data: Vec<OrderView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Why a cursor was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
+/// Encodes the position after `(created_at, order_id)`: opaque to clients.
+fn encode_cursor(created_at: &str, order_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{created_at}|{order_id}"))
+}
+
+/// Decodes a cursor from [`encode_cursor`].
+///
+/// # Errors
+/// [`InvalidCursor`] for anything we did not issue.
+pub fn decode_cursor(cursor: &str) -> Result<(String, String), InvalidCursor> {
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
+    let text = String::from_utf8(raw).map_err(|_| InvalidCursor)?;
+    let (created_at, order_id) = text.split_once('|').ok_or(InvalidCursor)?;
+    Uuid::parse_str(order_id).map_err(|_| InvalidCursor)?;
+    Ok((created_at.to_string(), order_id.to_string()))
+}
+
+/// The merchant's orders matching `filter`, newest first, `limit` per page (clamped to
+/// 1..=[`PAGE_LIMIT_MAX`]), after `cursor`. Keyset pagination on `(created_at, order_id)`, so
+/// orders inserted meanwhile never shift or repeat a page.
+///
+/// # Errors
+/// [`QueryError`] when the database fails or a row does not decode.
+pub async fn list_orders(
+    pool: &AnyPool,
+    merchant_id: &str,
+    filter: &OrderFilter,
+    limit: i64,
+    cursor: Option<(String, String)>,
+) -> Result<OrderPage, QueryError> {
+    let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+    let mut sql = String::from("SELECT doc, created_at, order_id FROM order_view WHERE merchant_id = $1");
+    let mut args: Vec<String> = vec![merchant_id.to_string()];
+    let mut push = |clause: &str, value: String, sql: &mut String| {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(v) = &filter.out_trade_no {
+        push(" AND out_trade_no = ?", v.clone(), &mut sql);
+    }
+    if let Some(v) = &filter.status {
+        push(" AND status = ?", v.clone(), &mut sql);
+    }
+    if let Some(v) = &filter.created_from {
+        push(" AND created_at >= ?", v.clone(), &mut sql);
+    }
+    if let Some(v) = &filter.created_to {
+        push(" AND created_at < ?", v.clone(), &mut sql);
+    }
+    if let Some((created_at, order_id)) = cursor {
+        push(" AND (created_at < ?", created_at.clone(), &mut sql);
+        push(" OR (created_at = ?", created_at, &mut sql);
+        push(" AND order_id < ?))", order_id, &mut sql);
+    }
+    sql.push_str(&format!(" ORDER BY created_at DESC, order_id DESC LIMIT {}", limit + 1));
+    let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);
+    for a in &args {
+        query = query.bind(a);
+    }
+    let mut rows = query.fetch_all(pool).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|(_, c, id)| encode_cursor(c, id))
+    } else {
+        None
+    };
+    let data = rows
+        .into_iter()
+        .map(|(doc, _, _)| serde_json::from_str(&doc).map_err(|e| QueryError::Corrupt(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok(OrderPage { data, next_cursor })
+}

@@ -1,0 +1,196 @@
+//! Connecting, pooling and migrating.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::AnyPool;
+use tokio::sync::watch;
+
+use crate::log::GlobalLog;
+use crate::orders::OrderStore;
+
+/// The embedded default's database file, in the working directory.
+pub const DEFAULT_SQLITE_FILE: &str = "payledger.db";
+
+/// Which database backs this installation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL through postgres-es.
+    Postgres,
+    /// SQLite through sqlite-es (the embedded default).
+    Sqlite,
+}
+
+/// A database failure (connection, migration, query). Details are for logs, not for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported DATABASE_URL {0:?}: expected postgres://… or sqlite://…")]
+    UnsupportedUrl(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Pool sizes. Two pools share the database: the typed one cqrs-es appends through, and an
+/// `Any` pool for the read side and subscribers, whose SQL is written once for both backends.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// Connections for command execution (cqrs-es).
+    pub store_connections_max: u32,
+    /// Connections for queries and subscribers.
+    pub query_connections_max: u32,
+    /// How long a request waits for a free connection before failing.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            store_connections_max: 8,
+            query_connections_max: 8,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A connected, migrated-on-demand database.
+#[derive(Clone)]
+pub struct Database {
+    backend: Backend,
+    url: String,
+    any: AnyPool,
+    orders: Arc<OrderStore>,
+    appended: Arc<watch::Sender<u64>>,
+}
+
+impl Database {
+    /// Connects to `url`: `postgres://…` / `postgresql://…` or `sqlite://PATH`; `None` means the
+    /// embedded default, `sqlite://payledger.db` (created if missing).
+    ///
+    /// # Errors
+    /// [`DbError::UnsupportedUrl`] for another scheme; [`DbError::Sqlx`] when the database
+    /// cannot be reached.
+    pub async fn connect(url: Option<&str>, pools: PoolConfig) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let url = url
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("sqlite://{DEFAULT_SQLITE_FILE}"));
+        let acquire_timeout = Duration::from_millis(pools.acquire_timeout_ms);
+        let (backend, orders) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(&url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(pools.store_connections_max)
+                .acquire_timeout(acquire_timeout)
+                .connect_with(options)
+                .await?;
+            (Backend::Postgres, OrderStore::postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            // FULL: a payment ledger must not lose a committed event on power loss, which
+            // NORMAL allows in WAL mode. WAL lets readers run beside the single writer.
+            let options = SqliteConnectOptions::from_str(&url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(pools.store_connections_max)
+                .acquire_timeout(acquire_timeout)
+                .connect_with(options)
+                .await?;
+            (Backend::Sqlite, OrderStore::sqlite(pool))
+        } else {
+            return Err(DbError::UnsupportedUrl(url));
+        };
+        let any = AnyPoolOptions::new()
+            .max_connections(pools.query_connections_max)
+            .acquire_timeout(acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Same durability and lock waiting as the store pool.
+                        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Self {
+            backend,
+            url,
+            any,
+            orders: Arc::new(orders),
+            appended: Arc::new(watch::channel(0).0),
+        })
+    }
+
+    /// Applies the migrations in `schemas/postgres` or `schemas/sqlite` (embedded at build
+    /// time). Idempotent.
+    ///
+    /// # Errors
+    /// [`DbError::Migrate`] when a migration fails or an applied one was changed.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self.backend {
+            Backend::Postgres => sqlx::migrate!("../schemas/postgres").run(&self.any).await?,
+            Backend::Sqlite => sqlx::migrate!("../schemas/sqlite").run(&self.any).await?,
+        }
+        Ok(())
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL connected to (may hold credentials: do not log it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The pool for read tables, subscribers and other portable SQL (`$1` placeholders work on
+    /// both backends).
+    pub fn pool(&self) -> &AnyPool {
+        &self.any
+    }
+
+    /// Command execution for `PaymentOrder`.
+    pub fn orders(&self) -> &OrderStore {
+        &self.orders
+    }
+
+    /// The global, ordered log of every event.
+    pub fn log(&self) -> GlobalLog {
+        GlobalLog::new(self.backend, self.any.clone())
+    }
+
+    /// Tells in-process subscribers that events were appended, so they read now rather than
+    /// at their next poll. Other processes poll.
+    pub fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever [`Database::notify_appended`] is called.
+    pub fn appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.any).await.is_ok()
+    }
+
+    /// Closes both pools.
+    pub async fn close(&self) {
+        self.any.close().await;
+        self.orders.close().await;
+    }
+}

@@ -1,0 +1,22 @@
+//! The event store and the global log, shared by every role (API, projections, notifier,
+//! channel workers). The one place that knows which database backs payledger.
+//!
+//! - [`Database`]: connects to PostgreSQL (postgres-es) or the embedded SQLite file
+//!   (sqlite-es), runs the migrations of `schemas/`, and hands out the pieces below.
+//! - [`OrderStore`]: executes `PaymentOrder` commands with bounded retry on optimistic
+//!   concurrency conflicts and returns the committed events and the resulting state.
+//! - [`GlobalLog`]: reads every event in commit order (PostgreSQL: `(transaction_id,
+//!   global_position)` below `pg_snapshot_xmin`; SQLite: `event_positions`).
+//! - [`subscription`]: checkpointed subscribers of the global log.
+
+pub mod db;
+pub mod log;
+pub mod merchants;
+pub mod orders;
+pub mod settings;
+pub mod subscription;
+pub mod time;
+
+pub use db::{Backend, Database, DbError, PoolConfig};
+pub use log::{GlobalLog, LogEvent, LogPosition};
+pub use orders::{ExecuteError, Executed, OrderStore};

@@ -1,0 +1,185 @@
+//! The global log: every stored event, in commit order, for subscribers and audit.
+//!
+//! PostgreSQL hands out `global_position` at insert time, but transactions commit in another
+//! order, so "position > checkpoint" would skip a row that commits late with a smaller
+//! position. We order by `(transaction_id, global_position)` and read only rows whose
+//! transaction is below `pg_snapshot_xmin(pg_current_snapshot())`, i.e. every transaction that
+//! could still commit before them has finished. A long transaction can delay readers; it can
+//! never make them skip. SQLite has one writer, so insert order is commit order.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use cqrs_es::Aggregate;
+use payledger_domain::{ids, PaymentOrder, PaymentOrderEvent};
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+use crate::db::{Backend, DbError};
+use crate::time::parse_ts;
+
+/// Upcasters from older event versions to the current ones, applied on every load (the
+/// aggregate's and the log's). Empty while every stored event is version 1.0.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    vec![]
+}
+
+/// A position in the global log: `(transaction_id, global_position)`, compared in that order.
+/// On SQLite `transaction_id` is always 0. `LogPosition::default()` is before the first event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct LogPosition {
+    pub transaction_id: i64,
+    pub global_position: i64,
+}
+
+/// One event as read from the global log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEvent {
+    /// Where it is in the log.
+    pub position: LogPosition,
+    /// Stable id: `ids::event_id(order_id, sequence)`.
+    pub event_id: Uuid,
+    /// The aggregate (order) it belongs to.
+    pub order_id: Uuid,
+    /// 1-based, dense per order.
+    pub sequence: i64,
+    /// The event type name, e.g. `PaymentSucceeded`.
+    pub event_type: String,
+    /// The stored payload version (before upcasting).
+    pub event_version: String,
+    /// The decoded (upcast) event.
+    pub event: PaymentOrderEvent,
+    /// Stored metadata: who caused it (`actor`), request id.
+    pub metadata: serde_json::Value,
+    /// When the database stored it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Reads the global log. Cheap to clone.
+#[derive(Clone)]
+pub struct GlobalLog {
+    backend: Backend,
+    pool: AnyPool,
+    upcasters: std::sync::Arc<Vec<Box<dyn EventUpcaster>>>,
+}
+
+const PG_COLUMNS: &str = "e.transaction_id::text::bigint AS tx, e.global_position AS pos, e.aggregate_id, \
+     e.sequence, e.event_type, e.event_version, e.payload::text AS payload, e.metadata::text AS metadata, \
+     to_char(e.recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at";
+const SQLITE_COLUMNS: &str = "0 AS tx, p.global_position AS pos, e.aggregate_id, e.sequence, e.event_type, \
+     e.event_version, e.payload, e.metadata, e.recorded_at";
+const SQLITE_FROM: &str = "event_positions p JOIN events e ON e.aggregate_type = p.aggregate_type \
+     AND e.aggregate_id = p.aggregate_id AND e.sequence = p.sequence";
+
+impl GlobalLog {
+    pub(crate) fn new(backend: Backend, pool: AnyPool) -> Self {
+        Self {
+            backend,
+            pool,
+            upcasters: std::sync::Arc::new(upcasters()),
+        }
+    }
+
+    /// Up to `limit` events after `after`, in commit order, only ones whose commit order is
+    /// final (see the module docs).
+    ///
+    /// # Errors
+    /// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when a stored event does
+    /// not decode (a bug or tampering: the subscriber must stop, not skip it).
+    pub async fn read_after(&self, after: LogPosition, limit: i64) -> Result<Vec<LogEvent>, DbError> {
+        let rows = match self.backend {
+            Backend::Postgres => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM events e WHERE e.aggregate_type = $1 \
+                     AND (e.transaction_id, e.global_position) > (($2::bigint)::text::xid8, $3) \
+                     AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY e.transaction_id, e.global_position LIMIT $4"
+                );
+                sqlx::query(&sql)
+                    .bind(PaymentOrder::TYPE)
+                    .bind(after.transaction_id)
+                    .bind(after.global_position)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Backend::Sqlite => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM {SQLITE_FROM} WHERE p.aggregate_type = $1 \
+                     AND p.global_position > $2 ORDER BY p.global_position LIMIT $3"
+                );
+                sqlx::query(&sql)
+                    .bind(PaymentOrder::TYPE)
+                    .bind(after.global_position)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    /// Every event of one order, by sequence: the audit trail.
+    ///
+    /// # Errors
+    /// As [`GlobalLog::read_after`].
+    pub async fn order_events(&self, order_id: Uuid) -> Result<Vec<LogEvent>, DbError> {
+        let sql = match self.backend {
+            Backend::Postgres => format!(
+                "SELECT {PG_COLUMNS} FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence"
+            ),
+            Backend::Sqlite => format!(
+                "SELECT {SQLITE_COLUMNS} FROM {SQLITE_FROM} WHERE p.aggregate_type = $1 AND p.aggregate_id = $2 \
+                 ORDER BY p.sequence"
+            ),
+        };
+        let rows = sqlx::query(&sql)
+            .bind(PaymentOrder::TYPE)
+            .bind(order_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    fn decode(&self, row: &AnyRow) -> Result<LogEvent, DbError> {
+        let aggregate_id: String = row.try_get("aggregate_id")?;
+        let sequence: i64 = row.try_get("sequence")?;
+        let corrupt = |what: String| DbError::Corrupt(format!("event {aggregate_id}#{sequence}: {what}"));
+        let payload: String = row.try_get("payload")?;
+        let metadata: String = row.try_get("metadata")?;
+        let mut serialized = SerializedEvent {
+            aggregate_id: aggregate_id.clone(),
+            sequence: usize::try_from(sequence).map_err(|e| corrupt(e.to_string()))?,
+            aggregate_type: PaymentOrder::TYPE.to_string(),
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: serde_json::from_str(&payload).map_err(|e| corrupt(e.to_string()))?,
+            metadata: serde_json::from_str(&metadata).map_err(|e| corrupt(e.to_string()))?,
+        };
+        let event_version = serialized.event_version.clone();
+        for upcaster in self.upcasters.iter() {
+            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+                serialized = upcaster.upcast(serialized);
+            }
+        }
+        let event: PaymentOrderEvent =
+            serde_json::from_value(serialized.payload).map_err(|e| corrupt(e.to_string()))?;
+        let order_id = Uuid::parse_str(&aggregate_id).map_err(|e| corrupt(e.to_string()))?;
+        let recorded_at: String = row.try_get("recorded_at")?;
+        Ok(LogEvent {
+            position: LogPosition {
+                transaction_id: row.try_get("tx")?,
+                global_position: row.try_get("pos")?,
+            },
+            event_id: ids::event_id(&aggregate_id, sequence),
+            order_id,
+            sequence,
+            event_type: serialized.event_type,
+            event_version,
+            event,
+            metadata: serialized.metadata,
+            recorded_at: parse_ts(&recorded_at).map_err(|e| corrupt(e.to_string()))?,
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Merchants: who may call the API, and the secret their notifications are signed with.
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use sqlx::AnyPool;
+
+use crate::db::DbError;
+use crate::time::fmt_ts;
+
+/// A merchant as stored (the API key itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant {
+    pub merchant_id: String,
+    /// HMAC-SHA256 key for `Payledger-Signature` on notifications.
+    pub webhook_secret: String,
+}
+
+/// Why adding a merchant failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AddMerchantError {
+    #[error("merchant {0:?} already exists")]
+    Exists(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Hex SHA-256 of an API key. API keys are 256-bit random tokens, so an unsalted fast hash does
+/// not weaken them and lets authentication look the merchant up by hash in one query.
+pub fn api_key_hash(api_key: &str) -> String {
+    hex::encode(Sha256::digest(api_key.as_bytes()))
+}
+
+/// Stores a new merchant with the hash of `api_key`.
+///
+/// # Errors
+/// [`AddMerchantError::Exists`] when `merchant_id` is taken; [`AddMerchantError::Db`] otherwise.
+pub async fn add(
+    pool: &AnyPool,
+    merchant_id: &str,
+    api_key: &str,
+    webhook_secret: &str,
+) -> Result<(), AddMerchantError> {
+    let result = sqlx::query(
+        "INSERT INTO merchants (merchant_id, api_key_sha256, webhook_secret, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (merchant_id) DO NOTHING",
+    )
+    .bind(merchant_id)
+    .bind(api_key_hash(api_key))
+    .bind(webhook_secret)
+    .bind(fmt_ts(Utc::now()))
+    .execute(pool)
+    .await
+    .map_err(DbError::from)?;
+    if result.rows_affected() == 0 {
+        return Err(AddMerchantError::Exists(merchant_id.to_string()));
+    }
+    Ok(())
+}
+
+/// The merchant whose API key is `api_key`, if any.
+///
+/// # Errors
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn by_api_key(pool: &AnyPool, api_key: &str) -> Result<Option<Merchant>, DbError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants WHERE api_key_sha256 = $1")
+            .bind(api_key_hash(api_key))
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(merchant_id, webhook_secret)| Merchant {
+        merchant_id,
+        webhook_secret,
+    }))
+}
+
+/// The merchant `merchant_id`, if it exists.
+///
+/// # Errors
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn get(pool: &AnyPool, merchant_id: &str) -> Result<Option<Merchant>, DbError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants WHERE merchant_id = $1")
+            .bind(merchant_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(merchant_id, webhook_secret)| Merchant {
+        merchant_id,
+        webhook_secret,
+    }))
+}

@@ -1,0 +1,167 @@
+//! Executing `PaymentOrder` commands.
+//!
+//! cqrs-es's `CqrsFramework::execute` returns `()`: it tells neither which events a command
+//! emitted (the API must answer 201 for a new order and 200 for a repeat) nor the resulting state,
+//! and it never retries an optimistic-lock conflict. So we drive its event store directly, in
+//! event-store mode only (its snapshot modes apply events twice in 0.5.0).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use payledger_domain::{OrderError, PaymentOrder, PaymentOrderCommand};
+use postgres_es::PostgresEventRepository;
+use rand::Rng;
+use sqlite_es::SqliteEventRepository;
+use sqlx::{PgPool, SqlitePool};
+use uuid::Uuid;
+
+/// How many times a command is re-run after an optimistic-concurrency conflict before the caller
+/// gets [`ExecuteError::Contention`]. Each retry reloads the order, so a duplicate callback that
+/// lost the race becomes a no-op on its second run.
+pub const CONFLICT_RETRIES_MAX: u32 = 8;
+/// Upper bound of the random back-off before retry `n`: `n × CONFLICT_BACKOFF_STEP_MS`, jittered.
+pub const CONFLICT_BACKOFF_STEP_MS: u64 = 5;
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Executed {
+    /// The events this command committed, in order; empty when it was a no-op (a repeat).
+    pub events: Vec<EventEnvelope<PaymentOrder>>,
+    /// The order after the command.
+    pub order: PaymentOrder,
+    /// Sequence of the order's last event after the command (0: the order does not exist).
+    pub sequence: usize,
+}
+
+/// Why a command did not execute.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The aggregate refused it: a business rule.
+    #[error(transparent)]
+    Rejected(#[from] OrderError),
+    /// Still conflicting after [`CONFLICT_RETRIES_MAX`] retries: too many concurrent writers on
+    /// one order. Safe to retry later.
+    #[error("too many concurrent changes to this order; retry")]
+    Contention,
+    /// The database failed or holds data that does not decode.
+    #[error("event store failure: {0}")]
+    Store(String),
+}
+
+type PgStore = PersistedEventStore<PostgresEventRepository, PaymentOrder>;
+type LiteStore = PersistedEventStore<SqliteEventRepository, PaymentOrder>;
+
+/// The `PaymentOrder` event store on either backend.
+pub enum OrderStore {
+    /// postgres-es.
+    Postgres(PgStore, PgPool),
+    /// sqlite-es.
+    Sqlite(LiteStore, SqlitePool),
+}
+
+impl OrderStore {
+    pub(crate) fn postgres(pool: PgPool) -> Self {
+        let repo = PostgresEventRepository::new(pool.clone());
+        Self::Postgres(
+            PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
+            pool,
+        )
+    }
+
+    pub(crate) fn sqlite(pool: SqlitePool) -> Self {
+        let repo = SqliteEventRepository::new(pool.clone());
+        Self::Sqlite(
+            PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
+            pool,
+        )
+    }
+
+    pub(crate) async fn close(&self) {
+        match self {
+            Self::Postgres(_, pool) => pool.close().await,
+            Self::Sqlite(_, pool) => pool.close().await,
+        }
+    }
+
+    /// Runs `command` against order `order_id`, retrying optimistic-concurrency conflicts up to
+    /// [`CONFLICT_RETRIES_MAX`] times with jittered back-off. `metadata` is stored with every
+    /// event (who asked, request id).
+    ///
+    /// # Errors
+    /// [`ExecuteError::Rejected`] for a business-rule refusal (nothing stored),
+    /// [`ExecuteError::Contention`] when retries ran out, [`ExecuteError::Store`] otherwise.
+    pub async fn execute(
+        &self,
+        order_id: Uuid,
+        command: PaymentOrderCommand,
+        metadata: HashMap<String, String>,
+    ) -> Result<Executed, ExecuteError> {
+        let id = order_id.to_string();
+        for attempt in 0..=CONFLICT_RETRIES_MAX {
+            let result = match self {
+                Self::Postgres(store, _) => try_execute(store, &id, command.clone(), metadata.clone()).await,
+                Self::Sqlite(store, _) => try_execute(store, &id, command.clone(), metadata.clone()).await,
+            };
+            match result {
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES_MAX => {
+                    let bound_ms = CONFLICT_BACKOFF_STEP_MS * u64::from(attempt + 1);
+                    let wait_ms = rand::thread_rng().gen_range(0..=bound_ms);
+                    tracing::debug!(%order_id, attempt, wait_ms, "optimistic lock conflict, retrying");
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                }
+                Err(AggregateError::AggregateConflict) => return Err(ExecuteError::Contention),
+                Err(AggregateError::UserError(e)) => return Err(ExecuteError::Rejected(e)),
+                Err(e) => return Err(ExecuteError::Store(e.to_string())),
+                Ok(executed) => return Ok(executed),
+            }
+        }
+        Err(ExecuteError::Contention)
+    }
+
+    /// Loads the order's current state (an empty `PaymentOrder` when it does not exist).
+    ///
+    /// # Errors
+    /// [`ExecuteError::Store`] when the database fails or an event does not decode.
+    pub async fn load(&self, order_id: Uuid) -> Result<PaymentOrder, ExecuteError> {
+        let id = order_id.to_string();
+        let result = match self {
+            Self::Postgres(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
+            Self::Sqlite(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
+        };
+        result.map_err(|e| ExecuteError::Store(e.to_string()))
+    }
+}
+
+async fn try_execute<R: PersistedEventRepository>(
+    store: &PersistedEventStore<R, PaymentOrder>,
+    id: &str,
+    command: PaymentOrderCommand,
+    metadata: HashMap<String, String>,
+) -> Result<Executed, AggregateError<OrderError>> {
+    let mut context = store.load_aggregate(id).await?;
+    let sink = EventSink::default();
+    context
+        .aggregate()
+        .handle(command, &(), &sink)
+        .await
+        .map_err(AggregateError::UserError)?;
+    let order = context.aggregate().clone();
+    let events = sink.collect().await;
+    let sequence = context.current_sequence + events.len();
+    if events.is_empty() {
+        return Ok(Executed {
+            events: vec![],
+            order,
+            sequence,
+        });
+    }
+    let events = store.commit(events, context, metadata).await?;
+    Ok(Executed {
+        events,
+        order,
+        sequence,
+    })
+}
