@@ -167,6 +167,24 @@ impl Database {
         &self.orders
     }
 
+    /// Executes `command` on order `order_id` (see [`OrderStore::execute`]) and, when it stored
+    /// events, wakes this process's subscribers.
+    ///
+    /// # Errors
+    /// As [`OrderStore::execute`].
+    pub async fn execute(
+        &self,
+        order_id: uuid::Uuid,
+        command: payledger_domain::PaymentOrderCommand,
+        metadata: std::collections::HashMap<String, String>,
+    ) -> Result<crate::Executed, crate::ExecuteError> {
+        let executed = self.orders.execute(order_id, command, metadata).await?;
+        if !executed.events.is_empty() {
+            self.notify_appended();
+        }
+        Ok(executed)
+    }
+
     /// The global, ordered log of every event.
     pub fn log(&self) -> GlobalLog {
         GlobalLog::new(self.backend, self.any.clone())

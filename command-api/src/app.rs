@@ -1,0 +1,293 @@
+//! Wiring: state shared by handlers, the router, the background roles, start and shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use payledger_channel_adapters::sandbox::SandboxChannel;
+use payledger_channel_adapters::Channels;
+use payledger_domain::aggregate::OrderState;
+use payledger_domain::PaymentOrderCommand;
+use payledger_notifier::{NotifyEnqueuer, Sender, SenderConfig};
+use payledger_projections::{queries, OrderProjection, OrderView};
+use payledger_store::subscription::{run_effects, run_transactional};
+use payledger_store::{settings, Database, Executed, PoolConfig};
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::http::error::ApiError;
+use crate::workers::refunds::RefundWorker;
+
+/// Largest request body accepted; larger bodies get 413.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// How long a command waits for the order's read model to include its events before answering,
+/// so the client's next GET sees its own write. Past it the answer is built from the event log.
+pub const READ_YOUR_WRITES_TIMEOUT_MS: u64 = 2_000;
+/// Settings key of the sandbox channel's callback signing secret.
+pub const SANDBOX_SECRET_KEY: &str = "sandbox.callback_secret";
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Base URL where payers and channels reach this server (pay pages, callbacks). Default:
+    /// `http://<listen address>` (127.0.0.1 when listening on all interfaces).
+    pub public_url: Option<String>,
+    /// `postgres://…` or `sqlite://…`; `None`: `sqlite://payledger.db`.
+    pub database_url: Option<String>,
+    /// Accept `notify_url` / `return_url` on loopback and private networks (a self-hosted
+    /// merchant often runs next door). Default true.
+    pub allow_private_urls: bool,
+    /// Notifier behaviour (retry schedule, timeouts).
+    pub sender: SenderConfig,
+    /// Pool sizes.
+    pub pools: PoolConfig,
+}
+
+impl ServeConfig {
+    /// Defaults for `listen` and `database_url`.
+    pub fn new(listen: SocketAddr, database_url: Option<String>) -> Self {
+        Self {
+            listen,
+            public_url: None,
+            database_url,
+            allow_private_urls: true,
+            sender: SenderConfig::default(),
+            pools: PoolConfig::default(),
+        }
+    }
+}
+
+/// Configuration handlers read.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub public_url: String,
+    pub allow_private_urls: bool,
+}
+
+/// State shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Database,
+    pub channels: Channels,
+    pub sandbox: Arc<SandboxChannel>,
+    pub projection: Arc<OrderProjection>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    /// Runs a command on an order on behalf of `actor` (`merchant:<id>`, `channel:<name>`, …),
+    /// recorded in every event's metadata.
+    ///
+    /// # Errors
+    /// The mapped [`ApiError`] of a refusal or failure.
+    pub async fn execute(
+        &self,
+        order_id: Uuid,
+        command: PaymentOrderCommand,
+        actor: &str,
+    ) -> Result<Executed, ApiError> {
+        let metadata = HashMap::from([("actor".to_string(), actor.to_string())]);
+        Ok(self.db.execute(order_id, command, metadata).await?)
+    }
+
+    /// The order's current state if it belongs to `merchant_id`; 404 otherwise (another
+    /// merchant's order is indistinguishable from a missing one).
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`], or an internal error.
+    pub async fn owned_order(&self, merchant_id: &str, order_id: Uuid) -> Result<OrderState, ApiError> {
+        match self.db.orders().load(order_id).await?.order {
+            Some(o) if o.terms.merchant_id == merchant_id => Ok(o),
+            _ => Err(ApiError::NotFound("order")),
+        }
+    }
+
+    /// Waits (bounded) until the read model holds the order at `sequence`.
+    pub async fn wait_for_projection(&self, order_id: Uuid, sequence: usize) -> bool {
+        let timeout = Duration::from_millis(READ_YOUR_WRITES_TIMEOUT_MS);
+        match self
+            .projection
+            .wait_for(self.db.pool(), order_id, sequence as i64, timeout)
+            .await
+        {
+            Ok(caught_up) => caught_up,
+            Err(e) => {
+                tracing::warn!(%order_id, error = %e, "waiting for the projection failed");
+                false
+            }
+        }
+    }
+
+    /// The order view once it includes `sequence`: from the read model, or folded from the event
+    /// log if the projection is slower than [`READ_YOUR_WRITES_TIMEOUT_MS`].
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] for another merchant's order; internal errors.
+    pub async fn order_view_at(
+        &self,
+        merchant_id: &str,
+        order_id: Uuid,
+        sequence: usize,
+    ) -> Result<OrderView, ApiError> {
+        if self.wait_for_projection(order_id, sequence).await {
+            if let Some(v) = queries::order(self.db.pool(), merchant_id, order_id).await? {
+                if v.last_sequence >= sequence as i64 {
+                    return Ok(v);
+                }
+            }
+        }
+        tracing::warn!(%order_id, "projection behind; answering from the event log");
+        let events = self.db.log().order_events(order_id).await?;
+        let view = OrderView::from_events(events.iter().map(|e| (e.sequence, &e.event)))
+            .map_err(ApiError::Internal)?
+            .filter(|v| v.merchant_id == merchant_id)
+            .ok_or(ApiError::NotFound("order"))?;
+        Ok(view)
+    }
+
+    /// Comma-separated names of enabled channels.
+    pub fn channel_names(&self) -> String {
+        self.channels
+            .list()
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The router with every resource, the body limit and request tracing.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(crate::http::orders::router())
+        .merge(crate::http::refunds::router())
+        .merge(crate::http::callbacks::router())
+        .merge(crate::http::sandbox::router())
+        .merge(crate::http::health::router())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A running server and its background roles.
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// Public base URL (pay pages, callbacks).
+    pub public_url: String,
+    /// The database it uses.
+    pub db: Database,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until the server stops (it stops on [`Running::shutdown`] or a server error).
+    ///
+    /// # Errors
+    /// The server's I/O error.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await??;
+        Ok(())
+    }
+
+    /// Stops accepting requests, finishes the ones in flight, stops the background roles.
+    /// Workers are aborted: their unfinished work is transactional or at-least-once.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.server).await;
+        for w in &self.workers {
+            w.abort();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.await;
+        }
+        self.db.close().await;
+    }
+}
+
+/// Connects and migrates the database, starts the projection, notifier and refund worker, and
+/// serves HTTP on `config.listen`.
+///
+/// # Errors
+/// When the database cannot be reached or migrated, or the address cannot be bound.
+pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
+    db.migrate().await?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| {
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        format!("http://{host}:{}", addr.port())
+    });
+    let public_url = public_url.trim_end_matches('/').to_string();
+
+    let secret = settings::get_or_init(db.pool(), SANDBOX_SECRET_KEY, || {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        hex::encode(bytes)
+    })
+    .await?;
+    let sandbox = Arc::new(SandboxChannel::new(&public_url, secret.as_bytes()));
+    let channels = Channels::default().with(sandbox.clone());
+    let projection = Arc::new(OrderProjection::default());
+    let queued = Arc::new(Notify::new());
+
+    let workers = vec![
+        tokio::spawn(run_transactional(db.clone(), projection.clone())),
+        tokio::spawn(run_transactional(
+            db.clone(),
+            Arc::new(NotifyEnqueuer::new(db.log(), queued.clone())),
+        )),
+        tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued)?.run()),
+        tokio::spawn(run_effects(
+            db.clone(),
+            Arc::new(RefundWorker::new(db.clone(), channels.clone())),
+        )),
+    ];
+
+    let state = AppState {
+        db: db.clone(),
+        channels,
+        sandbox,
+        projection,
+        config: Arc::new(ApiConfig {
+            public_url: public_url.clone(),
+            allow_private_urls: config.allow_private_urls,
+        }),
+    };
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let app = router(state);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = shutdown_rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, %public_url, backend = ?db.backend(), "payledger serving");
+    Ok(Running {
+        addr,
+        public_url,
+        db,
+        shutdown: Some(shutdown_tx),
+        server,
+        workers,
+    })
+}

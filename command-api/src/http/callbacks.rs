@@ -1,0 +1,81 @@
+//! `POST /v1/callbacks/{channel}`: channel-facing. The adapter verifies the raw body; only a
+//! verified callback reaches the order. Answered in the channel's own format.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use chrono::Utc;
+use payledger_channel_adapters::CallbackAnswer;
+use payledger_domain::{OrderError, PaymentOrderCommand};
+use payledger_store::ExecuteError;
+
+use crate::app::AppState;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/callbacks/{channel}", post(receive))
+}
+
+fn answer(a: CallbackAnswer) -> Response {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, a.content_type)], a.body).into_response()
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    Path(channel_name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let Some(channel) = state.channels.get(&channel_name).cloned() else {
+        return (StatusCode::NOT_FOUND, "unknown channel").into_response();
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return crate::http::extract::body_rejection(e).into_response(),
+    };
+    let verified = match channel.verify_callback(&headers, &body, Utc::now()) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(channel = %channel_name, error = %e, "callback refused");
+            return answer(channel.answer_callback(Err(e.to_string())));
+        }
+    };
+    let order_id = verified.order_id;
+    let command = PaymentOrderCommand::ReceiveChannelCallback {
+        notify_id: verified.notify_id,
+        channel_trade_no: verified.channel_trade_no,
+        outcome: verified.outcome,
+        received_at: Utc::now(),
+    };
+    let metadata = std::collections::HashMap::from([("actor".to_string(), format!("channel:{channel_name}"))]);
+    match state.db.execute(order_id, command, metadata).await {
+        Ok(executed) => {
+            for e in &executed.events {
+                if let payledger_domain::PaymentOrderEvent::PaymentAmountMismatch { expected, received, .. } =
+                    &e.payload
+                {
+                    tracing::warn!(%order_id, ?expected, ?received, "callback amount differs from the order: flagged");
+                }
+            }
+            // So that whoever looks at the order next (the payer's return page, the merchant)
+            // sees the payment.
+            state.wait_for_projection(order_id, executed.sequence).await;
+            answer(channel.answer_callback(Ok(())))
+        }
+        Err(ExecuteError::Rejected(OrderError::OrderNotFound)) => {
+            tracing::warn!(%order_id, channel = %channel_name, "callback for an unknown order");
+            answer(channel.answer_callback(Err("unknown order".into())))
+        }
+        Err(e) => {
+            tracing::error!(%order_id, error = %e, "recording a callback failed");
+            // Not recorded: tell the channel to retry on its schedule.
+            let mut a = channel.answer_callback(Err("temporarily unable to record".into()));
+            a.status = 500;
+            answer(a)
+        }
+    }
+}

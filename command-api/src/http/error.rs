@@ -1,0 +1,165 @@
+//! The HTTP layer's one error type: each case maps to a status and an RFC 9457
+//! `application/problem+json` body. Internal details go to the log, never to the client.
+
+use std::collections::BTreeMap;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use payledger_domain::OrderError;
+use payledger_store::{DbError, ExecuteError};
+use serde_json::json;
+
+/// Base of our problem `type` URIs (RFC 9457 §3.1.1).
+pub const PROBLEM_BASE: &str = "https://payledger.dev/problems/";
+
+/// Everything a handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 422: the request is well-formed but its fields are invalid; `errors` maps each field to
+    /// its messages.
+    #[error("validation failed")]
+    Validation(BTreeMap<String, Vec<String>>),
+    /// 400: the body is not valid JSON (or a query string does not parse).
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// 401: no or wrong API key.
+    #[error("missing or invalid API key")]
+    Unauthorized,
+    /// 404: no such resource for this merchant.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409: the request conflicts with the resource's state; `slug` names the rule.
+    #[error("{detail}")]
+    Conflict { slug: &'static str, detail: String },
+    /// 413: body over the limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 415: not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 502: the payment channel failed.
+    #[error("payment channel failed: {0}")]
+    BadGateway(String),
+    /// 503: try again shortly (contention, database unreachable).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure; the detail is logged only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 422 with one message for one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = BTreeMap::new();
+        errors.insert(field.to_string(), vec![message.into()]);
+        Self::Validation(errors)
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request"),
+            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed", "Malformed request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::Conflict { slug, .. } => (StatusCode::CONFLICT, slug, "Conflict"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "channel-failed", "Payment channel failed"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let detail = match &self {
+            Self::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                "an internal error occurred; it has been logged".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut body = json!({
+            "type": format!("{PROBLEM_BASE}{slug}"),
+            "title": title,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let Self::Validation(errors) = &self {
+            body["errors"] = json!(errors);
+        }
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match self {
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        let conflict = |slug| ApiError::Conflict {
+            slug,
+            detail: e.to_string(),
+        };
+        match &e {
+            OrderError::OrderNotFound => Self::NotFound("order"),
+            OrderError::RefundNotFound(_) => Self::NotFound("refund"),
+            OrderError::InvalidAmount(m) => Self::field("amount", m.clone()),
+            OrderError::CurrencyMismatch { .. } => Self::field("currency", e.to_string()),
+            OrderError::OutTradeNoConflict(_) => conflict("out-trade-no-conflict"),
+            OrderError::OutRefundNoConflict(_) => conflict("out-refund-no-conflict"),
+            OrderError::InvalidState { .. } => conflict("invalid-state"),
+            OrderError::AlreadyPaid => conflict("order-paid"),
+            OrderError::NotPaid(_) => conflict("order-not-paid"),
+            OrderError::RefundExceedsRefundable { .. } => conflict("refund-exceeds-refundable"),
+            OrderError::RefundAlreadyFinal(_) => conflict("refund-final"),
+        }
+    }
+}
+
+impl From<ExecuteError> for ApiError {
+    fn from(e: ExecuteError) -> Self {
+        match e {
+            ExecuteError::Rejected(e) => e.into(),
+            ExecuteError::Contention => Self::Unavailable(e.to_string()),
+            ExecuteError::Store(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<payledger_projections::queries::QueryError> for ApiError {
+    fn from(e: payledger_projections::queries::QueryError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,342 @@
+//! `/v1/orders`: create, read, list, close, and the audit trail.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use payledger_channel_adapters::CreateChannelOrder;
+use payledger_domain::{
+    ids, parse_currency_code, ChannelOrderOutcome, CloseReason, Money, OrderStatus, OrderTerms, PaymentOrderCommand,
+};
+use payledger_projections::queries::{self, OrderFilter, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+use payledger_projections::OrderView;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{AuthMerchant, JsonBody};
+use crate::validate::{self, FieldErrors, EXPIRE_IN_SECONDS_DEFAULT, EXPIRE_IN_SECONDS_MAX, EXPIRE_IN_SECONDS_MIN};
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orders", post(create).get(list))
+        .route("/v1/orders/{order_id}", get(show))
+        .route("/v1/orders/{order_id}/close", post(close))
+        .route("/v1/orders/{order_id}/events", get(events))
+}
+
+/// Body of `POST /v1/orders`. `amount` is an integer in minor units.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderRequest {
+    pub out_trade_no: String,
+    pub amount: Value,
+    pub currency: String,
+    pub channel: String,
+    pub method: Option<String>,
+    pub subject: String,
+    pub user_id: Option<String>,
+    pub notify_url: Option<String>,
+    pub return_url: Option<String>,
+    pub expire_in_seconds: Option<i64>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) -> Result<OrderTerms, ApiError> {
+    let mut e = FieldErrors::default();
+    validate::merchant_no(&mut e, "out_trade_no", &req.out_trade_no);
+    let amount_minor = validate::amount_minor(&mut e, "amount", &req.amount);
+    let currency = parse_currency_code(&req.currency)
+        .map_err(|err| e.add("currency", err.to_string()))
+        .ok();
+    let method = match state.channels.get(&req.channel) {
+        None => {
+            e.add(
+                "channel",
+                format!("unknown or disabled channel; enabled: {}", state.channel_names()),
+            );
+            None
+        }
+        Some(channel) => match &req.method {
+            None => channel.methods().first().map(|m| m.to_string()),
+            Some(m) if channel.methods().contains(&m.as_str()) => Some(m.clone()),
+            Some(_) => {
+                e.add(
+                    "method",
+                    format!("{} supports: {}", req.channel, channel.methods().join(", ")),
+                );
+                None
+            }
+        },
+    };
+    validate::text(&mut e, "subject", &req.subject, validate::SUBJECT_CHARS_MAX, true);
+    if let Some(u) = &req.user_id {
+        validate::text(&mut e, "user_id", u, validate::SHORT_TEXT_CHARS_MAX, true);
+    }
+    for (field, url) in [("notify_url", &req.notify_url), ("return_url", &req.return_url)] {
+        if let Some(url) = url {
+            validate::merchant_url(&mut e, field, url, state.config.allow_private_urls).await;
+        }
+    }
+    let expire_in_seconds = match req.expire_in_seconds {
+        None => Some(EXPIRE_IN_SECONDS_DEFAULT),
+        Some(s) if (EXPIRE_IN_SECONDS_MIN..=EXPIRE_IN_SECONDS_MAX).contains(&s) => u32::try_from(s).ok(),
+        Some(_) => {
+            e.add(
+                "expire_in_seconds",
+                format!("must be between {EXPIRE_IN_SECONDS_MIN} and {EXPIRE_IN_SECONDS_MAX}"),
+            );
+            None
+        }
+    };
+    validate::metadata(&mut e, &req.metadata);
+    let amount = match (amount_minor, currency) {
+        (Some(a), Some(c)) => Money::new(a, c).map_err(|err| e.add("amount", err.to_string())).ok(),
+        _ => None,
+    };
+    e.finish()?;
+    let (Some(amount), Some(method), Some(expire_in_seconds)) = (amount, method, expire_in_seconds) else {
+        return Err(ApiError::Internal("validated request lacks a field".into()));
+    };
+    Ok(OrderTerms {
+        merchant_id: merchant_id.to_string(),
+        out_trade_no: req.out_trade_no,
+        amount,
+        channel: req.channel,
+        method,
+        subject: req.subject,
+        user_id: req.user_id,
+        notify_url: req.notify_url,
+        return_url: req.return_url,
+        expire_in_seconds,
+        metadata: req.metadata,
+    })
+}
+
+/// `POST /v1/orders`: 201 with the new order; 200 with the existing order when the same request
+/// comes again; 409 when `out_trade_no` exists with other parameters; 422 for invalid fields;
+/// 502 when the channel refused or could not be reached (the order is recorded as failed).
+async fn create(
+    State(state): State<AppState>,
+    AuthMerchant(merchant): AuthMerchant,
+    JsonBody(req): JsonBody<CreateOrderRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let terms = terms_of(&state, &merchant.merchant_id, req).await?;
+    let order_id = ids::order_id(&merchant.merchant_id, &terms.out_trade_no);
+    let actor = format!("merchant:{}", merchant.merchant_id);
+    let created = state
+        .execute(
+            order_id,
+            PaymentOrderCommand::CreateOrder {
+                order_id,
+                terms,
+                created_at: Utc::now(),
+            },
+            &actor,
+        )
+        .await?;
+    let is_new = !created.events.is_empty();
+    let mut sequence = created.sequence;
+    let order = created
+        .order
+        .order
+        .ok_or_else(|| ApiError::Internal("order missing after create".into()))?;
+
+    // Place the order at the channel unless that is already recorded (a retry after a crash
+    // between the two steps lands here too).
+    if order.channel_order.is_none() && order.status == OrderStatus::AwaitingPayment {
+        let channel = state
+            .channels
+            .get(&order.terms.channel)
+            .ok_or_else(|| ApiError::Internal(format!("channel {} vanished", order.terms.channel)))?;
+        let request = CreateChannelOrder {
+            order_id,
+            amount: order.terms.amount,
+            method: order.terms.method.clone(),
+            subject: order.terms.subject.clone(),
+            expire_at: order.expire_at,
+            return_url: order.terms.return_url.clone(),
+        };
+        let outcome = match channel.create(&request).await {
+            Ok(channel_order) => ChannelOrderOutcome::Opened(channel_order),
+            Err(e) => {
+                tracing::warn!(%order_id, error = %e, "channel order failed");
+                ChannelOrderOutcome::Failed {
+                    code: "channel_error".into(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        let recorded = state
+            .execute(
+                order_id,
+                PaymentOrderCommand::RecordChannelOrder {
+                    outcome,
+                    recorded_at: Utc::now(),
+                },
+                &actor,
+            )
+            .await?;
+        sequence = recorded.sequence;
+    }
+    let view = state.order_view_at(&merchant.merchant_id, order_id, sequence).await?;
+    if view.status == OrderStatus::Failed && view.paid_amount == 0 && is_new {
+        return Err(ApiError::BadGateway(format!(
+            "order {order_id} was recorded as failed: {}",
+            view.failure_reason.as_deref().unwrap_or("channel error")
+        )));
+    }
+    let status = if is_new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(view)))
+}
+
+fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("order"))
+}
+
+/// `GET /v1/orders/{order_id}`: the order view; 404 if it is not this merchant's.
+async fn show(
+    State(state): State<AppState>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let order_id = parse_order_id(&order_id)?;
+    queries::order(state.db.pool(), &merchant.merchant_id, order_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("order"))
+}
+
+/// Query of `GET /v1/orders`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub out_trade_no: Option<String>,
+    pub status: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/orders?out_trade_no=&status=&from=&to=&limit=&cursor=`: newest first, keyset
+/// pagination; `{data: [order view], next_cursor}`.
+async fn list(
+    State(state): State<AppState>,
+    AuthMerchant(merchant): AuthMerchant,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let mut e = FieldErrors::default();
+    let statuses = [
+        "awaiting_payment",
+        "paid",
+        "partially_refunded",
+        "refunded",
+        "closed",
+        "failed",
+    ];
+    if let Some(s) = &q.status {
+        if !statuses.contains(&s.as_str()) {
+            e.add("status", format!("one of {}", statuses.join(", ")));
+        }
+    }
+    let mut time = |field: &str, v: &Option<String>| {
+        v.as_deref().and_then(|t| match payledger_store::time::parse_ts(t) {
+            Ok(t) => Some(payledger_store::time::fmt_ts(t)),
+            Err(_) => {
+                e.add(field, "must be an RFC 3339 time, e.g. 2026-11-21T00:00:00Z");
+                None
+            }
+        })
+    };
+    let created_from = time("from", &q.from);
+    let created_to = time("to", &q.to);
+    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
+        e.add("limit", format!("must be between 1 and {PAGE_LIMIT_MAX}"));
+    }
+    let cursor = match q.cursor.as_deref().map(queries::decode_cursor).transpose() {
+        Ok(c) => c,
+        Err(err) => {
+            e.add("cursor", err.to_string());
+            None
+        }
+    };
+    e.finish()?;
+    let filter = OrderFilter {
+        out_trade_no: q.out_trade_no,
+        status: q.status,
+        created_from,
+        created_to,
+    };
+    let page = queries::list_orders(state.db.pool(), &merchant.merchant_id, &filter, limit, cursor).await?;
+    Ok(Json(page))
+}
+
+/// `POST /v1/orders/{order_id}/close`: closes an unpaid order (200 with the order); closing a
+/// closed order again is a no-op; 409 when it was paid.
+async fn close(
+    State(state): State<AppState>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let order_id = parse_order_id(&order_id)?;
+    state.owned_order(&merchant.merchant_id, order_id).await?;
+    let executed = state
+        .execute(
+            order_id,
+            PaymentOrderCommand::CloseOrder {
+                reason: CloseReason::Cancelled,
+                closed_at: Utc::now(),
+            },
+            &format!("merchant:{}", merchant.merchant_id),
+        )
+        .await?;
+    Ok(Json(
+        state
+            .order_view_at(&merchant.merchant_id, order_id, executed.sequence)
+            .await?,
+    ))
+}
+
+/// `GET /v1/orders/{order_id}/events`: every event of the order, in order, with who caused it
+/// (`metadata.actor`) and when it was stored.
+async fn events(
+    State(state): State<AppState>,
+    AuthMerchant(merchant): AuthMerchant,
+    Path(order_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let order_id = parse_order_id(&order_id)?;
+    state.owned_order(&merchant.merchant_id, order_id).await?;
+    let events = state.db.log().order_events(order_id).await?;
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|e| {
+            // Stored as {"<Type>": {fields}}: show the fields under `payload`.
+            let payload = match serde_json::to_value(&e.event) {
+                Ok(Value::Object(mut m)) => m.remove(&e.event_type).unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
+            json!({
+                "event_id": e.event_id,
+                "sequence": e.sequence,
+                "type": e.event_type,
+                "version": e.event_version,
+                "recorded_at": payledger_store::time::fmt_ts(e.recorded_at),
+                "global_position": e.position.global_position,
+                "metadata": e.metadata,
+                "payload": payload,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "order_id": order_id, "events": events })))
+}

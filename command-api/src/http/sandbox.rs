@@ -1,0 +1,137 @@
+//! The sandbox channel's payer-facing page: `GET /sandbox/pay/{order_id}` shows the order and two
+//! buttons; `POST /sandbox/pay/{order_id}` with `{"result":"success"|"fail"}` makes the sandbox
+//! send its signed callback to `/v1/callbacks/sandbox`, exactly as a real channel would.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use html_escape::encode_text;
+use payledger_domain::aggregate::OrderState;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::JsonBody;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/sandbox/pay/{order_id}", get(page).post(pay))
+}
+
+async fn sandbox_order(state: &AppState, order_id: &str) -> Result<OrderState, ApiError> {
+    let order_id = Uuid::parse_str(order_id).map_err(|_| ApiError::NotFound("order"))?;
+    let order = state
+        .db
+        .orders()
+        .load(order_id)
+        .await?
+        .order
+        .ok_or(ApiError::NotFound("order"))?;
+    if order.terms.channel != "sandbox" {
+        return Err(ApiError::NotFound("order"));
+    }
+    Ok(order)
+}
+
+fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
+    if exponent == 0 {
+        return amount_minor.to_string();
+    }
+    let scale = 10_i64.pow(u32::from(exponent));
+    format!(
+        "{}.{:0width$}",
+        amount_minor / scale,
+        amount_minor % scale,
+        width = usize::from(exponent)
+    )
+}
+
+async fn page(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<Html<String>, ApiError> {
+    let order = sandbox_order(&state, &order_id).await?;
+    let money = order.terms.amount;
+    let amount = minor_to_display(money.amount_minor, money.currency.exponent().unwrap_or(2));
+    let return_url = serde_json::to_string(&order.terms.return_url).unwrap_or_else(|_| "null".into());
+    Ok(Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>payledger sandbox — pay</title>
+<style>body{{font-family:sans-serif;max-width:28rem;margin:3rem auto}}button{{font-size:1.1rem;margin-right:1rem}}</style>
+</head><body>
+<h1>Sandbox payment</h1>
+<p>This page stands in for a payment channel. No real money moves.</p>
+<dl><dt>Order</dt><dd><code>{order_id}</code></dd>
+<dt>Subject</dt><dd>{subject}</dd>
+<dt>Amount</dt><dd>{amount} {currency}</dd>
+<dt>Status</dt><dd id="status">{status}</dd></dl>
+<button onclick="pay('success')">Pay</button><button onclick="pay('fail')">Fail the payment</button>
+<p id="result"></p>
+<script>
+const returnUrl = {return_url};
+async function pay(result) {{
+  const r = await fetch(location.pathname, {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, body: JSON.stringify({{result}})}});
+  const body = await r.json();
+  document.getElementById('result').textContent = r.ok ? 'Callback sent: ' + body.order_status : 'Failed: ' + (body.detail || r.status);
+  if (r.ok && returnUrl) {{ location.href = returnUrl; }}
+}}
+</script>
+</body></html>"#,
+        order_id = order.order_id,
+        subject = encode_text(&order.terms.subject),
+        currency = money.currency.code(),
+        status = order.status,
+    )))
+}
+
+/// Body of `POST /sandbox/pay/{order_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayRequest {
+    /// `success` or `fail`.
+    pub result: String,
+}
+
+async fn pay(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+    JsonBody(req): JsonBody<PayRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let succeed = match req.result.as_str() {
+        "success" => true,
+        "fail" => false,
+        _ => return Err(ApiError::field("result", "must be \"success\" or \"fail\"")),
+    };
+    let order = sandbox_order(&state, &order_id).await?;
+    let callback_status = state
+        .sandbox
+        .pay(order.order_id, order.terms.amount, succeed, Utc::now())
+        .await
+        .map_err(|e| ApiError::BadGateway(e.to_string()))?;
+    if callback_status != 200 {
+        return Err(ApiError::BadGateway(format!(
+            "payledger answered the sandbox callback with HTTP {callback_status}"
+        )));
+    }
+    let after = state.db.orders().load(order.order_id).await?;
+    let status = after.order.map(|o| o.status.as_str()).unwrap_or("unknown");
+    Ok((
+        StatusCode::OK,
+        Json(json!({"order_id": order.order_id, "callback_status": callback_status, "order_status": status})),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minor_to_display;
+
+    #[test]
+    fn minor_units_display_with_the_currency_exponent() {
+        assert_eq!(minor_to_display(1999, 2), "19.99");
+        assert_eq!(minor_to_display(5, 2), "0.05");
+        assert_eq!(minor_to_display(500, 0), "500");
+        assert_eq!(minor_to_display(1234, 3), "1.234");
+    }
+}

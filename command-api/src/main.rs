@@ -1,0 +1,139 @@
+//! The `payledger` command: `serve`, `migrate`, `merchants add`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use payledger_command_api::app::{self, ServeConfig};
+use payledger_command_api::validate::{self, FieldErrors};
+use payledger_notifier::RetrySchedule;
+use payledger_store::{merchants, Database, PoolConfig};
+use rand::RngCore;
+
+/// payledger: an event-sourced payment ledger and gateway.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Database: postgres://… (use sslmode=disable on loopback) or sqlite://FILE. Default: the
+    /// embedded SQLite file payledger.db in the working directory.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API with the projection, notifier and refund worker (migrates first).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "PAYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Public base URL for pay pages and channel callbacks (default: http://<listen>).
+        #[arg(long, env = "PAYLEDGER_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Refuse notify_url/return_url on loopback, private and link-local addresses.
+        #[arg(long, env = "PAYLEDGER_DENY_PRIVATE_URLS")]
+        deny_private_urls: bool,
+        /// Delays between notification attempts, e.g. "15s,15s,30s,3m" (default: WeChat Pay's ten).
+        #[arg(long, env = "PAYLEDGER_NOTIFY_SCHEDULE")]
+        notify_schedule: Option<RetrySchedule>,
+    },
+    /// Apply the database migrations in schemas/ and exit.
+    Migrate,
+    /// Manage merchants.
+    Merchants {
+        #[command(subcommand)]
+        command: MerchantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MerchantsCommand {
+    /// Create a merchant; prints {merchant_id, api_key, webhook_secret} as JSON. The API key is
+    /// shown only now: only its hash is stored.
+    Add {
+        /// 1–64 characters of A-Z a-z 0-9 _ -.
+        merchant_id: String,
+    },
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+async fn connect(url: Option<&str>) -> anyhow::Result<Database> {
+    let db = Database::connect(url, PoolConfig::default())
+        .await
+        .context("connecting to the database")?;
+    db.migrate().await.context("migrating the database")?;
+    Ok(db)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            listen,
+            public_url,
+            deny_private_urls,
+            notify_schedule,
+        } => {
+            let mut config = ServeConfig::new(listen, cli.database_url);
+            config.public_url = public_url;
+            config.allow_private_urls = !deny_private_urls;
+            if let Some(s) = notify_schedule {
+                config.sender.schedule = s;
+            }
+            let mut running = app::start(config).await?;
+            eprintln!(
+                "payledger listening on http://{} (public URL {})",
+                running.addr, running.public_url
+            );
+            tokio::select! {
+                r = running.wait() => r?,
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("shutting down");
+                    running.shutdown().await;
+                }
+            }
+        }
+        Command::Migrate => {
+            let db = connect(cli.database_url.as_deref()).await?;
+            db.close().await;
+            eprintln!("migrations applied");
+        }
+        Command::Merchants {
+            command: MerchantsCommand::Add { merchant_id },
+        } => {
+            let mut e = FieldErrors::default();
+            validate::merchant_no(&mut e, "merchant_id", &merchant_id);
+            if let Some((field, messages)) = e.0.into_iter().next() {
+                anyhow::bail!("invalid {field}: {}", messages.join("; "));
+            }
+            let db = connect(cli.database_url.as_deref()).await?;
+            let api_key = random_token("plk_");
+            let webhook_secret = random_token("whsec_");
+            merchants::add(db.pool(), &merchant_id, &api_key, &webhook_secret).await?;
+            db.close().await;
+            println!(
+                "{}",
+                serde_json::json!({"merchant_id": merchant_id, "api_key": api_key, "webhook_secret": webhook_secret})
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Field rules for request bodies. Every limit is a named constant with its unit.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::Value;
+use url::{Host, Url};
+
+use payledger_domain::AMOUNT_MINOR_MAX;
+
+/// `out_trade_no`, `out_refund_no`, merchant ids: 1..=64 of `[A-Za-z0-9_-]` (the union of what
+/// WeChat Pay and Alipay accept, so the same number can travel to any channel).
+pub const MERCHANT_NO_CHARS_MAX: usize = 64;
+/// `subject`: characters.
+pub const SUBJECT_CHARS_MAX: usize = 256;
+/// `user_id`, refund `reason`: characters.
+pub const SHORT_TEXT_CHARS_MAX: usize = 256;
+/// `notify_url`, `return_url`: bytes.
+pub const URL_BYTES_MAX: usize = 2048;
+/// `metadata`: keys, key length, value length (characters).
+pub const METADATA_KEYS_MAX: usize = 20;
+pub const METADATA_KEY_CHARS_MAX: usize = 40;
+pub const METADATA_VALUE_CHARS_MAX: usize = 500;
+/// `expire_in_seconds`: bounds and default (2 hours, the channels' usual default).
+pub const EXPIRE_IN_SECONDS_MIN: i64 = 60;
+pub const EXPIRE_IN_SECONDS_MAX: i64 = 15 * 24 * 3600;
+pub const EXPIRE_IN_SECONDS_DEFAULT: u32 = 7200;
+
+/// Collects field errors; turns into a 422 if any.
+#[derive(Debug, Default)]
+pub struct FieldErrors(pub BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    /// Records `message` for `field`.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_string()).or_default().push(message.into());
+    }
+
+    /// `Ok` when nothing was recorded, else the 422.
+    ///
+    /// # Errors
+    /// [`crate::http::error::ApiError::Validation`] with every recorded field.
+    pub fn finish(self) -> Result<(), crate::http::error::ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::http::error::ApiError::Validation(self.0))
+        }
+    }
+}
+
+/// Checks a merchant-chosen number (`out_trade_no`, `out_refund_no`, merchant id).
+pub fn merchant_no(errors: &mut FieldErrors, field: &str, value: &str) {
+    if value.is_empty() || value.len() > MERCHANT_NO_CHARS_MAX {
+        errors.add(field, format!("must be 1 to {MERCHANT_NO_CHARS_MAX} characters"));
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        errors.add(field, "may contain only A-Z, a-z, 0-9, '_' and '-'");
+    }
+}
+
+/// Checks free text: length and no control characters.
+pub fn text(errors: &mut FieldErrors, field: &str, value: &str, chars_max: usize, required: bool) {
+    let n = value.chars().count();
+    if required && value.trim().is_empty() {
+        errors.add(field, "must not be empty");
+    } else if n > chars_max {
+        errors.add(field, format!("must be at most {chars_max} characters"));
+    } else if value.chars().any(char::is_control) {
+        errors.add(field, "must not contain control characters");
+    }
+}
+
+/// Reads an amount in minor units from a JSON value: a positive integer up to
+/// [`AMOUNT_MINOR_MAX`]. Fractions are refused rather than rounded.
+pub fn amount_minor(errors: &mut FieldErrors, field: &str, value: &Value) -> Option<i64> {
+    let Value::Number(n) = value else {
+        errors.add(field, "must be an integer amount in minor units (e.g. 1999 for 19.99)");
+        return None;
+    };
+    match n.as_i64() {
+        Some(v) if v <= 0 => errors.add(field, "must be positive"),
+        Some(v) if v > AMOUNT_MINOR_MAX => errors.add(field, format!("must be at most {AMOUNT_MINOR_MAX}")),
+        Some(v) => return Some(v),
+        None if n.is_u64() => errors.add(field, format!("must be at most {AMOUNT_MINOR_MAX}")),
+        None if n.is_f64()
+            && n.as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f.abs() > AMOUNT_MINOR_MAX as f64) =>
+        {
+            errors.add(field, format!("must be at most {AMOUNT_MINOR_MAX}"))
+        }
+        None => errors.add(
+            field,
+            "must be an integer number of minor units; fractions are not rounded",
+        ),
+    }
+    None
+}
+
+/// Checks metadata limits.
+pub fn metadata(errors: &mut FieldErrors, value: &BTreeMap<String, String>) {
+    if value.len() > METADATA_KEYS_MAX {
+        errors.add("metadata", format!("at most {METADATA_KEYS_MAX} keys"));
+    }
+    for (k, v) in value {
+        if k.is_empty() || k.chars().count() > METADATA_KEY_CHARS_MAX {
+            errors.add(
+                "metadata",
+                format!("keys must be 1 to {METADATA_KEY_CHARS_MAX} characters"),
+            );
+        }
+        if v.chars().count() > METADATA_VALUE_CHARS_MAX {
+            errors.add(
+                "metadata",
+                format!("values must be at most {METADATA_VALUE_CHARS_MAX} characters"),
+            );
+        }
+    }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+                // 100.64.0.0/10, carrier-grade NAT
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Checks a merchant URL (`notify_url`, `return_url`): absolute http(s), at most
+/// [`URL_BYTES_MAX`]. With `allow_private == false`, hosts that are or resolve to loopback,
+/// private, link-local or CGNAT addresses are refused (so notifications cannot be aimed at our
+/// own network).
+pub async fn merchant_url(errors: &mut FieldErrors, field: &str, value: &str, allow_private: bool) {
+    if value.len() > URL_BYTES_MAX {
+        errors.add(field, format!("must be at most {URL_BYTES_MAX} bytes"));
+        return;
+    }
+    let url = match Url::parse(value) {
+        Ok(u) => u,
+        Err(e) => {
+            errors.add(field, format!("must be an absolute URL: {e}"));
+            return;
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        errors.add(field, "must use http or https");
+        return;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        errors.add(field, "must not contain credentials");
+        return;
+    }
+    if allow_private {
+        return;
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let refused = match url.host() {
+        None => true,
+        Some(Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+        Some(Host::Domain(d)) if d == "localhost" || d.ends_with(".localhost") => true,
+        Some(Host::Domain(d)) => match tokio::net::lookup_host((d, port)).await {
+            Ok(addrs) => {
+                let addrs: Vec<_> = addrs.collect();
+                addrs.is_empty() || addrs.iter().any(|a| is_private(a.ip()))
+            }
+            Err(_) => {
+                errors.add(field, "host does not resolve");
+                return;
+            }
+        },
+    };
+    if refused {
+        errors.add(field, "private, loopback and link-local addresses are not allowed here");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn amounts_are_positive_integers_within_the_limit() {
+        let mut e = FieldErrors::default();
+        assert_eq!(amount_minor(&mut e, "amount", &json!(1)), Some(1));
+        assert_eq!(
+            amount_minor(&mut e, "amount", &json!(AMOUNT_MINOR_MAX)),
+            Some(AMOUNT_MINOR_MAX)
+        );
+        assert!(e.0.is_empty());
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!("100"),
+            json!(AMOUNT_MINOR_MAX + 1),
+            json!(u64::MAX),
+            json!(1e30),
+        ] {
+            let mut e = FieldErrors::default();
+            assert_eq!(amount_minor(&mut e, "amount", &bad), None, "{bad} accepted");
+            assert_eq!(e.0.len(), 1);
+        }
+    }
+
+    #[test]
+    fn merchant_numbers_allow_only_the_channel_safe_alphabet() {
+        let mut e = FieldErrors::default();
+        merchant_no(&mut e, "out_trade_no", "T-2026_11_21");
+        merchant_no(&mut e, "out_trade_no", &"a".repeat(MERCHANT_NO_CHARS_MAX));
+        assert!(e.0.is_empty());
+        for bad in ["", "has space", "订单", &"a".repeat(MERCHANT_NO_CHARS_MAX + 1)] {
+            let mut e = FieldErrors::default();
+            merchant_no(&mut e, "out_trade_no", bad);
+            assert!(!e.0.is_empty(), "{bad:?} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_must_be_http_and_private_hosts_can_be_refused() {
+        let mut e = FieldErrors::default();
+        merchant_url(&mut e, "notify_url", "http://127.0.0.1:9000/n", true).await;
+        assert!(e.0.is_empty());
+        for bad in ["ftp://x.example/", "not a url", "http://u:p@x.example/"] {
+            let mut e = FieldErrors::default();
+            merchant_url(&mut e, "notify_url", bad, true).await;
+            assert!(!e.0.is_empty(), "{bad} accepted");
+        }
+        for private in [
+            "http://127.0.0.1/",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://localhost/",
+            "http://192.168.0.1/",
+        ] {
+            let mut e = FieldErrors::default();
+            merchant_url(&mut e, "notify_url", private, false).await;
+            assert!(!e.0.is_empty(), "{private} accepted with private addresses refused");
+        }
+        let mut e = FieldErrors::default();
+        merchant_url(&mut e, "notify_url", "https://203.0.113.9/n", false).await;
+        assert!(e.0.is_empty());
+    }
+}

@@ -1,0 +1,3 @@
+//! Background roles that react to the global log.
+
+pub mod refunds;
