@@ -218,6 +218,17 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// A `Running` dropped without [`Running::shutdown`] stops its tasks rather than leaving them
+    /// detached.
+    fn drop(&mut self) {
+        self.server.abort();
+        for w in &self.workers {
+            w.abort();
+        }
+    }
+}
+
 /// Connects and migrates the database, starts the projection, notifier and refund worker, and
 /// serves HTTP on `config.listen`.
 ///

@@ -1,0 +1,104 @@
+//! The real `payledger` binary, as a new user runs it: the embedded default (no DATABASE_URL)
+//! in an empty directory.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn payledger(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_payledger"));
+    c.current_dir(dir).env_remove("DATABASE_URL").env("RUST_LOG", "warn");
+    c
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn merchants_add_prints_credentials_and_refuses_duplicates_and_bad_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = payledger(dir.path())
+        .args(["merchants", "add", "shop_1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(creds["merchant_id"], "shop_1");
+    assert!(creds["api_key"].as_str().unwrap().starts_with("plk_"));
+    assert!(creds["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
+    assert!(
+        dir.path().join("payledger.db").exists(),
+        "the embedded default is ./payledger.db"
+    );
+
+    let dup = payledger(dir.path())
+        .args(["merchants", "add", "shop_1"])
+        .output()
+        .unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    let bad = payledger(dir.path())
+        .args(["merchants", "add", "bad id"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("merchant_id"));
+
+    let migrate = payledger(dir.path()).arg("migrate").output().unwrap();
+    assert!(migrate.status.success(), "migrations are idempotent");
+}
+
+#[tokio::test]
+async fn serve_answers_an_authenticated_merchant() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = payledger(dir.path())
+        .args(["merchants", "add", "shop"])
+        .output()
+        .unwrap();
+    let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let mut child = payledger(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let base = tokio::task::spawn_blocking(move || {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.ok()?;
+            if let Some(rest) = line.strip_prefix("payledger listening on ") {
+                return rest.split_whitespace().next().map(str::to_string);
+            }
+        }
+        None
+    });
+    let base = tokio::time::timeout(Duration::from_secs(30), base)
+        .await
+        .expect("server announced its address")
+        .unwrap()
+        .expect("listening line");
+
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    let created = http
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(creds["api_key"].as_str().unwrap())
+        .json(&serde_json::json!({"out_trade_no": "T1", "amount": 100, "currency": "CNY", "channel": "sandbox", "subject": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let unauthorized = http.get(format!("{base}/v1/orders")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    drop(server);
+}

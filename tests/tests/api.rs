@@ -1,0 +1,697 @@
+//! The HTTP contract, end to end, on both backends: every scenario runs once on the embedded
+//! SQLite default and once on a fresh PostgreSQL database (see `both_backends!` at the bottom).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use payledger_channel_adapters::sandbox::{SandboxCallback, SandboxChannel};
+use payledger_command_api::app::SANDBOX_SECRET_KEY;
+use payledger_tests::{eventually, Backend, Reply, TestServer, WebhookReceiver};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn order_body(out_trade_no: &str, amount: i64) -> Value {
+    json!({"out_trade_no": out_trade_no, "amount": amount, "currency": "CNY", "channel": "sandbox", "subject": "Tea"})
+}
+
+async fn create(s: &TestServer, key: &str, body: &Value) -> Reply {
+    s.call("POST", "/v1/orders", Some(key), Some(body)).await
+}
+
+async fn pay(s: &TestServer, order_id: &str, result: &str) -> Reply {
+    s.call(
+        "POST",
+        &format!("/sandbox/pay/{order_id}"),
+        None,
+        Some(&json!({ "result": result })),
+    )
+    .await
+}
+
+async fn get_order(s: &TestServer, key: &str, order_id: &str) -> Reply {
+    s.call("GET", &format!("/v1/orders/{order_id}"), Some(key), None).await
+}
+
+async fn event_types(s: &TestServer, key: &str, order_id: &str) -> Vec<String> {
+    let r = s
+        .call("GET", &format!("/v1/orders/{order_id}/events"), Some(key), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["events"]
+        .as_array()
+        .expect("events array")
+        .iter()
+        .map(|e| e["type"].as_str().expect("type").to_string())
+        .collect()
+}
+
+/// Waits until the order's status is `status`; returns the order view.
+async fn wait_status(s: &TestServer, key: &str, order_id: &str, status: &str) -> Value {
+    eventually(WAIT, || async {
+        let r = get_order(s, key, order_id).await;
+        (r.json["status"] == status).then_some(r.json)
+    })
+    .await
+    .unwrap_or_else(|| panic!("order {order_id} never became {status}"))
+}
+
+async fn sandbox_with_installation_secret(s: &TestServer) -> SandboxChannel {
+    let secret: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(SANDBOX_SECRET_KEY)
+        .fetch_one(s.database().pool())
+        .await
+        .expect("the installation's sandbox secret");
+    SandboxChannel::new(&s.base, secret.as_bytes())
+}
+
+fn success_callback(order_id: &str, amount: i64, notify_id: &str) -> SandboxCallback {
+    SandboxCallback {
+        notify_id: notify_id.to_string(),
+        order_id: Uuid::parse_str(order_id).expect("uuid"),
+        channel_trade_no: "SBX-TEST".into(),
+        trade_status: "SUCCESS".into(),
+        amount,
+        currency: "CNY".into(),
+        sent_at: Utc::now(),
+    }
+}
+
+fn assert_problem(r: &Reply, status: u16) {
+    assert_eq!(r.status, status, "expected {status}, got {}: {}", r.status, r.text);
+    assert_eq!(r.content_type, "application/problem+json", "{}", r.text);
+    assert_eq!(r.json["status"], status);
+    assert!(
+        r.json["type"].as_str().is_some_and(|t| t.starts_with("https://")),
+        "{}",
+        r.text
+    );
+    assert!(r.json["detail"].is_string());
+}
+
+async fn new_user_flow_works_end_to_end(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let mut body = order_body("T-1", 1000);
+    body["notify_url"] = json!(hook.url);
+
+    let created = create(&s, &m.api_key, &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let order_id = created.json["order_id"].as_str().expect("order_id").to_string();
+    assert_eq!(created.json["status"], "awaiting_payment");
+    assert_eq!(created.json["amount"], 1000);
+    let pay_url = created.json["pay_url"].as_str().expect("pay_url");
+    assert_eq!(pay_url, format!("{}/sandbox/pay/{order_id}", s.base));
+
+    // The same request again is the same order.
+    let again = create(&s, &m.api_key, &body).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json["order_id"], order_id.as_str());
+
+    // The pay page renders, and paying makes the sandbox call back.
+    let page = s.http.get(pay_url).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("Sandbox payment"));
+    let paid = pay(&s, &order_id, "success").await;
+    assert_eq!(paid.status, 200, "{}", paid.text);
+    let view = get_order(&s, &m.api_key, &order_id).await;
+    assert_eq!(view.json["status"], "paid", "{}", view.text);
+    assert_eq!(view.json["paid_amount"], 1000);
+
+    // The merchant receives a signed payment.succeeded.
+    let got = hook.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1, "no notification arrived");
+    let header = got[0].headers["payledger-signature"].to_str().expect("ascii");
+    assert!(payledger_notifier::verify(
+        &m.webhook_secret,
+        header,
+        &got[0].body,
+        Utc::now().timestamp(),
+        300
+    ));
+    let n: Value = serde_json::from_slice(&got[0].body).expect("json");
+    assert_eq!(n["type"], "payment.succeeded");
+    assert_eq!(n["data"]["order_id"], order_id.as_str());
+    assert_eq!(n["data"]["status"], "paid");
+
+    // Partial then full refund.
+    let r1 = s
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&m.api_key),
+            Some(&json!({"out_refund_no": "R-1", "amount": 300, "reason": "damaged"})),
+        )
+        .await;
+    assert_eq!(r1.status, 201, "{}", r1.text);
+    assert_eq!(r1.json["status"], "pending");
+    wait_status(&s, &m.api_key, &order_id, "partially_refunded").await;
+    let refund_id = r1.json["refund_id"].as_str().expect("refund_id");
+    let refund = s
+        .call("GET", &format!("/v1/refunds/{refund_id}"), Some(&m.api_key), None)
+        .await;
+    assert_eq!(refund.json["status"], "succeeded", "{}", refund.text);
+    assert_eq!(refund.json["amount"], 300);
+
+    let r2 = s
+        .call(
+            "POST",
+            &format!("/v1/orders/{order_id}/refunds"),
+            Some(&m.api_key),
+            Some(&json!({"out_refund_no": "R-2", "amount": 700})),
+        )
+        .await;
+    assert_eq!(r2.status, 201, "{}", r2.text);
+    let done = wait_status(&s, &m.api_key, &order_id, "refunded").await;
+    assert_eq!(done["refunded_amount"], 1000);
+
+    let got = hook.wait_for(3, WAIT).await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).expect("json")["type"]
+                .as_str()
+                .expect("type")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| *t == "refund.succeeded").count(),
+        2,
+        "{types:?}"
+    );
+
+    // The audit trail shows every fact, in order, with who caused it.
+    assert_eq!(
+        event_types(&s, &m.api_key, &order_id).await,
+        [
+            "OrderCreated",
+            "ChannelOrderOpened",
+            "PaymentSucceeded",
+            "RefundRequested",
+            "RefundSucceeded",
+            "RefundRequested",
+            "RefundSucceeded"
+        ]
+    );
+    let trail = s
+        .call("GET", &format!("/v1/orders/{order_id}/events"), Some(&m.api_key), None)
+        .await;
+    let events = trail.json["events"].as_array().expect("events");
+    assert_eq!(events[0]["metadata"]["actor"], "merchant:shop1");
+    assert_eq!(events[2]["metadata"]["actor"], "channel:sandbox");
+    assert_eq!(events[4]["metadata"]["actor"], "worker:refund_worker");
+    let sequences: Vec<i64> = events.iter().map(|e| e["sequence"].as_i64().expect("seq")).collect();
+    assert_eq!(sequences, (1..=7).collect::<Vec<_>>());
+
+    // And the list endpoint finds it by out_trade_no.
+    let list = s
+        .call("GET", "/v1/orders?out_trade_no=T-1", Some(&m.api_key), None)
+        .await;
+    assert_eq!(list.json["data"].as_array().map(Vec::len), Some(1), "{}", list.text);
+    assert_eq!(list.json["data"][0]["order_id"], order_id.as_str());
+}
+
+async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let key = m.api_key.as_str();
+    let with = |field: &str, value: Value| {
+        let mut b = order_body("T-BAD", 100);
+        b[field] = value;
+        b
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("zero amount", with("amount", json!(0)), "amount"),
+        ("negative amount", with("amount", json!(-5)), "amount"),
+        ("fractional amount", with("amount", json!(1.5)), "amount"),
+        (
+            "amount over 2^53-1",
+            with("amount", json!(9_007_199_254_740_992_i64)),
+            "amount",
+        ),
+        ("amount overflowing i64", with("amount", json!(u64::MAX)), "amount"),
+        ("amount as a string", with("amount", json!("100")), "amount"),
+        ("unknown currency", with("currency", json!("XYZ")), "currency"),
+        ("unknown channel", with("channel", json!("paypal")), "channel"),
+        ("method the channel lacks", with("method", json!("h5")), "method"),
+        (
+            "bad out_trade_no",
+            with("out_trade_no", json!("has space")),
+            "out_trade_no",
+        ),
+        ("empty subject", with("subject", json!("")), "subject"),
+        (
+            "ftp notify_url",
+            with("notify_url", json!("ftp://x.example/n")),
+            "notify_url",
+        ),
+        (
+            "expire too short",
+            with("expire_in_seconds", json!(1)),
+            "expire_in_seconds",
+        ),
+        ("unknown field", with("amount_yuan", json!(1)), "amount_yuan"),
+    ];
+    for (what, body, field) in cases {
+        let r = create(&s, key, &body).await;
+        assert_problem(&r, 422);
+        assert!(
+            r.json["errors"][field].is_array(),
+            "{what}: no error for {field}: {}",
+            r.text
+        );
+    }
+    let missing = json!({"amount": 100, "currency": "CNY", "channel": "sandbox", "subject": "x"});
+    assert_problem(&create(&s, key, &missing).await, 422);
+
+    let r = s
+        .post_raw(
+            "/v1/orders",
+            Some(key),
+            "application/json",
+            b"{\"out_trade_no\": ".to_vec(),
+        )
+        .await;
+    assert_problem(&r, 400);
+    let r = s.post_raw("/v1/orders", Some(key), "text/plain", b"{}".to_vec()).await;
+    assert_problem(&r, 415);
+    let huge = format!("{{\"subject\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    let r = s
+        .post_raw("/v1/orders", Some(key), "application/json", huge.into_bytes())
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text);
+
+    assert_problem(&create(&s, "plk_wrong", &order_body("T-1", 100)).await, 401);
+    let r = s.call("POST", "/v1/orders", None, Some(&order_body("T-1", 100))).await;
+    assert_problem(&r, 401);
+
+    // Nothing was created by any of it.
+    let list = s.call("GET", "/v1/orders", Some(key), None).await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json["data"], json!([]), "{}", list.text);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(s.database().pool())
+        .await
+        .expect("count");
+    assert_eq!(rows, 0);
+}
+
+async fn an_amount_at_the_limit_is_accepted(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let r = create(&s, &m.api_key, &order_body("T-MAX", 9_007_199_254_740_991)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["amount"], 9_007_199_254_740_991_i64);
+}
+
+async fn a_merchant_never_sees_another_merchants_order(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let a = s.add_merchant("shopA").await;
+    let b = s.add_merchant("shopB").await;
+    let created = create(&s, &a.api_key, &order_body("T-1", 100)).await;
+    let order_id = created.json["order_id"].as_str().expect("id").to_string();
+    for (method, path, body) in [
+        ("GET", format!("/v1/orders/{order_id}"), None),
+        ("GET", format!("/v1/orders/{order_id}/events"), None),
+        ("POST", format!("/v1/orders/{order_id}/close"), None),
+        (
+            "POST",
+            format!("/v1/orders/{order_id}/refunds"),
+            Some(json!({"out_refund_no": "R", "amount": 1})),
+        ),
+    ] {
+        assert_problem(&s.call(method, &path, Some(&b.api_key), body.as_ref()).await, 404);
+    }
+    let list = s
+        .call("GET", "/v1/orders?out_trade_no=T-1", Some(&b.api_key), None)
+        .await;
+    assert_eq!(list.json["data"], json!([]));
+    // B's own T-1 is a different order.
+    let theirs = create(&s, &b.api_key, &order_body("T-1", 100)).await;
+    assert_eq!(theirs.status, 201);
+    assert_ne!(theirs.json["order_id"], order_id.as_str());
+    // A's order was not touched.
+    assert_eq!(
+        get_order(&s, &a.api_key, &order_id).await.json["status"],
+        "awaiting_payment"
+    );
+}
+
+async fn same_out_trade_no_with_other_parameters_conflicts(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    assert_eq!(create(&s, &m.api_key, &order_body("T-1", 100)).await.status, 201);
+    let r = create(&s, &m.api_key, &order_body("T-1", 101)).await;
+    assert_problem(&r, 409);
+    assert!(r.json["type"]
+        .as_str()
+        .expect("type")
+        .ends_with("out-trade-no-conflict"));
+}
+
+async fn refunds_respect_the_refundable_amount_and_are_idempotent(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let key = m.api_key.as_str();
+    let order_id = create(&s, key, &order_body("T-1", 1000)).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let refund = |no: &str, amount: i64, reason: Option<&str>| {
+        let path = format!("/v1/orders/{order_id}/refunds");
+        let body = json!({"out_refund_no": no, "amount": amount, "reason": reason});
+        let s = &s;
+        async move { s.call("POST", &path, Some(key), Some(&body)).await }
+    };
+    let unpaid = refund("R-0", 100, None).await;
+    assert_problem(&unpaid, 409);
+    assert!(unpaid.json["type"].as_str().expect("type").ends_with("order-not-paid"));
+
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    let first = refund("R-1", 600, None).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    // 600 is pending or refunded: either way only 400 is left.
+    let over = refund("R-2", 500, None).await;
+    assert_problem(&over, 409);
+    assert!(over.json["type"]
+        .as_str()
+        .expect("type")
+        .ends_with("refund-exceeds-refundable"));
+    // Same out_refund_no, same amount: the same refund.
+    let again = refund("R-1", 600, None).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json["refund_id"], first.json["refund_id"]);
+    // Same out_refund_no, other amount: conflict.
+    assert_problem(&refund("R-1", 601, None).await, 409);
+    // Bad amounts.
+    assert_problem(&refund("R-3", 0, None).await, 422);
+    // A refund the channel refuses fails, and its amount is refundable again.
+    let refused = refund("R-4", 400, Some("sandbox:fail")).await;
+    assert_eq!(refused.status, 201, "{}", refused.text);
+    let refund_id = refused.json["refund_id"].as_str().expect("id").to_string();
+    eventually(WAIT, || async {
+        let r = s
+            .call("GET", &format!("/v1/refunds/{refund_id}"), Some(key), None)
+            .await;
+        (r.json["status"] == "failed").then_some(())
+    })
+    .await
+    .expect("refund R-4 never failed");
+    assert_eq!(refund("R-5", 400, None).await.status, 201);
+    let done = wait_status(&s, key, &order_id, "refunded").await;
+    assert_eq!(done["refunded_amount"], 1000);
+    assert_eq!(done["paid_amount"], 1000);
+}
+
+async fn closing_follows_the_order_lifecycle(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let key = m.api_key.as_str();
+    let id1 = create(&s, key, &order_body("T-1", 100)).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let closed = s
+        .call("POST", &format!("/v1/orders/{id1}/close"), Some(key), None)
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.text);
+    assert_eq!(closed.json["status"], "closed");
+    assert_eq!(
+        s.call("POST", &format!("/v1/orders/{id1}/close"), Some(key), None)
+            .await
+            .status,
+        200
+    );
+    // Money that arrives after closing is recorded, never dropped.
+    assert_eq!(pay(&s, &id1, "success").await.status, 200);
+    let late = get_order(&s, key, &id1).await;
+    assert_eq!(late.json["status"], "paid");
+    assert_eq!(late.json["late_payment"], true);
+
+    let id2 = create(&s, key, &order_body("T-2", 100)).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(pay(&s, &id2, "success").await.status, 200);
+    let r = s
+        .call("POST", &format!("/v1/orders/{id2}/close"), Some(key), None)
+        .await;
+    assert_problem(&r, 409);
+    assert!(r.json["type"].as_str().expect("type").ends_with("order-paid"));
+
+    let id3 = create(&s, key, &order_body("T-3", 100)).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(pay(&s, &id3, "fail").await.status, 200);
+    assert_eq!(get_order(&s, key, &id3).await.json["status"], "failed");
+}
+
+async fn forged_and_malformed_callbacks_do_not_touch_the_order(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let order_id = create(&s, &m.api_key, &order_body("T-1", 100)).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let before = event_types(&s, &m.api_key, &order_id).await;
+
+    let forger = SandboxChannel::new(&s.base, b"not-the-installation-secret");
+    let status = forger
+        .send_callback(&success_callback(&order_id, 100, "forged"))
+        .await
+        .expect("sent");
+    assert_eq!(status, 400);
+    let body = serde_json::to_vec(&success_callback(&order_id, 100, "unsigned")).expect("json");
+    let r = s
+        .post_raw("/v1/callbacks/sandbox", None, "application/json", body)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["result"], "fail");
+
+    let real = sandbox_with_installation_secret(&s).await;
+    let mut stale = success_callback(&order_id, 100, "stale");
+    stale.sent_at = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(real.send_callback(&stale).await.expect("sent"), 400);
+    let mut unknown = success_callback(&order_id, 100, "bad-status");
+    unknown.trade_status = "MAYBE".into();
+    assert_eq!(real.send_callback(&unknown).await.expect("sent"), 400);
+    let r = s
+        .post_raw("/v1/callbacks/nochannel", None, "application/json", b"{}".to_vec())
+        .await;
+    assert_eq!(r.status, 404);
+
+    assert_eq!(event_types(&s, &m.api_key, &order_id).await, before);
+    assert_eq!(
+        get_order(&s, &m.api_key, &order_id).await.json["status"],
+        "awaiting_payment"
+    );
+
+    // A genuine callback with the wrong amount is recorded as a mismatch, not a payment.
+    assert_eq!(
+        real.send_callback(&success_callback(&order_id, 99, "short"))
+            .await
+            .expect("sent"),
+        200
+    );
+    let view = get_order(&s, &m.api_key, &order_id).await;
+    assert_eq!(view.json["status"], "awaiting_payment");
+    assert_eq!(view.json["amount_mismatch"], true);
+}
+
+async fn concurrent_success_callbacks_pay_exactly_once(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let order_id = create(&s, &m.api_key, &order_body("T-1", 100)).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let sandbox = sandbox_with_installation_secret(&s).await;
+    // Twenty distinct notifications (a channel re-sending under new ids) and duplicates of one.
+    let callbacks: Vec<SandboxCallback> = (0..20)
+        .map(|i| success_callback(&order_id, 100, &format!("n-{}", i % 15)))
+        .collect();
+    let statuses = futures::future::join_all(callbacks.iter().map(|c| sandbox.send_callback(c))).await;
+    for st in statuses {
+        assert_eq!(st.expect("sent"), 200, "a concurrent callback was not acknowledged");
+    }
+    let types = event_types(&s, &m.api_key, &order_id).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "PaymentSucceeded").count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(get_order(&s, &m.api_key, &order_id).await.json["status"], "paid");
+}
+
+async fn a_queued_notification_survives_a_restart(backend: Backend) {
+    let Some(mut s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    // The merchant is down for the first attempt.
+    let hook = WebhookReceiver::start(vec![503]).await;
+    let mut body = order_body("T-1", 100);
+    body["notify_url"] = json!(hook.url);
+    let order_id = create(&s, &m.api_key, &body).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    assert_eq!(hook.wait_for(1, WAIT).await.len(), 1);
+    s.restart().await;
+    let got = hook.wait_for(2, WAIT).await;
+    assert_eq!(got.len(), 2, "the retry after the restart never came");
+    let ids: Vec<Value> = got
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).expect("json")["id"].clone())
+        .collect();
+    assert_eq!(ids[0], ids[1], "the notification id must be stable across attempts");
+    let status: String = eventually(WAIT, || async {
+        let st: Option<String> = sqlx::query_scalar("SELECT status FROM notify_job")
+            .fetch_optional(s.database().pool())
+            .await
+            .ok()
+            .flatten();
+        st.filter(|st| st == "delivered")
+    })
+    .await
+    .expect("job delivered");
+    assert_eq!(status, "delivered");
+    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notify_attempt")
+        .fetch_one(s.database().pool())
+        .await
+        .expect("count");
+    assert_eq!(attempts, 2);
+}
+
+async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let hook = WebhookReceiver::start(vec![500; 10]).await;
+    let mut body = order_body("T-1", 100);
+    body["notify_url"] = json!(hook.url);
+    let order_id = create(&s, &m.api_key, &body).await.json["order_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    // Schedule "1s,1s": three attempts, then abandoned.
+    let row: (String, i64, Option<i64>) = eventually(WAIT, || async {
+        let row: Option<(String, i64, Option<i64>)> =
+            sqlx::query_as("SELECT status, attempts, last_status_code FROM notify_job")
+                .fetch_optional(s.database().pool())
+                .await
+                .ok()
+                .flatten();
+        row.filter(|r| r.0 == "abandoned")
+    })
+    .await
+    .expect("job abandoned");
+    assert_eq!(row, ("abandoned".to_string(), 3, Some(500)));
+    assert_eq!(hook.received().len(), 3);
+}
+
+async fn orders_list_newest_first_with_a_stable_cursor(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let mut ids = vec![];
+    for i in 0..5 {
+        let r = create(&s, &m.api_key, &order_body(&format!("T-{i}"), 100 + i)).await;
+        ids.push(r.json["order_id"].as_str().expect("id").to_string());
+    }
+    ids.reverse();
+    let mut seen = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/orders?limit=2&cursor={c}"),
+            None => "/v1/orders?limit=2".to_string(),
+        };
+        let page = s.call("GET", &path, Some(&m.api_key), None).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        for o in page.json["data"].as_array().expect("data") {
+            seen.push(o["order_id"].as_str().expect("id").to_string());
+        }
+        if seen.len() == 2 {
+            // An order created between pages must not shift the next page.
+            create(&s, &m.api_key, &order_body("T-new", 1)).await;
+        }
+        match page.json["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    assert_problem(&s.call("GET", "/v1/orders?limit=0", Some(&m.api_key), None).await, 422);
+    assert_problem(
+        &s.call("GET", "/v1/orders?cursor=zzz", Some(&m.api_key), None).await,
+        422,
+    );
+    assert_problem(
+        &s.call("GET", "/v1/orders?status=weird", Some(&m.api_key), None).await,
+        422,
+    );
+}
+
+async fn health_endpoints_answer(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    assert_eq!(s.call("GET", "/healthz", None, None).await.status, 200);
+    assert_eq!(s.call("GET", "/readyz", None, None).await.status, 200);
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+both_backends!(
+    new_user_flow_works_end_to_end,
+    bad_input_gets_a_clear_error_and_changes_nothing,
+    an_amount_at_the_limit_is_accepted,
+    a_merchant_never_sees_another_merchants_order,
+    same_out_trade_no_with_other_parameters_conflicts,
+    refunds_respect_the_refundable_amount_and_are_idempotent,
+    closing_follows_the_order_lifecycle,
+    forged_and_malformed_callbacks_do_not_touch_the_order,
+    concurrent_success_callbacks_pay_exactly_once,
+    a_queued_notification_survives_a_restart,
+    a_failing_merchant_is_retried_then_abandoned,
+    orders_list_newest_first_with_a_stable_cursor,
+    health_endpoints_answer,
+);
