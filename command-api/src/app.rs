@@ -172,8 +172,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::http::callbacks::router())
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())
+        // Enforced where bodies are read (our extractors), so a 413 is problem+json like every
+        // other error.
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -286,6 +286,24 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
     let r = s
         .post_raw("/v1/orders", Some(key), "application/json", huge.into_bytes())
         .await;
+    assert_problem(&r, 413);
+    // Exactly at the limit is read, then judged on its content.
+    let mut at_limit = format!("{{\"subject\": \"{}", "x".repeat(1024 * 1024));
+    at_limit.truncate(1024 * 1024 - 2);
+    at_limit.push_str("\"}");
+    assert_eq!(at_limit.len(), 1024 * 1024);
+    let r = s
+        .post_raw("/v1/orders", Some(key), "application/json", at_limit.into_bytes())
+        .await;
+    assert_problem(&r, 422);
+    let r = s
+        .post_raw(
+            "/v1/callbacks/sandbox",
+            None,
+            "application/json",
+            vec![b' '; 1024 * 1024 + 1],
+        )
+        .await;
     assert_eq!(r.status, 413, "{}", r.text);
 
     assert_problem(&create(&s, "plk_wrong", &order_body("T-1", 100)).await, 401);
@@ -518,6 +536,47 @@ async fn forged_and_malformed_callbacks_do_not_touch_the_order(backend: Backend)
     assert_eq!(view.json["amount_mismatch"], true);
 }
 
+async fn a_channel_cannot_pay_another_channels_order(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    // Only the sandbox is enabled over HTTP today, so place a wechatpay order through the store.
+    let order_id = payledger_domain::ids::order_id("shop1", "T-WX");
+    let terms = payledger_domain::OrderTerms {
+        merchant_id: "shop1".into(),
+        out_trade_no: "T-WX".into(),
+        amount: payledger_domain::Money::new(100, payledger_domain::Currency::CNY).expect("money"),
+        channel: "wechatpay".into(),
+        method: "qr".into(),
+        subject: "Tea".into(),
+        user_id: None,
+        notify_url: None,
+        return_url: None,
+        expire_in_seconds: 7200,
+        metadata: Default::default(),
+    };
+    let command = payledger_domain::PaymentOrderCommand::CreateOrder {
+        order_id,
+        terms,
+        created_at: Utc::now(),
+    };
+    s.database()
+        .execute(order_id, command, Default::default())
+        .await
+        .expect("created");
+    let sandbox = sandbox_with_installation_secret(&s).await;
+    let status = sandbox
+        .send_callback(&success_callback(&order_id.to_string(), 100, "cross"))
+        .await
+        .expect("sent");
+    assert_eq!(status, 400, "a sandbox callback was accepted for a wechatpay order");
+    assert_eq!(
+        event_types(&s, &m.api_key, &order_id.to_string()).await,
+        ["OrderCreated"]
+    );
+}
+
 async fn concurrent_success_callbacks_pay_exactly_once(backend: Backend) {
     let Some(s) = TestServer::start(backend).await else {
         return;
@@ -689,6 +748,7 @@ both_backends!(
     refunds_respect_the_refundable_amount_and_are_idempotent,
     closing_follows_the_order_lifecycle,
     forged_and_malformed_callbacks_do_not_touch_the_order,
+    a_channel_cannot_pay_another_channels_order,
     concurrent_success_callbacks_pay_exactly_once,
     a_queued_notification_survives_a_restart,
     a_failing_merchant_is_retried_then_abandoned,

@@ -45,6 +45,21 @@ async fn receive(
         }
     };
     let order_id = verified.order_id;
+    // A channel speaks only for its own orders: a valid sandbox signature must never pay an
+    // order that was placed on another channel.
+    match state.db.orders().load(order_id).await {
+        Ok(order) if order.order.as_ref().is_some_and(|o| o.terms.channel == channel_name) => {}
+        Ok(_) => {
+            tracing::warn!(%order_id, channel = %channel_name, "callback for an unknown order or another channel's order");
+            return answer(channel.answer_callback(Err("unknown order".into())));
+        }
+        Err(e) => {
+            tracing::error!(%order_id, error = %e, "loading the order for a callback failed");
+            let mut a = channel.answer_callback(Err("temporarily unable to record".into()));
+            a.status = 500;
+            return answer(a);
+        }
+    }
     let command = PaymentOrderCommand::ReceiveChannelCallback {
         notify_id: verified.notify_id,
         channel_trade_no: verified.channel_trade_no,
