@@ -20,6 +20,21 @@ async fn create(s: &TestServer, key: &str, body: &Value) -> Reply {
     s.call("POST", "/v1/orders", Some(key), Some(body)).await
 }
 
+/// Creates an order that must be new (201); returns its id.
+async fn create_id(s: &TestServer, key: &str, body: &Value) -> String {
+    let r = create(s, key, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json["order_id"].as_str().expect("order_id").to_string()
+}
+
+/// Rows in `table`.
+async fn count(s: &TestServer, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(s.database().pool())
+        .await
+        .expect("count")
+}
+
 async fn pay(s: &TestServer, order_id: &str, result: &str) -> Reply {
     s.call(
         "POST",
@@ -314,10 +329,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
     let list = s.call("GET", "/v1/orders", Some(key), None).await;
     assert_eq!(list.status, 200);
     assert_eq!(list.json["data"], json!([]), "{}", list.text);
-    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(s.database().pool())
-        .await
-        .expect("count");
+    let rows = count(&s, "events").await;
     assert_eq!(rows, 0);
 }
 
@@ -386,10 +398,7 @@ async fn refunds_respect_the_refundable_amount_and_are_idempotent(backend: Backe
     };
     let m = s.add_merchant("shop1").await;
     let key = m.api_key.as_str();
-    let order_id = create(&s, key, &order_body("T-1", 1000)).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let order_id = create_id(&s, key, &order_body("T-1", 1000)).await;
     let refund = |no: &str, amount: i64, reason: Option<&str>| {
         let path = format!("/v1/orders/{order_id}/refunds");
         let body = json!({"out_refund_no": no, "amount": amount, "reason": reason});
@@ -442,10 +451,7 @@ async fn closing_follows_the_order_lifecycle(backend: Backend) {
     };
     let m = s.add_merchant("shop1").await;
     let key = m.api_key.as_str();
-    let id1 = create(&s, key, &order_body("T-1", 100)).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id1 = create_id(&s, key, &order_body("T-1", 100)).await;
     let closed = s
         .call("POST", &format!("/v1/orders/{id1}/close"), Some(key), None)
         .await;
@@ -463,10 +469,7 @@ async fn closing_follows_the_order_lifecycle(backend: Backend) {
     assert_eq!(late.json["status"], "paid");
     assert_eq!(late.json["late_payment"], true);
 
-    let id2 = create(&s, key, &order_body("T-2", 100)).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id2 = create_id(&s, key, &order_body("T-2", 100)).await;
     assert_eq!(pay(&s, &id2, "success").await.status, 200);
     let r = s
         .call("POST", &format!("/v1/orders/{id2}/close"), Some(key), None)
@@ -474,10 +477,7 @@ async fn closing_follows_the_order_lifecycle(backend: Backend) {
     assert_problem(&r, 409);
     assert!(r.json["type"].as_str().expect("type").ends_with("order-paid"));
 
-    let id3 = create(&s, key, &order_body("T-3", 100)).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id3 = create_id(&s, key, &order_body("T-3", 100)).await;
     assert_eq!(pay(&s, &id3, "fail").await.status, 200);
     assert_eq!(get_order(&s, key, &id3).await.json["status"], "failed");
 }
@@ -487,10 +487,7 @@ async fn forged_and_malformed_callbacks_do_not_touch_the_order(backend: Backend)
         return;
     };
     let m = s.add_merchant("shop1").await;
-    let order_id = create(&s, &m.api_key, &order_body("T-1", 100)).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let order_id = create_id(&s, &m.api_key, &order_body("T-1", 100)).await;
     let before = event_types(&s, &m.api_key, &order_id).await;
 
     let forger = SandboxChannel::new(&s.base, b"not-the-installation-secret");
@@ -582,10 +579,7 @@ async fn concurrent_success_callbacks_pay_exactly_once(backend: Backend) {
         return;
     };
     let m = s.add_merchant("shop1").await;
-    let order_id = create(&s, &m.api_key, &order_body("T-1", 100)).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let order_id = create_id(&s, &m.api_key, &order_body("T-1", 100)).await;
     let sandbox = sandbox_with_installation_secret(&s).await;
     // Twenty distinct notifications (a channel re-sending under new ids) and duplicates of one.
     let callbacks: Vec<SandboxCallback> = (0..20)
@@ -613,10 +607,7 @@ async fn a_queued_notification_survives_a_restart(backend: Backend) {
     let hook = WebhookReceiver::start(vec![503]).await;
     let mut body = order_body("T-1", 100);
     body["notify_url"] = json!(hook.url);
-    let order_id = create(&s, &m.api_key, &body).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let order_id = create_id(&s, &m.api_key, &body).await;
     assert_eq!(pay(&s, &order_id, "success").await.status, 200);
     assert_eq!(hook.wait_for(1, WAIT).await.len(), 1);
     s.restart().await;
@@ -638,10 +629,7 @@ async fn a_queued_notification_survives_a_restart(backend: Backend) {
     .await
     .expect("job delivered");
     assert_eq!(status, "delivered");
-    let attempts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM notify_attempt")
-        .fetch_one(s.database().pool())
-        .await
-        .expect("count");
+    let attempts = count(&s, "notify_attempt").await;
     assert_eq!(attempts, 2);
 }
 
@@ -653,10 +641,7 @@ async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
     let hook = WebhookReceiver::start(vec![500; 10]).await;
     let mut body = order_body("T-1", 100);
     body["notify_url"] = json!(hook.url);
-    let order_id = create(&s, &m.api_key, &body).await.json["order_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let order_id = create_id(&s, &m.api_key, &body).await;
     assert_eq!(pay(&s, &order_id, "success").await.status, 200);
     // Schedule "1s,1s": three attempts, then abandoned.
     let row: (String, i64, Option<i64>) = eventually(WAIT, || async {
