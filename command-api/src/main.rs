@@ -14,7 +14,7 @@ use rand::RngCore;
 
 /// payledger: an event-sourced payment ledger and gateway.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "payledger", version, about)]
 struct Cli {
     /// Database: postgres://… (use sslmode=disable on loopback) or sqlite://FILE. Default: the
     /// embedded SQLite file payledger.db in the working directory.
@@ -75,6 +75,28 @@ async fn connect(url: Option<&str>) -> anyhow::Result<Database> {
     Ok(db)
 }
 
+/// Waits for Ctrl-C or, on Unix, SIGTERM (what `docker stop` and Kubernetes send).
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -105,8 +127,8 @@ async fn main() -> anyhow::Result<()> {
             );
             tokio::select! {
                 r = running.wait() => r?,
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("shutting down");
+                signal = shutdown_signal() => {
+                    tracing::info!(signal, "shutting down");
                     running.shutdown().await;
                 }
             }

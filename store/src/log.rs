@@ -120,6 +120,30 @@ impl GlobalLog {
         rows.iter().map(|r| self.decode(r)).collect()
     }
 
+    /// Whether events after `after` have committed but are still held back by an older
+    /// transaction that is open (any transaction with an id, not only appends, holds the horizon).
+    /// Readers that find nothing should then look again within milliseconds rather than wait for
+    /// the next poll: the open transaction ending wakes nobody. Always false on SQLite.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlx`] when the database fails.
+    pub async fn held_back(&self, after: LogPosition) -> Result<bool, DbError> {
+        if self.backend == Backend::Sqlite {
+            return Ok(false);
+        }
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = $1 \
+             AND e.transaction_id >= pg_snapshot_xmin(pg_current_snapshot()) \
+             AND (e.transaction_id, e.global_position) > (($2::bigint)::text::xid8, $3))",
+        )
+        .bind(PaymentOrder::TYPE)
+        .bind(after.transaction_id)
+        .bind(after.global_position)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(held)
+    }
+
     /// Every event of one order, by sequence: the audit trail.
     ///
     /// # Errors

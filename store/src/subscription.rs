@@ -25,6 +25,8 @@ use crate::time::fmt_ts;
 pub const BATCH_SIZE_MAX: i64 = 500;
 /// How often an idle subscriber looks at the log when nobody wakes it (other processes' appends).
 pub const POLL_INTERVAL_MS: u64 = 500;
+/// How soon to look again when committed events are held back by an open transaction.
+pub const HELD_BACK_RETRY_MS: u64 = 5;
 /// Pause after a failed batch before trying again.
 pub const ERROR_BACKOFF_MS: u64 = 1_000;
 
@@ -127,42 +129,64 @@ where
     Ok(())
 }
 
-/// Applies the next batch for `subscriber`; returns how many events it applied (0: caught up).
+/// What one step of a subscriber did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Applied this many events (a full batch means: more may be waiting).
+    Applied(usize),
+    /// Nothing to apply; the log is read to its end.
+    CaughtUp,
+    /// Nothing to apply yet: committed events wait behind an open transaction.
+    HeldBack,
+}
+
+async fn idle(db: &Database, from: LogPosition) -> Result<Progress, SubscriberError> {
+    Ok(if db.log().held_back(from).await? {
+        Progress::HeldBack
+    } else {
+        Progress::CaughtUp
+    })
+}
+
+/// Applies the next batch for `subscriber`.
 ///
 /// # Errors
 /// The subscriber's or the database's error; nothing was committed.
 pub async fn step_transactional(
     db: &Database,
     subscriber: &dyn TransactionalSubscriber,
-) -> Result<usize, SubscriberError> {
+) -> Result<Progress, SubscriberError> {
     let name = subscriber.name();
     let from = checkpoint(db.pool(), name).await?;
     // Read before opening the transaction: an idle poll then costs no write (and no fsync).
     let events = db.log().read_after(from, BATCH_SIZE_MAX).await?;
     let Some(last) = events.last().map(|e| e.position) else {
-        return Ok(0);
+        return idle(db, from).await;
     };
     let mut tx: Transaction<'static, Any> = db.pool().begin().await?;
     if lock_checkpoint(&mut tx, name).await? != from {
         // Another runner moved it meanwhile: drop this batch and read again.
         tx.rollback().await?;
-        return Ok(BATCH_SIZE_MAX as usize);
+        return Ok(Progress::Applied(BATCH_SIZE_MAX as usize));
     }
     subscriber.apply(&mut tx, &events).await?;
     save_checkpoint(&mut *tx, name, last).await?;
     tx.commit().await?;
     subscriber.committed(last);
-    Ok(events.len())
+    Ok(Progress::Applied(events.len()))
 }
 
-/// Handles the next batch for `subscriber`, one event at a time; returns how many it handled.
+/// Handles the next batch for `subscriber`, one event at a time.
 ///
 /// # Errors
 /// The first failing event's error; the checkpoint is saved just before it.
-pub async fn step_effects(db: &Database, subscriber: &dyn EffectSubscriber) -> Result<usize, SubscriberError> {
+pub async fn step_effects(db: &Database, subscriber: &dyn EffectSubscriber) -> Result<Progress, SubscriberError> {
     let name = subscriber.name();
     let from = checkpoint(db.pool(), name).await?;
     let events = db.log().read_after(from, BATCH_SIZE_MAX).await?;
+    if events.is_empty() {
+        return idle(db, from).await;
+    }
     let mut done = from;
     for event in &events {
         if let Err(e) = subscriber.handle(event).await {
@@ -176,7 +200,7 @@ pub async fn step_effects(db: &Database, subscriber: &dyn EffectSubscriber) -> R
     if done != from {
         save_checkpoint(db.pool(), name, done).await?;
     }
-    Ok(events.len())
+    Ok(Progress::Applied(events.len()))
 }
 
 /// Runs a transactional subscriber until the task is aborted (aborting is safe: an unfinished
@@ -199,9 +223,14 @@ pub async fn run_effects(db: Database, subscriber: Arc<dyn EffectSubscriber>) {
     }
 }
 
-async fn pause_after(result: Result<usize, SubscriberError>, name: &str, wake: &mut tokio::sync::watch::Receiver<u64>) {
+async fn pause_after(
+    result: Result<Progress, SubscriberError>,
+    name: &str,
+    wake: &mut tokio::sync::watch::Receiver<u64>,
+) {
     match result {
-        Ok(n) if n as i64 >= BATCH_SIZE_MAX => {}
+        Ok(Progress::Applied(n)) if n as i64 >= BATCH_SIZE_MAX => {}
+        Ok(Progress::HeldBack) => tokio::time::sleep(Duration::from_millis(HELD_BACK_RETRY_MS)).await,
         Ok(_) => {
             tokio::select! {
                 _ = wake.changed() => {}

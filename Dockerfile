@@ -1,0 +1,37 @@
+# syntax=docker/dockerfile:1
+# The `payledger` binary in a small Debian image. Used by compose.yaml; build from the repository
+# root: docker build -t payledger .
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+# Only the workspace's sources: never the host's target/ directory.
+COPY Cargo.toml Cargo.lock rustfmt.toml ./
+COPY domain domain
+COPY store store
+COPY projections projections
+COPY channel-adapters channel-adapters
+COPY notifier notifier
+COPY command-api command-api
+COPY tests tests
+# The migrations are compiled into the binary (sqlx::migrate!).
+COPY schemas schemas
+# Cache mounts keep the registry and the build directory between builds; the binary is copied out
+# of the cache because cache mounts are not part of the image.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p payledger-command-api \
+    && cp target/release/payledger /usr/local/bin/payledger
+
+FROM debian:bookworm-slim
+# curl: the compose healthcheck calls /healthz.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd --system --home-dir /var/lib/payledger --create-home payledger
+COPY --from=builder /usr/local/bin/payledger /usr/local/bin/payledger
+USER payledger
+# Without DATABASE_URL the embedded SQLite file payledger.db lands here.
+WORKDIR /var/lib/payledger
+EXPOSE 8080
+ENTRYPOINT ["payledger"]
+CMD ["serve", "--listen", "0.0.0.0:8080"]
