@@ -120,10 +120,11 @@ impl GlobalLog {
         rows.iter().map(|r| self.decode(r)).collect()
     }
 
-    /// Whether events after `after` have committed but are still held back by an older
-    /// transaction that is open (any transaction with an id, not only appends, holds the horizon).
-    /// Readers that find nothing should then look again within milliseconds rather than wait for
-    /// the next poll: the open transaction ending wakes nobody. Always false on SQLite.
+    /// Whether committed events exist after `after`, readable or not. Called when
+    /// [`GlobalLog::read_after`] returned nothing: a `true` then means they are held back by an
+    /// older open transaction (any transaction with an id holds the horizon, not only appends),
+    /// or were released since the read. Either way the reader should look again within
+    /// milliseconds: the open transaction ending wakes nobody. Always false on SQLite.
     ///
     /// # Errors
     /// [`DbError::Sqlx`] when the database fails.
@@ -133,7 +134,6 @@ impl GlobalLog {
         }
         let held: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = $1 \
-             AND e.transaction_id >= pg_snapshot_xmin(pg_current_snapshot()) \
              AND (e.transaction_id, e.global_position) > (($2::bigint)::text::xid8, $3))",
         )
         .bind(PaymentOrder::TYPE)
