@@ -68,7 +68,7 @@ impl ServeConfig {
 /// Configuration handlers read.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    pub public_url: String,
+    /// See [`ServeConfig::allow_private_urls`].
     pub allow_private_urls: bool,
 }
 
@@ -280,7 +280,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         sandbox,
         projection,
         config: Arc::new(ApiConfig {
-            public_url: public_url.clone(),
             allow_private_urls: config.allow_private_urls,
         }),
     };

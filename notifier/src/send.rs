@@ -97,7 +97,9 @@ impl Sender {
     ///
     /// # Errors
     /// When the HTTP client cannot be built (TLS roots unavailable).
-    pub fn new(pool: AnyPool, config: SenderConfig, queued: Arc<Notify>) -> Result<Self, reqwest::Error> {
+    pub fn new(pool: AnyPool, mut config: SenderConfig, queued: Arc<Notify>) -> Result<Self, reqwest::Error> {
+        // A lease shorter than a request would let a second sender deliver a job still in flight.
+        config.lease_ms = config.lease_ms.max(config.request_timeout_ms + 5_000);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(5_000)))
@@ -113,11 +115,17 @@ impl Sender {
         })
     }
 
-    /// Sends until the task is aborted. An attempt cut off by the abort is retried after its
-    /// lease expires (at-least-once; the stable `id` lets merchants de-duplicate).
+    /// Sends until the task is aborted (which also aborts deliveries in flight; an attempt cut
+    /// off that way is retried after its lease expires: at-least-once, and the stable `id` lets
+    /// merchants de-duplicate).
+    ///
+    /// Deliveries run beside the queue scan, at most `concurrency_max` at once, so a merchant
+    /// that takes the whole request timeout delays nobody else's notifications.
     pub async fn run(self) {
+        let mut in_flight = tokio::task::JoinSet::new();
         loop {
-            match self.send_due().await {
+            while in_flight.try_join_next().is_some() {}
+            match self.claim_due(&mut in_flight).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "notify queue scan failed"),
@@ -129,11 +137,12 @@ impl Sender {
         }
     }
 
-    /// Claims and delivers the jobs that are due now; returns how many it attempted.
+    /// Claims the jobs that are due now and starts delivering them into `in_flight`; returns how
+    /// many it claimed. Waits for a free delivery slot when all are busy.
     ///
     /// # Errors
     /// [`DbError`] when the queue cannot be read.
-    pub async fn send_due(&self) -> Result<usize, DbError> {
+    async fn claim_due(&self, in_flight: &mut tokio::task::JoinSet<()>) -> Result<usize, DbError> {
         let now = Utc::now();
         let jobs: Vec<Job> = sqlx::query_as(
             "SELECT notification_id, merchant_id, notify_url, body, attempts, next_attempt_at FROM notify_job \
@@ -143,9 +152,14 @@ impl Sender {
         .bind(self.config.concurrency_max as i64)
         .fetch_all(&self.pool)
         .await?;
+        // The lease outlasts the request timeout, so a job in flight is never picked up twice.
         let lease_until = fmt_ts(now + chrono::Duration::milliseconds(self.config.lease_ms as i64));
-        let mut tasks = tokio::task::JoinSet::new();
+        let mut claimed_count = 0;
         for job in jobs {
+            let permit = Arc::clone(&self.permits)
+                .acquire_owned()
+                .await
+                .expect("semaphore is never closed");
             // Claim by moving next_attempt_at forward, only if nobody else did first.
             let claimed = sqlx::query(
                 "UPDATE notify_job SET next_attempt_at = $1 WHERE notification_id = $2 AND status = 'pending' \
@@ -161,12 +175,9 @@ impl Sender {
             if !claimed {
                 continue;
             }
+            claimed_count += 1;
             let this = self.clone();
-            let permit = Arc::clone(&self.permits)
-                .acquire_owned()
-                .await
-                .expect("semaphore is never closed");
-            tasks.spawn(async move {
+            in_flight.spawn(async move {
                 let _permit = permit;
                 let id = job.notification_id.clone();
                 if let Err(e) = this.deliver(job).await {
@@ -174,9 +185,7 @@ impl Sender {
                 }
             });
         }
-        let n = tasks.len();
-        while tasks.join_next().await.is_some() {}
-        Ok(n)
+        Ok(claimed_count)
     }
 
     async fn deliver(&self, job: Job) -> Result<(), DbError> {

@@ -64,7 +64,6 @@ impl Default for PoolConfig {
 #[derive(Clone)]
 pub struct Database {
     backend: Backend,
-    url: String,
     any: AnyPool,
     orders: Arc<OrderStore>,
     appended: Arc<watch::Sender<u64>>,
@@ -126,7 +125,6 @@ impl Database {
             .await?;
         Ok(Self {
             backend,
-            url,
             any,
             orders: Arc::new(orders),
             appended: Arc::new(watch::channel(0).0),
@@ -149,11 +147,6 @@ impl Database {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The URL connected to (may hold credentials: do not log it).
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     /// The pool for read tables, subscribers and other portable SQL (`$1` placeholders work on

@@ -280,6 +280,8 @@ struct ReceiverState {
     received: Arc<Mutex<Vec<Received>>>,
     /// Status codes to answer, in order; 200 once exhausted.
     answers: Arc<Mutex<Vec<u16>>>,
+    /// How long to take before answering.
+    delay: Duration,
 }
 
 /// A merchant's notification endpoint on 127.0.0.1.
@@ -292,12 +294,19 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts a receiver that answers `answers` in order, then 200.
     pub async fn start(answers: Vec<u16>) -> Self {
+        Self::start_slow(answers, Duration::ZERO).await
+    }
+
+    /// As [`WebhookReceiver::start`], taking `delay` before each answer.
+    pub async fn start_slow(answers: Vec<u16>, delay: Duration) -> Self {
         let state = ReceiverState {
             received: Arc::default(),
             answers: Arc::new(Mutex::new(answers.into_iter().rev().collect())),
+            delay,
         };
         async fn hook(State(s): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
             s.received.lock().expect("lock").push(Received { headers, body });
+            tokio::time::sleep(s.delay).await;
             let code = s.answers.lock().expect("lock").pop().unwrap_or(200);
             StatusCode::from_u16(code).expect("status")
         }

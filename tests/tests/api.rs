@@ -659,6 +659,36 @@ async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
     assert_eq!(hook.received().len(), 3);
 }
 
+async fn a_slow_merchant_does_not_delay_another_merchants_notifications(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let slow_shop = s.add_merchant("slow").await;
+    let fast_shop = s.add_merchant("fast").await;
+    let slow = WebhookReceiver::start_slow(vec![], Duration::from_secs(4)).await;
+    let fast = WebhookReceiver::start(vec![]).await;
+    let mut body = order_body("T-1", 100);
+    body["notify_url"] = json!(slow.url);
+    let slow_order = create_id(&s, &slow_shop.api_key, &body).await;
+    assert_eq!(pay(&s, &slow_order, "success").await.status, 200);
+    assert_eq!(
+        slow.wait_for(1, WAIT).await.len(),
+        1,
+        "the slow merchant got its request"
+    );
+    // While the slow merchant still holds its request open:
+    body["notify_url"] = json!(fast.url);
+    let fast_order = create_id(&s, &fast_shop.api_key, &body).await;
+    let started = std::time::Instant::now();
+    assert_eq!(pay(&s, &fast_order, "success").await.status, 200);
+    assert_eq!(fast.wait_for(1, Duration::from_secs(3)).await.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fast merchant waited {:?} behind the slow one",
+        started.elapsed()
+    );
+}
+
 async fn orders_list_newest_first_with_a_stable_cursor(backend: Backend) {
     let Some(s) = TestServer::start(backend).await else {
         return;
@@ -737,6 +767,7 @@ both_backends!(
     concurrent_success_callbacks_pay_exactly_once,
     a_queued_notification_survives_a_restart,
     a_failing_merchant_is_retried_then_abandoned,
+    a_slow_merchant_does_not_delay_another_merchants_notifications,
     orders_list_newest_first_with_a_stable_cursor,
     health_endpoints_answer,
 );

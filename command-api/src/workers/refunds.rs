@@ -40,7 +40,7 @@ impl EffectSubscriber for RefundWorker {
     }
 
     async fn handle(&self, event: &LogEvent) -> Result<(), SubscriberError> {
-        let PaymentOrderEvent::RefundRequested { refund_id, .. } = &event.event else {
+        let PaymentOrderEvent::RefundRequested { refund_id, reason, .. } = &event.event else {
             return Ok(());
         };
         let order = self
@@ -72,10 +72,7 @@ impl EffectSubscriber for RefundWorker {
                 amount_minor: order.paid_amount_minor,
                 currency: order.terms.amount.currency,
             },
-            reason: match &event.event {
-                PaymentOrderEvent::RefundRequested { reason, .. } => reason.clone(),
-                _ => None,
-            },
+            reason: reason.clone(),
         };
         let mut attempt = 0;
         let result = loop {
