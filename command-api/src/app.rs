@@ -17,7 +17,7 @@ use payledger_store::subscription::{run_effects, run_transactional};
 use payledger_store::{settings, Database, Executed, PoolConfig};
 use rand::RngCore;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -189,6 +189,8 @@ pub struct Running {
     pub db: Database,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    /// The notifier, stopped gracefully so deliveries in flight record their attempts.
+    sender: Option<(watch::Sender<bool>, JoinHandle<()>, Duration)>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -202,13 +204,21 @@ impl Running {
         Ok(())
     }
 
-    /// Stops accepting requests, finishes the ones in flight, stops the background roles.
-    /// Workers are aborted: their unfinished work is transactional or at-least-once.
+    /// Stops accepting requests and finishes the ones in flight, lets notifications in flight
+    /// finish, then stops the other background roles. Those are aborted: their unfinished work is
+    /// transactional or at-least-once.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.server).await;
+        if let Some((stop, mut sender, timeout)) = self.sender.take() {
+            let _ = stop.send(true);
+            if tokio::time::timeout(timeout, &mut sender).await.is_err() {
+                tracing::warn!("notifications still in flight at shutdown; they are retried after their lease");
+                sender.abort();
+            }
+        }
         for w in &self.workers {
             w.abort();
         }
@@ -224,6 +234,9 @@ impl Drop for Running {
     /// detached.
     fn drop(&mut self) {
         self.server.abort();
+        if let Some((_, sender, _)) = &self.sender {
+            sender.abort();
+        }
         for w in &self.workers {
             w.abort();
         }
@@ -267,12 +280,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             db.clone(),
             Arc::new(NotifyEnqueuer::new(db.log(), queued.clone())),
         )),
-        tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued)?.run()),
         tokio::spawn(run_effects(
             db.clone(),
             Arc::new(RefundWorker::new(db.clone(), channels.clone())),
         )),
     ];
+
+    let (stop_sender, stop) = watch::channel(false);
+    let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued)?.run(stop));
 
     let state = AppState {
         db: db.clone(),
@@ -299,6 +314,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         db,
         shutdown: Some(shutdown_tx),
         server,
+        sender: Some((stop_sender, sender, config.sender.stop_timeout())),
         workers,
     })
 }

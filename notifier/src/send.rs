@@ -9,7 +9,7 @@ use payledger_store::merchants;
 use payledger_store::time::fmt_ts;
 use payledger_store::DbError;
 use sqlx::AnyPool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::signature::{sign, SIGNATURE_HEADER};
 
@@ -58,6 +58,13 @@ pub struct SenderConfig {
     pub lease_ms: u64,
     /// How often the queue is checked when nothing wakes the sender.
     pub poll_interval_ms: u64,
+}
+
+impl SenderConfig {
+    /// The longest a graceful stop waits for deliveries in flight.
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms + 1_000)
+    }
 }
 
 impl Default for SenderConfig {
@@ -115,15 +122,16 @@ impl Sender {
         })
     }
 
-    /// Sends until the task is aborted (which also aborts deliveries in flight; an attempt cut
-    /// off that way is retried after its lease expires: at-least-once, and the stable `id` lets
-    /// merchants de-duplicate).
+    /// Sends until `stop` turns true, then lets the deliveries in flight finish and record their
+    /// attempts (bounded by the request timeout) and returns. If the task is aborted instead
+    /// (a crash), an attempt cut off is retried when its lease expires: at-least-once, and the
+    /// stable `id` lets merchants de-duplicate.
     ///
     /// Deliveries run beside the queue scan, at most `concurrency_max` at once, so a merchant
     /// that takes the whole request timeout delays nobody else's notifications.
-    pub async fn run(self) {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut in_flight = tokio::task::JoinSet::new();
-        loop {
+        while !*stop.borrow() {
             while in_flight.try_join_next().is_some() {}
             match self.claim_due(&mut in_flight).await {
                 Ok(n) if n > 0 => continue,
@@ -133,8 +141,10 @@ impl Sender {
             tokio::select! {
                 _ = self.queued.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(self.config.poll_interval_ms)) => {}
+                _ = stop.changed() => {}
             }
         }
+        while in_flight.join_next().await.is_some() {}
     }
 
     /// Claims the jobs that are due now and starts delivering them into `in_flight`; returns how

@@ -163,6 +163,9 @@ impl TestServer {
         let mut config = ServeConfig::new(listen, Some(url.to_string()));
         config.sender.schedule = schedule.clone();
         config.sender.poll_interval_ms = 100;
+        // Short requests make the delivery lease short (request timeout + 5 s), for crash tests.
+        config.sender.request_timeout_ms = 1_000;
+        config.sender.lease_ms = 0; // raised to its floor, request timeout + 5 s
         config.pools = PoolConfig {
             store_connections_max: 4,
             query_connections_max: 4,
@@ -177,6 +180,14 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule).await);
+    }
+
+    /// Kills the server without any graceful step, as a crash would (every task is aborted,
+    /// open transactions roll back), then starts it again on the same database and port.
+    pub async fn crash_and_restart(&mut self) {
+        drop(self.running.take());
+        tokio::time::sleep(Duration::from_millis(50)).await;
         self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule).await);
     }
 

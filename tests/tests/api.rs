@@ -633,6 +633,40 @@ async fn a_queued_notification_survives_a_restart(backend: Backend) {
     assert_eq!(attempts, 2);
 }
 
+async fn a_notification_in_flight_at_a_crash_is_delivered_after_its_lease(backend: Backend) {
+    let Some(mut s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    // Slow enough that the crash comes while the first request is in flight.
+    let hook = WebhookReceiver::start_slow(vec![], Duration::from_millis(500)).await;
+    let mut body = order_body("T-1", 100);
+    body["notify_url"] = json!(hook.url);
+    let order_id = create_id(&s, &m.api_key, &body).await;
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    assert_eq!(hook.wait_for(1, WAIT).await.len(), 1);
+    s.crash_and_restart().await;
+    assert_eq!(
+        count(&s, "notify_attempt").await,
+        0,
+        "the crash cut the attempt off before it was recorded"
+    );
+    // The claim's lease (request timeout 1 s + 5 s) expires, and the job is delivered again.
+    let got = hook.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 2, "the notification was lost in the crash");
+    assert_eq!(got[0].body, got[1].body, "the same notification, byte for byte");
+    let delivered = eventually(WAIT, || async {
+        let st: Option<String> = sqlx::query_scalar("SELECT status FROM notify_job")
+            .fetch_optional(s.database().pool())
+            .await
+            .ok()
+            .flatten();
+        st.filter(|st| st == "delivered")
+    })
+    .await;
+    assert_eq!(delivered.as_deref(), Some("delivered"));
+}
+
 async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
     let Some(s) = TestServer::start(backend).await else {
         return;
@@ -766,6 +800,7 @@ both_backends!(
     a_channel_cannot_pay_another_channels_order,
     concurrent_success_callbacks_pay_exactly_once,
     a_queued_notification_survives_a_restart,
+    a_notification_in_flight_at_a_crash_is_delivered_after_its_lease,
     a_failing_merchant_is_retried_then_abandoned,
     a_slow_merchant_does_not_delay_another_merchants_notifications,
     orders_list_newest_first_with_a_stable_cursor,
