@@ -35,6 +35,21 @@ async fn count(s: &TestServer, table: &str) -> i64 {
         .expect("count")
 }
 
+/// Waits until the only notify job has `status`; returns its (status, attempts, last status code).
+async fn wait_job(s: &TestServer, status: &str) -> (String, i64, Option<i64>) {
+    eventually(WAIT, || async {
+        let row: Option<(String, i64, Option<i64>)> =
+            sqlx::query_as("SELECT status, attempts, last_status_code FROM notify_job")
+                .fetch_optional(s.database().pool())
+                .await
+                .ok()
+                .flatten();
+        row.filter(|r| r.0 == status)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the notify job never became {status}"))
+}
+
 async fn pay(s: &TestServer, order_id: &str, result: &str) -> Reply {
     s.call(
         "POST",
@@ -618,17 +633,7 @@ async fn a_queued_notification_survives_a_restart(backend: Backend) {
         .map(|r| serde_json::from_slice::<Value>(&r.body).expect("json")["id"].clone())
         .collect();
     assert_eq!(ids[0], ids[1], "the notification id must be stable across attempts");
-    let status: String = eventually(WAIT, || async {
-        let st: Option<String> = sqlx::query_scalar("SELECT status FROM notify_job")
-            .fetch_optional(s.database().pool())
-            .await
-            .ok()
-            .flatten();
-        st.filter(|st| st == "delivered")
-    })
-    .await
-    .expect("job delivered");
-    assert_eq!(status, "delivered");
+    assert_eq!(wait_job(&s, "delivered").await.0, "delivered");
     let attempts = count(&s, "notify_attempt").await;
     assert_eq!(attempts, 2);
 }
@@ -655,16 +660,7 @@ async fn a_notification_in_flight_at_a_crash_is_delivered_after_its_lease(backen
     let got = hook.wait_for(2, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 2, "the notification was lost in the crash");
     assert_eq!(got[0].body, got[1].body, "the same notification, byte for byte");
-    let delivered = eventually(WAIT, || async {
-        let st: Option<String> = sqlx::query_scalar("SELECT status FROM notify_job")
-            .fetch_optional(s.database().pool())
-            .await
-            .ok()
-            .flatten();
-        st.filter(|st| st == "delivered")
-    })
-    .await;
-    assert_eq!(delivered.as_deref(), Some("delivered"));
+    assert_eq!(wait_job(&s, "delivered").await.0, "delivered");
 }
 
 async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
@@ -678,17 +674,7 @@ async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
     let order_id = create_id(&s, &m.api_key, &body).await;
     assert_eq!(pay(&s, &order_id, "success").await.status, 200);
     // Schedule "1s,1s": three attempts, then abandoned.
-    let row: (String, i64, Option<i64>) = eventually(WAIT, || async {
-        let row: Option<(String, i64, Option<i64>)> =
-            sqlx::query_as("SELECT status, attempts, last_status_code FROM notify_job")
-                .fetch_optional(s.database().pool())
-                .await
-                .ok()
-                .flatten();
-        row.filter(|r| r.0 == "abandoned")
-    })
-    .await
-    .expect("job abandoned");
+    let row = wait_job(&s, "abandoned").await;
     assert_eq!(row, ("abandoned".to_string(), 3, Some(500)));
     assert_eq!(hook.received().len(), 3);
 }
