@@ -753,6 +753,37 @@ async fn orders_list_newest_first_with_a_stable_cursor(backend: Backend) {
     );
 }
 
+async fn the_pay_page_escapes_merchant_text(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let mut body = order_body("T-1", 100);
+    body["subject"] = json!("<img src=x onerror=alert(1)>");
+    body["return_url"] = json!("https://shop.example/</script><script>alert(2)</script>");
+    let created = create(&s, &m.api_key, &body).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let page = s
+        .http
+        .get(created.json["pay_url"].as_str().expect("pay_url"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "subject not escaped"
+    );
+    assert!(!page.contains("<img src=x"));
+    assert!(
+        !page.contains("</script><script>alert(2)"),
+        "return_url broke out of the script"
+    );
+    assert_eq!(page.matches("</script>").count(), 1, "exactly our own script element");
+}
+
 async fn health_endpoints_answer(backend: Backend) {
     let Some(s) = TestServer::start(backend).await else {
         return;
@@ -790,5 +821,6 @@ both_backends!(
     a_failing_merchant_is_retried_then_abandoned,
     a_slow_merchant_does_not_delay_another_merchants_notifications,
     orders_list_newest_first_with_a_stable_cursor,
+    the_pay_page_escapes_merchant_text,
     health_endpoints_answer,
 );

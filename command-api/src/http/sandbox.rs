@@ -38,6 +38,17 @@ async fn sandbox_order(state: &AppState, order_id: &str) -> Result<OrderState, A
     Ok(order)
 }
 
+/// JSON for a value embedded in an inline `<script>`: `<`, `>` and `&` are written as `\uXXXX`
+/// escapes, so merchant-supplied text (a `return_url` may hold `</script>`) cannot end the
+/// script element or open markup. Still valid JSON and the same value.
+fn script_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
 fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
     if exponent == 0 {
         return amount_minor.to_string();
@@ -55,7 +66,7 @@ async fn page(State(state): State<AppState>, Path(order_id): Path<String>) -> Re
     let order = sandbox_order(&state, &order_id).await?;
     let money = order.terms.amount;
     let amount = minor_to_display(money.amount_minor, money.currency.exponent().unwrap_or(2));
-    let return_url = serde_json::to_string(&order.terms.return_url).unwrap_or_else(|_| "null".into());
+    let return_url = script_json(&order.terms.return_url);
     Ok(Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>payledger sandbox — pay</title>
@@ -125,7 +136,16 @@ async fn pay(
 
 #[cfg(test)]
 mod tests {
-    use super::minor_to_display;
+    use super::{minor_to_display, script_json};
+
+    #[test]
+    fn text_embedded_in_a_script_cannot_close_it() {
+        let url = Some("https://shop.example/</script><script>alert(1)</script>?a=1&b=2".to_string());
+        let embedded = script_json(&url);
+        assert!(!embedded.contains('<') && !embedded.contains('>') && !embedded.contains('&'));
+        let back: Option<String> = serde_json::from_str(&embedded).unwrap();
+        assert_eq!(back, url, "still the same value once parsed");
+    }
 
     #[test]
     fn minor_units_display_with_the_currency_exponent() {
