@@ -178,7 +178,14 @@ async fn new_user_flow_works_end_to_end(backend: Backend) {
         )
         .await;
     assert_eq!(r1.status, 201, "{}", r1.text);
-    assert_eq!(r1.json["status"], "pending");
+    // The answer is the refund as the read model has it after the request: the refund worker may
+    // already have completed it.
+    assert!(
+        r1.json["status"] == "pending" || r1.json["status"] == "succeeded",
+        "{}",
+        r1.text
+    );
+    assert_eq!(r1.json["amount"], 300);
     wait_status(&s, &m.api_key, &order_id, "partially_refunded").await;
     let refund_id = r1.json["refund_id"].as_str().expect("refund_id");
     let refund = s
