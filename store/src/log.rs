@@ -132,9 +132,13 @@ impl GlobalLog {
         if self.backend == Backend::Sqlite {
             return Ok(false);
         }
+        // "Is the newest committed event after `after`?": one backward probe of the global-order
+        // index. (An EXISTS over a row comparison was planned as a sequential scan, ~5 ms at 40k
+        // events, paid by every idle subscriber step.)
         let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events e WHERE e.aggregate_type = $1 \
-             AND (e.transaction_id, e.global_position) > (($2::bigint)::text::xid8, $3))",
+            "SELECT COALESCE((SELECT (e.transaction_id, e.global_position) > (($2::bigint)::text::xid8, $3) \
+             FROM events e WHERE e.aggregate_type = $1 \
+             ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1), false)",
         )
         .bind(PaymentOrder::TYPE)
         .bind(after.transaction_id)
