@@ -11,7 +11,9 @@ use payledger_store::subscription::{SubscriberError, TransactionalSubscriber};
 use payledger_store::time::fmt_ts;
 use payledger_store::{LogEvent, LogPosition};
 use sqlx::{AnyConnection, AnyPool};
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::view::OrderView;
@@ -19,15 +21,24 @@ use crate::view::OrderView;
 /// Checkpoint name of this projection.
 pub const PROJECTION_NAME: &str = "order_view";
 
-/// Keeps `order_view` and `refund_view`. Clone-free: share it in an `Arc`.
+/// How many committed batches a waiter may fall behind before it re-checks the table.
+pub const APPLIED_BROADCAST_CAPACITY: usize = 256;
+
+/// `(order_id, last_sequence)` of every order a committed batch changed.
+type AppliedBatch = Arc<Vec<(Uuid, i64)>>;
+
+/// Keeps `order_view` and `refund_view`. Share it in an `Arc`.
 pub struct OrderProjection {
-    applied: watch::Sender<LogPosition>,
+    /// What the batch in progress changed; published once it commits.
+    pending: Mutex<Vec<(Uuid, i64)>>,
+    applied: broadcast::Sender<AppliedBatch>,
 }
 
 impl Default for OrderProjection {
     fn default() -> Self {
         Self {
-            applied: watch::channel(LogPosition::default()).0,
+            pending: Mutex::new(vec![]),
+            applied: broadcast::channel(APPLIED_BROADCAST_CAPACITY).0,
         }
     }
 }
@@ -35,6 +46,9 @@ impl Default for OrderProjection {
 impl OrderProjection {
     /// Waits until `order_view` holds order `order_id` at `sequence` or later, or `timeout`
     /// passes. Used by the API so that a client reads its own writes; returns whether it did.
+    ///
+    /// One table lookup, then only the batches this process commits are inspected: a waiter
+    /// costs no query per batch. Falling behind the broadcast, it looks at the table again.
     ///
     /// # Errors
     /// The database error of the check query.
@@ -45,21 +59,29 @@ impl OrderProjection {
         sequence: i64,
         timeout: Duration,
     ) -> Result<bool, sqlx::Error> {
+        // Subscribe before looking, so a batch committed in between is still seen.
         let mut applied = self.applied.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut look = true;
         loop {
-            // Mark the current value seen before checking, so a batch committed between the check
-            // and the wait still wakes us.
-            applied.borrow_and_update();
-            let have: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM order_view WHERE order_id = $1")
-                .bind(order_id.to_string())
-                .fetch_optional(pool)
-                .await?;
-            if have.is_some_and(|s| s >= sequence) {
-                return Ok(true);
+            if look {
+                let have: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM order_view WHERE order_id = $1")
+                    .bind(order_id.to_string())
+                    .fetch_optional(pool)
+                    .await?;
+                if have.is_some_and(|s| s >= sequence) {
+                    return Ok(true);
+                }
             }
-            if tokio::time::timeout_at(deadline, applied.changed()).await.is_err() {
-                return Ok(false);
+            match tokio::time::timeout_at(deadline, applied.recv()).await {
+                Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(false),
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => look = true,
+                Ok(Ok(batch)) => {
+                    if batch.iter().any(|(id, s)| *id == order_id && *s >= sequence) {
+                        return Ok(true);
+                    }
+                    look = false;
+                }
             }
         }
     }
@@ -137,6 +159,7 @@ impl TransactionalSubscriber for OrderProjection {
                 })
                 .push(e);
         }
+        let mut changed = Vec::with_capacity(order.len());
         for order_id in order {
             let mut view = load_view(tx, order_id).await?;
             for e in &by_order[&order_id] {
@@ -144,12 +167,16 @@ impl TransactionalSubscriber for OrderProjection {
             }
             if let Some(v) = view {
                 store_view(tx, &v).await?;
+                changed.push((v.order_id, v.last_sequence));
             }
         }
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = changed;
         Ok(())
     }
 
-    fn committed(&self, up_to: LogPosition) {
-        self.applied.send_replace(up_to);
+    fn committed(&self, _up_to: LogPosition) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        // No receiver is fine: nobody is waiting.
+        let _ = self.applied.send(Arc::new(batch));
     }
 }
