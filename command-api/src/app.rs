@@ -1,6 +1,5 @@
 //! Wiring: state shared by handlers, the router, the background roles, start and shutdown.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +82,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Runs a command on an order on behalf of `actor` (`merchant:<id>`, `channel:<name>`, …),
-    /// recorded in every event's metadata.
+    /// [`Database::execute`] with its errors mapped for HTTP.
     ///
     /// # Errors
     /// The mapped [`ApiError`] of a refusal or failure.
@@ -94,8 +92,7 @@ impl AppState {
         command: PaymentOrderCommand,
         actor: &str,
     ) -> Result<Executed, ApiError> {
-        let metadata = HashMap::from([("actor".to_string(), actor.to_string())]);
-        Ok(self.db.execute(order_id, command, metadata).await?)
+        Ok(self.db.execute(order_id, command, actor).await?)
     }
 
     /// The order's current state if it belongs to `merchant_id`; 404 otherwise (another

@@ -212,11 +212,19 @@ impl PaymentOrder {
             }
 
             C::ReceiveChannelCallback {
+                channel,
                 notify_id,
                 channel_trade_no,
                 outcome,
                 received_at,
             } => {
+                // A valid signature from one channel must never move another channel's order.
+                if channel != order.terms.channel {
+                    return Err(OrderError::WrongChannel {
+                        order: order.terms.channel.clone(),
+                        callback: channel,
+                    });
+                }
                 if order.seen_notify_ids.contains(&notify_id) {
                     return Ok(vec![]);
                 }

@@ -99,9 +99,11 @@ pub enum PaymentOrderCommand {
         outcome: ChannelOrderOutcome,
         recorded_at: DateTime<Utc>,
     },
-    /// A verified channel callback about the payment. `notify_id` is the channel's id of the
-    /// notification, used to recognise duplicates.
+    /// A verified channel callback about the payment. `channel` is the channel whose signature
+    /// was verified: it speaks only for orders placed on it. `notify_id` is the channel's id of
+    /// the notification, used to recognise duplicates.
     ReceiveChannelCallback {
+        channel: String,
         notify_id: String,
         channel_trade_no: String,
         outcome: CallbackOutcome,

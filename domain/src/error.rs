@@ -12,6 +12,9 @@ pub enum OrderError {
     /// The order does not exist (no `OrderCreated`).
     #[error("order not found")]
     OrderNotFound,
+    /// A callback verified by one channel for an order placed on another.
+    #[error("callback from channel {callback} for an order placed on {order}")]
+    WrongChannel { order: String, callback: String },
     /// `CreateOrder` for an existing `out_trade_no` with other terms.
     #[error("out_trade_no {0:?} already exists with other parameters")]
     OutTradeNoConflict(String),

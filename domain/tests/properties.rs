@@ -163,6 +163,7 @@ impl Op {
                 success,
                 amount,
             } => C::ReceiveChannelCallback {
+                channel: "sandbox".to_string(),
                 notify_id: format!("N{notify}"),
                 channel_trade_no: "CH1".to_string(),
                 outcome: if success {

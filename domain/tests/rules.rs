@@ -94,6 +94,7 @@ fn record_channel_order_failed() -> C {
 
 fn success_callback(notify_id: &str, amount: Money) -> C {
     C::ReceiveChannelCallback {
+        channel: "sandbox".to_string(),
         notify_id: notify_id.to_string(),
         channel_trade_no: "CH_TRADE_1".to_string(),
         outcome: CallbackOutcome::Succeeded { amount, paid_at: at(5) },
@@ -103,6 +104,7 @@ fn success_callback(notify_id: &str, amount: Money) -> C {
 
 fn failed_callback(notify_id: &str) -> C {
     C::ReceiveChannelCallback {
+        channel: "sandbox".to_string(),
         notify_id: notify_id.to_string(),
         channel_trade_no: "CH_TRADE_1".to_string(),
         outcome: CallbackOutcome::Failed {
@@ -476,6 +478,22 @@ async fn callback_without_order_is_order_not_found() {
         .when_async(success_callback("N1", cny(ORDER_AMOUNT_MINOR)))
         .await
         .then_expect_error(OrderError::OrderNotFound);
+}
+
+#[tokio::test]
+async fn callback_from_another_channel_is_wrong_channel() {
+    let mut cmd = success_callback("N1", cny(ORDER_AMOUNT_MINOR));
+    if let C::ReceiveChannelCallback { channel, .. } = &mut cmd {
+        *channel = "wechatpay".to_string();
+    }
+    framework()
+        .given(vec![order_created(), channel_order_opened()])
+        .when_async(cmd)
+        .await
+        .then_expect_error(OrderError::WrongChannel {
+            order: "sandbox".to_string(),
+            callback: "wechatpay".to_string(),
+        });
 }
 
 #[tokio::test]

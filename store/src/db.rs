@@ -160,8 +160,9 @@ impl Database {
         &self.orders
     }
 
-    /// Executes `command` on order `order_id` (see [`OrderStore::execute`]) and, when it stored
-    /// events, wakes this process's subscribers.
+    /// Executes `command` on order `order_id` on behalf of `actor` (`merchant:<id>`,
+    /// `channel:<name>`, `worker:<name>`), which every stored event records as `metadata.actor`
+    /// (see [`OrderStore::execute`]). When it stored events, wakes this process's subscribers.
     ///
     /// # Errors
     /// As [`OrderStore::execute`].
@@ -169,8 +170,9 @@ impl Database {
         &self,
         order_id: uuid::Uuid,
         command: payledger_domain::PaymentOrderCommand,
-        metadata: std::collections::HashMap<String, String>,
+        actor: &str,
     ) -> Result<crate::Executed, crate::ExecuteError> {
+        let metadata = std::collections::HashMap::from([("actor".to_string(), actor.to_string())]);
         let executed = self.orders.execute(order_id, command, metadata).await?;
         if !executed.events.is_empty() {
             self.notify_appended();

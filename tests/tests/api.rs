@@ -580,10 +580,7 @@ async fn a_channel_cannot_pay_another_channels_order(backend: Backend) {
         terms,
         created_at: Utc::now(),
     };
-    s.database()
-        .execute(order_id, command, Default::default())
-        .await
-        .expect("created");
+    s.database().execute(order_id, command, "test").await.expect("created");
     let sandbox = sandbox_with_installation_secret(&s).await;
     let status = sandbox
         .send_callback(&success_callback(&order_id.to_string(), 100, "cross"))

@@ -1,8 +1,6 @@
 //! The global log's ordering rule on PostgreSQL: a transaction that took its position early but
 //! commits late is never skipped, and readers are told when committed events are held back.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use payledger_domain::{ids, Currency, Money, OrderTerms, PaymentOrderCommand, PaymentOrderEvent};
 use payledger_store::{Database, LogPosition, PoolConfig};
@@ -63,7 +61,7 @@ async fn a_late_committing_event_is_held_back_not_skipped() {
         terms: terms("Y"),
         created_at: Utc::now(),
     };
-    db.execute(y, cmd, HashMap::new()).await.unwrap();
+    db.execute(y, cmd, "test").await.unwrap();
 
     // Y is committed but must not be read yet: reading it would move a checkpoint past X.
     let start = LogPosition::default();
@@ -101,7 +99,7 @@ async fn the_sqlite_log_is_in_insert_order_and_never_held_back() {
             terms: terms(no),
             created_at: Utc::now(),
         };
-        db.execute(id, cmd, HashMap::new()).await.unwrap();
+        db.execute(id, cmd, "test").await.unwrap();
         expected.push(id);
     }
     let events = db.log().read_after(LogPosition::default(), 2).await.unwrap();

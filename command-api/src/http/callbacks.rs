@@ -45,29 +45,15 @@ async fn receive(
         }
     };
     let order_id = verified.order_id;
-    // A channel speaks only for its own orders: a valid sandbox signature must never pay an
-    // order that was placed on another channel.
-    match state.db.orders().load(order_id).await {
-        Ok(order) if order.order.as_ref().is_some_and(|o| o.terms.channel == channel_name) => {}
-        Ok(_) => {
-            tracing::warn!(%order_id, channel = %channel_name, "callback for an unknown order or another channel's order");
-            return answer(channel.answer_callback(Err("unknown order".into())));
-        }
-        Err(e) => {
-            tracing::error!(%order_id, error = %e, "loading the order for a callback failed");
-            let mut a = channel.answer_callback(Err("temporarily unable to record".into()));
-            a.status = 500;
-            return answer(a);
-        }
-    }
     let command = PaymentOrderCommand::ReceiveChannelCallback {
+        channel: channel_name.clone(),
         notify_id: verified.notify_id,
         channel_trade_no: verified.channel_trade_no,
         outcome: verified.outcome,
         received_at: Utc::now(),
     };
-    let metadata = std::collections::HashMap::from([("actor".to_string(), format!("channel:{channel_name}"))]);
-    match state.db.execute(order_id, command, metadata).await {
+    let actor = format!("channel:{channel_name}");
+    match state.db.execute(order_id, command, &actor).await {
         Ok(executed) => {
             for e in &executed.events {
                 if let payledger_domain::PaymentOrderEvent::PaymentAmountMismatch { expected, received, .. } =
@@ -81,8 +67,9 @@ async fn receive(
             state.wait_for_projection(order_id, executed.sequence).await;
             answer(channel.answer_callback(Ok(())))
         }
-        Err(ExecuteError::Rejected(OrderError::OrderNotFound)) => {
-            tracing::warn!(%order_id, channel = %channel_name, "callback for an unknown order");
+        // A channel speaks only for its own orders: to it, another channel's order is unknown.
+        Err(ExecuteError::Rejected(e @ (OrderError::OrderNotFound | OrderError::WrongChannel { .. }))) => {
+            tracing::warn!(%order_id, channel = %channel_name, error = %e, "callback refused");
             answer(channel.answer_callback(Err("unknown order".into())))
         }
         Err(e) => {

@@ -5,7 +5,6 @@
 //! `RecordRefundOutcome` with the same outcome is a no-op. A channel that is unavailable stops
 //! the worker at that event (retried after a pause), so no refund is skipped.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -97,7 +96,6 @@ impl EffectSubscriber for RefundWorker {
                 return Err(SubscriberError::Failed(format!("channel unavailable: {e}")))
             }
         };
-        let metadata = HashMap::from([("actor".to_string(), format!("worker:{REFUND_WORKER_NAME}"))]);
         self.db
             .execute(
                 event.order_id,
@@ -106,7 +104,7 @@ impl EffectSubscriber for RefundWorker {
                     outcome,
                     recorded_at: Utc::now(),
                 },
-                metadata,
+                &format!("worker:{REFUND_WORKER_NAME}"),
             )
             .await
             .map_err(|e| SubscriberError::Failed(e.to_string()))?;
