@@ -39,6 +39,16 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [OrderStatus; 6] = [
+        Self::AwaitingPayment,
+        Self::Paid,
+        Self::PartiallyRefunded,
+        Self::Refunded,
+        Self::Closed,
+        Self::Failed,
+    ];
+
     /// The wire name, e.g. `"partially_refunded"`.
     pub fn as_str(self) -> &'static str {
         match self {

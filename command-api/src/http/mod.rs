@@ -7,3 +7,16 @@ pub mod health;
 pub mod orders;
 pub mod refunds;
 pub mod sandbox;
+
+use uuid::Uuid;
+
+use crate::http::error::ApiError;
+
+/// An id from a URL path. Text that is not a UUID names nothing we have: 404 `what`, the same
+/// answer as for an id that does not exist (or belongs to another merchant).
+///
+/// # Errors
+/// [`ApiError::NotFound`].
+pub fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
+}

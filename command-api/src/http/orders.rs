@@ -16,11 +16,11 @@ use payledger_projections::queries::{self, OrderFilter, PAGE_LIMIT_DEFAULT, PAGE
 use payledger_projections::OrderView;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{AuthMerchant, JsonBody};
+use crate::http::parse_id;
 use crate::validate::{self, FieldErrors, EXPIRE_IN_SECONDS_DEFAULT, EXPIRE_IN_SECONDS_MAX, EXPIRE_IN_SECONDS_MIN};
 
 /// Routes of this resource.
@@ -198,17 +198,13 @@ async fn create(
     Ok((status, Json(view)))
 }
 
-fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("order"))
-}
-
 /// `GET /v1/orders/{order_id}`: the order view; 404 if it is not this merchant's.
 async fn show(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let order_id = parse_order_id(&order_id)?;
+    let order_id = parse_id(&order_id, "order")?;
     queries::order(state.db.pool(), &merchant.merchant_id, order_id)
         .await?
         .map(Json)
@@ -236,17 +232,10 @@ async fn list(
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
     let mut e = FieldErrors::default();
-    let statuses = [
-        "awaiting_payment",
-        "paid",
-        "partially_refunded",
-        "refunded",
-        "closed",
-        "failed",
-    ];
     if let Some(s) = &q.status {
-        if !statuses.contains(&s.as_str()) {
-            e.add("status", format!("one of {}", statuses.join(", ")));
+        if !OrderStatus::ALL.iter().any(|st| st.as_str() == s) {
+            let names: Vec<&str> = OrderStatus::ALL.iter().map(|st| st.as_str()).collect();
+            e.add("status", format!("one of {}", names.join(", ")));
         }
     }
     let mut time = |field: &str, v: &Option<String>| {
@@ -289,7 +278,7 @@ async fn close(
     AuthMerchant(merchant): AuthMerchant,
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
-    let order_id = parse_order_id(&order_id)?;
+    let order_id = parse_id(&order_id, "order")?;
     state.owned_order(&merchant.merchant_id, order_id).await?;
     let executed = state
         .execute(
@@ -315,7 +304,7 @@ async fn events(
     AuthMerchant(merchant): AuthMerchant,
     Path(order_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let order_id = parse_order_id(&order_id)?;
+    let order_id = parse_id(&order_id, "order")?;
     state.owned_order(&merchant.merchant_id, order_id).await?;
     let events = state.db.log().order_events(order_id).await?;
     let events: Vec<Value> = events

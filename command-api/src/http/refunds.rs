@@ -11,11 +11,11 @@ use payledger_projections::queries;
 use payledger_projections::RefundView;
 use serde::Deserialize;
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{AuthMerchant, JsonBody};
+use crate::http::parse_id;
 use crate::validate::{self, FieldErrors};
 
 /// Routes of this resource.
@@ -44,7 +44,7 @@ async fn create(
     Path(order_id): Path<String>,
     JsonBody(req): JsonBody<RefundRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let order_id = Uuid::parse_str(&order_id).map_err(|_| ApiError::NotFound("order"))?;
+    let order_id = parse_id(&order_id, "order")?;
     let order = state.owned_order(&merchant.merchant_id, order_id).await?;
     let mut e = FieldErrors::default();
     validate::merchant_no(&mut e, "out_refund_no", &req.out_refund_no);
@@ -93,7 +93,7 @@ async fn show(
     AuthMerchant(merchant): AuthMerchant,
     Path(refund_id): Path<String>,
 ) -> Result<Json<RefundView>, ApiError> {
-    let refund_id = Uuid::parse_str(&refund_id).map_err(|_| ApiError::NotFound("refund"))?;
+    let refund_id = parse_id(&refund_id, "refund")?;
     queries::refund(state.db.pool(), &merchant.merchant_id, refund_id)
         .await?
         .map(Json)

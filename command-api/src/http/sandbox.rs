@@ -12,11 +12,11 @@ use html_escape::encode_text;
 use payledger_domain::aggregate::OrderState;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
+use crate::http::parse_id;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn sandbox_order(state: &AppState, order_id: &str) -> Result<OrderState, ApiError> {
-    let order_id = Uuid::parse_str(order_id).map_err(|_| ApiError::NotFound("order"))?;
+    let order_id = parse_id(order_id, "order")?;
     let order = state
         .db
         .orders()
