@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use payledger_domain::{CallbackOutcome, ChannelOrder, Money};
+use payledger_domain::{CallbackOutcome, ChannelOrder, Money, RefundOutcome};
 use uuid::Uuid;
 
 /// Placing an order at a channel.
@@ -56,7 +56,7 @@ pub enum ChannelRefundResult {
     Pending,
 }
 
-/// A callback whose signature and shape were verified.
+/// A payment callback whose signature and shape were verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedCallback {
     pub order_id: Uuid,
@@ -64,6 +64,56 @@ pub struct VerifiedCallback {
     pub notify_id: String,
     pub channel_trade_no: String,
     pub outcome: CallbackOutcome,
+}
+
+/// A refund callback whose signature and shape were verified (e.g. WeChat Pay `REFUND.SUCCESS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedRefundCallback {
+    pub order_id: Uuid,
+    /// Our refund id, sent to the channel as its `out_refund_no`.
+    pub refund_id: Uuid,
+    /// The channel's id of this notification (duplicates share it).
+    pub notify_id: String,
+    pub outcome: RefundOutcome,
+}
+
+/// What a verified channel notification is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// The payment of an order.
+    Payment(VerifiedCallback),
+    /// A refund of an order.
+    Refund(VerifiedRefundCallback),
+}
+
+impl Notification {
+    /// The order the notification is about.
+    pub fn order_id(&self) -> Uuid {
+        match self {
+            Notification::Payment(p) => p.order_id,
+            Notification::Refund(r) => r.order_id,
+        }
+    }
+}
+
+/// What the channel says about a payment when asked (the order monitor's and reconciliation's
+/// view; callbacks may be lost, a query is the channel's word now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelPaymentStatus {
+    /// Known to the channel, not paid yet.
+    NotPaid,
+    /// Paid: `amount` in minor units.
+    Paid {
+        channel_trade_no: String,
+        amount: Money,
+        paid_at: DateTime<Utc>,
+    },
+    /// Closed or cancelled at the channel; can no longer be paid.
+    Closed,
+    /// The payment failed at the channel.
+    Failed { reason: String },
+    /// The channel has no such order.
+    NotFound,
 }
 
 /// How to answer the channel's HTTP callback, in its own format.
@@ -83,6 +133,12 @@ pub enum ChannelError {
     /// The channel refused the request; trying again will not help.
     #[error("channel refused the request: {code}: {message}")]
     Rejected { code: String, message: String },
+    /// This channel has no such operation.
+    #[error("{channel} does not support {operation}")]
+    Unsupported {
+        channel: &'static str,
+        operation: &'static str,
+    },
 }
 
 /// Why a callback was refused. Nothing about the order changes.
@@ -117,16 +173,53 @@ pub trait Channel: Send + Sync {
     /// [`ChannelError::Unavailable`] (transient: retry) or [`ChannelError::Rejected`].
     async fn refund(&self, request: &ChannelRefundRequest) -> Result<ChannelRefundResult, ChannelError>;
 
-    /// Verifies a callback's signature and parses it. Must compare signatures in constant time.
+    /// Asks the channel about the payment of `order_id`.
     ///
     /// # Errors
-    /// [`CallbackError`] for a forged or malformed callback.
+    /// [`ChannelError`]; [`ChannelError::Unsupported`] by default.
+    async fn query(&self, order_id: Uuid) -> Result<ChannelPaymentStatus, ChannelError> {
+        let _ = order_id;
+        Err(ChannelError::Unsupported {
+            channel: self.name(),
+            operation: "query",
+        })
+    }
+
+    /// Closes the unpaid order at the channel, so the payer can no longer pay it.
+    ///
+    /// # Errors
+    /// [`ChannelError`]; [`ChannelError::Unsupported`] by default.
+    async fn close(&self, order_id: Uuid) -> Result<(), ChannelError> {
+        let _ = order_id;
+        Err(ChannelError::Unsupported {
+            channel: self.name(),
+            operation: "close",
+        })
+    }
+
+    /// Asks the channel about a refund (our `refund_id` is its `out_refund_no`).
+    ///
+    /// # Errors
+    /// [`ChannelError`]; [`ChannelError::Unsupported`] by default.
+    async fn query_refund(&self, order_id: Uuid, refund_id: Uuid) -> Result<ChannelRefundResult, ChannelError> {
+        let _ = (order_id, refund_id);
+        Err(ChannelError::Unsupported {
+            channel: self.name(),
+            operation: "query_refund",
+        })
+    }
+
+    /// Verifies a notification's signature (in constant time), decrypts it where the channel
+    /// encrypts, checks it was meant for this channel account, and parses it.
+    ///
+    /// # Errors
+    /// [`CallbackError`] for a forged, stale or malformed notification.
     fn verify_callback(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<VerifiedCallback, CallbackError>;
+    ) -> Result<Notification, CallbackError>;
 
     /// The HTTP answer the channel expects: success after the callback was recorded, or failure
     /// (the channel will then retry on its schedule).

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::{
     CallbackAnswer, CallbackError, Channel, ChannelError, ChannelRefundRequest, ChannelRefundResult,
-    CreateChannelOrder, VerifiedCallback,
+    CreateChannelOrder, Notification, VerifiedCallback,
 };
 
 /// Header carrying the callback signature.
@@ -162,7 +162,7 @@ impl Channel for SandboxChannel {
         headers: &http::HeaderMap,
         body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<VerifiedCallback, CallbackError> {
+    ) -> Result<Notification, CallbackError> {
         let header = headers
             .get(SIGNATURE_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -201,12 +201,12 @@ impl Channel for SandboxChannel {
             },
             other => return Err(CallbackError::Malformed(format!("unknown trade_status {other:?}"))),
         };
-        Ok(VerifiedCallback {
+        Ok(Notification::Payment(VerifiedCallback {
             order_id: cb.order_id,
             notify_id: cb.notify_id,
             channel_trade_no: cb.channel_trade_no,
             outcome,
-        })
+        }))
     }
 
     fn answer_callback(&self, outcome: Result<(), String>) -> CallbackAnswer {
@@ -259,7 +259,9 @@ mod tests {
         let s = sandbox();
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let (headers, body) = signed(&s, &callback(now));
-        let v = s.verify_callback(&headers, &body, now).unwrap();
+        let Notification::Payment(v) = s.verify_callback(&headers, &body, now).unwrap() else {
+            panic!("a sandbox callback is about a payment")
+        };
         assert_eq!(
             v.outcome,
             CallbackOutcome::Succeeded {

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
-use payledger_channel_adapters::CallbackAnswer;
+use payledger_channel_adapters::{CallbackAnswer, Notification};
 use payledger_domain::{OrderError, PaymentOrderCommand};
 use payledger_store::ExecuteError;
 
@@ -44,13 +44,21 @@ async fn receive(
             return answer(channel.answer_callback(Err(e.to_string())));
         }
     };
-    let order_id = verified.order_id;
-    let command = PaymentOrderCommand::ReceiveChannelCallback {
-        channel: channel_name.clone(),
-        notify_id: verified.notify_id,
-        channel_trade_no: verified.channel_trade_no,
-        outcome: verified.outcome,
-        received_at: Utc::now(),
+    let order_id = verified.order_id();
+    let command = match verified {
+        Notification::Payment(p) => PaymentOrderCommand::ReceiveChannelCallback {
+            channel: channel_name.clone(),
+            notify_id: p.notify_id,
+            channel_trade_no: p.channel_trade_no,
+            outcome: p.outcome,
+            received_at: Utc::now(),
+        },
+        // A refund outcome is recorded once; a repeated notification is a no-op in the aggregate.
+        Notification::Refund(r) => PaymentOrderCommand::RecordRefundOutcome {
+            refund_id: r.refund_id,
+            outcome: r.outcome,
+            recorded_at: Utc::now(),
+        },
     };
     let actor = format!("channel:{channel_name}");
     match state.db.execute(order_id, command, &actor).await {

@@ -90,6 +90,7 @@ impl EffectSubscriber for RefundWorker {
             Err(ChannelError::Rejected { code, message }) => RefundOutcome::Failed {
                 reason: format!("{code}: {message}"),
             },
+            Err(e @ ChannelError::Unsupported { .. }) => RefundOutcome::Failed { reason: e.to_string() },
             // The channel's callback will tell.
             Ok(ChannelRefundResult::Pending) => return Ok(()),
             Err(ChannelError::Unavailable(e)) => {
