@@ -29,6 +29,10 @@ pub struct CreateChannelOrder {
     pub subject: String,
     pub expire_at: DateTime<Utc>,
     pub return_url: Option<String>,
+    /// The payer's id at the channel where the method needs one (WeChat Pay JSAPI `openid`).
+    pub payer_id: Option<String>,
+    /// The payer's IP address where the method needs one (WeChat Pay H5 `payer_client_ip`).
+    pub payer_ip: Option<String>,
 }
 
 /// Refunding part of a paid order at the channel. Channels de-duplicate on `refund_id`, so

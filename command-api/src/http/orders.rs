@@ -164,6 +164,8 @@ async fn create(
             subject: order.terms.subject.clone(),
             expire_at: order.expire_at,
             return_url: order.terms.return_url.clone(),
+            payer_id: order.terms.user_id.clone(),
+            payer_ip: None,
         };
         let outcome = match channel.create(&request).await {
             Ok(channel_order) => ChannelOrderOutcome::Opened(channel_order),
