@@ -126,6 +126,10 @@ pub struct OrderState {
     pub refunds: Vec<Refund>,
     /// Channel notification ids already recorded: a repeat is a no-op.
     pub seen_notify_ids: BTreeSet<String>,
+    /// Channel trade numbers whose money went to suspense (amount mismatch, duplicate payment):
+    /// a re-sent success for one of them is a no-op, so the money is counted once.
+    #[serde(default)]
+    pub suspense_trade_nos: BTreeSet<String>,
 }
 
 impl OrderState {
@@ -240,6 +244,10 @@ impl PaymentOrder {
                 }
                 match outcome {
                     CallbackOutcome::Succeeded { amount, paid_at } => {
+                        // Money already held in suspense under this trade number, re-announced.
+                        if order.suspense_trade_nos.contains(&channel_trade_no) {
+                            return Ok(vec![]);
+                        }
                         if amount != order.terms.amount {
                             return Ok(vec![E::PaymentAmountMismatch {
                                 notify_id,
@@ -250,9 +258,18 @@ impl PaymentOrder {
                             }]);
                         }
                         // One PaymentSucceeded per order: a channel re-sending success under a
-                        // new notification id is the same payment.
+                        // new notification id is the same payment; another trade number is the
+                        // payer paying twice.
                         if order.status.is_paid() {
-                            return Ok(vec![]);
+                            if order.channel_trade_no.as_deref() == Some(channel_trade_no.as_str()) {
+                                return Ok(vec![]);
+                            }
+                            return Ok(vec![E::DuplicatePayment {
+                                notify_id,
+                                channel_trade_no,
+                                amount,
+                                received_at,
+                            }]);
                         }
                         let late = order.status != OrderStatus::AwaitingPayment;
                         Ok(vec![E::PaymentSucceeded {
@@ -410,6 +427,7 @@ impl Aggregate for PaymentOrder {
                     amount_mismatch: false,
                     refunds: vec![],
                     seen_notify_ids: BTreeSet::new(),
+                    suspense_trade_nos: BTreeSet::new(),
                 });
             }
             E::ChannelOrderOpened { channel_order, .. } => {
@@ -446,10 +464,36 @@ impl Aggregate for PaymentOrder {
                 o.channel_trade_no = Some(channel_trade_no);
                 o.status = OrderStatus::Failed;
             }
-            E::PaymentAmountMismatch { notify_id, .. } => {
+            E::PaymentAmountMismatch {
+                notify_id,
+                channel_trade_no,
+                ..
+            } => {
                 let o = self.state_mut("PaymentAmountMismatch");
                 o.seen_notify_ids.insert(notify_id);
+                assert!(
+                    o.suspense_trade_nos.insert(channel_trade_no),
+                    "money of one channel trade put in suspense twice"
+                );
                 o.amount_mismatch = true;
+            }
+            E::DuplicatePayment {
+                notify_id,
+                channel_trade_no,
+                ..
+            } => {
+                let o = self.state_mut("DuplicatePayment");
+                assert!(o.status.is_paid(), "DuplicatePayment on an unpaid order");
+                assert_ne!(
+                    o.channel_trade_no.as_deref(),
+                    Some(channel_trade_no.as_str()),
+                    "DuplicatePayment of the order's own payment"
+                );
+                o.seen_notify_ids.insert(notify_id);
+                assert!(
+                    o.suspense_trade_nos.insert(channel_trade_no),
+                    "money of one channel trade put in suspense twice"
+                );
             }
             E::OrderClosed { .. } => {
                 let o = self.state_mut("OrderClosed");

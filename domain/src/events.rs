@@ -61,6 +61,15 @@ pub enum PaymentOrderEvent {
         received: Money,
         received_at: DateTime<Utc>,
     },
+    /// A second successful payment under another `channel_trade_no` for an order already paid:
+    /// the payer paid twice. Real money, held in suspense until refunded or settled by hand;
+    /// the order stays paid once.
+    DuplicatePayment {
+        notify_id: String,
+        channel_trade_no: String,
+        amount: Money,
+        received_at: DateTime<Utc>,
+    },
     /// The order was closed unpaid.
     OrderClosed {
         reason: CloseReason,
@@ -98,6 +107,7 @@ impl PaymentOrderEvent {
             Self::PaymentSucceeded { .. } => "PaymentSucceeded",
             Self::PaymentFailed { .. } => "PaymentFailed",
             Self::PaymentAmountMismatch { .. } => "PaymentAmountMismatch",
+            Self::DuplicatePayment { .. } => "DuplicatePayment",
             Self::OrderClosed { .. } => "OrderClosed",
             Self::RefundRequested { .. } => "RefundRequested",
             Self::RefundSucceeded { .. } => "RefundSucceeded",
@@ -114,6 +124,7 @@ impl PaymentOrderEvent {
             | Self::PaymentSucceeded { paid_at: t, .. }
             | Self::PaymentFailed { failed_at: t, .. }
             | Self::PaymentAmountMismatch { received_at: t, .. }
+            | Self::DuplicatePayment { received_at: t, .. }
             | Self::OrderClosed { closed_at: t, .. }
             | Self::RefundRequested { requested_at: t, .. }
             | Self::RefundSucceeded { succeeded_at: t, .. }

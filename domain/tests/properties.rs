@@ -22,6 +22,8 @@ const ORDER_AMOUNT_MINOR: i64 = 100;
 const STEPS_MAX: usize = 40;
 /// Distinct channel notification ids (small, so duplicates are frequent).
 const NOTIFY_ID_POOL: u8 = 4;
+/// Distinct channel trade numbers callbacks draw from.
+const TRADE_POOL: u8 = 2;
 /// Distinct merchant refund numbers (small, so idempotent retries and conflicts are frequent).
 const OUT_REFUND_NO_POOL: u8 = 4;
 
@@ -51,6 +53,8 @@ enum Op {
     },
     Callback {
         notify: u8,
+        /// Which channel trade: the payer may pay more than once.
+        trade: u8,
         success: bool,
         amount: CallbackAmount,
     },
@@ -160,12 +164,13 @@ impl Op {
             },
             Op::Callback {
                 notify,
+                trade,
                 success,
                 amount,
             } => C::ReceiveChannelCallback {
                 channel: "sandbox".to_string(),
                 notify_id: format!("N{notify}"),
-                channel_trade_no: "CH1".to_string(),
+                channel_trade_no: format!("CH{trade}"),
                 outcome: if success {
                     let amount = match amount {
                         CallbackAmount::Right => cny(ORDER_AMOUNT_MINOR),
@@ -231,8 +236,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => Just(Op::Create),
         2 => prop::bool::weighted(0.8).prop_map(|opened| Op::RecordChannelOrder { opened }),
-        5 => (0..NOTIFY_ID_POOL, prop::bool::weighted(0.8), callback_amount).prop_map(
-            |(notify, success, amount)| Op::Callback { notify, success, amount }
+        5 => (0..NOTIFY_ID_POOL, 0..TRADE_POOL, prop::bool::weighted(0.8), callback_amount).prop_map(
+            |(notify, trade, success, amount)| Op::Callback { notify, trade, success, amount }
         ),
         1 => any::<bool>().prop_map(|expired| Op::Close { expired }),
         7 => (0..OUT_REFUND_NO_POOL, refund_amount).prop_map(
@@ -362,13 +367,34 @@ fn check_decision(
         // order is recorded, whatever the order's status.
         Op::Callback {
             notify,
+            trade,
             success: true,
             amount: CallbackAmount::Right,
-        } if !o.status.is_paid() && !o.seen_notify_ids.contains(&format!("N{notify}")) => {
+        } if !o.status.is_paid()
+            && !o.seen_notify_ids.contains(&format!("N{notify}"))
+            && !o.suspense_trade_nos.contains(&format!("CH{trade}")) =>
+        {
             prop_assert!(result.is_ok());
             prop_assert!(
                 matches!(emitted, [E::PaymentSucceeded { .. }]),
                 "success callback dropped: {:?}",
+                emitted
+            );
+        }
+        // A payer paying twice: a new trade's success on a paid order is kept, in suspense.
+        Op::Callback {
+            notify,
+            trade,
+            success: true,
+            amount: CallbackAmount::Right,
+        } if o.status.is_paid()
+            && !o.seen_notify_ids.contains(&format!("N{notify}"))
+            && o.channel_trade_no != Some(format!("CH{trade}"))
+            && !o.suspense_trade_nos.contains(&format!("CH{trade}")) =>
+        {
+            prop_assert!(
+                matches!(emitted, [E::DuplicatePayment { .. }]),
+                "second payment dropped: {:?}",
                 emitted
             );
         }

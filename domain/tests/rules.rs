@@ -93,10 +93,14 @@ fn record_channel_order_failed() -> C {
 }
 
 fn success_callback(notify_id: &str, amount: Money) -> C {
+    success_callback_for_trade(notify_id, "CH_TRADE_1", amount)
+}
+
+fn success_callback_for_trade(notify_id: &str, channel_trade_no: &str, amount: Money) -> C {
     C::ReceiveChannelCallback {
         channel: "sandbox".to_string(),
         notify_id: notify_id.to_string(),
-        channel_trade_no: "CH_TRADE_1".to_string(),
+        channel_trade_no: channel_trade_no.to_string(),
         outcome: CallbackOutcome::Succeeded { amount, paid_at: at(5) },
         received_at: at(6),
     }
@@ -548,12 +552,53 @@ async fn callback_amount_mismatch_is_flagged_and_does_not_pay() {
     assert_eq!(order.paid_amount_minor, 0);
     assert!(order.amount_mismatch);
 
-    // Not paid: a later callback with the right amount still pays, on time.
+    // The same channel trade announced again (any amount) is the money already in suspense.
     framework()
-        .given(flagged)
+        .given(flagged.clone())
         .when_async(success_callback("N2", cny(ORDER_AMOUNT_MINOR)))
         .await
-        .then_expect_events(vec![payment_succeeded("N2", false)]);
+        .then_expect_events(vec![]);
+
+    // Not paid: a later payment (another trade) with the right amount still pays, on time.
+    framework()
+        .given(flagged)
+        .when_async(success_callback_for_trade("N3", "CH_TRADE_2", cny(ORDER_AMOUNT_MINOR)))
+        .await
+        .then_expect_events(vec![E::PaymentSucceeded {
+            notify_id: "N3".to_string(),
+            channel_trade_no: "CH_TRADE_2".to_string(),
+            amount: cny(ORDER_AMOUNT_MINOR),
+            paid_at: at(5),
+            late: false,
+        }]);
+}
+
+#[tokio::test]
+async fn second_success_with_another_trade_after_paid_is_duplicate_payment_recorded_once() {
+    let duplicate = E::DuplicatePayment {
+        notify_id: "N2".to_string(),
+        channel_trade_no: "CH_TRADE_2".to_string(),
+        amount: cny(ORDER_AMOUNT_MINOR),
+        received_at: at(6),
+    };
+    framework()
+        .given(paid_order())
+        .when_async(success_callback_for_trade("N2", "CH_TRADE_2", cny(ORDER_AMOUNT_MINOR)))
+        .await
+        .then_expect_events(vec![duplicate.clone()]);
+
+    let history = with(paid_order(), [duplicate]);
+    let order = PaymentOrder::from_events(&history).order.unwrap();
+    assert_eq!(order.status, OrderStatus::Paid);
+    assert_eq!(order.paid_amount_minor, ORDER_AMOUNT_MINOR, "the order is paid once");
+    assert_eq!(order.channel_trade_no.as_deref(), Some("CH_TRADE_1"));
+
+    // Re-sent under a new notification id: the same duplicate, not a third payment.
+    framework()
+        .given(history)
+        .when_async(success_callback_for_trade("N3", "CH_TRADE_2", cny(ORDER_AMOUNT_MINOR)))
+        .await
+        .then_expect_events(vec![]);
 }
 
 #[tokio::test]

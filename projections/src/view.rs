@@ -43,6 +43,9 @@ pub struct OrderView {
     pub late_payment: bool,
     /// A callback reported another amount or currency.
     pub amount_mismatch: bool,
+    /// The payer paid a second time under another channel trade number (money in suspense).
+    #[serde(default)]
+    pub duplicate_payment: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -119,6 +122,7 @@ impl OrderView {
                 channel_trade_no: None,
                 late_payment: false,
                 amount_mismatch: false,
+                duplicate_payment: false,
                 failure_reason: None,
                 created_at: *created_at,
                 expire_at: *expire_at,
@@ -166,6 +170,7 @@ impl OrderView {
                 v.failure_reason = Some(reason.clone());
             }
             E::PaymentAmountMismatch { .. } => v.amount_mismatch = true,
+            E::DuplicatePayment { .. } => v.duplicate_payment = true,
             E::OrderClosed { closed_at, .. } => {
                 v.status = OrderStatus::Closed;
                 v.closed_at = Some(*closed_at);
