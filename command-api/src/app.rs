@@ -11,7 +11,7 @@ use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
 use payledger_domain::PaymentOrderCommand;
 use payledger_notifier::{NotifyEnqueuer, Sender, SenderConfig};
-use payledger_projections::{queries, OrderProjection, OrderView};
+use payledger_projections::{queries, JournalProjection, OrderProjection, OrderView};
 use payledger_store::subscription::{run_effects, run_transactional};
 use payledger_store::{settings, Database, Executed, PoolConfig};
 use rand::RngCore;
@@ -273,6 +273,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let workers = vec![
         tokio::spawn(run_transactional(db.clone(), projection.clone())),
+        tokio::spawn(run_transactional(db.clone(), Arc::new(JournalProjection::default()))),
         tokio::spawn(run_transactional(
             db.clone(),
             Arc::new(NotifyEnqueuer::new(db.log(), queued.clone())),

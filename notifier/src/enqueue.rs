@@ -42,7 +42,7 @@ impl NotifyEnqueuer {
 
 #[async_trait]
 impl TransactionalSubscriber for NotifyEnqueuer {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         ENQUEUER_NAME
     }
 

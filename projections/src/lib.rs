@@ -1,13 +1,23 @@
 //! Read models built only from the global log.
 //!
 //! - [`view`]: the order and refund views (the API's JSON shapes) as a pure fold over events.
-//! - [`projection`]: the `order_view` / `refund_view` tables, kept by a transactional
-//!   subscriber of the global log (checkpoint in the same transaction).
+//! - [`journal`]: the double-entry postings of each event, pure; [`stats`]: the daily figures.
+//! - [`projection`]: the `order_view` projection (`order_view`, `refund_view`,
+//!   `merchant_daily_stats`); [`journal_projection`]: the `journal` projection (`ledger_entry`,
+//!   `account_balance`). Both are transactional subscribers of the global log (checkpoint in
+//!   the same transaction), batched ([`sql`]).
+//! - [`rebuild`]: replay into shadow tables and swap them in; verify live tables against a
+//!   replay.
 //! - [`queries`]: reads of those tables for the HTTP API.
 
+pub mod journal;
+pub mod journal_projection;
 pub mod projection;
 pub mod queries;
+pub mod sql;
+pub mod stats;
 pub mod view;
 
-pub use projection::{OrderProjection, PROJECTION_NAME};
+pub use journal_projection::{JournalProjection, JOURNAL_PROJECTION_NAME};
+pub use projection::{OrderProjection, Tables, PROJECTION_NAME};
 pub use view::{OrderView, RefundView};

@@ -1,9 +1,9 @@
-//! The `order_view` / `refund_view` projection.
+//! The `order_view` projection: tables `order_view`, `refund_view`, `merchant_daily_stats`.
 //!
 //! A transactional subscriber: for each batch it loads the affected orders' current views, folds
 //! the new events in, and upserts the rows, all in the checkpoint's transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::sql::{self, Value};
+use crate::stats::{self, DailyDelta, DailyKey};
 use crate::view::OrderView;
 
 /// Checkpoint name of this projection.
@@ -27,8 +29,13 @@ pub const APPLIED_BROADCAST_CAPACITY: usize = 256;
 /// `(order_id, last_sequence)` of every order a committed batch changed.
 type AppliedBatch = Arc<Vec<(Uuid, i64)>>;
 
-/// Keeps `order_view` and `refund_view`. Share it in an `Arc`.
+/// Keeps `order_view`, `refund_view` and `merchant_daily_stats`. Share it in an `Arc`.
+///
+/// Each batch costs three statements whatever its size: one load of the touched orders' views,
+/// one multi-row upsert per table (see [`crate::sql`]).
 pub struct OrderProjection {
+    tables: Tables,
+    checkpoint: String,
     /// What the batch in progress changed; published once it commits.
     pending: Mutex<Vec<(Uuid, i64)>>,
     applied: broadcast::Sender<AppliedBatch>,
@@ -36,14 +43,21 @@ pub struct OrderProjection {
 
 impl Default for OrderProjection {
     fn default() -> Self {
-        Self {
-            pending: Mutex::new(vec![]),
-            applied: broadcast::channel(APPLIED_BROADCAST_CAPACITY).0,
-        }
+        Self::new(Tables::live())
     }
 }
 
 impl OrderProjection {
+    /// The projection writing `tables`.
+    pub fn new(tables: Tables) -> Self {
+        Self {
+            checkpoint: tables.checkpoint(PROJECTION_NAME),
+            tables,
+            pending: Mutex::new(vec![]),
+            applied: broadcast::channel(APPLIED_BROADCAST_CAPACITY).0,
+        }
+    }
+
     /// Waits until `order_view` holds order `order_id` at `sequence` or later, or `timeout`
     /// passes. Used by the API so that a client reads its own writes; returns whether it did.
     ///
@@ -87,90 +101,226 @@ impl OrderProjection {
     }
 }
 
-async fn load_view(conn: &mut AnyConnection, order_id: Uuid) -> Result<Option<OrderView>, SubscriberError> {
-    let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM order_view WHERE order_id = $1")
-        .bind(order_id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-    doc.map(|d| serde_json::from_str(&d))
-        .transpose()
-        .map_err(|e| SubscriberError::Failed(format!("order_view {order_id} does not decode: {e}")))
+/// The tables a projection writes: the live ones, or a shadow set being rebuilt beside them
+/// (same definitions, names with a suffix) by `replay` and `reconcile --verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    suffix: String,
 }
 
-async fn store_view(conn: &mut AnyConnection, v: &OrderView) -> Result<(), SubscriberError> {
-    let doc = serde_json::to_string(v).map_err(|e| SubscriberError::Failed(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO order_view (order_id, merchant_id, out_trade_no, status, amount_minor, currency, channel, \
-         created_at, updated_at, last_sequence, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (order_id) DO UPDATE SET status = $4, updated_at = $9, last_sequence = $10, doc = $11",
-    )
-    .bind(v.order_id.to_string())
-    .bind(&v.merchant_id)
-    .bind(&v.out_trade_no)
-    .bind(v.status.as_str())
-    .bind(v.amount)
-    .bind(&v.currency)
-    .bind(&v.channel)
-    .bind(fmt_ts(v.created_at))
-    .bind(fmt_ts(v.updated_at))
-    .bind(v.last_sequence)
-    .bind(doc)
-    .execute(&mut *conn)
-    .await?;
-    for r in &v.refunds {
-        let doc = serde_json::to_string(r).map_err(|e| SubscriberError::Failed(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO refund_view (refund_id, order_id, merchant_id, out_refund_no, status, amount_minor, currency, \
-             created_at, updated_at, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (refund_id) DO UPDATE SET status = $5, updated_at = $9, doc = $10",
-        )
-        .bind(r.refund_id.to_string())
-        .bind(v.order_id.to_string())
-        .bind(&v.merchant_id)
-        .bind(&r.out_refund_no)
-        .bind(r.status.as_str())
-        .bind(r.amount)
-        .bind(&r.currency)
-        .bind(fmt_ts(r.created_at))
-        .bind(fmt_ts(r.updated_at))
-        .bind(doc)
-        .execute(&mut *conn)
-        .await?;
+/// Suffix of the shadow tables.
+pub const SHADOW_SUFFIX: &str = "__shadow";
+
+impl Tables {
+    /// The tables the API reads.
+    pub fn live() -> Self {
+        Self { suffix: String::new() }
     }
+
+    /// The shadow set, `<table>__shadow`.
+    pub fn shadow() -> Self {
+        Self {
+            suffix: SHADOW_SUFFIX.to_string(),
+        }
+    }
+
+    /// The name of `table` in this set.
+    pub fn name(&self, table: &str) -> String {
+        format!("{table}{}", self.suffix)
+    }
+
+    /// The checkpoint name of projection `projection` writing this set.
+    pub fn checkpoint(&self, projection: &str) -> String {
+        format!("{projection}{}", self.suffix)
+    }
+
+    /// Whether this is the live set.
+    pub fn is_live(&self) -> bool {
+        self.suffix.is_empty()
+    }
+}
+
+/// The current views of `ids` (those that exist), by order id.
+async fn load_views(
+    conn: &mut AnyConnection,
+    table: &str,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, OrderView>, SubscriberError> {
+    let mut views = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(sql::PARAMS_PER_STATEMENT_MAX) {
+        let query = format!(
+            "SELECT doc FROM {table} WHERE order_id IN ({})",
+            sql::placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&query);
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for doc in q.fetch_all(&mut *conn).await? {
+            let v: OrderView = serde_json::from_str(&doc)
+                .map_err(|e| SubscriberError::Failed(format!("{table} row does not decode: {e}")))?;
+            views.insert(v.order_id, v);
+        }
+    }
+    Ok(views)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, SubscriberError> {
+    serde_json::to_string(v).map_err(|e| SubscriberError::Failed(e.to_string()))
+}
+
+async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderView]) -> Result<(), SubscriberError> {
+    let mut orders = Vec::with_capacity(views.len());
+    let mut refunds = vec![];
+    for v in views {
+        orders.push(vec![
+            Value::from(v.order_id.to_string()),
+            v.merchant_id.as_str().into(),
+            v.out_trade_no.as_str().into(),
+            v.status.as_str().into(),
+            v.amount.into(),
+            v.currency.as_str().into(),
+            v.channel.as_str().into(),
+            fmt_ts(v.created_at).into(),
+            fmt_ts(v.updated_at).into(),
+            v.last_sequence.into(),
+            to_json(v)?.into(),
+        ]);
+        for r in &v.refunds {
+            refunds.push(vec![
+                Value::from(r.refund_id.to_string()),
+                v.order_id.to_string().into(),
+                v.merchant_id.as_str().into(),
+                r.out_refund_no.as_str().into(),
+                r.status.as_str().into(),
+                r.amount.into(),
+                r.currency.as_str().into(),
+                fmt_ts(r.created_at).into(),
+                fmt_ts(r.updated_at).into(),
+                to_json(r)?.into(),
+            ]);
+        }
+    }
+    sql::insert_rows(
+        conn,
+        &tables.name("order_view"),
+        &[
+            "order_id",
+            "merchant_id",
+            "out_trade_no",
+            "status",
+            "amount_minor",
+            "currency",
+            "channel",
+            "created_at",
+            "updated_at",
+            "last_sequence",
+            "doc",
+        ],
+        &orders,
+        "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
+         last_sequence = excluded.last_sequence, doc = excluded.doc",
+    )
+    .await?;
+    sql::insert_rows(
+        conn,
+        &tables.name("refund_view"),
+        &[
+            "refund_id",
+            "order_id",
+            "merchant_id",
+            "out_refund_no",
+            "status",
+            "amount_minor",
+            "currency",
+            "created_at",
+            "updated_at",
+            "doc",
+        ],
+        &refunds,
+        "ON CONFLICT (refund_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
+         doc = excluded.doc",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn store_stats(
+    conn: &mut AnyConnection,
+    tables: &Tables,
+    stats: &BTreeMap<DailyKey, DailyDelta>,
+) -> Result<(), SubscriberError> {
+    let table = tables.name("merchant_daily_stats");
+    let rows: Vec<Vec<Value>> = stats
+        .iter()
+        .map(|(k, d)| {
+            vec![
+                Value::from(k.merchant_id.as_str()),
+                k.day.as_str().into(),
+                k.currency.as_str().into(),
+                d.orders_created.into(),
+                d.orders_paid.into(),
+                d.paid_minor.into(),
+                d.refunds_succeeded.into(),
+                d.refunded_minor.into(),
+            ]
+        })
+        .collect();
+    let tail = format!(
+        "ON CONFLICT (merchant_id, day, currency) DO UPDATE SET \
+         orders_created = {table}.orders_created + excluded.orders_created, \
+         orders_paid = {table}.orders_paid + excluded.orders_paid, \
+         paid_minor = {table}.paid_minor + excluded.paid_minor, \
+         refunds_succeeded = {table}.refunds_succeeded + excluded.refunds_succeeded, \
+         refunded_minor = {table}.refunded_minor + excluded.refunded_minor"
+    );
+    sql::insert_rows(
+        conn,
+        &table,
+        &[
+            "merchant_id",
+            "day",
+            "currency",
+            "orders_created",
+            "orders_paid",
+            "paid_minor",
+            "refunds_succeeded",
+            "refunded_minor",
+        ],
+        &rows,
+        &tail,
+    )
+    .await?;
     Ok(())
 }
 
 #[async_trait]
 impl TransactionalSubscriber for OrderProjection {
-    fn name(&self) -> &'static str {
-        PROJECTION_NAME
+    fn name(&self) -> &str {
+        &self.checkpoint
     }
 
     async fn apply(&self, tx: &mut AnyConnection, events: &[LogEvent]) -> Result<(), SubscriberError> {
-        // Group by order, keeping each order's events in log order (which is sequence order).
-        let mut order: Vec<Uuid> = vec![];
-        let mut by_order: HashMap<Uuid, Vec<&LogEvent>> = HashMap::new();
+        let mut ids: Vec<Uuid> = events.iter().map(|e| e.order_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut views = load_views(tx, &self.tables.name("order_view"), &ids).await?;
+        let mut stats: BTreeMap<DailyKey, DailyDelta> = BTreeMap::new();
+        // Log order is sequence order within each order.
         for e in events {
-            by_order
-                .entry(e.order_id)
-                .or_insert_with(|| {
-                    order.push(e.order_id);
-                    vec![]
-                })
-                .push(e);
-        }
-        let mut changed = Vec::with_capacity(order.len());
-        for order_id in order {
-            let mut view = load_view(tx, order_id).await?;
-            for e in &by_order[&order_id] {
-                view = Some(OrderView::fold(view, e.sequence, &e.event).map_err(SubscriberError::Failed)?);
+            let before = views.remove(&e.order_id);
+            if let Some((key, d)) = stats::delta(before.as_ref(), e.sequence, &e.event) {
+                stats.entry(key).or_default().add(&d);
             }
-            if let Some(v) = view {
-                store_view(tx, &v).await?;
-                changed.push((v.order_id, v.last_sequence));
-            }
+            let after = OrderView::fold(before, e.sequence, &e.event).map_err(SubscriberError::Failed)?;
+            views.insert(e.order_id, after);
         }
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = changed;
+        // Only the orders this batch touched (all of them: each had at least one event).
+        let changed: Vec<&OrderView> = ids.iter().filter_map(|id| views.get(id)).collect();
+        store_views(tx, &self.tables, &changed).await?;
+        store_stats(tx, &self.tables, &stats).await?;
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
+            changed.iter().map(|v| (v.order_id, v.last_sequence)).collect();
         Ok(())
     }
 

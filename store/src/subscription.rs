@@ -49,7 +49,7 @@ impl From<sqlx::Error> for SubscriberError {
 #[async_trait]
 pub trait TransactionalSubscriber: Send + Sync + 'static {
     /// Checkpoint name; stable forever.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
 
     /// Applies `events` (in commit order, never empty) through `tx`.
     ///
