@@ -166,6 +166,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::http::orders::router())
         .merge(crate::http::refunds::router())
+        .merge(crate::http::ledger::router())
         .merge(crate::http::callbacks::router())
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())

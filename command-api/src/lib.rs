@@ -7,5 +7,6 @@
 
 pub mod app;
 pub mod http;
+pub mod ops;
 pub mod validate;
 pub mod workers;

@@ -1,4 +1,4 @@
-//! The `payledger` command: `serve`, `migrate`, `merchants add`.
+//! The `payledger` command: `serve`, `migrate`, `replay`, `reconcile`, `merchants add`.
 
 use std::net::SocketAddr;
 
@@ -7,8 +7,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use clap::{Parser, Subcommand};
 use payledger_command_api::app::{self, ServeConfig};
+use payledger_command_api::ops;
 use payledger_command_api::validate::{self, FieldErrors};
 use payledger_notifier::RetrySchedule;
+use payledger_projections::rebuild::Projection;
 use payledger_store::{merchants, Database, PoolConfig};
 use rand::RngCore;
 
@@ -44,6 +46,24 @@ enum Command {
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
+    /// Rebuild projections from the first event into fresh tables and swap them in atomically
+    /// (a running server keeps serving). Shows progress with events/s on stderr.
+    Replay {
+        /// Only this projection (order_view, journal); default: all.
+        #[arg(long)]
+        projection: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ops::Format,
+    },
+    /// Check the ledger: `--verify` compares every read table with a replay of the events and
+    /// checks that the journal balances. Exit code 0 only when clean.
+    Reconcile {
+        /// Rebuild every projection into shadow tables and report each row that differs.
+        #[arg(long)]
+        verify: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ops::Format,
+    },
     /// Manage merchants.
     Merchants {
         #[command(subcommand)]
@@ -131,6 +151,29 @@ async fn main() -> anyhow::Result<()> {
                     tracing::info!(signal, "shutting down");
                     running.shutdown().await;
                 }
+            }
+        }
+        Command::Replay { projection, format } => {
+            let projections = match projection {
+                None => Projection::ALL.to_vec(),
+                Some(name) => vec![Projection::parse(&name).with_context(|| {
+                    let known: Vec<_> = Projection::ALL.iter().map(|p| p.name()).collect();
+                    format!("unknown projection {name:?}; known: {}", known.join(", "))
+                })?],
+            };
+            let db = connect(cli.database_url.as_deref()).await?;
+            ops::replay(&db, &projections, format).await?;
+            db.close().await;
+        }
+        Command::Reconcile { verify, format } => {
+            if !verify {
+                anyhow::bail!("say what to reconcile: --verify");
+            }
+            let db = connect(cli.database_url.as_deref()).await?;
+            let report = ops::verify(&db, format).await?;
+            db.close().await;
+            if !report.is_clean() {
+                std::process::exit(1);
             }
         }
         Command::Migrate => {

@@ -40,7 +40,11 @@ impl JournalProjection {
     }
 }
 
-async fn load(conn: &mut AnyConnection, table: &str, ids: &[Uuid]) -> Result<HashMap<Uuid, JournalOrder>, SubscriberError> {
+async fn load(
+    conn: &mut AnyConnection,
+    table: &str,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, JournalOrder>, SubscriberError> {
     let mut found = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(sql::PARAMS_PER_STATEMENT_MAX) {
         let query = format!(
@@ -142,7 +146,14 @@ impl TransactionalSubscriber for JournalProjection {
         sql::insert_rows(
             tx,
             &table,
-            &["merchant_id", "account", "currency", "debit_minor", "credit_minor", "lines"],
+            &[
+                "merchant_id",
+                "account",
+                "currency",
+                "debit_minor",
+                "credit_minor",
+                "lines",
+            ],
             &rows,
             &format!(
                 "ON CONFLICT (merchant_id, account, currency) DO UPDATE SET \

@@ -14,6 +14,7 @@ pub mod journal;
 pub mod journal_projection;
 pub mod projection;
 pub mod queries;
+pub mod rebuild;
 pub mod sql;
 pub mod stats;
 pub mod view;

@@ -149,3 +149,92 @@ pub async fn list_orders(
         .collect::<Result<_, _>>()?;
     Ok(OrderPage { data, next_cursor })
 }
+
+/// Most days `GET /v1/stats/daily` returns at once.
+pub const STATS_DAYS_MAX: i64 = 366;
+
+/// One merchant's figures for one UTC day and currency. Amounts in minor units.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct DailyStats {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub currency: String,
+    pub orders_created: i64,
+    pub orders_paid: i64,
+    /// Sum of payments received on time and late, minor units.
+    pub paid_amount: i64,
+    pub refunds_succeeded: i64,
+    /// Sum of succeeded refunds, minor units.
+    pub refunded_amount: i64,
+}
+
+/// The merchant's daily figures for days in `from..=to` (`YYYY-MM-DD`, either open), newest
+/// first, at most [`STATS_DAYS_MAX`] rows.
+///
+/// # Errors
+/// [`QueryError::Db`] when the database fails.
+pub async fn daily_stats(
+    pool: &AnyPool,
+    merchant_id: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Vec<DailyStats>, QueryError> {
+    let rows = sqlx::query_as::<_, DailyStats>(&format!(
+        "SELECT day, currency, orders_created, orders_paid, paid_minor AS paid_amount, refunds_succeeded, \
+         refunded_minor AS refunded_amount FROM merchant_daily_stats \
+         WHERE merchant_id = $1 AND day >= $2 AND day <= $3 ORDER BY day DESC, currency LIMIT {STATS_DAYS_MAX}"
+    ))
+    .bind(merchant_id)
+    .bind(from.unwrap_or("0000-00-00"))
+    .bind(to.unwrap_or("9999-99-99"))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// One account of the merchant's book. Amounts in minor units.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountBalance {
+    /// e.g. `channel_clearing:sandbox`, `merchant_payable:<merchant_id>`, `suspense:<merchant_id>`.
+    pub account: String,
+    pub currency: String,
+    pub debit: i64,
+    pub credit: i64,
+    /// On the account's normal side: debit − credit for `channel_clearing:*` (an asset), credit −
+    /// debit for the others (what is owed).
+    pub balance: i64,
+    /// Journal lines summed.
+    pub lines: i64,
+}
+
+/// The merchant's account balances from the journal, by account and currency.
+///
+/// # Errors
+/// [`QueryError::Db`] when the database fails.
+pub async fn balances(pool: &AnyPool, merchant_id: &str) -> Result<Vec<AccountBalance>, QueryError> {
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT account, currency, debit_minor, credit_minor, lines FROM account_balance \
+         WHERE merchant_id = $1 ORDER BY account, currency",
+    )
+    .bind(merchant_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(account, currency, debit, credit, lines)| {
+            let balance = if account.starts_with("channel_clearing:") {
+                debit - credit
+            } else {
+                credit - debit
+            };
+            AccountBalance {
+                account,
+                currency,
+                debit,
+                credit,
+                balance,
+                lines,
+            }
+        })
+        .collect())
+}

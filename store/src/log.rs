@@ -88,18 +88,39 @@ impl GlobalLog {
     /// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when a stored event does
     /// not decode (a bug or tampering: the subscriber must stop, not skip it).
     pub async fn read_after(&self, after: LogPosition, limit: i64) -> Result<Vec<LogEvent>, DbError> {
+        self.read_range(after, None, limit).await
+    }
+
+    /// As [`GlobalLog::read_after`], but only events at or before `until` when given (a
+    /// rebuild that must stop exactly where a live projection stands).
+    ///
+    /// # Errors
+    /// As [`GlobalLog::read_after`].
+    pub async fn read_range(
+        &self,
+        after: LogPosition,
+        until: Option<LogPosition>,
+        limit: i64,
+    ) -> Result<Vec<LogEvent>, DbError> {
+        let until = until.unwrap_or(LogPosition {
+            transaction_id: i64::MAX,
+            global_position: i64::MAX,
+        });
         let rows = match self.backend {
             Backend::Postgres => {
                 let sql = format!(
                     "SELECT {PG_COLUMNS} FROM events e WHERE e.aggregate_type = $1 \
                      AND (e.transaction_id, e.global_position) > (($2::bigint)::text::xid8, $3) \
+                     AND (e.transaction_id, e.global_position) <= (($4::bigint)::text::xid8, $5) \
                      AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
-                     ORDER BY e.transaction_id, e.global_position LIMIT $4"
+                     ORDER BY e.transaction_id, e.global_position LIMIT $6"
                 );
                 sqlx::query(&sql)
                     .bind(PaymentOrder::TYPE)
                     .bind(after.transaction_id)
                     .bind(after.global_position)
+                    .bind(until.transaction_id)
+                    .bind(until.global_position)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
@@ -107,17 +128,28 @@ impl GlobalLog {
             Backend::Sqlite => {
                 let sql = format!(
                     "SELECT {SQLITE_COLUMNS} FROM {SQLITE_FROM} WHERE p.aggregate_type = $1 \
-                     AND p.global_position > $2 ORDER BY p.global_position LIMIT $3"
+                     AND p.global_position > $2 AND p.global_position <= $3 ORDER BY p.global_position LIMIT $4"
                 );
                 sqlx::query(&sql)
                     .bind(PaymentOrder::TYPE)
                     .bind(after.global_position)
+                    .bind(until.global_position)
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?
             }
         };
         rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    /// How many events the store holds (for progress reporting).
+    ///
+    /// # Errors
+    /// [`DbError::Sqlx`] when the database fails.
+    pub async fn count(&self) -> Result<i64, DbError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Whether committed events exist after `after`, readable or not. Called when

@@ -96,7 +96,7 @@ pub async fn checkpoint(pool: &AnyPool, name: &str) -> Result<LogPosition, DbErr
 /// write comes first so the row is locked for the rest of the transaction (PostgreSQL row lock;
 /// on SQLite it takes the write lock up front instead of upgrading a read later, which can fail
 /// with SQLITE_BUSY without waiting).
-async fn lock_checkpoint(tx: &mut AnyConnection, name: &str) -> Result<LogPosition, DbError> {
+pub async fn lock_checkpoint(tx: &mut AnyConnection, name: &str) -> Result<LogPosition, DbError> {
     let row = sqlx::query(
         "INSERT INTO subscriber_checkpoint (name, updated_at) VALUES ($1, $2) \
          ON CONFLICT (name) DO UPDATE SET updated_at = subscriber_checkpoint.updated_at \
@@ -112,7 +112,11 @@ async fn lock_checkpoint(tx: &mut AnyConnection, name: &str) -> Result<LogPositi
     })
 }
 
-async fn save_checkpoint<'e, E>(executor: E, name: &str, position: LogPosition) -> Result<(), DbError>
+/// Stores `position` as subscriber `name`'s checkpoint.
+///
+/// # Errors
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn save_checkpoint<'e, E>(executor: E, name: &str, position: LogPosition) -> Result<(), DbError>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
@@ -156,10 +160,26 @@ pub async fn step_transactional(
     db: &Database,
     subscriber: &dyn TransactionalSubscriber,
 ) -> Result<Progress, SubscriberError> {
+    step_transactional_range(db, subscriber, None, BATCH_SIZE_MAX).await
+}
+
+/// As [`step_transactional`], with at most `batch` events, none after `until` when given.
+///
+/// # Errors
+/// As [`step_transactional`].
+pub async fn step_transactional_range(
+    db: &Database,
+    subscriber: &dyn TransactionalSubscriber,
+    until: Option<LogPosition>,
+    batch: i64,
+) -> Result<Progress, SubscriberError> {
     let name = subscriber.name();
     let from = checkpoint(db.pool(), name).await?;
+    if until.is_some_and(|u| from >= u) {
+        return Ok(Progress::CaughtUp);
+    }
     // Read before opening the transaction: an idle poll then costs no write (and no fsync).
-    let events = db.log().read_after(from, BATCH_SIZE_MAX).await?;
+    let events = db.log().read_range(from, until, batch).await?;
     let Some(last) = events.last().map(|e| e.position) else {
         return idle(db, from).await;
     };
@@ -167,7 +187,7 @@ pub async fn step_transactional(
     if lock_checkpoint(&mut tx, name).await? != from {
         // Another runner moved it meanwhile: drop this batch and read again.
         tx.rollback().await?;
-        return Ok(Progress::Applied(BATCH_SIZE_MAX as usize));
+        return Ok(Progress::Applied(batch as usize));
     }
     subscriber.apply(&mut tx, &events).await?;
     save_checkpoint(&mut *tx, name, last).await?;

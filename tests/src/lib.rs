@@ -5,6 +5,8 @@
 //! must point at a server where we may create databases; each test gets its own database. When it
 //! is unreachable, tests fail if `CI=true`, and are skipped with a loud message otherwise.
 
+pub mod flows;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

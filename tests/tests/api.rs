@@ -5,35 +5,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use payledger_channel_adapters::sandbox::{SandboxCallback, SandboxChannel};
-use payledger_command_api::app::SANDBOX_SECRET_KEY;
+use payledger_tests::flows::{
+    count, create, create_id, get_order, order_body, pay, sandbox_with_installation_secret, success_callback,
+    wait_status, WAIT,
+};
 use payledger_tests::{eventually, Backend, Reply, TestServer, WebhookReceiver};
 use serde_json::{json, Value};
-use uuid::Uuid;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn order_body(out_trade_no: &str, amount: i64) -> Value {
-    json!({"out_trade_no": out_trade_no, "amount": amount, "currency": "CNY", "channel": "sandbox", "subject": "Tea"})
-}
-
-async fn create(s: &TestServer, key: &str, body: &Value) -> Reply {
-    s.call("POST", "/v1/orders", Some(key), Some(body)).await
-}
-
-/// Creates an order that must be new (201); returns its id.
-async fn create_id(s: &TestServer, key: &str, body: &Value) -> String {
-    let r = create(s, key, body).await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json["order_id"].as_str().expect("order_id").to_string()
-}
-
-/// Rows in `table`.
-async fn count(s: &TestServer, table: &str) -> i64 {
-    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(s.database().pool())
-        .await
-        .expect("count")
-}
 
 /// Waits until the only notify job has `status`; returns its (status, attempts, last status code).
 async fn wait_job(s: &TestServer, status: &str) -> (String, i64, Option<i64>) {
@@ -50,20 +27,6 @@ async fn wait_job(s: &TestServer, status: &str) -> (String, i64, Option<i64>) {
     .unwrap_or_else(|| panic!("the notify job never became {status}"))
 }
 
-async fn pay(s: &TestServer, order_id: &str, result: &str) -> Reply {
-    s.call(
-        "POST",
-        &format!("/sandbox/pay/{order_id}"),
-        None,
-        Some(&json!({ "result": result })),
-    )
-    .await
-}
-
-async fn get_order(s: &TestServer, key: &str, order_id: &str) -> Reply {
-    s.call("GET", &format!("/v1/orders/{order_id}"), Some(key), None).await
-}
-
 async fn event_types(s: &TestServer, key: &str, order_id: &str) -> Vec<String> {
     let r = s
         .call("GET", &format!("/v1/orders/{order_id}/events"), Some(key), None)
@@ -75,37 +38,6 @@ async fn event_types(s: &TestServer, key: &str, order_id: &str) -> Vec<String> {
         .iter()
         .map(|e| e["type"].as_str().expect("type").to_string())
         .collect()
-}
-
-/// Waits until the order's status is `status`; returns the order view.
-async fn wait_status(s: &TestServer, key: &str, order_id: &str, status: &str) -> Value {
-    eventually(WAIT, || async {
-        let r = get_order(s, key, order_id).await;
-        (r.json["status"] == status).then_some(r.json)
-    })
-    .await
-    .unwrap_or_else(|| panic!("order {order_id} never became {status}"))
-}
-
-async fn sandbox_with_installation_secret(s: &TestServer) -> SandboxChannel {
-    let secret: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-        .bind(SANDBOX_SECRET_KEY)
-        .fetch_one(s.database().pool())
-        .await
-        .expect("the installation's sandbox secret");
-    SandboxChannel::new(&s.base, secret.as_bytes())
-}
-
-fn success_callback(order_id: &str, amount: i64, notify_id: &str) -> SandboxCallback {
-    SandboxCallback {
-        notify_id: notify_id.to_string(),
-        order_id: Uuid::parse_str(order_id).expect("uuid"),
-        channel_trade_no: "SBX-TEST".into(),
-        trade_status: "SUCCESS".into(),
-        amount,
-        currency: "CNY".into(),
-        sent_at: Utc::now(),
-    }
 }
 
 fn assert_problem(r: &Reply, status: u16) {

@@ -4,6 +4,7 @@ pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod ledger;
 pub mod orders;
 pub mod refunds;
 pub mod sandbox;

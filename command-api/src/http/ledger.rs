@@ -1,0 +1,69 @@
+//! Dashboard reads: `GET /v1/stats/daily` and `GET /v1/ledger/balances`, scoped to the
+//! authenticated merchant. Amounts are integers in minor units.
+
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use payledger_projections::queries;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::AuthMerchant;
+use crate::validate::FieldErrors;
+
+/// Routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/stats/daily", get(daily))
+        .route("/v1/ledger/balances", get(balances))
+}
+
+/// Query of `GET /v1/stats/daily`: days `from..=to` as `YYYY-MM-DD` (UTC), either open.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DailyQuery {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// `GET /v1/stats/daily?from=&to=`: `{"data": [{day, currency, orders_created, orders_paid,
+/// paid_amount, refunds_succeeded, refunded_amount}]}`, newest day first, at most 366 rows;
+/// 422 for a malformed day.
+async fn daily(
+    State(state): State<AppState>,
+    AuthMerchant(merchant): AuthMerchant,
+    query: Result<Query<DailyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Malformed(e.body_text()))?;
+    let mut e = FieldErrors::default();
+    for (field, v) in [("from", &q.from), ("to", &q.to)] {
+        if let Some(d) = v {
+            if NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() || d.len() != 10 {
+                e.add(field, "must be a day, YYYY-MM-DD");
+            }
+        }
+    }
+    e.finish()?;
+    let data = queries::daily_stats(
+        state.db.pool(),
+        &merchant.merchant_id,
+        q.from.as_deref(),
+        q.to.as_deref(),
+    )
+    .await?;
+    Ok(Json(json!({ "data": data })))
+}
+
+/// `GET /v1/ledger/balances`: `{"data": [{account, currency, debit, credit, balance, lines}]}`
+/// from the double-entry journal.
+async fn balances(
+    State(state): State<AppState>,
+    AuthMerchant(merchant): AuthMerchant,
+) -> Result<impl IntoResponse, ApiError> {
+    let data = queries::balances(state.db.pool(), &merchant.merchant_id).await?;
+    Ok(Json(json!({ "data": data })))
+}

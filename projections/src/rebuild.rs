@@ -1,0 +1,442 @@
+//! Rebuilding projections from the global log: `payledger replay` and `reconcile --verify`.
+//!
+//! Both build a projection's tables afresh, from position 0, into a **shadow** set beside the
+//! live one (`<table>__shadow`, same definition), using the projection's own batched code with
+//! larger batches ([`REPLAY_BATCH_SIZE`]). Then:
+//! - replay swaps them in: in one transaction it locks the live checkpoint (the live runner
+//!   waits), applies what arrived meanwhile, renames the shadow tables over the live ones and
+//!   moves the live checkpoint to the shadow's. Readers see the old tables or the new, never a
+//!   mix; the server keeps serving.
+//! - verify builds the shadow up to the live checkpoint, then under the same lock catches up to
+//!   exactly where the live tables stand and compares them row by row, then rolls back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use payledger_store::subscription::{
+    checkpoint, lock_checkpoint, save_checkpoint, step_transactional_range, Progress, SubscriberError,
+    TransactionalSubscriber,
+};
+use payledger_store::{Backend, Database, DbError, LogPosition};
+use serde::Serialize;
+use sqlx::AnyConnection;
+
+use crate::journal_projection::{JournalProjection, JOURNAL_PROJECTION_NAME};
+use crate::projection::{OrderProjection, Tables, PROJECTION_NAME};
+
+/// Events per transaction when rebuilding (the live runner uses smaller batches to keep lag low).
+pub const REPLAY_BATCH_SIZE: i64 = 5_000;
+/// Most differences listed per table by verify (all are counted).
+pub const DIFFERENCES_LISTED_MAX: i64 = 1_000;
+
+/// A table a projection owns, and the columns that identify a row.
+#[derive(Debug, Clone, Copy)]
+pub struct TableSpec {
+    pub name: &'static str,
+    pub key: &'static [&'static str],
+}
+
+/// The projections that can be rebuilt. (`notify_enqueue` cannot: the notify queue's state is
+/// driven by deliveries, which are not events.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projection {
+    /// `order_view`, `refund_view`, `merchant_daily_stats`.
+    OrderView,
+    /// `ledger_entry`, `account_balance`, `journal_order`.
+    Journal,
+}
+
+impl Projection {
+    /// Every rebuildable projection.
+    pub const ALL: [Projection; 2] = [Projection::OrderView, Projection::Journal];
+
+    /// Its checkpoint name, also its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::OrderView => PROJECTION_NAME,
+            Projection::Journal => JOURNAL_PROJECTION_NAME,
+        }
+    }
+
+    /// The projection called `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The tables it writes.
+    pub fn tables(self) -> &'static [TableSpec] {
+        match self {
+            Projection::OrderView => &[
+                TableSpec {
+                    name: "order_view",
+                    key: &["order_id"],
+                },
+                TableSpec {
+                    name: "refund_view",
+                    key: &["refund_id"],
+                },
+                TableSpec {
+                    name: "merchant_daily_stats",
+                    key: &["merchant_id", "day", "currency"],
+                },
+            ],
+            Projection::Journal => &[
+                TableSpec {
+                    name: "ledger_entry",
+                    key: &["entry_id", "line"],
+                },
+                TableSpec {
+                    name: "account_balance",
+                    key: &["merchant_id", "account", "currency"],
+                },
+                TableSpec {
+                    name: "journal_order",
+                    key: &["order_id"],
+                },
+            ],
+        }
+    }
+
+    /// Its subscriber writing `tables`.
+    pub fn subscriber(self, tables: Tables) -> Arc<dyn TransactionalSubscriber> {
+        match self {
+            Projection::OrderView => Arc::new(OrderProjection::new(tables)),
+            Projection::Journal => Arc::new(JournalProjection::new(tables)),
+        }
+    }
+}
+
+/// A rebuild failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Subscriber(#[from] SubscriberError),
+}
+
+impl From<sqlx::Error> for RebuildError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(DbError::Sqlx(e))
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayReport {
+    pub projection: &'static str,
+    /// Events applied to the new tables.
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    /// Where the live checkpoint stands after the swap.
+    pub position: LogPosition,
+}
+
+async fn exec(conn: &mut AnyConnection, sql: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).execute(&mut *conn).await.map(|_| ())
+}
+
+/// Drops any leftover shadow tables and checkpoint of `projection`, and creates empty shadow
+/// tables with the live tables' definitions (columns, keys, indexes).
+async fn create_shadow(db: &Database, projection: Projection) -> Result<(), RebuildError> {
+    let shadow = Tables::shadow();
+    let mut conn = db.pool().acquire().await?;
+    sqlx::query("DELETE FROM subscriber_checkpoint WHERE name = $1")
+        .bind(shadow.checkpoint(projection.name()))
+        .execute(&mut *conn)
+        .await?;
+    for t in projection.tables() {
+        let name = shadow.name(t.name);
+        exec(&mut conn, &format!("DROP TABLE IF EXISTS {name}")).await?;
+        match db.backend() {
+            Backend::Postgres => {
+                exec(
+                    &mut conn,
+                    &format!("CREATE TABLE {name} (LIKE {} INCLUDING ALL)", t.name),
+                )
+                .await?;
+            }
+            Backend::Sqlite => {
+                // SQLite has no LIKE: re-issue the stored CREATE statements under new names.
+                // Index names are database-wide, so shadow indexes get a unique suffix.
+                let suffix = format!("{:x}", chrono::Utc::now().timestamp_micros());
+                let stored: Vec<(String, String, String)> = sqlx::query_as(
+                    "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = $1 AND sql IS NOT NULL \
+                     ORDER BY type DESC",
+                )
+                .bind(t.name)
+                .fetch_all(&mut *conn)
+                .await?;
+                for (kind, object, sql) in stored {
+                    let statement = if kind == "table" {
+                        let body = sql.find('(').map(|i| &sql[i..]).unwrap_or_default();
+                        format!("CREATE TABLE {name} {body}")
+                    } else {
+                        // "CREATE [UNIQUE] INDEX <index> ON <table> (<columns>)"
+                        let head = if sql.to_ascii_uppercase().starts_with("CREATE UNIQUE") {
+                            "CREATE UNIQUE INDEX"
+                        } else {
+                            "CREATE INDEX"
+                        };
+                        let on = sql.to_ascii_uppercase().find(" ON ").unwrap_or(0);
+                        let columns = sql[on..].find('(').map(|i| &sql[on + i..]).unwrap_or_default();
+                        let base = object.split("__").next().unwrap_or(&object);
+                        format!("{head} {base}__{suffix} ON {name} {columns}")
+                    };
+                    exec(&mut conn, &statement).await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the shadow subscriber until it reaches `until` (or the end of the readable log).
+async fn build_shadow(
+    db: &Database,
+    subscriber: &dyn TransactionalSubscriber,
+    until: Option<LogPosition>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, RebuildError> {
+    let mut applied = 0u64;
+    loop {
+        match step_transactional_range(db, subscriber, until, REPLAY_BATCH_SIZE).await? {
+            Progress::Applied(n) => {
+                applied += n as u64;
+                progress(n as u64);
+            }
+            Progress::HeldBack => tokio::time::sleep(Duration::from_millis(5)).await,
+            Progress::CaughtUp => return Ok(applied),
+        }
+    }
+}
+
+/// Applies, inside `tx`, every readable event after the shadow's checkpoint (up to `until`),
+/// and stores the shadow checkpoint there too. Returns the position reached and the count.
+async fn catch_up_in(
+    db: &Database,
+    tx: &mut AnyConnection,
+    subscriber: &dyn TransactionalSubscriber,
+    until: Option<LogPosition>,
+) -> Result<(LogPosition, u64), RebuildError> {
+    let mut at = checkpoint(db.pool(), subscriber.name()).await?;
+    let mut applied = 0u64;
+    loop {
+        if until.is_some_and(|u| at >= u) {
+            break;
+        }
+        let events = db.log().read_range(at, until, REPLAY_BATCH_SIZE).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        subscriber.apply(tx, &events).await?;
+        applied += events.len() as u64;
+        at = last;
+    }
+    save_checkpoint(&mut *tx, subscriber.name(), at).await?;
+    Ok((at, applied))
+}
+
+/// Rebuilds `projection` from position 0 into shadow tables and swaps them in atomically while
+/// the server keeps serving. `progress` is told how many events each batch applied.
+///
+/// # Errors
+/// [`RebuildError`] from the database or the projection; the live tables are then untouched.
+pub async fn replay(
+    db: &Database,
+    projection: Projection,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ReplayReport, RebuildError> {
+    let started = Instant::now();
+    create_shadow(db, projection).await?;
+    let shadow = projection.subscriber(Tables::shadow());
+    let mut events = build_shadow(db, shadow.as_ref(), None, progress).await?;
+
+    let mut tx = db.pool().begin().await?;
+    lock_checkpoint(&mut tx, projection.name()).await?;
+    let (position, more) = catch_up_in(db, &mut tx, shadow.as_ref(), None).await?;
+    progress(more);
+    events += more;
+    save_checkpoint(&mut *tx, projection.name(), position).await?;
+    sqlx::query("DELETE FROM subscriber_checkpoint WHERE name = $1")
+        .bind(shadow.name())
+        .execute(&mut *tx)
+        .await?;
+    for t in projection.tables() {
+        let retired = format!("{}__retired", t.name);
+        exec(&mut tx, &format!("DROP TABLE IF EXISTS {retired}")).await?;
+        exec(&mut tx, &format!("ALTER TABLE {} RENAME TO {retired}", t.name)).await?;
+        exec(
+            &mut tx,
+            &format!("ALTER TABLE {} RENAME TO {}", Tables::shadow().name(t.name), t.name),
+        )
+        .await?;
+        exec(&mut tx, &format!("DROP TABLE {retired}")).await?;
+    }
+    tx.commit().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ReplayReport {
+        projection: projection.name(),
+        events,
+        seconds,
+        events_per_second: events as f64 / seconds.max(1e-9),
+        position,
+    })
+}
+
+/// How a live row differs from the replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifferenceKind {
+    /// The replay has the row; the live table does not.
+    Missing,
+    /// The live table has a row the replay does not.
+    Extra,
+    /// Both have the row, with other values.
+    Different,
+}
+
+/// One row that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    pub table: &'static str,
+    /// The row's key values joined by `|`.
+    pub key: String,
+    pub kind: DifferenceKind,
+}
+
+/// An entry whose lines do not balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnbalancedEntry {
+    pub entry_id: String,
+    pub currency: String,
+    pub debit_minor: i64,
+    pub credit_minor: i64,
+}
+
+/// What verify found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Events replayed into the shadow tables.
+    pub events: u64,
+    /// Rows compared, live tables.
+    pub rows_compared: i64,
+    /// Differences (at most [`DIFFERENCES_LISTED_MAX`] per table listed).
+    pub differences: Vec<Difference>,
+    /// Differences counted, per table, listed or not.
+    pub differences_total: i64,
+    /// Journal entries (live table) whose debits and credits differ.
+    pub unbalanced_entries: Vec<UnbalancedEntry>,
+}
+
+impl VerifyReport {
+    /// Live tables equal the replay and the journal balances.
+    pub fn is_clean(&self) -> bool {
+        self.differences_total == 0 && self.unbalanced_entries.is_empty()
+    }
+}
+
+/// Key columns of `t` as one text value per row (`a || '|' || b`).
+fn key_expr(t: &TableSpec) -> String {
+    t.key
+        .iter()
+        .map(|k| format!("CAST({k} AS TEXT)"))
+        .collect::<Vec<_>>()
+        .join(" || '|' || ")
+}
+
+async fn compare_table(conn: &mut AnyConnection, t: &TableSpec, report: &mut VerifyReport) -> Result<(), sqlx::Error> {
+    let live = t.name;
+    let shadow = Tables::shadow().name(t.name);
+    let key = key_expr(t);
+    let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {live}"))
+        .fetch_one(&mut *conn)
+        .await?;
+    report.rows_compared += rows;
+    // Keys of rows present on one side only (as whole rows); a key on both sides is "different".
+    let only_live = format!("SELECT {key} AS k FROM (SELECT * FROM {live} EXCEPT SELECT * FROM {shadow}) d");
+    let only_shadow = format!("SELECT {key} AS k FROM (SELECT * FROM {shadow} EXCEPT SELECT * FROM {live}) d");
+    let sql = format!(
+        "SELECT k, SUM(l), SUM(s) FROM (SELECT k, 1 AS l, 0 AS s FROM ({only_live}) a \
+         UNION ALL SELECT k, 0 AS l, 1 AS s FROM ({only_shadow}) b) u GROUP BY k ORDER BY k"
+    );
+    let found: Vec<(String, i64, i64)> = sqlx::query_as(&sql).fetch_all(&mut *conn).await?;
+    report.differences_total += found.len() as i64;
+    for (k, in_live, in_shadow) in found.into_iter().take(DIFFERENCES_LISTED_MAX as usize) {
+        let kind = match (in_live > 0, in_shadow > 0) {
+            (true, true) => DifferenceKind::Different,
+            (true, false) => DifferenceKind::Extra,
+            _ => DifferenceKind::Missing,
+        };
+        report.differences.push(Difference {
+            table: t.name,
+            key: k,
+            kind,
+        });
+    }
+    Ok(())
+}
+
+async fn unbalanced_entries(conn: &mut AnyConnection) -> Result<Vec<UnbalancedEntry>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT entry_id, currency, CAST(SUM(debit_minor) AS BIGINT), CAST(SUM(credit_minor) AS BIGINT) \
+         FROM ledger_entry GROUP BY entry_id, currency HAVING SUM(debit_minor) <> SUM(credit_minor) \
+         ORDER BY entry_id LIMIT 1000",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(entry_id, currency, debit_minor, credit_minor)| UnbalancedEntry {
+            entry_id,
+            currency,
+            debit_minor,
+            credit_minor,
+        })
+        .collect())
+}
+
+/// Rebuilds every projection into shadow tables and compares them with the live tables at the
+/// same log position; checks that every journal entry balances. The live tables are not
+/// changed; the shadow tables are dropped afterwards.
+///
+/// # Errors
+/// [`RebuildError`] from the database or a projection.
+pub async fn verify(db: &Database, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, RebuildError> {
+    let mut report = VerifyReport::default();
+    for projection in Projection::ALL {
+        create_shadow(db, projection).await?;
+        let shadow = projection.subscriber(Tables::shadow());
+        // Up to where the live tables stood when we started; then, under the live lock, the rest.
+        let live_at = checkpoint(db.pool(), projection.name()).await?;
+        report.events += build_shadow(db, shadow.as_ref(), Some(live_at), progress).await?;
+        let mut tx = db.pool().begin().await?;
+        let live_now = lock_checkpoint(&mut tx, projection.name()).await?;
+        let (_, more) = catch_up_in(db, &mut tx, shadow.as_ref(), Some(live_now)).await?;
+        progress(more);
+        report.events += more;
+        for t in projection.tables() {
+            compare_table(&mut tx, t, &mut report).await?;
+        }
+        if projection == Projection::Journal {
+            report.unbalanced_entries = unbalanced_entries(&mut tx).await?;
+        }
+        tx.rollback().await?;
+        drop_shadow(db, projection).await?;
+    }
+    Ok(report)
+}
+
+async fn drop_shadow(db: &Database, projection: Projection) -> Result<(), RebuildError> {
+    let shadow = Tables::shadow();
+    let mut conn = db.pool().acquire().await?;
+    for t in projection.tables() {
+        exec(&mut conn, &format!("DROP TABLE IF EXISTS {}", shadow.name(t.name))).await?;
+    }
+    sqlx::query("DELETE FROM subscriber_checkpoint WHERE name = $1")
+        .bind(shadow.checkpoint(projection.name()))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
