@@ -51,9 +51,9 @@ use payledger_domain::Currency;
 use rust_decimal::Decimal;
 
 use super::{
-    amount_minor, check_not_empty_or_archive, csv_error, csv_reader, major, money, non_empty, parse_china_time,
-    record_line, strip_utf8_bom, total_minor, Fee, Header, LineKind, Statement, StatementError, StatementFormat,
-    StatementLine, StatementTotal, StatementTotals, TotalValue,
+    amount_minor, check_not_empty_or_archive, csv_reader, major, money, non_empty, parse_china_time, strip_utf8_bom,
+    total_minor, Fee, Header, LineCounter, LineKind, Statement, StatementError, StatementFormat, StatementLine,
+    StatementTotal, StatementTotals, TotalValue,
 };
 
 const FORMAT: StatementFormat = StatementFormat::AlipayTradeStatement;
@@ -121,6 +121,8 @@ struct KindSums {
 pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
     check_not_empty_or_archive(bytes)?;
     let lines = decode_gbk_lines(bytes)?;
+    // The piece after a final line break is not a line.
+    let line_count = lines.len() - usize::from(lines.last().is_some_and(String::is_empty));
 
     let title_index = lines.iter().position(|l| !l.trim().is_empty()).unwrap_or(0);
     let title = lines.get(title_index).map_or("", |l| l.trim());
@@ -141,7 +143,7 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
         .position(|l| l.starts_with('#') && l.contains(END_MARKER))
         .ok_or_else(|| {
             StatementError::new(
-                lines.len() + 1,
+                line_count + 1,
                 format!("missing the end marker #…{END_MARKER}… after the rows: truncated file?"),
             )
         })?;
@@ -154,11 +156,12 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
         .map(|l| if l.starts_with('#') { "" } else { l.as_str() })
         .collect::<Vec<_>>()
         .join("\n");
+    let mut at = LineCounter::new(&csv_text);
     let mut records = csv_reader(&csv_text, true).into_records();
 
     let header_record = match records.next() {
         Some(Ok(record)) => record,
-        Some(Err(e)) => return Err(csv_error(&e, end_line)),
+        Some(Err(e)) => return Err(at.error(&e)),
         None => {
             return Err(StatementError::new(
                 end_line,
@@ -167,7 +170,7 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
         }
     };
     let header = Header {
-        line: record_line(&header_record),
+        line: at.record(&header_record),
         names: header_record.iter().map(header_name).collect(),
     };
     if header.line > end_line {
@@ -182,8 +185,8 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
     let mut payments = KindSums::default();
     let mut refunds = KindSums::default();
     for record in records {
-        let record = record.map_err(|e| csv_error(&e, header.line))?;
-        let line = record_line(&record);
+        let record = record.map_err(|e| at.error(&e))?;
+        let line = at.record(&record);
         if line > end_line {
             return Err(StatementError::new(
                 line,

@@ -36,7 +36,7 @@ use payledger_domain::parse_currency_code;
 use rust_decimal::Decimal;
 
 use super::{
-    check_not_empty_or_archive, csv_error, money, non_empty, record_line, utf8_text, Fee, Header, LineKind, Statement,
+    check_not_empty_or_archive, money, non_empty, utf8_text, Fee, Header, LineCounter, LineKind, Statement,
     StatementError, StatementFormat, StatementLine,
 };
 
@@ -70,6 +70,7 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
     check_not_empty_or_archive(bytes)?;
     let text = utf8_text(bytes)?;
     // flexible(false): every row must have the header's width; the reader reports the line.
+    let mut at = LineCounter::new(text);
     let mut records = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(false)
@@ -78,7 +79,7 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
         .into_records();
     let header_record = match records.next() {
         Some(Ok(record)) => record,
-        Some(Err(e)) => return Err(csv_error(&e, 1)),
+        Some(Err(e)) => return Err(at.error(&e)),
         None => {
             return Err(StatementError::new(
                 1,
@@ -87,7 +88,7 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
         }
     };
     let header = Header {
-        line: record_line(&header_record),
+        line: at.record(&header_record),
         names: header_record.iter().map(str::to_string).collect(),
     };
     let mut index = [0_usize; COLUMNS.len()];
@@ -116,8 +117,8 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
 
     let mut lines = Vec::new();
     for record in records {
-        let record = record.map_err(|e| csv_error(&e, header.line))?;
-        let line = record_line(&record);
+        let record = record.map_err(|e| at.error(&e))?;
+        let line = at.record(&record);
         let field = |i: usize| record.get(i).unwrap_or_default();
         let required = |i: usize| {
             let value = field(i);

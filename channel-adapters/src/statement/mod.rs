@@ -293,26 +293,60 @@ fn csv_reader(text: &str, flexible: bool) -> csv::Reader<&[u8]> {
         .from_reader(text.as_bytes())
 }
 
-/// 1-based line where `record` starts.
-fn record_line(record: &csv::StringRecord) -> usize {
-    record
-        .position()
-        .map_or(0, |p| usize::try_from(p.line()).unwrap_or(usize::MAX))
+/// Finds the 1-based file line of CSV records, from their byte positions.
+///
+/// The csv crate's own `Position::line` counts from where the previous record ended, before the
+/// blank lines it skips and before the `\n` of a `\r\n`, so it can name a line too early.
+/// Byte offsets are exact: skip the line breaks at the offset and count the `\n`s before it.
+/// Records arrive in file order, so counting resumes where it stopped (linear in the file).
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: usize,
 }
 
-/// A CSV reader error as a [`StatementError`] on its line.
-fn csv_error(error: &csv::Error, fallback_line: usize) -> StatementError {
-    let line = error
-        .position()
-        .map_or(fallback_line, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
-    let message = match error.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-            format!("expected {expected_len} fields as in the header, found {len} (truncated or malformed row)")
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            bytes: text.as_bytes(),
+            offset: 0,
+            line: 1,
         }
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
-        _ => format!("malformed CSV: {error}"),
-    };
-    StatementError::new(line, message)
+    }
+
+    /// 1-based line at which the record (or error) at `position` starts.
+    fn line_of(&mut self, position: Option<&csv::Position>) -> usize {
+        let byte = position.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+        let mut start = byte.min(self.bytes.len());
+        while matches!(self.bytes.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        if start < self.offset {
+            self.offset = 0;
+            self.line = 1;
+        }
+        self.line += self.bytes[self.offset..start].iter().filter(|&&b| b == b'\n').count();
+        self.offset = start;
+        self.line
+    }
+
+    /// 1-based line where `record` starts.
+    fn record(&mut self, record: &csv::StringRecord) -> usize {
+        self.line_of(record.position())
+    }
+
+    /// A CSV reader error as a [`StatementError`] on its line.
+    fn error(&mut self, error: &csv::Error) -> StatementError {
+        let line = self.line_of(error.position());
+        let message = match error.kind() {
+            csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                format!("expected {expected_len} fields as in the header, found {len} (truncated or malformed row)")
+            }
+            csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+            _ => format!("malformed CSV: {error}"),
+        };
+        StatementError::new(line, message)
+    }
 }
 
 /// A header row: column names and where to find them.

@@ -47,9 +47,9 @@ use payledger_domain::{parse_currency_code, Currency};
 use rust_decimal::Decimal;
 
 use super::{
-    amount_minor, check_not_empty_or_archive, csv_error, csv_reader, line_after_end, major, money, non_empty,
-    parse_china_time, record_line, total_minor, utf8_text, Fee, Header, LineKind, Statement, StatementError,
-    StatementFormat, StatementLine, StatementTotal, StatementTotals, TotalValue,
+    amount_minor, check_not_empty_or_archive, csv_reader, line_after_end, major, money, non_empty, parse_china_time,
+    total_minor, utf8_text, Fee, Header, LineCounter, LineKind, Statement, StatementError, StatementFormat,
+    StatementLine, StatementTotal, StatementTotals, TotalValue,
 };
 
 const FORMAT: StatementFormat = StatementFormat::WechatPayTradeBill;
@@ -127,11 +127,12 @@ impl Columns {
 pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
     check_not_empty_or_archive(bytes)?;
     let text = utf8_text(bytes)?;
+    let mut at = LineCounter::new(text);
     let mut records = csv_reader(text, true).into_records();
 
     let header_record = match records.next() {
         Some(Ok(record)) => record,
-        Some(Err(e)) => return Err(csv_error(&e, 1)),
+        Some(Err(e)) => return Err(at.error(&e)),
         None => {
             return Err(StatementError::new(
                 1,
@@ -140,7 +141,7 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
         }
     };
     let header = Header {
-        line: record_line(&header_record),
+        line: at.record(&header_record),
         names: header_record.iter().map(clean_field).collect(),
     };
     if header.names.first().map(String::as_str) == Some(ROW_COUNT_LABEL) {
@@ -155,17 +156,17 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
     // Per SUMMED entry: the running sum of its column in yuan, `None` if the header lacks it.
     let mut sums: Vec<Option<Decimal>> = columns.summed.iter().map(|c| c.map(|_| Decimal::ZERO)).collect();
     let mut currency: Option<Currency> = None;
-    let mut summary: Option<(Header, csv::StringRecord)> = None;
+    let mut summary: Option<(Header, csv::StringRecord, usize)> = None;
 
     while let Some(record) = records.next() {
-        let record = record.map_err(|e| csv_error(&e, header.line))?;
-        let line = record_line(&record);
+        let record = record.map_err(|e| at.error(&e))?;
+        let line = at.record(&record);
         let fields: Vec<String> = record.iter().map(clean_field).collect();
         if fields.first().map(String::as_str) == Some(ROW_COUNT_LABEL) {
             let labels = Header { line, names: fields };
             let values = match records.next() {
                 Some(Ok(values)) => values,
-                Some(Err(e)) => return Err(csv_error(&e, line)),
+                Some(Err(e)) => return Err(at.error(&e)),
                 None => {
                     return Err(StatementError::new(
                         line_after_end(text),
@@ -173,11 +174,15 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
                     ))
                 }
             };
+            let values_line = at.record(&values);
             if let Some(extra) = records.next() {
-                let extra_line = extra.map_or_else(|e| csv_error(&e, line).line, |r| record_line(&r));
+                let extra_line = match extra {
+                    Ok(record) => at.record(&record),
+                    Err(e) => at.error(&e).line,
+                };
                 return Err(StatementError::new(extra_line, "unexpected row after the summary"));
             }
-            summary = Some((labels, values));
+            summary = Some((labels, values, values_line));
             break;
         }
         header.check_width(line, fields.len())?;
@@ -208,13 +213,20 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, StatementError> {
         lines.push(row);
     }
 
-    let Some((labels, values)) = summary else {
+    let Some((labels, values, values_line)) = summary else {
         return Err(StatementError::new(
             line_after_end(text),
             "missing the summary (总交易单数,…) that ends a WeChat Pay trade bill: truncated file?",
         ));
     };
-    let totals = check_summary(&labels, &values, &lines, &sums, currency.unwrap_or(Currency::CNY))?;
+    let totals = check_summary(
+        &labels,
+        &values,
+        values_line,
+        &lines,
+        &sums,
+        currency.unwrap_or(Currency::CNY),
+    )?;
     Ok(Statement {
         format: FORMAT,
         lines,
@@ -299,11 +311,11 @@ fn parse_row(columns: &Columns, fields: &[String], line: usize) -> Result<Statem
 fn check_summary(
     labels: &Header,
     values: &csv::StringRecord,
+    line: usize,
     lines: &[StatementLine],
     sums: &[Option<Decimal>],
     currency: Currency,
 ) -> Result<StatementTotals, StatementError> {
-    let line = record_line(values);
     let values: Vec<String> = values.iter().map(clean_field).collect();
     labels.check_width(line, values.len())?;
     let mut items = Vec::with_capacity(values.len());
