@@ -9,6 +9,7 @@
 //! - [`Channels`]: the enabled channels by name.
 
 pub mod sandbox;
+pub mod statement;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
