@@ -55,12 +55,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: ops::Format,
     },
-    /// Check the ledger: `--verify` compares every read table with a replay of the events and
-    /// checks that the journal balances. Exit code 0 only when clean.
+    /// Check the ledger. `--verify` compares every read table with a replay of the events and
+    /// checks that the journal balances; `--statement FILE --channel C` compares a channel's
+    /// settlement statement (generic CSV, WeChat Pay trade bill, Alipay 业务明细) with the ledger.
+    /// Exit code 0 only when clean, 1 when differences were found.
     Reconcile {
         /// Rebuild every projection into shadow tables and report each row that differs.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "statement")]
         verify: bool,
+        /// A settlement statement file to compare with the ledger.
+        #[arg(long, requires = "channel")]
+        statement: Option<std::path::PathBuf>,
+        /// The channel that issued the statement (sandbox, wechatpay, alipay, …).
+        #[arg(long)]
+        channel: Option<String>,
+        /// The statement's day, YYYY-MM-DD in the channel's time zone (default: its lines' day).
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
         #[arg(long, value_enum, default_value = "table")]
         format: ops::Format,
     },
@@ -165,14 +176,29 @@ async fn main() -> anyhow::Result<()> {
             ops::replay(&db, &projections, format).await?;
             db.close().await;
         }
-        Command::Reconcile { verify, format } => {
-            if !verify {
-                anyhow::bail!("say what to reconcile: --verify");
-            }
-            let db = connect(cli.database_url.as_deref()).await?;
-            let report = ops::verify(&db, format).await?;
-            db.close().await;
-            if !report.is_clean() {
+        Command::Reconcile {
+            verify,
+            statement,
+            channel,
+            date,
+            format,
+        } => {
+            let clean = match (verify, statement, channel) {
+                (true, _, _) => {
+                    let db = connect(cli.database_url.as_deref()).await?;
+                    let report = ops::verify(&db, format).await?;
+                    db.close().await;
+                    report.is_clean()
+                }
+                (false, Some(file), Some(channel)) => {
+                    let db = connect(cli.database_url.as_deref()).await?;
+                    let report = ops::statement(&db, &file, &channel, date, format).await?;
+                    db.close().await;
+                    report.is_clean()
+                }
+                _ => anyhow::bail!("say what to reconcile: --verify, or --statement FILE --channel C"),
+            };
+            if !clean {
                 std::process::exit(1);
             }
         }

@@ -80,6 +80,19 @@ fn transfer(debit: String, credit: String, amount: &Money) -> Vec<JournalLine> {
     ]
 }
 
+/// The outside document an event's entry answers to: the `channel_trade_no` of money received,
+/// the `refund_id` of a refund; `None` for events that post nothing.
+pub fn reference(event: &PaymentOrderEvent) -> Option<String> {
+    use PaymentOrderEvent as E;
+    match event {
+        E::PaymentSucceeded { channel_trade_no, .. }
+        | E::PaymentAmountMismatch { channel_trade_no, .. }
+        | E::DuplicatePayment { channel_trade_no, .. } => Some(channel_trade_no.clone()),
+        E::RefundSucceeded { refund_id, .. } => Some(refund_id.to_string()),
+        _ => None,
+    }
+}
+
 /// Posts one event (at `sequence`) of an order: the order's next journal memory and the lines
 /// of the event's entry (empty for events that move no money). An event at or below
 /// `last_sequence` posts nothing (re-delivery is harmless).

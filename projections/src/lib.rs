@@ -15,6 +15,7 @@ pub mod journal_projection;
 pub mod projection;
 pub mod queries;
 pub mod rebuild;
+pub mod reconcile;
 pub mod sql;
 pub mod stats;
 pub mod view;

@@ -9,6 +9,9 @@ CREATE TABLE ledger_entry (
     merchant_id  text   NOT NULL,
     order_id     text   NOT NULL,
     event_type   text   NOT NULL,
+    -- The outside document the entry answers to: the channel_trade_no of a payment, the
+    -- refund_id of a refund (what reconciliation matches a channel statement's lines on).
+    reference    text   NOT NULL,
     account      text   NOT NULL,
     debit_minor  integer NOT NULL CHECK (debit_minor >= 0),
     credit_minor integer NOT NULL CHECK (credit_minor >= 0),
@@ -17,6 +20,9 @@ CREATE TABLE ledger_entry (
     PRIMARY KEY (entry_id, line)
 );
 CREATE INDEX ledger_entry_merchant_account ON ledger_entry (merchant_id, account, occurred_at);
+-- Reconciliation: one channel's day, and lookups by document.
+CREATE INDEX ledger_entry_account_time ON ledger_entry (account, occurred_at);
+CREATE INDEX ledger_entry_reference ON ledger_entry (reference);
 
 -- Sum of a merchant's journal lines per account and currency.
 CREATE TABLE account_balance (
