@@ -8,7 +8,10 @@
 //! - [`sandbox::SandboxChannel`]: the built-in channel for development and tests.
 //! - [`Channels`]: the enabled channels by name.
 
+pub mod alipay;
 pub mod sandbox;
+#[cfg(feature = "simulators")]
+pub mod simulator;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,1 @@
+//! The Alipay gateway simulator (filled in by the next commit).

@@ -1,0 +1,1 @@
+//! Alipay end-to-end tests against the simulator (filled in by a later commit).
