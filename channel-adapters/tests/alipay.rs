@@ -387,6 +387,27 @@ async fn a_notification_for_another_app_id_is_malformed() {
 }
 
 #[tokio::test]
+async fn a_notification_for_another_seller_is_malformed_when_the_seller_is_configured() {
+    let h = harness().await;
+    let o = h.paid_qr_order(500).await;
+    let (_, body) = h
+        .sim
+        .notification(&o.order_id.to_string(), &NotifyFaults::default())
+        .unwrap();
+    let other_seller = AlipayChannel::new(h.channel.account().clone().with_seller_id("2088999999999999")).unwrap();
+    assert!(matches!(
+        other_seller.verify_callback(&form_headers(), body.as_bytes(), Utc::now()),
+        Err(CallbackError::Malformed(m)) if m.contains("seller_id")
+    ));
+    let mut unchecked = h.channel.account().clone();
+    unchecked.seller_id = None;
+    let unchecked = AlipayChannel::new(unchecked).unwrap();
+    assert!(unchecked
+        .verify_callback(&form_headers(), body.as_bytes(), Utc::now())
+        .is_ok());
+}
+
+#[tokio::test]
 async fn an_amount_mismatch_is_passed_through_for_the_aggregate_to_judge() {
     let h = harness().await;
     let o = order("qr", 1234);

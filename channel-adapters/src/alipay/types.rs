@@ -165,9 +165,13 @@ pub struct GatewayStatus {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code} {msg}: {} {}", sub_code.as_deref().unwrap_or("-"), sub_msg.as_deref().unwrap_or(""))]
 pub struct GatewayError {
+    /// Gateway code: `20000` unavailable, `40002` invalid parameter, `40004` business failure, …
     pub code: String,
+    /// Its description, e.g. `Business Failed`.
     pub msg: String,
+    /// The detailed code: `ACQ.*` (business), `isv.*` (our request), `isp.*` (Alipay's side).
     pub sub_code: Option<String>,
+    /// Its description, often Chinese.
     pub sub_msg: Option<String>,
 }
 

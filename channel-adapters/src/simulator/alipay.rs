@@ -128,7 +128,9 @@ pub enum ResponseFault {
 /// A notification the simulator sent, and what it was answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// Where it was POSTed (the `notify_url` of the request that created the trade).
     pub notify_url: String,
+    /// Its `notify_id`; a re-send keeps it.
     pub notify_id: String,
     /// The form body sent.
     pub body: String,
@@ -148,12 +150,16 @@ impl Delivery {
 /// Why a driver call did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimError {
+    /// No order with this `out_trade_no` was ever placed at the simulator.
     #[error("no trade {0}")]
     NoTrade(String),
+    /// The trade is not waiting for payment (already paid or closed).
     #[error("trade {out_trade_no} is {status}")]
     WrongState { out_trade_no: String, status: String },
+    /// [`AlipaySimulator::resend`] before any notification of the trade.
     #[error("nothing was sent for {0} yet")]
     NothingSent(String),
+    /// No refund with this `out_request_no` on the trade.
     #[error("no refund {0}")]
     NoRefund(String),
 }
@@ -161,19 +167,26 @@ pub enum SimError {
 /// A trade as the simulator holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimTrade {
+    /// Our order id.
     pub out_trade_no: String,
+    /// The simulator's trade number (Alipay's `trade_no`: date, `22001`, sequence).
     pub trade_no: String,
     /// The method that created it (`alipay.trade.precreate`, `.page.pay`, `.wap.pay`).
     pub created_by: String,
     /// Fen.
     pub total_amount_fen: i64,
+    /// As sent in `biz_content`.
     pub subject: String,
+    /// From the creating request's public parameters.
     pub notify_url: String,
     /// `false` until the payer scans/opens the cashier or pays: Alipay answers
     /// `ACQ.TRADE_NOT_EXIST` before that.
     pub exists: bool,
+    /// Alipay's trade status.
     pub status: TradeStatus,
+    /// As sent (`yyyy-MM-dd HH:mm:ss`, Beijing time); not enforced by the simulator.
     pub time_expire: Option<String>,
+    /// Set by [`AlipaySimulator::pay`].
     pub paid_at: Option<DateTime<Utc>>,
     /// Refunds by `out_request_no`, fen.
     pub refunds: BTreeMap<String, i64>,
