@@ -8,8 +8,14 @@
 //! - [`sandbox::SandboxChannel`]: the built-in channel for development and tests.
 //! - [`Channels`]: the enabled channels by name.
 
+pub mod alipay;
 pub mod sandbox;
+<<<<<<< HEAD
 pub mod statement;
+=======
+#[cfg(feature = "simulators")]
+pub mod simulator;
+>>>>>>> alipay
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
