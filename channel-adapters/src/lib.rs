@@ -10,12 +10,9 @@
 
 pub mod alipay;
 pub mod sandbox;
-<<<<<<< HEAD
-pub mod statement;
-=======
 #[cfg(feature = "simulators")]
 pub mod simulator;
->>>>>>> alipay
+pub mod statement;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
