@@ -9,6 +9,7 @@
 //! - [`Channels`]: the enabled channels by name.
 
 pub mod sandbox;
+pub mod wechatpay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
