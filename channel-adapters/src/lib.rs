@@ -9,6 +9,8 @@
 //! - [`Channels`]: the enabled channels by name.
 
 pub mod sandbox;
+#[cfg(feature = "simulators")]
+pub mod simulator;
 pub mod wechatpay;
 
 use std::collections::BTreeMap;
