@@ -750,7 +750,7 @@ fn authenticate(
         return Err("unknown merchant certificate serial");
     }
     let timestamp: i64 = auth.timestamp.parse().map_err(|_| "bad timestamp")?;
-    if (Utc::now().timestamp() - timestamp).abs() > REQUEST_TOLERANCE_SECONDS {
+    if Utc::now().timestamp().abs_diff(timestamp) > REQUEST_TOLERANCE_SECONDS.unsigned_abs() {
         return Err("timestamp expired");
     }
     let url = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

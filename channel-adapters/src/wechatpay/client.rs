@@ -155,7 +155,7 @@ fn check_answer(
         return Err("signature does not verify");
     }
     let timestamp = signed.timestamp_seconds().ok_or("bad Wechatpay-Timestamp")?;
-    if (Utc::now().timestamp() - timestamp).abs() > ANSWER_TOLERANCE_SECONDS {
+    if Utc::now().timestamp().abs_diff(timestamp) > ANSWER_TOLERANCE_SECONDS.unsigned_abs() {
         return Err("stale Wechatpay-Timestamp");
     }
     Ok(())

@@ -55,7 +55,7 @@ pub fn verify_notification(
     let timestamp = signed
         .timestamp_seconds()
         .ok_or_else(|| CallbackError::Malformed("Wechatpay-Timestamp is not an integer".into()))?;
-    if (now.timestamp() - timestamp).abs() > TIMESTAMP_TOLERANCE_SECONDS {
+    if now.timestamp().abs_diff(timestamp) > TIMESTAMP_TOLERANCE_SECONDS.unsigned_abs() {
         return Err(CallbackError::Malformed(format!(
             "Wechatpay-Timestamp {timestamp} is more than {TIMESTAMP_TOLERANCE_SECONDS} s from now"
         )));

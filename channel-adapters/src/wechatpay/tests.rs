@@ -399,6 +399,13 @@ fn a_timestamp_over_five_minutes_away_is_refused_and_one_at_the_limit_accepted()
     assert!(
         matches!(c.verify_callback(&headers, &body, now()), Err(CallbackError::Malformed(m)) if m.contains("Timestamp"))
     );
+    for extreme in [i64::MIN, i64::MAX] {
+        let (headers, body) = notification("TRANSACTION.SUCCESS", &transaction(order_id), PLATFORM_SERIAL, extreme);
+        assert!(matches!(
+            c.verify_callback(&headers, &body, now()),
+            Err(CallbackError::Malformed(_))
+        ));
+    }
     let future = now().timestamp() + TIMESTAMP_TOLERANCE_SECONDS + 1;
     let (headers, body) = notification("TRANSACTION.SUCCESS", &transaction(order_id), PLATFORM_SERIAL, future);
     assert!(matches!(
