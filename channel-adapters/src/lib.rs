@@ -6,6 +6,9 @@
 //!
 //! - [`Channel`]: place an order, refund, verify a callback, answer it in the channel's format.
 //! - [`sandbox::SandboxChannel`]: the built-in channel for development and tests.
+//! - [`wechatpay::WechatPayChannel`] (WeChat Pay API v3) and [`alipay::AlipayChannel`] (Alipay
+//!   OpenAPI, RSA2); [`simulator`] (feature `simulators`) speaks their protocols for tests.
+//! - [`statement`]: parsers of channel settlement statements for reconciliation.
 //! - [`Channels`]: the enabled channels by name.
 
 pub mod alipay;
@@ -13,6 +16,7 @@ pub mod sandbox;
 #[cfg(feature = "simulators")]
 pub mod simulator;
 pub mod statement;
+pub mod wechatpay;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -157,8 +157,18 @@ pub async fn statement(
                 report.discrepancies.len()
             );
             let mut totals = Table::new();
-            totals.set_header(["side", "currency", "payments", "paid (minor)", "refunds", "refunded (minor)"]);
-            for (side, map) in [("statement", &report.statement_totals), ("ledger", &report.ledger_totals)] {
+            totals.set_header([
+                "side",
+                "currency",
+                "payments",
+                "paid (minor)",
+                "refunds",
+                "refunded (minor)",
+            ]);
+            for (side, map) in [
+                ("statement", &report.statement_totals),
+                ("ledger", &report.ledger_totals),
+            ] {
                 for (currency, t) in map {
                     totals.add_row([
                         side.to_string(),

@@ -158,7 +158,11 @@ pub fn channel_offset(channel: &str) -> FixedOffset {
 ///
 /// # Errors
 /// [`ReconcileError::Date`] when the lines span several days or carry no times.
-pub fn statement_day(statement: &Statement, channel: &str, date: Option<NaiveDate>) -> Result<NaiveDate, ReconcileError> {
+pub fn statement_day(
+    statement: &Statement,
+    channel: &str,
+    date: Option<NaiveDate>,
+) -> Result<NaiveDate, ReconcileError> {
     if let Some(d) = date {
         return Ok(d);
     }
@@ -171,7 +175,9 @@ pub fn statement_day(statement: &Statement, channel: &str, date: Option<NaiveDat
         .collect();
     match days.len() {
         1 => Ok(*days.iter().next().expect("one day")),
-        0 => Err(ReconcileError::Date("the statement's lines carry no times; give --date".into())),
+        0 => Err(ReconcileError::Date(
+            "the statement's lines carry no times; give --date".into(),
+        )),
         _ => Err(ReconcileError::Date(format!(
             "the statement spans {} days ({} to {}); give --date",
             days.len(),
@@ -188,7 +194,10 @@ pub fn day_window(channel: &str, day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc
         .from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"))
         .single()
         .expect("a fixed offset has one midnight");
-    (start.with_timezone(&Utc), (start + chrono::Duration::days(1)).with_timezone(&Utc))
+    (
+        start.with_timezone(&Utc),
+        (start + chrono::Duration::days(1)).with_timezone(&Utc),
+    )
 }
 
 const ITEM_COLUMNS: &str = "debit_minor, credit_minor, order_id, reference, currency, event_type, occurred_at";
@@ -285,7 +294,12 @@ pub fn compare(
     statement: &Statement,
     referenced: &[LedgerItem],
     of_day: &[LedgerItem],
-) -> (usize, Vec<Discrepancy>, BTreeMap<String, SideTotals>, BTreeMap<String, SideTotals>) {
+) -> (
+    usize,
+    Vec<Discrepancy>,
+    BTreeMap<String, SideTotals>,
+    BTreeMap<String, SideTotals>,
+) {
     let by_ref: HashMap<(ItemKind, &str), &LedgerItem> =
         referenced.iter().map(|i| ((i.kind, i.reference.as_str()), i)).collect();
     let mut matched = 0;
