@@ -102,3 +102,84 @@ async fn serve_answers_an_authenticated_merchant() {
     assert_eq!(unauthorized.status(), 401);
     drop(server);
 }
+
+#[test]
+fn replay_and_reconcile_run_on_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let replay = payledger(dir.path())
+        .args(["replay", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let reports: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    let names: Vec<&str> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["projection"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["order_view", "journal"]);
+
+    let unknown = payledger(dir.path())
+        .args(["replay", "--projection", "nope"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("known: order_view, journal"));
+
+    let verify = payledger(dir.path()).args(["reconcile", "--verify"]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("clean"));
+
+    // A statement with a bad amount: a clear error naming the line, exit code non-zero.
+    let file = dir.path().join("statement.csv");
+    std::fs::write(
+        &file,
+        "type,out_trade_no,channel_trade_no,out_refund_no,channel_refund_no,amount_minor,currency,fee_minor,status,occurred_at\n\
+         payment,o1,t1,,,12.5,CNY,,SUCCESS,2026-11-20T10:00:00Z\n",
+    )
+    .unwrap();
+    let bad = payledger(dir.path())
+        .args([
+            "reconcile",
+            "--statement",
+            file.to_str().unwrap(),
+            "--channel",
+            "sandbox",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    // A statement naming a payment the ledger never saw: reported, exit code 1.
+    std::fs::write(
+        &file,
+        "type,out_trade_no,channel_trade_no,out_refund_no,channel_refund_no,amount_minor,currency,fee_minor,status,occurred_at\n\
+         payment,o1,t1,,,1250,CNY,,SUCCESS,2026-11-20T10:00:00Z\n",
+    )
+    .unwrap();
+    let missing = payledger(dir.path())
+        .args([
+            "reconcile",
+            "--statement",
+            file.to_str().unwrap(),
+            "--channel",
+            "sandbox",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        missing.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let report: Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert_eq!(report["date"], "2026-11-20");
+    assert_eq!(report["discrepancies"][0]["kind"], "missing_in_ledger");
+    assert_eq!(report["discrepancies"][0]["statement_amount_minor"], 1250);
+}
