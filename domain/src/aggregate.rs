@@ -217,9 +217,14 @@ impl PaymentOrder {
                         channel_order,
                         opened_at: recorded_at,
                     },
-                    ChannelOrderOutcome::Failed { code, message } => E::ChannelOrderFailed {
+                    ChannelOrderOutcome::Failed {
                         code,
                         message,
+                        retryable,
+                    } => E::ChannelOrderFailed {
+                        code,
+                        message,
+                        retryable,
                         failed_at: recorded_at,
                     },
                 }])

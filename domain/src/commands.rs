@@ -53,8 +53,13 @@ pub struct ChannelOrder {
 pub enum ChannelOrderOutcome {
     /// The channel accepted the order.
     Opened(ChannelOrder),
-    /// The channel refused it or could not be reached; `code` is ours or the channel's.
-    Failed { code: String, message: String },
+    /// The channel refused it or could not be reached; `code` is ours or the channel's;
+    /// `retryable` when it could not be reached (rather than refused the order).
+    Failed {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
 }
 
 /// What a verified channel callback says about the payment.

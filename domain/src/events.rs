@@ -1,8 +1,11 @@
 //! Events of the `PaymentOrder` aggregate: the facts the ledger records, forever.
 //!
 //! Stored as cqrs-es serialises them: `{"<EventType>": {fields}}`, with `event_type` the variant
-//! name and `event_version` [`EVENT_VERSION`]. A payload change bumps the version and adds an
-//! upcaster; stored events are never rewritten.
+//! name and `event_version` from [`PaymentOrderEvent::version`]. A payload change bumps that
+//! type's version and adds an upcaster (in the store) from the older one; stored events are never
+//! rewritten.
+//!
+//! Versions: every type is `1.0` except `ChannelOrderFailed` `2.0` (added `retryable`).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
@@ -12,8 +15,10 @@ use uuid::Uuid;
 use crate::commands::{ChannelOrder, CloseReason, OrderTerms};
 use crate::money::Money;
 
-/// Current payload version of every event type.
+/// Payload version of the event types that never changed.
 pub const EVENT_VERSION: &str = "1.0";
+/// Payload version of `ChannelOrderFailed` (2.0 added `retryable`).
+pub const CHANNEL_ORDER_FAILED_VERSION: &str = "2.0";
 
 /// Every fact about a payment order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,8 +37,12 @@ pub enum PaymentOrderEvent {
     },
     /// The channel refused the order or could not be reached; the order failed.
     ChannelOrderFailed {
+        /// The channel's error code, or ours (`channel_unavailable`, `unsupported`).
         code: String,
         message: String,
+        /// The channel could not be reached or failed on its side (a new order may succeed
+        /// later); `false` when it refused this order.
+        retryable: bool,
         failed_at: DateTime<Utc>,
     },
     /// The payer paid. `late` when the order had already been closed or failed: money moved
@@ -115,6 +124,14 @@ impl PaymentOrderEvent {
         }
     }
 
+    /// The payload version this code writes for the event's type.
+    pub fn version(&self) -> &'static str {
+        match self {
+            Self::ChannelOrderFailed { .. } => CHANNEL_ORDER_FAILED_VERSION,
+            _ => EVENT_VERSION,
+        }
+    }
+
     /// When the fact happened (the command's time, not the time it was stored).
     pub fn occurred_at(&self) -> DateTime<Utc> {
         match self {
@@ -139,6 +156,6 @@ impl DomainEvent for PaymentOrderEvent {
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_string()
+        self.version().to_string()
     }
 }

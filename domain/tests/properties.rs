@@ -156,8 +156,9 @@ impl Op {
                     })
                 } else {
                     ChannelOrderOutcome::Failed {
-                        code: "CHANNEL_UNAVAILABLE".to_string(),
+                        code: "channel_unavailable".to_string(),
                         message: "timeout".to_string(),
+                        retryable: true,
                     }
                 },
                 recorded_at: t,

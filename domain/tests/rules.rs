@@ -85,8 +85,9 @@ fn record_channel_order_opened() -> C {
 fn record_channel_order_failed() -> C {
     C::RecordChannelOrder {
         outcome: ChannelOrderOutcome::Failed {
-            code: "CHANNEL_UNAVAILABLE".to_string(),
+            code: "channel_unavailable".to_string(),
             message: "connect timeout".to_string(),
+            retryable: true,
         },
         recorded_at: at(1),
     }
@@ -174,8 +175,9 @@ fn channel_order_opened() -> E {
 
 fn channel_order_failed() -> E {
     E::ChannelOrderFailed {
-        code: "CHANNEL_UNAVAILABLE".to_string(),
+        code: "channel_unavailable".to_string(),
         message: "connect timeout".to_string(),
+        retryable: true,
         failed_at: at(1),
     }
 }

@@ -16,6 +16,7 @@ pub mod orders;
 pub mod settings;
 pub mod subscription;
 pub mod time;
+pub mod upcast;
 
 pub use db::{Backend, Database, DbError, PoolConfig};
 pub use log::{GlobalLog, LogEvent, LogPosition};

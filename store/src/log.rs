@@ -19,11 +19,7 @@ use uuid::Uuid;
 use crate::db::{Backend, DbError};
 use crate::time::parse_ts;
 
-/// Upcasters from older event versions to the current ones, applied on every load (the
-/// aggregate's and the log's). Empty while every stored event is version 1.0.
-pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![]
-}
+pub use crate::upcast::upcasters;
 
 /// A position in the global log: `(transaction_id, global_position)`, compared in that order.
 /// On SQLite `transaction_id` is always 0. `LogPosition::default()` is before the first event.

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use payledger_channel_adapters::CreateChannelOrder;
+use payledger_channel_adapters::{ChannelError, CreateChannelOrder};
 use payledger_domain::{
     ids, parse_currency_code, ChannelOrderOutcome, CloseReason, Money, OrderStatus, OrderTerms, PaymentOrderCommand,
 };
@@ -171,9 +171,15 @@ async fn create(
             Ok(channel_order) => ChannelOrderOutcome::Opened(channel_order),
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "channel order failed");
+                let (code, retryable) = match &e {
+                    ChannelError::Unavailable(_) => ("channel_unavailable".to_string(), true),
+                    ChannelError::Rejected { code, .. } => (code.clone(), false),
+                    ChannelError::Unsupported { .. } => ("unsupported".to_string(), false),
+                };
                 ChannelOrderOutcome::Failed {
-                    code: "channel_error".into(),
+                    code,
                     message: e.to_string(),
+                    retryable,
                 }
             }
         };

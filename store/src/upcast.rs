@@ -1,0 +1,46 @@
+//! Upcasters: older stored payloads read as the current ones, on every load (the aggregate's and
+//! the global log's). Stored events are never rewritten.
+//!
+//! | type | from | to | change |
+//! |---|---|---|---|
+//! | `ChannelOrderFailed` | 1.0 | 2.0 | added `retryable` |
+
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use payledger_domain::CHANNEL_ORDER_FAILED_VERSION;
+
+/// Every upcaster, applied in order.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    vec![Box::new(ChannelOrderFailedV1)]
+}
+
+/// `ChannelOrderFailed` 1.0 → 2.0: adds `retryable`.
+///
+/// Version 1.0 recorded code `channel_error` for every failure, with the adapter error's
+/// `Display` as the message, which starts with `channel unavailable: ` exactly when the channel
+/// could not be reached (`ChannelError::Unavailable`) — the failures 2.0 calls retryable.
+pub struct ChannelOrderFailedV1;
+
+/// What 1.0 messages of unreachable channels start with.
+const V1_UNAVAILABLE_PREFIX: &str = "channel unavailable: ";
+
+impl EventUpcaster for ChannelOrderFailedV1 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "ChannelOrderFailed" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(fields) = event
+            .payload
+            .get_mut("ChannelOrderFailed")
+            .and_then(|f| f.as_object_mut())
+        {
+            let retryable = fields
+                .get("message")
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| m.starts_with(V1_UNAVAILABLE_PREFIX));
+            fields.insert("retryable".into(), serde_json::Value::Bool(retryable));
+        }
+        event.event_version = CHANNEL_ORDER_FAILED_VERSION.to_string();
+        event
+    }
+}

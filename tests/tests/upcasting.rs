@@ -1,0 +1,195 @@
+//! Events stored by an older version still load after their payload changed. The fixture
+//! `tests/fixtures/events_v1.json` holds real rows written by payledger before
+//! `ChannelOrderFailed` 2.0 (which added `retryable`): a paid and partly refunded order and two
+//! orders whose channel order failed (unreachable, refused). On both backends they are inserted
+//! as stored rows, then read through the global log, the aggregate and the projections.
+
+use payledger_domain::{
+    ids, Currency, Money, OrderError, OrderStatus, PaymentOrderCommand as C, PaymentOrderEvent as E,
+    CHANNEL_ORDER_FAILED_VERSION,
+};
+use payledger_projections::{queries, JournalProjection, OrderProjection};
+use payledger_store::subscription::{step_transactional, Progress};
+use payledger_store::{Backend as StoreBackend, Database, ExecuteError, PoolConfig};
+use payledger_tests::{Backend, TestDb};
+use serde_json::Value;
+
+const FIXTURE: &str = include_str!("../fixtures/events_v1.json");
+const MERCHANT: &str = "shop_v1";
+
+async fn insert_fixture(db: &Database) {
+    let rows: Vec<Value> = serde_json::from_str(FIXTURE).expect("fixture");
+    assert_eq!(rows.len(), 9);
+    let sql = match db.backend() {
+        StoreBackend::Postgres => {
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ($1, $2, $3, $4, $5, CAST($6 AS jsonb), CAST($7 AS jsonb))"
+        }
+        StoreBackend::Sqlite => {
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+    };
+    for r in rows {
+        assert_eq!(r["event_version"], "1.0", "the fixture holds version 1.0 rows");
+        sqlx::query(sql)
+            .bind(r["aggregate_type"].as_str().expect("type"))
+            .bind(r["aggregate_id"].as_str().expect("id"))
+            .bind(r["sequence"].as_i64().expect("sequence"))
+            .bind(r["event_type"].as_str().expect("event_type"))
+            .bind(r["event_version"].as_str().expect("version"))
+            .bind(r["payload"].to_string())
+            .bind(r["metadata"].to_string())
+            .execute(db.pool())
+            .await
+            .expect("insert a stored v1 row");
+    }
+}
+
+async fn version_1_events_still_load(backend: Backend) {
+    let Some(test_db) = TestDb::create(backend).await else {
+        return;
+    };
+    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
+        .await
+        .expect("connect");
+    db.migrate().await.expect("migrate");
+    insert_fixture(&db).await;
+
+    // The global log upcasts: `retryable` comes from what 1.0 wrote in the message.
+    for (out_trade_no, retryable) in [("V1-UNAVAILABLE", true), ("V1-REFUSED", false)] {
+        let events = db
+            .log()
+            .order_events(ids::order_id(MERCHANT, out_trade_no))
+            .await
+            .expect("order events");
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1].event_version, "1.0",
+            "the stored version is reported as stored"
+        );
+        match &events[1].event {
+            E::ChannelOrderFailed { code, retryable: r, .. } => {
+                assert_eq!(code, "channel_error");
+                assert_eq!(*r, retryable, "{out_trade_no}");
+            }
+            other => panic!("expected ChannelOrderFailed, got {other:?}"),
+        }
+    }
+
+    // The aggregate loads them and decides on them.
+    let failed = ids::order_id(MERCHANT, "V1-UNAVAILABLE");
+    let close = db
+        .execute(
+            failed,
+            C::CloseOrder {
+                reason: payledger_domain::CloseReason::Cancelled,
+                closed_at: chrono::Utc::now(),
+            },
+            "test",
+        )
+        .await;
+    assert!(
+        matches!(
+            close,
+            Err(ExecuteError::Rejected(OrderError::InvalidState {
+                status: OrderStatus::Failed,
+                ..
+            }))
+        ),
+        "{close:?}"
+    );
+    let paid = ids::order_id(MERCHANT, "V1-PAID");
+    let refund = db
+        .execute(
+            paid,
+            C::RequestRefund {
+                out_refund_no: "R-2".into(),
+                amount: Money::new(1001, Currency::CNY).expect("money"),
+                reason: None,
+                requested_at: chrono::Utc::now(),
+            },
+            "test",
+        )
+        .await;
+    assert!(
+        matches!(
+            refund,
+            Err(ExecuteError::Rejected(OrderError::RefundExceedsRefundable {
+                refundable_minor: 1000,
+                ..
+            }))
+        ),
+        "1999 paid, 999 refunded in v1 events: {refund:?}"
+    );
+
+    // New failures are written as the current version.
+    let fresh = ids::order_id(MERCHANT, "V2-NEW");
+    let mut created: Value = serde_json::from_str::<Vec<Value>>(FIXTURE).expect("fixture")[0]["payload"].clone();
+    created["OrderCreated"]["order_id"] = Value::String(fresh.to_string());
+    created["OrderCreated"]["terms"]["out_trade_no"] = Value::String("V2-NEW".into());
+    let E::OrderCreated { terms, created_at, .. } = serde_json::from_value(created).expect("an OrderCreated") else {
+        panic!("not an OrderCreated")
+    };
+    db.execute(
+        fresh,
+        C::CreateOrder {
+            order_id: fresh,
+            terms,
+            created_at,
+        },
+        "test",
+    )
+    .await
+    .expect("create");
+    db.execute(
+        fresh,
+        C::RecordChannelOrder {
+            outcome: payledger_domain::ChannelOrderOutcome::Failed {
+                code: "channel_unavailable".into(),
+                message: "channel unavailable: timeout".into(),
+                retryable: true,
+            },
+            recorded_at: chrono::Utc::now(),
+        },
+        "test",
+    )
+    .await
+    .expect("record failure");
+    let version: String =
+        sqlx::query_scalar("SELECT event_version FROM events WHERE aggregate_id = $1 AND sequence = 2")
+            .bind(fresh.to_string())
+            .fetch_one(db.pool())
+            .await
+            .expect("version");
+    assert_eq!(version, CHANNEL_ORDER_FAILED_VERSION);
+
+    // The projections build from them.
+    let views = OrderProjection::default();
+    while let Progress::Applied(_) = step_transactional(&db, &views).await.expect("order_view") {}
+    let journal = JournalProjection::default();
+    while let Progress::Applied(_) = step_transactional(&db, &journal).await.expect("journal") {}
+    let view = queries::order(db.pool(), MERCHANT, paid)
+        .await
+        .expect("query")
+        .expect("the v1 order");
+    assert_eq!(view.status, OrderStatus::PartiallyRefunded);
+    assert_eq!((view.paid_amount, view.refunded_amount), (1999, 999));
+    let balances = queries::balances(db.pool(), MERCHANT).await.expect("balances");
+    let payable = balances
+        .iter()
+        .find(|b| b.account == "merchant_payable:shop_v1")
+        .expect("payable");
+    assert_eq!(payable.balance, 1000);
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_events_still_load_on_sqlite() {
+    version_1_events_still_load(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_1_events_still_load_on_postgres() {
+    version_1_events_still_load(Backend::Postgres).await;
+}
