@@ -1,0 +1,456 @@
+//! The read side at scale, on PostgreSQL: a database of `BENCH_ORDERS` orders (default one
+//! million, ~3.3 events each) is seeded straight into the event store with `COPY`, then:
+//!
+//! 1. **raw COPY**: `COPY events TO STDOUT`, the floor any replay reads at (events/s);
+//! 2. **replay**: `payledger replay` of each projection (`rebuild::replay`), events/s;
+//! 3. **queries**: the dashboard endpoints over HTTP on the real server — `GET /v1/orders` (first
+//!    page, status filter, day range, next page by cursor, by out_trade_no), `GET
+//!    /v1/stats/daily`, `GET /v1/ledger/balances` — p50/p99/max per endpoint;
+//! 4. **projection lag** under a steady load of orders created and paid over HTTP: how old the
+//!    oldest event not yet applied is, sampled every 100 ms, p50/p99/max per projection.
+//!
+//! ```text
+//! cargo bench -p payledger-tests --bench read_models
+//! BENCH_ORDERS=100000 cargo bench -p payledger-tests --bench read_models
+//! ```
+//!
+//! Environment: `BENCH_ORDERS` (default 1,000,000), `BENCH_QUERIES` (per endpoint, default 1000),
+//! `BENCH_QUERY_CONCURRENCY` (default 4), `BENCH_LOAD_RATE` (orders/s for the lag run, default
+//! 100), `BENCH_LOAD_SECONDS` (default 20), `PAYLEDGER_TEST_PG` (see the `payledger-tests`
+//! crate; a fresh database is created and dropped).
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::stream::{self, StreamExt};
+use futures::TryStreamExt;
+use payledger_command_api::app::{self, ServeConfig};
+use payledger_command_api::workers::refunds::REFUND_WORKER_NAME;
+use payledger_domain::{ids, ChannelOrder, Currency, Money, OrderTerms, PaymentOrderEvent as E};
+use payledger_notifier::enqueue::ENQUEUER_NAME;
+use payledger_projections::rebuild::{self, Projection};
+use payledger_store::subscription::save_checkpoint;
+use payledger_store::{merchants, Database, LogPosition, PoolConfig};
+use payledger_tests::{Backend, TestDb};
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+const MERCHANTS: usize = 100;
+/// Orders are spread over this many days before the bench's "now".
+const DAYS: i64 = 30;
+/// Orders per COPY chunk.
+const SEED_CHUNK: usize = 20_000;
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+fn merchant(i: usize) -> String {
+    format!("m{:03}", i % MERCHANTS)
+}
+
+fn api_key(m: &str) -> String {
+    format!("plk_bench_{m}")
+}
+
+/// The events of order `i`: created, opened; 85% paid (a fifth of those half refunded), 10%
+/// closed, 5% left awaiting payment.
+fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
+    let m = merchant(i);
+    let out_trade_no = format!("B{i:09}");
+    let order_id = ids::order_id(&m, &out_trade_no);
+    let created_at = start + chrono::Duration::milliseconds(spacing_ms * i as i64);
+    let amount = Money::new(100 + (i as i64 * 7919) % 100_000, Currency::CNY).expect("amount");
+    let mut events = vec![
+        E::OrderCreated {
+            order_id,
+            terms: OrderTerms {
+                merchant_id: m,
+                out_trade_no,
+                amount,
+                channel: "sandbox".into(),
+                method: "qr".into(),
+                subject: "Green tea".into(),
+                user_id: None,
+                notify_url: None,
+                return_url: None,
+                expire_in_seconds: 900,
+                metadata: Default::default(),
+            },
+            created_at,
+            expire_at: created_at + chrono::Duration::seconds(900),
+        },
+        E::ChannelOrderOpened {
+            channel_order: ChannelOrder {
+                pay_url: Some(format!("http://127.0.0.1:8080/sandbox/pay/{order_id}")),
+                qr_code: None,
+                channel_ref: None,
+            },
+            opened_at: created_at,
+        },
+    ];
+    match i % 20 {
+        0 | 1 => events.push(E::OrderClosed {
+            reason: payledger_domain::CloseReason::Expired,
+            closed_at: created_at + chrono::Duration::seconds(900),
+        }),
+        2 => {}
+        k => {
+            let paid_at = created_at + chrono::Duration::seconds(30);
+            events.push(E::PaymentSucceeded {
+                notify_id: format!("n{i}"),
+                channel_trade_no: format!("SBX{i}"),
+                amount,
+                paid_at,
+                late: false,
+            });
+            if k % 5 == 0 {
+                let refund_id = ids::refund_id(order_id, "R1");
+                let half = Money::new((amount.amount_minor / 2).max(1), Currency::CNY).expect("half");
+                events.push(E::RefundRequested {
+                    refund_id,
+                    out_refund_no: "R1".into(),
+                    amount: half,
+                    reason: None,
+                    requested_at: paid_at + chrono::Duration::hours(1),
+                });
+                events.push(E::RefundSucceeded {
+                    refund_id,
+                    channel_refund_no: None,
+                    succeeded_at: paid_at + chrono::Duration::hours(1),
+                });
+            }
+        }
+    }
+    events
+}
+
+/// Writes `orders` orders' events with COPY; returns the number of events.
+async fn seed(url: &str, orders: usize, start: DateTime<Utc>) -> u64 {
+    let spacing_ms = DAYS * 86_400_000 / orders as i64;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let mut written = 0u64;
+    let began = Instant::now();
+    for chunk_start in (0..orders).step_by(SEED_CHUNK) {
+        let mut text = String::with_capacity(SEED_CHUNK * 1200);
+        for i in chunk_start..(chunk_start + SEED_CHUNK).min(orders) {
+            let events = order_events(i, start, spacing_ms);
+            let E::OrderCreated { order_id, .. } = &events[0] else {
+                unreachable!()
+            };
+            for (s, e) in events.iter().enumerate() {
+                let payload = serde_json::to_string(e).expect("json").replace('\\', "\\\\");
+                text.push_str(&format!(
+                    "PaymentOrder\t{order_id}\t{}\t{}\t{}\t{payload}\t{{\"actor\":\"bench\"}}\n",
+                    s + 1,
+                    e.name(),
+                    e.version()
+                ));
+                written += 1;
+            }
+        }
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                 FROM STDIN",
+            )
+            .await
+            .expect("copy in");
+        copy.send(text.into_bytes()).await.expect("send");
+        copy.finish().await.expect("finish");
+        eprint!(
+            "\rseeded {written} events ({:.0}/s)",
+            written as f64 / began.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!();
+    sqlx::query("VACUUM ANALYZE events")
+        .execute(&mut conn)
+        .await
+        .expect("vacuum");
+    written
+}
+
+/// `COPY events TO STDOUT`: rows and seconds.
+async fn raw_copy(url: &str) -> (u64, f64) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let began = Instant::now();
+    let mut stream = conn.copy_out_raw("COPY events TO STDOUT").await.expect("copy out");
+    let mut rows = 0u64;
+    while let Some(chunk) = stream.try_next().await.expect("chunk") {
+        rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    (rows, began.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+async fn get(http: &reqwest::Client, url: &str, key: &str) -> (Duration, Value) {
+    let began = Instant::now();
+    let r = http.get(url).bearer_auth(key).send().await.expect("request");
+    let status = r.status();
+    let body: Value = r.json().await.expect("json");
+    assert!(status.is_success(), "{url}: {status} {body}");
+    (began.elapsed(), body)
+}
+
+async fn queries(base: &str, start: DateTime<Utc>, count: usize, concurrency: usize) {
+    let http = reqwest::Client::new();
+    let day = |k: i64| (start + chrono::Duration::days(k)).format("%Y-%m-%d").to_string();
+    let ts = |k: i64| (start + chrono::Duration::days(k)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let endpoints: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
+        ("orders, first page", Box::new(|_| "/v1/orders?limit=20".to_string())),
+        (
+            "orders, status=paid",
+            Box::new(|_| "/v1/orders?status=paid&limit=20".to_string()),
+        ),
+        (
+            "orders, one day",
+            Box::new(move |k| {
+                format!(
+                    "/v1/orders?from={}&to={}&limit=20",
+                    ts((k % 29) as i64),
+                    ts((k % 29) as i64 + 1)
+                )
+            }),
+        ),
+        (
+            "orders, by out_trade_no",
+            Box::new(|k| {
+                format!(
+                    "/v1/orders?out_trade_no=B{:09}",
+                    (k * 7_919) % 1000 * MERCHANTS + k % MERCHANTS
+                )
+            }),
+        ),
+        (
+            "stats, 30 days",
+            Box::new(move |_| format!("/v1/stats/daily?from={}&to={}", day(0), day(DAYS))),
+        ),
+        ("ledger balances", Box::new(|_| "/v1/ledger/balances".to_string())),
+    ];
+    println!(
+        "\n{:<26} {:>8} {:>9} {:>9} {:>9}",
+        "endpoint", "requests", "p50 ms", "p99 ms", "max ms"
+    );
+    for (name, path) in &endpoints {
+        let mut latencies: Vec<Duration> = stream::iter(0..count)
+            .map(|k| {
+                let m = merchant(k);
+                let url = format!("{base}{}", path(k));
+                let http = &http;
+                async move { get(http, &url, &api_key(&m)).await.0 }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        latencies.sort();
+        println!(
+            "{name:<26} {count:>8} {:>9} {:>9} {:>9}",
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99)),
+            ms(*latencies.last().expect("some"))
+        );
+    }
+    // The next page by cursor.
+    let mut latencies = vec![];
+    for k in 0..count.min(500) {
+        let m = merchant(k);
+        let (_, first) = get(&http, &format!("{base}/v1/orders?limit=20"), &api_key(&m)).await;
+        let cursor = first["next_cursor"].as_str().expect("a cursor").to_string();
+        let (d, _) = get(
+            &http,
+            &format!("{base}/v1/orders?limit=20&cursor={cursor}"),
+            &api_key(&m),
+        )
+        .await;
+        latencies.push(d);
+    }
+    latencies.sort();
+    println!(
+        "{:<26} {:>8} {:>9} {:>9} {:>9}",
+        "orders, next page",
+        latencies.len(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().expect("some"))
+    );
+}
+
+/// Age of the oldest event the projection `name` has not applied yet (zero when caught up).
+async fn lag(db: &Database, name: &str) -> Duration {
+    let pos = payledger_store::subscription::checkpoint(db.pool(), name)
+        .await
+        .expect("checkpoint");
+    let age: Option<f64> = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM (now() - recorded_at))::float8 FROM events \
+         WHERE (transaction_id, global_position) > (($1::bigint)::text::xid8, $2) \
+         ORDER BY transaction_id, global_position LIMIT 1",
+    )
+    .bind(pos.transaction_id)
+    .bind(pos.global_position)
+    .fetch_optional(db.pool())
+    .await
+    .expect("lag");
+    Duration::from_secs_f64(age.unwrap_or(0.0).max(0.0))
+}
+
+async fn steady_load(base: &str, db: &Database, rate: u64, seconds: u64) {
+    let http = reqwest::Client::new();
+    let stop_at = Instant::now() + Duration::from_secs(seconds);
+    let base = base.to_string();
+    let load = tokio::spawn({
+        let http = http.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            let mut n = 0usize;
+            let mut tasks = tokio::task::JoinSet::new();
+            while Instant::now() < stop_at {
+                tick.tick().await;
+                n += 1;
+                let (http, base) = (http.clone(), base.clone());
+                tasks.spawn(async move {
+                    let m = merchant(n);
+                    let r = http
+                        .post(format!("{base}/v1/orders"))
+                        .bearer_auth(api_key(&m))
+                        .json(
+                            &json!({"out_trade_no": format!("L{n:09}"), "amount": 1999, "currency": "CNY",
+                                      "channel": "sandbox", "subject": "Tea"}),
+                        )
+                        .send()
+                        .await
+                        .expect("create");
+                    let order: Value = r.json().await.expect("json");
+                    let id = order["order_id"].as_str().expect("order_id");
+                    http.post(format!("{base}/sandbox/pay/{id}"))
+                        .json(&json!({"result": "success"}))
+                        .send()
+                        .await
+                        .expect("pay");
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            n
+        }
+    });
+    let mut samples: Vec<(Duration, Duration)> = vec![];
+    while !load.is_finished() {
+        samples.push((lag(db, "order_view").await, lag(db, "journal").await));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let orders = load.await.expect("load");
+    let mut views: Vec<Duration> = samples.iter().map(|s| s.0).collect();
+    let mut journal: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+    views.sort();
+    journal.sort();
+    println!(
+        "\nprojection lag under {rate} orders/s (create + pay, ~{} events/s) for {seconds} s, {orders} orders, {} samples",
+        rate * 3,
+        samples.len()
+    );
+    println!("{:<12} {:>9} {:>9} {:>9}", "projection", "p50 ms", "p99 ms", "max ms");
+    for (name, s) in [("order_view", &views), ("journal", &journal)] {
+        println!(
+            "{name:<12} {:>9} {:>9} {:>9}",
+            ms(percentile(s, 0.5)),
+            ms(percentile(s, 0.99)),
+            ms(*s.last().unwrap_or(&Duration::ZERO))
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let orders: usize = env_number("BENCH_ORDERS", 1_000_000);
+    let per_endpoint: usize = env_number("BENCH_QUERIES", 1000);
+    let concurrency: usize = env_number("BENCH_QUERY_CONCURRENCY", 4);
+    let rate: u64 = env_number("BENCH_LOAD_RATE", 100);
+    let seconds: u64 = env_number("BENCH_LOAD_SECONDS", 20);
+    let test_db = TestDb::create(Backend::Postgres)
+        .await
+        .expect("the benchmark needs PostgreSQL (PAYLEDGER_TEST_PG)");
+    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
+        .await
+        .expect("connect");
+    db.migrate().await.expect("migrate");
+    let start = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+
+    let began = Instant::now();
+    let events = seed(&test_db.url, orders, start).await;
+    println!(
+        "seeded {orders} orders, {events} events in {:.1} s (COPY in)",
+        began.elapsed().as_secs_f64()
+    );
+
+    let (rows, secs) = raw_copy(&test_db.url).await;
+    assert_eq!(rows, events);
+    println!(
+        "raw COPY events TO STDOUT: {rows} rows in {secs:.2} s = {:.0} events/s",
+        rows as f64 / secs
+    );
+
+    for p in Projection::ALL {
+        let r = rebuild::replay(&db, p, &|_| {}).await.expect("replay");
+        assert_eq!(r.events, events);
+        println!(
+            "replay {:<10}: {} events in {:.2} s = {:.0} events/s ({:.0}% of raw COPY)",
+            r.projection,
+            r.events,
+            r.seconds,
+            r.events_per_second,
+            100.0 * r.events_per_second / (rows as f64 / secs)
+        );
+    }
+    // The other subscribers start at the head, as on a server that has been running.
+    let head: (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, global_position FROM events \
+         ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("head");
+    for name in [ENQUEUER_NAME, REFUND_WORKER_NAME] {
+        save_checkpoint(
+            db.pool(),
+            name,
+            LogPosition {
+                transaction_id: head.0,
+                global_position: head.1,
+            },
+        )
+        .await
+        .expect("checkpoint");
+    }
+    for i in 0..MERCHANTS {
+        let m = merchant(i);
+        merchants::add(db.pool(), &m, &api_key(&m), "whsec_bench")
+            .await
+            .expect("merchant");
+    }
+    sqlx::query("ANALYZE").execute(db.pool()).await.expect("analyze");
+
+    let running = app::start(ServeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(test_db.url.clone()),
+    ))
+    .await
+    .expect("server");
+    let base = format!("http://{}", running.addr);
+    queries(&base, start, per_endpoint, concurrency).await;
+    steady_load(&base, &db, rate, seconds).await;
+    running.shutdown().await;
+    db.close().await;
+}
