@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payledger_store::subscription::{
-    checkpoint, lock_checkpoint, save_checkpoint, step_transactional_range, Progress, SubscriberError,
-    TransactionalSubscriber,
+    checkpoint, lock_checkpoint, save_checkpoint, SubscriberError, TransactionalSubscriber,
 };
-use payledger_store::{Backend, Database, DbError, LogPosition};
+use payledger_store::{Backend, Database, DbError, LogEvent, LogPosition};
 use serde::Serialize;
 use sqlx::AnyConnection;
 
@@ -26,6 +25,8 @@ use crate::projection::{OrderProjection, Tables, PROJECTION_NAME};
 
 /// Events per transaction when rebuilding (the live runner uses smaller batches to keep lag low).
 pub const REPLAY_BATCH_SIZE: i64 = 5_000;
+/// Batches read ahead of the one being applied.
+pub const READ_AHEAD_BATCHES: usize = 2;
 /// Most differences listed per table by verify (all are counted).
 pub const DIFFERENCES_LISTED_MAX: i64 = 1_000;
 
@@ -138,7 +139,9 @@ async fn exec(conn: &mut AnyConnection, sql: &str) -> Result<(), sqlx::Error> {
 }
 
 /// Drops any leftover shadow tables and checkpoint of `projection`, and creates empty shadow
-/// tables with the live tables' definitions (columns, keys, indexes).
+/// tables with the live tables' columns, defaults, checks and keys. Secondary indexes come after
+/// the rows ([`index_shadow`]): building an index once is much cheaper than maintaining it
+/// through millions of inserts, and verify never needs them.
 async fn create_shadow(db: &Database, projection: Projection) -> Result<(), RebuildError> {
     let shadow = Tables::shadow();
     let mut conn = db.pool().acquire().await?;
@@ -153,63 +156,155 @@ async fn create_shadow(db: &Database, projection: Projection) -> Result<(), Rebu
             Backend::Postgres => {
                 exec(
                     &mut conn,
-                    &format!("CREATE TABLE {name} (LIKE {} INCLUDING ALL)", t.name),
+                    &format!(
+                        "CREATE TABLE {name} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)",
+                        t.name
+                    ),
+                )
+                .await?;
+                exec(
+                    &mut conn,
+                    &format!("ALTER TABLE {name} ADD PRIMARY KEY ({})", t.key.join(", ")),
                 )
                 .await?;
             }
             Backend::Sqlite => {
-                // SQLite has no LIKE: re-issue the stored CREATE statements under new names.
-                // Index names are database-wide, so shadow indexes get a unique suffix.
-                let suffix = format!("{:x}", chrono::Utc::now().timestamp_micros());
-                let stored: Vec<(String, String, String)> = sqlx::query_as(
-                    "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = $1 AND sql IS NOT NULL \
-                     ORDER BY type DESC",
-                )
-                .bind(t.name)
-                .fetch_all(&mut *conn)
-                .await?;
-                for (kind, object, sql) in stored {
-                    let statement = if kind == "table" {
-                        let body = sql.find('(').map(|i| &sql[i..]).unwrap_or_default();
-                        format!("CREATE TABLE {name} {body}")
-                    } else {
-                        // "CREATE [UNIQUE] INDEX <index> ON <table> (<columns>)"
-                        let head = if sql.to_ascii_uppercase().starts_with("CREATE UNIQUE") {
-                            "CREATE UNIQUE INDEX"
-                        } else {
-                            "CREATE INDEX"
-                        };
-                        let on = sql.to_ascii_uppercase().find(" ON ").unwrap_or(0);
-                        let columns = sql[on..].find('(').map(|i| &sql[on + i..]).unwrap_or_default();
-                        let base = object.split("__").next().unwrap_or(&object);
-                        format!("{head} {base}__{suffix} ON {name} {columns}")
-                    };
-                    exec(&mut conn, &statement).await?;
-                }
+                // SQLite has no LIKE: re-issue the stored CREATE TABLE under the new name (its
+                // inline keys come along).
+                let sql: String =
+                    sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1")
+                        .bind(t.name)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                let body = sql.find('(').map(|i| &sql[i..]).unwrap_or_default();
+                exec(&mut conn, &format!("CREATE TABLE {name} {body}")).await?;
             }
         }
     }
     Ok(())
 }
 
-/// Runs the shadow subscriber until it reaches `until` (or the end of the readable log).
+/// `CREATE [UNIQUE] INDEX <index> ON <table> <rest>` re-aimed at `table` under a new index name
+/// (index names are schema-wide; a previous replay's suffix is replaced).
+fn reindex_statement(definition: &str, index: &str, table: &str, suffix: &str) -> Option<String> {
+    let upper = definition.to_ascii_uppercase();
+    let head = if upper.starts_with("CREATE UNIQUE INDEX") {
+        "CREATE UNIQUE INDEX"
+    } else {
+        "CREATE INDEX"
+    };
+    let on = upper.find(" ON ")?;
+    let after_on = &definition[on + 4..];
+    // The table name ends at the first space (PostgreSQL: "… USING btree (…)") or parenthesis.
+    let end = after_on.find([' ', '('])?;
+    let base = index.split("__").next().unwrap_or(index);
+    Some(format!(
+        "{head} {base}__{suffix} ON {table} {}",
+        after_on[end..].trim_start()
+    ))
+}
+
+/// Creates the live tables' secondary indexes on the shadow tables.
+async fn index_shadow(db: &Database, projection: Projection) -> Result<(), RebuildError> {
+    let shadow = Tables::shadow();
+    let suffix = format!("{:x}", chrono::Utc::now().timestamp_micros());
+    let mut conn = db.pool().acquire().await?;
+    for t in projection.tables() {
+        let definitions: Vec<(String, String)> =
+            match db.backend() {
+                Backend::Postgres => {
+                    sqlx::query_as(
+                        "SELECT i.relname::text, pg_get_indexdef(x.indexrelid) FROM pg_index x \
+                     JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid \
+                     WHERE c.relname = $1 AND pg_table_is_visible(c.oid) AND NOT x.indisprimary ORDER BY 1",
+                    )
+                    .bind(t.name)
+                    .fetch_all(&mut *conn)
+                    .await?
+                }
+                Backend::Sqlite => sqlx::query_as(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL \
+                     ORDER BY 1",
+                )
+                .bind(t.name)
+                .fetch_all(&mut *conn)
+                .await?,
+            };
+        for (index, definition) in definitions {
+            let statement = reindex_statement(&definition, &index, &shadow.name(t.name), &suffix).ok_or_else(|| {
+                RebuildError::Subscriber(SubscriberError::Failed(format!(
+                    "unexpected index definition {definition:?}"
+                )))
+            })?;
+            exec(&mut conn, &statement).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the shadow subscriber until it reaches `until` (or the end of the readable log). One
+/// task reads the next batches while this one applies the current one in its transaction
+/// (checkpoint included), so reading and writing overlap. On PostgreSQL the shadow's commits do
+/// not wait for the WAL flush: a crash loses only shadow rows, which a new replay rebuilds anyway.
 async fn build_shadow(
     db: &Database,
     subscriber: &dyn TransactionalSubscriber,
     until: Option<LogPosition>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, RebuildError> {
-    let mut applied = 0u64;
-    loop {
-        match step_transactional_range(db, subscriber, until, REPLAY_BATCH_SIZE).await? {
-            Progress::Applied(n) => {
-                applied += n as u64;
-                progress(n as u64);
+    let from = checkpoint(db.pool(), subscriber.name()).await?;
+    let (batches, mut next) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>, DbError>>(READ_AHEAD_BATCHES);
+    let log = db.log();
+    let reader = tokio::spawn(async move {
+        let mut at = from;
+        loop {
+            if until.is_some_and(|u| at >= u) {
+                return;
             }
-            Progress::HeldBack => tokio::time::sleep(Duration::from_millis(5)).await,
-            Progress::CaughtUp => return Ok(applied),
+            let events = match log.read_range(at, until, REPLAY_BATCH_SIZE).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = batches.send(Err(e)).await;
+                    return;
+                }
+            };
+            match events.last() {
+                Some(last) => {
+                    at = last.position;
+                    if batches.send(Ok(events)).await.is_err() {
+                        return;
+                    }
+                }
+                None => match log.held_back(at).await {
+                    Ok(true) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = batches.send(Err(e)).await;
+                        return;
+                    }
+                },
+            }
         }
+    });
+    let mut applied = 0u64;
+    while let Some(batch) = next.recv().await {
+        let events = batch?;
+        let last = events.last().map(|e| e.position).unwrap_or(from);
+        let mut tx = db.pool().begin().await?;
+        if db.backend() == Backend::Postgres {
+            exec(&mut tx, "SET LOCAL synchronous_commit = off").await?;
+        }
+        lock_checkpoint(&mut tx, subscriber.name()).await?;
+        subscriber.apply(&mut tx, &events).await?;
+        save_checkpoint(&mut *tx, subscriber.name(), last).await?;
+        tx.commit().await?;
+        applied += events.len() as u64;
+        progress(events.len() as u64);
     }
+    reader
+        .await
+        .map_err(|e| SubscriberError::Failed(format!("the log reader failed: {e}")))?;
+    Ok(applied)
 }
 
 /// Applies, inside `tx`, every readable event after the shadow's checkpoint (up to `until`),
@@ -252,6 +347,7 @@ pub async fn replay(
     create_shadow(db, projection).await?;
     let shadow = projection.subscriber(Tables::shadow());
     let mut events = build_shadow(db, shadow.as_ref(), None, progress).await?;
+    index_shadow(db, projection).await?;
 
     let mut tx = db.pool().begin().await?;
     lock_checkpoint(&mut tx, projection.name()).await?;
@@ -439,4 +535,35 @@ async fn drop_shadow(db: &Database, projection: Projection) -> Result<(), Rebuil
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reindex_statement;
+
+    #[test]
+    fn index_definitions_are_re_aimed_at_the_shadow_table() {
+        assert_eq!(
+            reindex_statement(
+                "CREATE INDEX order_view_merchant_created ON public.order_view USING btree (merchant_id, created_at DESC)",
+                "order_view_merchant_created",
+                "order_view__shadow",
+                "abc"
+            )
+            .as_deref(),
+            Some("CREATE INDEX order_view_merchant_created__abc ON order_view__shadow USING btree (merchant_id, created_at DESC)")
+        );
+        // A previous replay's suffix is replaced; SQLite's stored SQL has no USING.
+        assert_eq!(
+            reindex_statement(
+                "CREATE UNIQUE INDEX x__old ON \"order_view\"(a, b)",
+                "x__old",
+                "order_view__shadow",
+                "new"
+            )
+            .as_deref(),
+            Some("CREATE UNIQUE INDEX x__new ON order_view__shadow (a, b)")
+        );
+        assert_eq!(reindex_statement("garbage", "x", "t", "s"), None);
+    }
 }

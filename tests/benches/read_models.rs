@@ -16,8 +16,9 @@
 //!
 //! Environment: `BENCH_ORDERS` (default 1,000,000), `BENCH_QUERIES` (per endpoint, default 1000),
 //! `BENCH_QUERY_CONCURRENCY` (default 4), `BENCH_LOAD_RATE` (orders/s for the lag run, default
-//! 100), `BENCH_LOAD_SECONDS` (default 20), `PAYLEDGER_TEST_PG` (see the `payledger-tests`
-//! crate; a fresh database is created and dropped).
+//! 100), `BENCH_LOAD_SECONDS` (default 20), `BENCH_REPLAY_ONLY=1` (stop after the replay),
+//! `PAYLEDGER_TEST_PG` (see the `payledger-tests` crate; a fresh database is created and
+//! dropped).
 
 use std::time::{Duration, Instant};
 
@@ -206,11 +207,14 @@ async fn get(http: &reqwest::Client, url: &str, key: &str) -> (Duration, Value) 
     (began.elapsed(), body)
 }
 
+/// The path of the k-th request to an endpoint.
+type PathOf = Box<dyn Fn(usize) -> String>;
+
 async fn queries(base: &str, start: DateTime<Utc>, count: usize, concurrency: usize) {
     let http = reqwest::Client::new();
-    let day = |k: i64| (start + chrono::Duration::days(k)).format("%Y-%m-%d").to_string();
-    let ts = |k: i64| (start + chrono::Duration::days(k)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let endpoints: Vec<(&str, Box<dyn Fn(usize) -> String>)> = vec![
+    let day = move |k: i64| (start + chrono::Duration::days(k)).format("%Y-%m-%d").to_string();
+    let ts = move |k: i64| (start + chrono::Duration::days(k)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let endpoints: Vec<(&str, PathOf)> = vec![
         ("orders, first page", Box::new(|_| "/v1/orders?limit=20".to_string())),
         (
             "orders, status=paid",
@@ -413,6 +417,10 @@ async fn main() {
             r.events_per_second,
             100.0 * r.events_per_second / (rows as f64 / secs)
         );
+    }
+    if std::env::var("BENCH_REPLAY_ONLY").is_ok_and(|v| v == "1") {
+        db.close().await;
+        return;
     }
     // The other subscribers start at the head, as on a server that has been running.
     let head: (i64, i64) = sqlx::query_as(

@@ -375,3 +375,19 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `subscriber` until it has applied every committed event (waiting out events held back
+/// by open transactions: on PostgreSQL another session's open transaction holds the horizon).
+///
+/// # Panics
+/// When a batch fails.
+pub async fn catch_up(db: &Database, subscriber: &dyn payledger_store::subscription::TransactionalSubscriber) {
+    use payledger_store::subscription::{step_transactional, Progress};
+    loop {
+        match step_transactional(db, subscriber).await.expect("a subscriber batch") {
+            Progress::Applied(_) => {}
+            Progress::HeldBack => tokio::time::sleep(Duration::from_millis(5)).await,
+            Progress::CaughtUp => return,
+        }
+    }
+}

@@ -13,9 +13,8 @@ use payledger_domain::{
 };
 use payledger_projections::reconcile::{self, DiscrepancyKind, ItemKind};
 use payledger_projections::JournalProjection;
-use payledger_store::subscription::{step_transactional, Progress};
 use payledger_store::{Database, PoolConfig};
-use payledger_tests::{Backend, TestDb};
+use payledger_tests::{catch_up, Backend, TestDb};
 use uuid::Uuid;
 
 const MERCHANT: &str = "shop1";
@@ -149,7 +148,7 @@ async fn build_ledger(db: &Database, channel: &str) {
         }
     }
     let journal = JournalProjection::default();
-    while let Progress::Applied(_) = step_transactional(db, &journal).await.expect("journal") {}
+    catch_up(db, &journal).await;
 }
 
 /// The statement the channel sends: O1 and its refund as booked; O2 for 21.00 instead of

@@ -9,9 +9,8 @@ use payledger_domain::{
     CHANNEL_ORDER_FAILED_VERSION,
 };
 use payledger_projections::{queries, JournalProjection, OrderProjection};
-use payledger_store::subscription::{step_transactional, Progress};
 use payledger_store::{Backend as StoreBackend, Database, ExecuteError, PoolConfig};
-use payledger_tests::{Backend, TestDb};
+use payledger_tests::{catch_up, Backend, TestDb};
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../fixtures/events_v1.json");
@@ -166,9 +165,9 @@ async fn version_1_events_still_load(backend: Backend) {
 
     // The projections build from them.
     let views = OrderProjection::default();
-    while let Progress::Applied(_) = step_transactional(&db, &views).await.expect("order_view") {}
+    catch_up(&db, &views).await;
     let journal = JournalProjection::default();
-    while let Progress::Applied(_) = step_transactional(&db, &journal).await.expect("journal") {}
+    catch_up(&db, &journal).await;
     let view = queries::order(db.pool(), MERCHANT, paid)
         .await
         .expect("query")
