@@ -391,3 +391,19 @@ pub async fn catch_up(db: &Database, subscriber: &dyn payledger_store::subscript
         }
     }
 }
+
+/// Declares each scenario `async fn name(backend: Backend)` as two tests, `sqlite::name` and
+/// `postgres::name`, so every scenario runs on both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Postgres).await })*
+        }
+    };
+}

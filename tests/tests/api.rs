@@ -728,20 +728,7 @@ async fn health_endpoints_answer(backend: Backend) {
     assert_eq!(s.call("GET", "/readyz", None, None).await.status, 200);
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
-both_backends!(
+payledger_tests::both_backends!(
     new_user_flow_works_end_to_end,
     bad_input_gets_a_clear_error_and_changes_nothing,
     an_amount_at_the_limit_is_accepted,

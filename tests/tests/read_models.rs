@@ -273,20 +273,7 @@ async fn verify_reports_planted_differences(backend: Backend) {
     assert!(repaired.is_clean(), "{repaired:?}");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
-both_backends!(
+payledger_tests::both_backends!(
     journal_and_dashboards_show_the_money,
     replay_rebuilds_identical_tables_while_serving,
     verify_reports_planted_differences,
