@@ -7,7 +7,8 @@
 //!    page, status filter, day range, next page by cursor, by out_trade_no), `GET
 //!    /v1/stats/daily`, `GET /v1/ledger/balances` — p50/p99/max per endpoint;
 //! 4. **projection lag** under a steady load of orders created and paid over HTTP: how old the
-//!    oldest event not yet applied is, sampled every 100 ms, p50/p99/max per projection.
+//!    oldest event not yet applied is, sampled every 100 ms, p50/p99/max per projection;
+//! 5. **verify** after that load: the live tables against a replay, and the journal's balance.
 //!
 //! ```text
 //! cargo bench -p payledger-tests --bench read_models
@@ -460,5 +461,18 @@ async fn main() {
     queries(&base, start, per_endpoint, concurrency).await;
     steady_load(&base, &db, rate, seconds).await;
     running.shutdown().await;
+
+    // After the load, the live tables must equal a replay and the journal must balance.
+    let began = Instant::now();
+    let report = rebuild::verify(&db, &|_| {}).await.expect("verify");
+    println!(
+        "\nreconcile --verify after the load: {} ({} events replayed, {} rows compared, {} differences, {} unbalanced entries) in {:.1} s",
+        if report.is_clean() { "clean" } else { "NOT CLEAN" },
+        report.events,
+        report.rows_compared,
+        report.differences_total,
+        report.unbalanced_entries.len(),
+        began.elapsed().as_secs_f64()
+    );
     db.close().await;
 }
