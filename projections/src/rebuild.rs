@@ -35,6 +35,9 @@ pub const DIFFERENCES_LISTED_MAX: i64 = 1_000;
 pub struct TableSpec {
     pub name: &'static str,
     pub key: &'static [&'static str],
+    /// Rows are only inserted, never upserted: a rebuild adds the primary key after the rows,
+    /// like the other indexes (nothing needs it during the build).
+    pub insert_only: bool,
 }
 
 /// The projections that can be rebuilt. (`notify_enqueue` cannot: the notify queue's state is
@@ -71,28 +74,34 @@ impl Projection {
                 TableSpec {
                     name: "order_view",
                     key: &["order_id"],
+                    insert_only: false,
                 },
                 TableSpec {
                     name: "refund_view",
                     key: &["refund_id"],
+                    insert_only: false,
                 },
                 TableSpec {
                     name: "merchant_daily_stats",
                     key: &["merchant_id", "day", "currency"],
+                    insert_only: false,
                 },
             ],
             Projection::Journal => &[
                 TableSpec {
                     name: "ledger_entry",
                     key: &["entry_id", "line"],
+                    insert_only: true,
                 },
                 TableSpec {
                     name: "account_balance",
                     key: &["merchant_id", "account", "currency"],
+                    insert_only: false,
                 },
                 TableSpec {
                     name: "journal_order",
                     key: &["order_id"],
+                    insert_only: false,
                 },
             ],
         }
