@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::config::ChannelAccounts;
 use crate::http::error::ApiError;
 use crate::workers::refunds::RefundWorker;
 
@@ -48,6 +49,9 @@ pub struct ServeConfig {
     pub sender: SenderConfig,
     /// Pool sizes.
     pub pools: PoolConfig,
+    /// Channel accounts from the configuration file (see [`crate::config`]); default none: only
+    /// the sandbox.
+    pub channels: ChannelAccounts,
 }
 
 impl ServeConfig {
@@ -60,6 +64,7 @@ impl ServeConfig {
             allow_private_urls: true,
             sender: SenderConfig::default(),
             pools: PoolConfig::default(),
+            channels: ChannelAccounts::default(),
         }
     }
 }
@@ -242,10 +247,11 @@ impl Drop for Running {
 }
 
 /// Connects and migrates the database, starts the projection, notifier and refund worker, and
-/// serves HTTP on `config.listen`.
+/// serves HTTP on `config.listen` with the sandbox and the configured channels.
 ///
 /// # Errors
-/// When the database cannot be reached or migrated, or the address cannot be bound.
+/// When the database cannot be reached or migrated, the address cannot be bound, or a configured
+/// channel cannot be built.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
     db.migrate().await?;
@@ -268,7 +274,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     })
     .await?;
     let sandbox = Arc::new(SandboxChannel::new(&public_url, secret.as_bytes()));
-    let channels = Channels::default().with(sandbox.clone());
+    let mut channels = Channels::default().with(sandbox.clone());
+    for channel in config.channels.channels(&public_url)? {
+        channels = channels.with(channel);
+    }
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
 
