@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::ChannelAccounts;
 use crate::http::error::ApiError;
+use crate::workers::monitor::{self, MonitorConfig};
 use crate::workers::refunds::RefundWorker;
 
 /// Largest request body accepted; larger bodies get 413.
@@ -52,6 +53,8 @@ pub struct ServeConfig {
     /// Channel accounts from the configuration file (see [`crate::config`]); default none: only
     /// the sandbox.
     pub channels: ChannelAccounts,
+    /// The order monitor's schedule (see [`crate::workers::monitor`]).
+    pub monitor: MonitorConfig,
 }
 
 impl ServeConfig {
@@ -65,6 +68,7 @@ impl ServeConfig {
             sender: SenderConfig::default(),
             pools: PoolConfig::default(),
             channels: ChannelAccounts::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -246,8 +250,8 @@ impl Drop for Running {
     }
 }
 
-/// Connects and migrates the database, starts the projection, notifier and refund worker, and
-/// serves HTTP on `config.listen` with the sandbox and the configured channels.
+/// Connects and migrates the database, starts the projection, notifier, refund worker and order
+/// monitor, and serves HTTP on `config.listen` with the sandbox and the configured channels.
 ///
 /// # Errors
 /// When the database cannot be reached or migrated, the address cannot be bound, or a configured
@@ -281,7 +285,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
 
-    let workers = vec![
+    let mut workers = vec![
         tokio::spawn(run_transactional(db.clone(), projection.clone())),
         tokio::spawn(run_transactional(db.clone(), Arc::new(JournalProjection::default()))),
         tokio::spawn(run_transactional(
@@ -293,6 +297,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             Arc::new(RefundWorker::new(db.clone(), channels.clone())),
         )),
     ];
+    workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
 
     let (stop_sender, stop) = watch::channel(false);
     let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued)?.run(stop));

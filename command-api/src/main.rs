@@ -48,6 +48,12 @@ enum Command {
         /// payledger.toml in the working directory if it exists.
         #[arg(long, env = "PAYLEDGER_CONFIG")]
         config: Option<std::path::PathBuf>,
+        /// Time between order monitor rounds, e.g. "30s".
+        #[arg(long, env = "PAYLEDGER_MONITOR_INTERVAL", value_parser = humantime::parse_duration)]
+        monitor_interval: Option<std::time::Duration>,
+        /// How long past expire_at the monitor waits before settling an unpaid order, e.g. "60s".
+        #[arg(long, env = "PAYLEDGER_MONITOR_GRACE", value_parser = humantime::parse_duration)]
+        monitor_grace: Option<std::time::Duration>,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -150,6 +156,8 @@ async fn main() -> anyhow::Result<()> {
             deny_private_urls,
             notify_schedule,
             config: config_file,
+            monitor_interval,
+            monitor_grace,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -160,6 +168,12 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = config::locate(config_file) {
                 config.channels = ChannelAccounts::load(&path)?;
                 tracing::info!(file = %path.display(), "configuration loaded");
+            }
+            if let Some(d) = monitor_interval {
+                config.monitor.interval_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            if let Some(d) = monitor_grace {
+                config.monitor.grace_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             }
             let mut running = app::start(config).await?;
             eprintln!(
