@@ -20,7 +20,9 @@ use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::config::ChannelAccounts;
 use crate::http::error::ApiError;
+use crate::workers::monitor::{self, MonitorConfig};
 use crate::workers::refunds::RefundWorker;
 
 /// Largest request body accepted; larger bodies get 413.
@@ -48,6 +50,11 @@ pub struct ServeConfig {
     pub sender: SenderConfig,
     /// Pool sizes.
     pub pools: PoolConfig,
+    /// Channel accounts from the configuration file (see [`crate::config`]); default none: only
+    /// the sandbox.
+    pub channels: ChannelAccounts,
+    /// The order monitor's schedule (see [`crate::workers::monitor`]).
+    pub monitor: MonitorConfig,
 }
 
 impl ServeConfig {
@@ -60,6 +67,8 @@ impl ServeConfig {
             allow_private_urls: true,
             sender: SenderConfig::default(),
             pools: PoolConfig::default(),
+            channels: ChannelAccounts::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -241,11 +250,12 @@ impl Drop for Running {
     }
 }
 
-/// Connects and migrates the database, starts the projection, notifier and refund worker, and
-/// serves HTTP on `config.listen`.
+/// Connects and migrates the database, starts the projection, notifier, refund worker and order
+/// monitor, and serves HTTP on `config.listen` with the sandbox and the configured channels.
 ///
 /// # Errors
-/// When the database cannot be reached or migrated, or the address cannot be bound.
+/// When the database cannot be reached or migrated, the address cannot be bound, or a configured
+/// channel cannot be built.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
     db.migrate().await?;
@@ -268,11 +278,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     })
     .await?;
     let sandbox = Arc::new(SandboxChannel::new(&public_url, secret.as_bytes()));
-    let channels = Channels::default().with(sandbox.clone());
+    let mut channels = Channels::default().with(sandbox.clone());
+    for channel in config.channels.channels(&public_url)? {
+        channels = channels.with(channel);
+    }
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
 
-    let workers = vec![
+    let mut workers = vec![
         tokio::spawn(run_transactional(db.clone(), projection.clone())),
         tokio::spawn(run_transactional(db.clone(), Arc::new(JournalProjection::default()))),
         tokio::spawn(run_transactional(
@@ -284,6 +297,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             Arc::new(RefundWorker::new(db.clone(), channels.clone())),
         )),
     ];
+    workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
 
     let (stop_sender, stop) = watch::channel(false);
     let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued)?.run(stop));

@@ -6,6 +6,7 @@
 //! the global log, and serves the HTTP contract of `shared/DESIGN.md`.
 
 pub mod app;
+pub mod config;
 pub mod http;
 pub mod ops;
 pub mod validate;

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use clap::{Parser, Subcommand};
 use payledger_command_api::app::{self, ServeConfig};
+use payledger_command_api::config::{self, ChannelAccounts};
 use payledger_command_api::ops;
 use payledger_command_api::validate::{self, FieldErrors};
 use payledger_notifier::RetrySchedule;
@@ -43,6 +44,16 @@ enum Command {
         /// Delays between notification attempts, e.g. "15s,15s,30s,3m" (default: WeChat Pay's ten).
         #[arg(long, env = "PAYLEDGER_NOTIFY_SCHEDULE")]
         notify_schedule: Option<RetrySchedule>,
+        /// Configuration file with channel accounts (TOML; see the README). Default:
+        /// payledger.toml in the working directory if it exists.
+        #[arg(long, env = "PAYLEDGER_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        /// Time between order monitor rounds, e.g. "30s".
+        #[arg(long, env = "PAYLEDGER_MONITOR_INTERVAL", value_parser = humantime::parse_duration)]
+        monitor_interval: Option<std::time::Duration>,
+        /// How long past expire_at the monitor waits before settling an unpaid order, e.g. "60s".
+        #[arg(long, env = "PAYLEDGER_MONITOR_GRACE", value_parser = humantime::parse_duration)]
+        monitor_grace: Option<std::time::Duration>,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -144,12 +155,25 @@ async fn main() -> anyhow::Result<()> {
             public_url,
             deny_private_urls,
             notify_schedule,
+            config: config_file,
+            monitor_interval,
+            monitor_grace,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
             config.allow_private_urls = !deny_private_urls;
             if let Some(s) = notify_schedule {
                 config.sender.schedule = s;
+            }
+            if let Some(path) = config::locate(config_file) {
+                config.channels = ChannelAccounts::load(&path)?;
+                tracing::info!(file = %path.display(), "configuration loaded");
+            }
+            if let Some(d) = monitor_interval {
+                config.monitor.interval_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            if let Some(d) = monitor_grace {
+                config.monitor.grace_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             }
             let mut running = app::start(config).await?;
             eprintln!(

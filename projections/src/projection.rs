@@ -185,6 +185,7 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
             fmt_ts(v.updated_at).into(),
             v.last_sequence.into(),
             to_json(v)?.into(),
+            fmt_ts(v.expire_at).into(),
         ]);
         for r in &v.refunds {
             refunds.push(vec![
@@ -216,6 +217,7 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
             "updated_at",
             "last_sequence",
             "doc",
+            "expire_at",
         ],
         &orders,
         "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \

@@ -123,6 +123,10 @@ pub struct MerchantCreds {
     pub webhook_secret: String,
 }
 
+/// A test's changes to the server configuration (channel accounts, monitor schedule), applied at
+/// every start and restart.
+pub type Configure = Arc<dyn Fn(&mut ServeConfig) + Send + Sync>;
+
 /// A running server on a test database.
 pub struct TestServer {
     /// Declared before `db`, so the server stops before its database is dropped.
@@ -132,6 +136,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub schedule: RetrySchedule,
     addr: SocketAddr,
+    configure: Option<Configure>,
 }
 
 impl TestServer {
@@ -143,8 +148,28 @@ impl TestServer {
 
     /// As [`TestServer::start`] with another retry schedule.
     pub async fn start_with(backend: Backend, schedule: RetrySchedule) -> Option<Self> {
+        Self::start_configured(backend, schedule, None).await
+    }
+
+    /// As [`TestServer::start`], with `configure` applied to the server configuration (at this
+    /// start and every restart).
+    pub async fn start_with_config(
+        backend: Backend,
+        configure: impl Fn(&mut ServeConfig) + Send + Sync + 'static,
+    ) -> Option<Self> {
+        let schedule = "1s,1s".parse().expect("schedule");
+        Self::start_configured(backend, schedule, Some(Arc::new(configure))).await
+    }
+
+    async fn start_configured(backend: Backend, schedule: RetrySchedule, configure: Option<Configure>) -> Option<Self> {
         let db = TestDb::create(backend).await?;
-        let running = Self::boot(&db.url, "127.0.0.1:0".parse().expect("addr"), &schedule).await;
+        let running = Self::boot(
+            &db.url,
+            "127.0.0.1:0".parse().expect("addr"),
+            &schedule,
+            configure.as_ref(),
+        )
+        .await;
         let addr = running.addr;
         Some(Self {
             base: format!("http://{addr}"),
@@ -153,10 +178,11 @@ impl TestServer {
             http: reqwest::Client::new(),
             schedule,
             addr,
+            configure,
         })
     }
 
-    async fn boot(url: &str, listen: SocketAddr, schedule: &RetrySchedule) -> Running {
+    async fn boot(url: &str, listen: SocketAddr, schedule: &RetrySchedule, configure: Option<&Configure>) -> Running {
         // Warnings and errors of the server show in a failing test's output (RUST_LOG to change).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -173,6 +199,9 @@ impl TestServer {
             query_connections_max: 4,
             acquire_timeout_ms: 10_000,
         };
+        if let Some(configure) = configure {
+            configure(&mut config);
+        }
         app::start(config).await.expect("server starts")
     }
 
@@ -182,7 +211,7 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule).await);
+        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule, self.configure.as_ref()).await);
     }
 
     /// Kills the server without any graceful step, as a crash would (every task is aborted,
@@ -190,7 +219,7 @@ impl TestServer {
     pub async fn crash_and_restart(&mut self) {
         drop(self.running.take());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule).await);
+        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule, self.configure.as_ref()).await);
     }
 
     /// Stops the server.

@@ -14,7 +14,8 @@
 //!   `-Serial`), unless an [`AnswerFault`] says otherwise.
 //!
 //! Driving it: [`WechatPaySimulator::pay`] marks an order paid and POSTs `TRANSACTION.SUCCESS`
-//! to its `notify_url`; [`WechatPaySimulator::complete_refund`] settles a refund and POSTs
+//! to its `notify_url` ([`WechatPaySimulator::pay_without_notification`]: the notification is
+//! lost); [`WechatPaySimulator::complete_refund`] settles a refund and POSTs
 //! `REFUND.<status>`; [`WechatPaySimulator::redeliver`] re-sends a notification (same `id`, fresh
 //! signature), as WeChat Pay's retries do. [`NotifyFaults`] forge the notifications
 //! (tampered or wrong-key signature, stale timestamp, unknown serial, bad AES tag, another
@@ -537,25 +538,38 @@ impl WechatPaySimulator {
     /// As [`Self::pay`].
     pub async fn pay_with(&self, out_trade_no: &str, faults: &NotifyFaults) -> Result<Delivery, SimError> {
         let now = Utc::now();
-        let (transaction, notify_url) = {
-            let seq = self.inner.next();
-            let mut books = self.inner.books();
-            let order = books
-                .orders
-                .get_mut(out_trade_no)
-                .ok_or_else(|| SimError::UnknownOrder(out_trade_no.into()))?;
-            if order.transaction_id.is_none() {
-                order.trade_state = "SUCCESS";
-                order.transaction_id = Some(format!("42000{:023}", seq));
-                order.success_time = Some(cst_rfc3339(now));
-            }
-            (order.transaction(), order.request.notify_url.clone())
-        };
+        let (transaction, notify_url) = self.mark_paid(out_trade_no, now)?;
         let id = self.notification_id();
         let notification = self
             .notifications()
             .transaction(&id, "TRANSACTION.SUCCESS", &transaction, now, faults);
         self.deliver(notification, &notify_url).await
+    }
+
+    /// The payer pays but the notification is lost: the order becomes `SUCCESS` (a query says
+    /// so) and nothing is POSTed. Returns the transaction as a query answers it.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownOrder`].
+    pub fn pay_without_notification(&self, out_trade_no: &str) -> Result<Transaction, SimError> {
+        self.mark_paid(out_trade_no, Utc::now()).map(|(t, _)| t)
+    }
+
+    /// Marks the order paid (once: paying again keeps the first transaction) and returns it with
+    /// its `notify_url`.
+    fn mark_paid(&self, out_trade_no: &str, now: DateTime<Utc>) -> Result<(Transaction, String), SimError> {
+        let seq = self.inner.next();
+        let mut books = self.inner.books();
+        let order = books
+            .orders
+            .get_mut(out_trade_no)
+            .ok_or_else(|| SimError::UnknownOrder(out_trade_no.into()))?;
+        if order.transaction_id.is_none() {
+            order.trade_state = "SUCCESS";
+            order.transaction_id = Some(format!("42000{:023}", seq));
+            order.success_time = Some(cst_rfc3339(now));
+        }
+        Ok((order.transaction(), order.request.notify_url.clone()))
     }
 
     /// Settles refund `out_refund_no` with `status` (`SUCCESS`, `ABNORMAL`, `CLOSED`) and POSTs

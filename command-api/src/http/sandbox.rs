@@ -1,6 +1,10 @@
 //! The sandbox channel's payer-facing page: `GET /sandbox/pay/{order_id}` shows the order and two
 //! buttons; `POST /sandbox/pay/{order_id}` with `{"result":"success"|"fail"}` makes the sandbox
 //! send its signed callback to `/v1/callbacks/sandbox`, exactly as a real channel would.
+//!
+//! Like a real channel after `time_expire`, the page refuses payment once the order's
+//! `expire_at` has passed (409 `order-expired`). A closed order that has not expired can still be
+//! paid: that is how a late payment (money that moved after a close) is tried out.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -116,9 +120,20 @@ async fn pay(
         _ => return Err(ApiError::field("result", "must be \"success\" or \"fail\"")),
     };
     let order = sandbox_order(&state, &order_id).await?;
+    let now = Utc::now();
+    if now >= order.expire_at {
+        return Err(ApiError::Conflict {
+            slug: "order-expired",
+            detail: format!(
+                "order {} expired at {}; the channel no longer takes payment for it",
+                order.order_id,
+                payledger_store::time::fmt_ts(order.expire_at)
+            ),
+        });
+    }
     let callback_status = state
         .sandbox
-        .pay(order.order_id, order.terms.amount, succeed, Utc::now())
+        .pay(order.order_id, order.terms.amount, succeed, now)
         .await
         .map_err(|e| ApiError::BadGateway(e.to_string()))?;
     if callback_status != 200 {

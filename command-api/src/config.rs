@@ -1,0 +1,554 @@
+//! The configuration file (`payledger serve --config FILE`, env `PAYLEDGER_CONFIG`, default
+//! `payledger.toml` in the working directory when it exists): the channel accounts payledger
+//! collects money with, and the public base URL channels send notifications to.
+//!
+//! ```toml
+//! # Base of the notify URLs handed to channels: {public_base_url}/v1/callbacks/{channel}.
+//! # Default: the server's public URL (--public-url, else http://<listen address>).
+//! public_base_url = "https://pay.example.com"
+//!
+//! [channels.wechatpay.main]                 # "main" is our name for the account
+//! app_id = "wxd678efh567hg6787"
+//! mch_id = "1230000109"
+//! merchant_serial_no = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB"
+//! merchant_private_key_file = "keys/apiclient_key.pem"       # relative to this file
+//! platform_serial_no = "PUB_KEY_ID_0114232134912410000000000000"
+//! platform_public_key_file = "keys/wechatpay_pub.pem"
+//! api_v3_key = "0123456789abcdef0123456789abcdef"            # 32 bytes
+//! # base_url = "https://api.mch.weixin.qq.com"               # default
+//!
+//! [channels.alipay.main]
+//! app_id = "2021000000000001"
+//! app_private_key_file = "keys/alipay_app_private.pem"
+//! alipay_public_key_file = "keys/alipay_public.pem"
+//! # gateway_url = "https://openapi.alipay.com/gateway.do"    # default
+//! # seller_id = "2088000000000001"   # optional: refuse notifications for another seller
+//! ```
+//!
+//! Rules:
+//! - Unknown keys are errors, so a typo never silently leaves a check off.
+//! - Key file paths are resolved against the directory of the configuration file.
+//! - One account per channel: the channel registry is keyed by channel name, and routing an order
+//!   to one of several accounts (by merchant or app id) is not built yet. More than one account
+//!   under a channel is refused at start-up rather than picking one.
+//! - Errors name the file, the key path (`channels.wechatpay.main.api_v3_key`) and what is wrong.
+//!   They never contain key material: TOML syntax errors are reported by line and column only,
+//!   without the offending line's text.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use payledger_channel_adapters::alipay::account::{parse_private_key, parse_public_key};
+use payledger_channel_adapters::alipay::{self, AlipayAccount, AlipayChannel};
+use payledger_channel_adapters::wechatpay::{self, AccountError, WechatPayAccount, WechatPayChannel, WechatPayIds};
+use payledger_channel_adapters::Channel;
+use serde::Deserialize;
+
+/// The file read when neither `--config` nor `PAYLEDGER_CONFIG` names one (only if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "payledger.toml";
+/// Largest configuration file read, bytes.
+pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Largest key file read, bytes (a 4096-bit PKCS#8 PEM is about 3.3 KB).
+pub const KEY_FILE_BYTES_MAX: u64 = 16 * 1024;
+
+/// Why the configuration could not be used. Messages never contain key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read the configuration file {file}: {message}")]
+    Io { file: String, message: String },
+    /// Not TOML, or not the expected shape (unknown key, wrong type, missing key).
+    #[error("{file}: {key}: {message}")]
+    Shape { file: String, key: String, message: String },
+    /// A value is not acceptable (unreadable key file, wrong key length, bad URL …).
+    #[error("{file}: {key}: {message}")]
+    Invalid { file: String, key: String, message: String },
+}
+
+/// Channel accounts read from the configuration file: keys loaded and parsed, every value
+/// checked. The accounts' `notify_url` is set by [`ChannelAccounts::channels`], once the server
+/// knows its public URL.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelAccounts {
+    /// Base of the notify URLs, without a trailing `/`; `None`: the server's public URL.
+    pub public_base_url: Option<String>,
+    /// The WeChat Pay account, if configured.
+    pub wechatpay: Option<WechatPayAccount>,
+    /// The Alipay account, if configured.
+    pub alipay: Option<AlipayAccount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    public_base_url: Option<String>,
+    #[serde(default)]
+    channels: ChannelsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelsSection {
+    #[serde(default)]
+    wechatpay: BTreeMap<String, WechatPayEntry>,
+    #[serde(default)]
+    alipay: BTreeMap<String, AlipayEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WechatPayEntry {
+    app_id: String,
+    mch_id: String,
+    merchant_serial_no: String,
+    merchant_private_key_file: PathBuf,
+    platform_serial_no: String,
+    platform_public_key_file: PathBuf,
+    api_v3_key: String,
+    base_url: Option<String>,
+}
+
+// Hand-written so that a stray `{:?}` can never print the APIv3 key.
+impl std::fmt::Debug for WechatPayEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WechatPayEntry")
+            .field("app_id", &self.app_id)
+            .field("mch_id", &self.mch_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlipayEntry {
+    app_id: String,
+    app_private_key_file: PathBuf,
+    alipay_public_key_file: PathBuf,
+    gateway_url: Option<String>,
+    seller_id: Option<String>,
+}
+
+/// The notify URL of `channel` under `base`: `{base}/v1/callbacks/{channel}`.
+pub fn notify_url(base: &str, channel: &str) -> String {
+    format!("{}/v1/callbacks/{channel}", base.trim_end_matches('/'))
+}
+
+/// The configuration file to read: `explicit` (from `--config` / `PAYLEDGER_CONFIG`) if given,
+/// else [`DEFAULT_CONFIG_FILE`] in the working directory if it exists, else none.
+pub fn locate(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+        default.is_file().then_some(default)
+    })
+}
+
+/// Line and column (1-based) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl ChannelAccounts {
+    /// Whether no channel account is configured.
+    pub fn is_empty(&self) -> bool {
+        self.wechatpay.is_none() && self.alipay.is_none()
+    }
+
+    /// Reads and checks the configuration file `path` (key files relative to its directory).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and key path.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let io = |message: String| ConfigError::Io {
+            file: file.clone(),
+            message,
+        };
+        let len = std::fs::metadata(path).map_err(|e| io(e.to_string()))?.len();
+        if len > CONFIG_FILE_BYTES_MAX {
+            return Err(io(format!("{len} bytes is more than {CONFIG_FILE_BYTES_MAX}")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| io(e.to_string()))?;
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, &file, dir)
+    }
+
+    /// Parses configuration `text`; `file` names it in errors, relative key paths resolve
+    /// against `dir`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Shape`] for TOML that is not the documented shape,
+    /// [`ConfigError::Invalid`] for unacceptable values.
+    pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Self, ConfigError> {
+        let shape = |key: String, message: String| ConfigError::Shape {
+            file: file.to_string(),
+            key,
+            message,
+        };
+        let where_ = |e: &toml::de::Error| {
+            e.span()
+                .map(|s| {
+                    let (line, col) = line_col(text, s.start);
+                    format!(" (line {line}, column {col})")
+                })
+                .unwrap_or_default()
+        };
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| shape("(syntax)".into(), format!("{}{}", e.message(), where_(&e))))?;
+        let parsed: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path.is_empty() || path == "." {
+                "(top level)".into()
+            } else {
+                path
+            };
+            let inner = e.into_inner();
+            shape(key, format!("{}{}", inner.message(), where_(&inner)))
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            message,
+        };
+
+        let public_base_url = parsed
+            .public_base_url
+            .as_deref()
+            .map(|u| check_url(u).map_err(|m| invalid("public_base_url".into(), m)))
+            .transpose()?;
+        // Until the server knows its public URL, a notify URL is the path alone.
+        let provisional = |channel: &str| notify_url(public_base_url.as_deref().unwrap_or(""), channel);
+
+        let wechatpay = match single(&parsed.channels.wechatpay, wechatpay::NAME).map_err(|m| invalid(m.0, m.1))? {
+            None => None,
+            Some((account_id, e)) => {
+                let key = |field: &str| format!("channels.{}.{account_id}.{field}", wechatpay::NAME);
+                for (field, value) in [
+                    ("app_id", &e.app_id),
+                    ("mch_id", &e.mch_id),
+                    ("merchant_serial_no", &e.merchant_serial_no),
+                    ("platform_serial_no", &e.platform_serial_no),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(invalid(key(field), "must not be empty".into()));
+                    }
+                }
+                let private_pem = read_key(dir, &e.merchant_private_key_file)
+                    .map_err(|m| invalid(key("merchant_private_key_file"), m))?;
+                let public_pem = read_key(dir, &e.platform_public_key_file)
+                    .map_err(|m| invalid(key("platform_public_key_file"), m))?;
+                let ids = WechatPayIds {
+                    account_id: account_id.clone(),
+                    app_id: e.app_id.trim().to_string(),
+                    mch_id: e.mch_id.trim().to_string(),
+                    merchant_serial_no: e.merchant_serial_no.trim().to_string(),
+                    platform_serial_no: e.platform_serial_no.trim().to_string(),
+                    notify_url: provisional(wechatpay::NAME),
+                };
+                let account = WechatPayAccount::from_pem(ids, &private_pem, &public_pem, e.api_v3_key.as_bytes())
+                    .map_err(|err| match err {
+                        AccountError::PrivateKey => invalid(key("merchant_private_key_file"), err.to_string()),
+                        AccountError::PublicKey => invalid(key("platform_public_key_file"), err.to_string()),
+                        AccountError::ApiV3KeyLength(_) => invalid(key("api_v3_key"), err.to_string()),
+                        AccountError::Empty(field) => invalid(key(field), err.to_string()),
+                        AccountError::Io { .. } => invalid(key("(key files)"), err.to_string()),
+                    })?;
+                let base_url = match &e.base_url {
+                    Some(u) => check_url(u).map_err(|m| invalid(key("base_url"), m))?,
+                    None => wechatpay::DEFAULT_BASE_URL.to_string(),
+                };
+                Some(account.with_base_url(&base_url))
+            }
+        };
+
+        let alipay = match single(&parsed.channels.alipay, alipay::CHANNEL_NAME).map_err(|m| invalid(m.0, m.1))? {
+            None => None,
+            Some((account_id, e)) => {
+                let key = |field: &str| format!("channels.{}.{account_id}.{field}", alipay::CHANNEL_NAME);
+                if e.app_id.trim().is_empty() {
+                    return Err(invalid(key("app_id"), "must not be empty".into()));
+                }
+                let private_key = read_key(dir, &e.app_private_key_file)
+                    .and_then(|pem| parse_private_key(&pem).map_err(|err| err.to_string()))
+                    .map_err(|m| invalid(key("app_private_key_file"), m))?;
+                let public_key = read_key(dir, &e.alipay_public_key_file)
+                    .and_then(|pem| parse_public_key(&pem).map_err(|err| err.to_string()))
+                    .map_err(|m| invalid(key("alipay_public_key_file"), m))?;
+                let gateway_url = match &e.gateway_url {
+                    Some(u) => check_url(u).map_err(|m| invalid(key("gateway_url"), m))?,
+                    None => alipay::DEFAULT_GATEWAY_URL.to_string(),
+                };
+                let mut account = AlipayAccount::new(
+                    account_id,
+                    e.app_id.trim(),
+                    private_key,
+                    public_key,
+                    &provisional(alipay::CHANNEL_NAME),
+                )
+                .with_gateway_url(&gateway_url);
+                match e.seller_id.as_deref().map(str::trim) {
+                    Some("") => return Err(invalid(key("seller_id"), "must not be empty when given".into())),
+                    Some(seller_id) => account = account.with_seller_id(seller_id),
+                    None => {}
+                }
+                Some(account)
+            }
+        };
+
+        Ok(Self {
+            public_base_url,
+            wechatpay,
+            alipay,
+        })
+    }
+
+    /// The configured channels, their notify URLs set to
+    /// `{public_base_url or server_public_url}/v1/callbacks/{channel}`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when a channel's HTTP client cannot be built.
+    pub fn channels(&self, server_public_url: &str) -> Result<Vec<Arc<dyn Channel>>, ConfigError> {
+        let base = self.public_base_url.as_deref().unwrap_or(server_public_url);
+        let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
+        if let Some(account) = &self.wechatpay {
+            let mut account = account.clone();
+            account.notify_url = notify_url(base, wechatpay::NAME);
+            channels.push(Arc::new(WechatPayChannel::new(account)));
+        }
+        if let Some(account) = &self.alipay {
+            let mut account = account.clone();
+            account.notify_url = notify_url(base, alipay::CHANNEL_NAME);
+            let key = format!("channels.{}.{}", alipay::CHANNEL_NAME, account.account_id);
+            let channel = AlipayChannel::new(account).map_err(|e| ConfigError::Invalid {
+                file: "(configuration)".into(),
+                key,
+                message: e.to_string(),
+            })?;
+            channels.push(Arc::new(channel));
+        }
+        Ok(channels)
+    }
+}
+
+/// The only account of a channel, or `None`; more than one is refused (see the module docs).
+fn single<'a, T>(
+    accounts: &'a BTreeMap<String, T>,
+    channel: &str,
+) -> Result<Option<(&'a String, &'a T)>, (String, String)> {
+    if accounts.len() > 1 {
+        let names: Vec<&str> = accounts.keys().map(String::as_str).collect();
+        return Err((
+            format!("channels.{channel}"),
+            format!(
+                "{} accounts configured ({}); only one account per channel is supported: routing orders \
+                 to one of several accounts is not built yet",
+                accounts.len(),
+                names.join(", ")
+            ),
+        ));
+    }
+    Ok(accounts.iter().next())
+}
+
+/// `url` if it is an absolute http(s) URL without query or fragment, without a trailing `/`.
+fn check_url(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} must be an http or https URL with a host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?} must have no query or fragment"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// The text of key file `path` (relative to `dir`), at most [`KEY_FILE_BYTES_MAX`] bytes.
+fn read_key(dir: &Path, path: &Path) -> Result<String, String> {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        dir.join(path)
+    };
+    let shown = full.display();
+    let len = std::fs::metadata(&full)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .len();
+    if len > KEY_FILE_BYTES_MAX {
+        return Err(format!("{shown} has {len} bytes, more than {KEY_FILE_BYTES_MAX}"));
+    }
+    std::fs::read_to_string(&full).map_err(|e| format!("cannot read {shown}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const API_V3_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    fn fixtures() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures")
+    }
+
+    fn wechatpay_toml(account: &str, api_v3_key: &str) -> String {
+        format!(
+            r#"
+[channels.wechatpay.{account}]
+app_id = "wxd678efh567hg6787"
+mch_id = "1230000109"
+merchant_serial_no = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB"
+merchant_private_key_file = "wechatpay/wechatpay_doc_test_key_pkcs8.pem"
+platform_serial_no = "PUB_KEY_ID_1"
+platform_public_key_file = "wechatpay/wechatpay_doc_test_pub.pem"
+api_v3_key = "{api_v3_key}"
+"#
+        )
+    }
+
+    const ALIPAY_TOML: &str = r#"
+[channels.alipay.main]
+app_id = "2021000000000001"
+app_private_key_file = "alipay/app_private_pkcs8.pem"
+alipay_public_key_file = "alipay/app_public_spki.pem"
+gateway_url = "http://127.0.0.1:9/gateway.do"
+seller_id = "2088000000000001"
+"#;
+
+    fn parse(text: &str) -> Result<ChannelAccounts, ConfigError> {
+        ChannelAccounts::parse(text, "payledger.toml", &fixtures())
+    }
+
+    fn invalid_key(e: ConfigError) -> (String, String) {
+        match e {
+            ConfigError::Invalid { key, message, .. } | ConfigError::Shape { key, message, .. } => (key, message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_configures_no_channel() {
+        let accounts = parse("").unwrap();
+        assert!(accounts.is_empty());
+        assert!(accounts.channels("http://127.0.0.1:1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn both_channels_load_with_keys_relative_to_the_file_and_notify_urls_under_the_base() {
+        let text = format!(
+            "public_base_url = \"https://pay.example.com/\"\n{}{ALIPAY_TOML}",
+            wechatpay_toml("main", API_V3_KEY)
+        );
+        let accounts = parse(&text).unwrap();
+        assert_eq!(accounts.public_base_url.as_deref(), Some("https://pay.example.com"));
+        let w = accounts.wechatpay.as_ref().unwrap();
+        assert_eq!(w.account_id, "main");
+        assert_eq!(w.mch_id, "1230000109");
+        assert_eq!(w.base_url, wechatpay::DEFAULT_BASE_URL);
+        assert_eq!(&w.api_v3_key, API_V3_KEY.as_bytes());
+        let a = accounts.alipay.as_ref().unwrap();
+        assert_eq!(a.gateway_url, "http://127.0.0.1:9/gateway.do");
+        assert_eq!(a.seller_id.as_deref(), Some("2088000000000001"));
+
+        let channels = accounts.channels("http://127.0.0.1:8080").unwrap();
+        let names: Vec<&str> = channels.iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["wechatpay", "alipay"]);
+        // The configured base wins over the server's own URL.
+        let debug = format!("{accounts:?}");
+        assert!(
+            debug.contains("https://pay.example.com/v1/callbacks/wechatpay"),
+            "{debug}"
+        );
+        assert!(!debug.contains(API_V3_KEY), "the APIv3 key must never be printed");
+    }
+
+    #[test]
+    fn notify_urls_default_to_the_servers_public_url() {
+        let accounts = parse(&wechatpay_toml("main", API_V3_KEY)).unwrap();
+        let mut account = accounts.wechatpay.clone().unwrap();
+        account.notify_url = notify_url("http://127.0.0.1:8080/", "wechatpay");
+        assert_eq!(account.notify_url, "http://127.0.0.1:8080/v1/callbacks/wechatpay");
+        assert_eq!(accounts.channels("http://127.0.0.1:8080").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_its_path() {
+        let text = wechatpay_toml("main", API_V3_KEY) + "api_v3_kye = \"x\"\n";
+        let e = parse(&text).unwrap_err();
+        assert!(matches!(e, ConfigError::Shape { .. }), "{e:?}");
+        let shown = e.to_string();
+        assert!(shown.starts_with("payledger.toml: channels.wechatpay.main"), "{shown}");
+        assert!(shown.contains("api_v3_kye"), "{shown}");
+    }
+
+    #[test]
+    fn a_missing_key_names_the_account() {
+        let text = wechatpay_toml("main", API_V3_KEY).replace("mch_id = \"1230000109\"\n", "");
+        let (key, message) = invalid_key(parse(&text).unwrap_err());
+        assert_eq!(key, "channels.wechatpay.main");
+        assert!(message.contains("mch_id"), "{message}");
+    }
+
+    #[test]
+    fn a_wrong_api_v3_key_length_is_refused_without_showing_it() {
+        let short = "tooshortkey-secret";
+        let e = parse(&wechatpay_toml("main", short)).unwrap_err();
+        let shown = e.to_string();
+        assert!(!shown.contains(short), "{shown}");
+        let (key, message) = invalid_key(e);
+        assert_eq!(key, "channels.wechatpay.main.api_v3_key");
+        assert!(message.contains("32 bytes"), "{message}");
+    }
+
+    #[test]
+    fn a_syntax_error_gives_line_and_column_but_not_the_line() {
+        let text = format!("{}oops = \"{API_V3_KEY}", wechatpay_toml("main", API_V3_KEY));
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(shown.contains("line 10"), "{shown}");
+        assert!(!shown.contains(API_V3_KEY), "{shown}");
+    }
+
+    #[test]
+    fn a_missing_key_file_names_the_key_and_the_resolved_path() {
+        let text = wechatpay_toml("main", API_V3_KEY).replace("wechatpay_doc_test_pub.pem", "missing.pem");
+        let (key, message) = invalid_key(parse(&text).unwrap_err());
+        assert_eq!(key, "channels.wechatpay.main.platform_public_key_file");
+        assert!(
+            message.contains(&fixtures().join("wechatpay/missing.pem").display().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_public_key_where_the_private_key_belongs_is_refused() {
+        let text = ALIPAY_TOML.replace("app_private_pkcs8.pem", "app_public_spki.pem");
+        let (key, _) = invalid_key(parse(&text).unwrap_err());
+        assert_eq!(key, "channels.alipay.main.app_private_key_file");
+    }
+
+    #[test]
+    fn two_accounts_of_one_channel_are_refused() {
+        let text = wechatpay_toml("a", API_V3_KEY) + &wechatpay_toml("b", API_V3_KEY);
+        let (key, message) = invalid_key(parse(&text).unwrap_err());
+        assert_eq!(key, "channels.wechatpay");
+        assert!(message.contains("only one account per channel"), "{message}");
+        assert!(message.contains("a, b"), "{message}");
+    }
+
+    #[test]
+    fn urls_must_be_http_without_query() {
+        let (key, _) = invalid_key(parse("public_base_url = \"ftp://x\"").unwrap_err());
+        assert_eq!(key, "public_base_url");
+        let text = ALIPAY_TOML.replace("/gateway.do", "/gateway.do?x=1");
+        let (key, _) = invalid_key(parse(&text).unwrap_err());
+        assert_eq!(key, "channels.alipay.main.gateway_url");
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_io_error_naming_it() {
+        let e = ChannelAccounts::load(Path::new("/nonexistent/payledger.toml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Io { .. }));
+        assert!(e.to_string().contains("/nonexistent/payledger.toml"));
+    }
+}
