@@ -793,20 +793,7 @@ async fn an_expired_unpaid_wechatpay_order_is_closed_at_the_channel_and_here(bac
     assert_eq!(at_channel.trade_state, "CLOSED", "closed at WeChat Pay before here");
 }
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
-both_backends!(
+payledger_tests::both_backends!(
     a_wechatpay_qr_order_is_paid_by_its_notification_and_refunded,
     forged_wechatpay_notifications_are_refused_and_change_nothing,
     a_wechatpay_notification_with_another_amount_flags_the_order_unpaid,
