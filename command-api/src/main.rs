@@ -10,6 +10,7 @@ use payledger_command_api::app::{self, ServeConfig};
 use payledger_command_api::config::{self, ChannelAccounts};
 use payledger_command_api::ops;
 use payledger_command_api::validate::{self, FieldErrors};
+use payledger_command_api::workers::monitor;
 use payledger_notifier::RetrySchedule;
 use payledger_projections::rebuild::Projection;
 use payledger_store::{merchants, Database, PoolConfig};
@@ -27,6 +28,10 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The monitor's query points, milliseconds. An alias, so that clap takes the whole list as one
+/// value (it reads a literal `Vec` as "the flag repeated").
+type QuerySchedule = Vec<u64>;
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -54,6 +59,10 @@ enum Command {
         /// How long past expire_at the monitor waits before settling an unpaid order, e.g. "60s".
         #[arg(long, env = "PAYLEDGER_MONITOR_GRACE", value_parser = humantime::parse_duration)]
         monitor_grace: Option<std::time::Duration>,
+        /// Order ages at which the monitor queries an awaiting order at its channel before
+        /// expiry, e.g. "1m,5m,15m" (the default); "none" for no queries before expiry.
+        #[arg(long, env = "PAYLEDGER_MONITOR_QUERY_SCHEDULE", value_parser = monitor::parse_query_schedule)]
+        monitor_query_schedule: Option<QuerySchedule>,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -158,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
             config: config_file,
             monitor_interval,
             monitor_grace,
+            monitor_query_schedule,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -174,6 +184,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(d) = monitor_grace {
                 config.monitor.grace_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            if let Some(points) = monitor_query_schedule {
+                config.monitor.query_schedule_ms = points;
             }
             let mut running = app::start(config).await?;
             eprintln!(

@@ -1,11 +1,34 @@
-//! The order monitor (the seeds' OrderMonitor, 后督): settles orders whose time to pay is over.
+//! The order monitor (the seeds' OrderMonitor, 后督): asks the channel about orders whose
+//! notification is late, and settles orders whose time to pay is over.
 //!
-//! Every [`MonitorConfig::interval_ms`] it finds orders still `awaiting_payment` in `order_view`
-//! whose `expire_at` is more than [`MonitorConfig::grace_ms`] in the past (the grace lets the
-//! channel's own expiry and notifications in flight land first), re-checks each in the event
-//! store (the read model may lag), and asks its channel what happened:
+//! Every [`MonitorConfig::interval_ms`] a round does two things.
 //!
-//! | channel says (`query`)       | the monitor                                                       |
+//! **Before expiry: the query schedule.** Like the channels' own query schedules, an order still
+//! `awaiting_payment` is asked about once its age (now − `created_at`) crosses each point of
+//! [`MonitorConfig::query_schedule_ms`] (default 1m, 5m, 15m). A round selects, for each point
+//! `p`, the orders with `created_at` in `(previous round − p, now − p]` (in memory: the first round
+//! of a process looks back one interval; a round cut short by [`ROUND_ORDERS_MAX`] or a database
+//! error resumes where it stopped). An order already due for the expiry pass below is left to it.
+//! Before expiry nothing is ever closed:
+//!
+//! | channel says (`query`)        | the monitor, before expiry                                       |
+//! |-------------------------------|------------------------------------------------------------------|
+//! | `Paid`                        | records the payment: `ReceiveChannelCallback` with notify id `query:<channel_trade_no>` |
+//! | `NotPaid`, `NotFound`         | nothing: the payer may still pay                                 |
+//! | `Failed`                      | nothing (logged): the payer may try again until `expire_at`      |
+//! | `Closed`                      | nothing (logged: unusual before our expiry); the expiry pass closes it here |
+//! | `query` unsupported (sandbox) | nothing                                                          |
+//! | unavailable / refused         | nothing (logged); the next point or the expiry pass asks again   |
+//!
+//! An order whose row reaches `order_view` later than a point after its creation misses that
+//! point; the next point, or the expiry pass, asks for it.
+//!
+//! **At expiry.** Orders still `awaiting_payment` whose `expire_at` is more than
+//! [`MonitorConfig::grace_ms`] in the past (the grace lets the channel's own expiry and
+//! notifications in flight land first) are re-checked in the event store (the read model may
+//! lag), and their channel is asked what happened:
+//!
+//! | channel says (`query`)       | the monitor, at expiry                                            |
 //! |------------------------------|-------------------------------------------------------------------|
 //! | `Paid`                       | records the payment: `ReceiveChannelCallback` with notify id `query:<channel_trade_no>` (a lost notification; the money moved, never drop it) |
 //! | `NotPaid`, `Failed`          | closes at the channel (`close`), then `CloseOrder { reason: expired }`; a refused close (the payer may be paying right now) leaves the order for the next round |
@@ -15,10 +38,13 @@
 //! | unavailable / refused        | nothing; retried next round                                       |
 //!
 //! An order flagged `amount_mismatch` is left alone: money moved with another amount and waits for
-//! a person. A payment that arrives after the close is recorded as a late payment by the aggregate.
+//! a person. A payment that arrives after the close is recorded by the aggregate as a late payment
+//! (`PaymentSucceeded { late: true }`, journaled to `suspense:<merchant>`) and logged as a warning
+//! by the callback handler.
 //!
 //! Every decision is an event with its reason and the actor `worker:order_monitor`. Safe to run
-//! in several processes at once: every step is idempotent in the aggregate and at the channel.
+//! in several processes at once: every step is idempotent in the aggregate and at the channel
+//! (several processes each query on the schedule; a payment is recorded once).
 
 use std::time::Duration;
 
@@ -35,10 +61,13 @@ pub const MONITOR_NAME: &str = "order_monitor";
 pub const INTERVAL_MS_DEFAULT: u64 = 30_000;
 /// Default time past `expire_at` before an order is settled, milliseconds.
 pub const GRACE_MS_DEFAULT: u64 = 60_000;
+/// Default ages (now − `created_at`) at which an awaiting order is queried before its expiry,
+/// milliseconds: 1m, 5m, 15m.
+pub const QUERY_SCHEDULE_MS_DEFAULT: [u64; 3] = [60_000, 300_000, 900_000];
 /// Orders read from `order_view` per query.
 pub const PAGE_ORDERS_MAX: i64 = 100;
-/// Orders settled per round at most, so one round's channel calls stay bounded; the rest wait
-/// for the next round.
+/// Orders settled per round at most, and orders queried on the schedule per round at most, so
+/// one round's channel calls stay bounded; the rest wait for the next round.
 pub const ROUND_ORDERS_MAX: usize = 1_000;
 
 /// When the monitor runs.
@@ -50,6 +79,11 @@ pub struct MonitorConfig {
     pub interval_ms: u64,
     /// How long after `expire_at` an unpaid order is settled, milliseconds.
     pub grace_ms: u64,
+    /// Ages (now − `created_at`, milliseconds) at which an awaiting order is queried at its
+    /// channel before expiry; a payment found is recorded, nothing else is done. Empty: no
+    /// queries before expiry. Points closer together than `interval_ms` are all asked in the
+    /// same round (one query per point).
+    pub query_schedule_ms: Vec<u64>,
 }
 
 impl Default for MonitorConfig {
@@ -58,6 +92,7 @@ impl Default for MonitorConfig {
             enabled: true,
             interval_ms: INTERVAL_MS_DEFAULT,
             grace_ms: GRACE_MS_DEFAULT,
+            query_schedule_ms: QUERY_SCHEDULE_MS_DEFAULT.to_vec(),
         }
     }
 }
@@ -73,15 +108,44 @@ pub enum Settled {
     Deferred(String),
     /// Nothing to do (already settled, mismatch flagged, not yet due).
     Skipped,
+    /// Queried before expiry and not paid at the channel (or the channel has no query): left
+    /// waiting, nothing recorded.
+    Waiting,
 }
 
-/// Counts of one round.
+/// Counts of one round (both passes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoundReport {
+    /// Payments recorded from a query (before or at expiry).
     pub paid: usize,
+    /// Orders closed at expiry.
     pub closed: usize,
+    /// Expired orders left for the next round.
     pub deferred: usize,
+    /// Orders found settled meanwhile, or flagged.
     pub skipped: usize,
+    /// Orders queried before expiry and left waiting (not paid, or the query failed).
+    pub waiting: usize,
+}
+
+/// Where the schedule pass of one query point resumes: orders after `(created_at, order_id)`
+/// in keyset order (`fmt_ts` text, so text order is time order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cursor {
+    created_at: String,
+    order_id: String,
+}
+
+impl Cursor {
+    /// The position just after every order created at or before `t` (timestamps are stored at
+    /// microsecond precision, so "≥ t + 1µs with any id" is "> t").
+    fn after(t: DateTime<Utc>) -> Self {
+        let micros = t.timestamp_micros().saturating_add(1);
+        Self {
+            created_at: fmt_ts(DateTime::from_timestamp_micros(micros).unwrap_or(DateTime::<Utc>::MAX_UTC)),
+            order_id: String::new(),
+        }
+    }
 }
 
 /// The order monitor role.
@@ -89,17 +153,24 @@ pub struct OrderMonitor {
     db: Database,
     channels: Channels,
     config: MonitorConfig,
+    /// One per [`MonitorConfig::query_schedule_ms`] point; `None` until the first round.
+    cursors: Option<Vec<Cursor>>,
 }
 
 impl OrderMonitor {
     /// A monitor over `db` asking `channels`.
     pub fn new(db: Database, channels: Channels, config: MonitorConfig) -> Self {
-        Self { db, channels, config }
+        Self {
+            db,
+            channels,
+            config,
+            cursors: None,
+        }
     }
 
     /// Runs rounds forever, [`MonitorConfig::interval_ms`] apart. A failed round is logged and
     /// the next one tries again.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let interval = Duration::from_millis(self.config.interval_ms.max(1));
         loop {
             match self.round(Utc::now()).await {
@@ -108,9 +179,11 @@ impl OrderMonitor {
                         paid = r.paid,
                         closed = r.closed,
                         deferred = r.deferred,
+                        waiting = r.waiting,
                         "order monitor round"
                     )
                 }
+                Ok(r) if r.waiting > 0 => tracing::debug!(waiting = r.waiting, "order monitor round"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "order monitor round failed; retrying next round"),
             }
@@ -118,17 +191,30 @@ impl OrderMonitor {
         }
     }
 
-    /// One round at `now`: settles every due order (up to [`ROUND_ORDERS_MAX`]).
+    /// One round at `now`: settles every due order (up to [`ROUND_ORDERS_MAX`]), then queries
+    /// the orders whose age crossed a point of the query schedule since the previous round (up
+    /// to [`ROUND_ORDERS_MAX`]).
     ///
     /// # Errors
-    /// The database error of reading `order_view`; errors about single orders are logged and
-    /// the order is deferred.
-    pub async fn round(&self, now: DateTime<Utc>) -> Result<RoundReport, sqlx::Error> {
+    /// The database error of reading `order_view` (the schedule pass resumes where it stopped
+    /// next round); errors about single orders are logged and the order is deferred or left
+    /// waiting.
+    pub async fn round(&mut self, now: DateTime<Utc>) -> Result<RoundReport, sqlx::Error> {
         // An absurd grace (past chrono's range) settles nothing rather than panicking.
-        let cutoff = chrono::Duration::try_milliseconds(i64::try_from(self.config.grace_ms).unwrap_or(i64::MAX))
-            .and_then(|grace| now.checked_sub_signed(grace))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let cutoff = before(now, self.config.grace_ms).unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut report = RoundReport::default();
+        self.expired_pass(now, cutoff, &mut report).await?;
+        self.schedule_pass(now, cutoff, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Settles the orders whose `expire_at` is at or before `cutoff`.
+    async fn expired_pass(
+        &self,
+        now: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
+        report: &mut RoundReport,
+    ) -> Result<(), sqlx::Error> {
         // Keyset pagination: orders left awaiting (deferred, flagged) must not hide the others.
         let mut after = (String::new(), String::new());
         let mut seen = 0;
@@ -161,14 +247,175 @@ impl OrderMonitor {
                         tracing::warn!(%order_id, why = %why, "order monitor: expired order left for the next round");
                         report.deferred += 1;
                     }
-                    Settled::Skipped => report.skipped += 1,
+                    Settled::Skipped | Settled::Waiting => report.skipped += 1,
                 }
             }
             if !full {
                 break;
             }
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// Queries the awaiting orders, not yet due for [`Self::expired_pass`], whose age crossed a
+    /// point of [`MonitorConfig::query_schedule_ms`] since the previous round.
+    async fn schedule_pass(
+        &mut self,
+        now: DateTime<Utc>,
+        cutoff: DateTime<Utc>,
+        report: &mut RoundReport,
+    ) -> Result<(), sqlx::Error> {
+        let points = self.config.query_schedule_ms.clone();
+        // The first round looks back one interval.
+        let cursors = self.cursors.take().unwrap_or_else(|| {
+            points
+                .iter()
+                .map(|&p| {
+                    let start = before(now, p.saturating_add(self.config.interval_ms)).unwrap_or(DateTime::<Utc>::MIN_UTC);
+                    Cursor::after(start)
+                })
+                .collect()
+        });
+        let mut next = Vec::with_capacity(points.len());
+        let mut seen = 0;
+        let mut failed = None;
+        for (&point, mut cursor) in points.iter().zip(cursors) {
+            // A point past chrono's range is never crossed.
+            let Some(upper) = before(now, point) else {
+                next.push(cursor);
+                continue;
+            };
+            let upper_text = fmt_ts(upper);
+            while failed.is_none() && seen < ROUND_ORDERS_MAX && cursor.created_at <= upper_text {
+                let page: Vec<(String, String)> = match sqlx::query_as(
+                    "SELECT order_id, created_at FROM order_view \
+                     WHERE status = 'awaiting_payment' AND created_at <= $1 \
+                     AND (created_at > $2 OR (created_at = $2 AND order_id > $3)) \
+                     AND expire_at > $4 \
+                     ORDER BY created_at, order_id LIMIT $5",
+                )
+                .bind(&upper_text)
+                .bind(&cursor.created_at)
+                .bind(&cursor.order_id)
+                .bind(fmt_ts(cutoff))
+                .bind(PAGE_ORDERS_MAX)
+                .fetch_all(self.db.pool())
+                .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                };
+                let full = page.len() as i64 == PAGE_ORDERS_MAX;
+                let mut cut = false;
+                for (order_id, created_at) in page {
+                    if seen == ROUND_ORDERS_MAX {
+                        // The rest of the window waits for the next round, from `cursor`.
+                        cut = true;
+                        break;
+                    }
+                    seen += 1;
+                    cursor = Cursor {
+                        created_at,
+                        order_id: order_id.clone(),
+                    };
+                    let Ok(order_id) = Uuid::parse_str(&order_id) else {
+                        tracing::error!(%order_id, "order_view holds an order id that is not a UUID");
+                        continue;
+                    };
+                    match self.query_before_expiry(order_id, now, cutoff).await {
+                        Settled::Paid => report.paid += 1,
+                        Settled::Skipped => report.skipped += 1,
+                        Settled::Waiting | Settled::Closed | Settled::Deferred(_) => report.waiting += 1,
+                    }
+                }
+                if !full && !cut {
+                    // The whole window is done: the next round starts after it.
+                    cursor = Cursor::after(upper);
+                    break;
+                }
+            }
+            next.push(cursor);
+        }
+        self.cursors = Some(next);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks the channel about one awaiting order before its expiry (re-checked against the
+    /// event store) and records a payment it reports. Never closes.
+    pub async fn query_before_expiry(&self, order_id: Uuid, now: DateTime<Utc>, cutoff: DateTime<Utc>) -> Settled {
+        let order = match self.db.orders().load(order_id).await {
+            Ok(o) => o.order,
+            Err(e) => {
+                tracing::warn!(%order_id, error = %e, "order monitor: loading the order failed; not queried");
+                return Settled::Waiting;
+            }
+        };
+        let Some(order) = order else {
+            return Settled::Skipped;
+        };
+        // Due at expiry: the expiry pass settles it.
+        if order.status != OrderStatus::AwaitingPayment || order.expire_at <= cutoff || order.amount_mismatch {
+            return Settled::Skipped;
+        }
+        let channel_name = order.terms.channel.clone();
+        let Some(channel) = self.channels.get(&channel_name).cloned() else {
+            tracing::debug!(%order_id, channel = %channel_name, "order monitor: channel not enabled; not queried");
+            return Settled::Waiting;
+        };
+        match channel.query(order_id).await {
+            Ok(ChannelPaymentStatus::Paid {
+                channel_trade_no,
+                amount,
+                paid_at,
+            }) => self.record_queried_payment(order_id, channel_name, channel_trade_no, amount, paid_at, now).await.unwrap_or_else(|why| {
+                tracing::warn!(%order_id, why = %why, "order monitor: a payment found before expiry was not recorded; asked again later");
+                Settled::Waiting
+            }),
+            Ok(ChannelPaymentStatus::NotPaid | ChannelPaymentStatus::NotFound) | Err(ChannelError::Unsupported { .. }) => {
+                Settled::Waiting
+            }
+            Ok(ChannelPaymentStatus::Failed { reason }) => {
+                tracing::info!(%order_id, channel = %channel_name, reason = %reason, "order monitor: payment attempt failed at the channel; the order stays open until it expires");
+                Settled::Waiting
+            }
+            Ok(ChannelPaymentStatus::Closed) => {
+                tracing::warn!(%order_id, channel = %channel_name, "order monitor: the channel closed the order before its expiry here; it is closed here at expiry");
+                Settled::Waiting
+            }
+            Err(e) => {
+                tracing::warn!(%order_id, channel = %channel_name, error = %e, "order monitor: scheduled query failed; asked again at the next point or at expiry");
+                Settled::Waiting
+            }
+        }
+    }
+
+    /// Records a payment a query reported, as the channel's notification would have.
+    async fn record_queried_payment(
+        &self,
+        order_id: Uuid,
+        channel: String,
+        channel_trade_no: String,
+        amount: payledger_domain::Money,
+        paid_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Settled, String> {
+        let command = PaymentOrderCommand::ReceiveChannelCallback {
+            channel,
+            notify_id: format!("query:{channel_trade_no}"),
+            channel_trade_no,
+            outcome: CallbackOutcome::Succeeded { amount, paid_at },
+            received_at: now,
+        };
+        match self.db.execute(order_id, command, &actor()).await {
+            Ok(_) => Ok(Settled::Paid),
+            Err(e) => Err(format!("recording the queried payment: {e}")),
+        }
     }
 
     /// Settles one order that `order_view` shows due; re-checked against the event store.
@@ -193,19 +440,10 @@ impl OrderMonitor {
                 channel_trade_no,
                 amount,
                 paid_at,
-            }) => {
-                let command = PaymentOrderCommand::ReceiveChannelCallback {
-                    channel: channel_name,
-                    notify_id: format!("query:{channel_trade_no}"),
-                    channel_trade_no,
-                    outcome: CallbackOutcome::Succeeded { amount, paid_at },
-                    received_at: now,
-                };
-                match self.db.execute(order_id, command, &actor()).await {
-                    Ok(_) => Settled::Paid,
-                    Err(e) => Settled::Deferred(format!("recording the queried payment: {e}")),
-                }
-            }
+            }) => self
+                .record_queried_payment(order_id, channel_name, channel_trade_no, amount, paid_at, now)
+                .await
+                .unwrap_or_else(Settled::Deferred),
             Ok(ChannelPaymentStatus::Closed) | Err(ChannelError::Unsupported { .. }) => self.close(order_id, now).await,
             Ok(
                 status @ (ChannelPaymentStatus::NotPaid
@@ -251,6 +489,39 @@ impl OrderMonitor {
     }
 }
 
+/// Parses a query schedule for [`MonitorConfig::query_schedule_ms`]: comma-separated durations
+/// in humantime syntax, e.g. `1m,5m,15m`, into milliseconds, sorted and de-duplicated. `none` (or
+/// an empty string) is the empty schedule: no queries before expiry.
+///
+/// # Errors
+/// The duration that does not parse, with why; a zero duration (an order is not queried the
+/// moment it is created).
+pub fn parse_query_schedule(s: &str) -> Result<Vec<u64>, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut points = s
+        .split(',')
+        .map(|d| {
+            let ms = humantime::parse_duration(d.trim()).map_err(|e| format!("{d:?}: {e}"))?.as_millis();
+            match u64::try_from(ms) {
+                Ok(0) => Err(format!("{d:?}: a query point must be after creation")),
+                Ok(ms) => Ok(ms),
+                Err(_) => Err(format!("{d:?}: too long")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    points.sort_unstable();
+    points.dedup();
+    Ok(points)
+}
+
+/// `now − ms`, or `None` past chrono's range.
+fn before(now: DateTime<Utc>, ms: u64) -> Option<DateTime<Utc>> {
+    chrono::Duration::try_milliseconds(i64::try_from(ms).ok()?).and_then(|d| now.checked_sub_signed(d))
+}
+
 fn actor() -> String {
     format!("worker:{MONITOR_NAME}")
 }
@@ -260,4 +531,38 @@ pub fn spawn(db: Database, channels: Channels, config: MonitorConfig) -> Option<
     config
         .enabled
         .then(|| tokio::spawn(OrderMonitor::new(db, channels, config).run()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_schedule_parses_to_sorted_milliseconds() {
+        assert_eq!(parse_query_schedule("1m, 5m,15m"), Ok(vec![60_000, 300_000, 900_000]));
+        assert_eq!(parse_query_schedule("15m,1m,1m,300ms"), Ok(vec![300, 60_000, 900_000]));
+        assert_eq!(parse_query_schedule("none"), Ok(vec![]));
+        assert_eq!(parse_query_schedule(""), Ok(vec![]));
+        assert!(parse_query_schedule("1m,soon").is_err());
+        assert!(parse_query_schedule("0s").is_err());
+    }
+
+    #[test]
+    fn the_default_schedule_is_the_channels_one() {
+        assert_eq!(
+            MonitorConfig::default().query_schedule_ms,
+            parse_query_schedule("1m,5m,15m").expect("parses")
+        );
+    }
+
+    #[test]
+    fn a_cursor_after_a_time_excludes_it_and_includes_the_next_microsecond() {
+        let t = DateTime::parse_from_rfc3339("2024-05-01T10:00:00.123456789Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let c = Cursor::after(t);
+        assert_eq!(c.created_at, "2024-05-01T10:00:00.123457Z");
+        assert!(c.created_at.as_str() > fmt_ts(t).as_str());
+        assert_eq!(c.order_id, "");
+    }
 }
