@@ -6,10 +6,12 @@
 //! **Before expiry: the query schedule.** Like the channels' own query schedules, an order still
 //! `awaiting_payment` is asked about once its age (now − `created_at`) crosses each point of
 //! [`MonitorConfig::query_schedule_ms`] (default 1m, 5m, 15m). A round selects, for each point
-//! `p`, the orders with `created_at` in `(previous round − p, now − p]` (in memory: the first round
-//! of a process looks back one interval; a round cut short by [`ROUND_ORDERS_MAX`] or a database
-//! error resumes where it stopped). An order already due for the expiry pass below is left to it.
-//! Before expiry nothing is ever closed:
+//! `p`, the orders with `created_at` in `(previous round − p − lag, now − p − lag]`, where `lag`
+//! is [`VIEW_LAG_ALLOWANCE_MS`] (2 s: the projection writes the row a moment after the order was
+//! created); the previous round's position is kept in memory: the first round of a process looks
+//! back one interval, a round cut short by [`ROUND_ORDERS_MAX`] or a database error resumes where
+//! it stopped. An order already due for the expiry pass below is left to it. Before expiry
+//! nothing is ever closed:
 //!
 //! | channel says (`query`)        | the monitor, before expiry                                       |
 //! |-------------------------------|------------------------------------------------------------------|
@@ -20,8 +22,8 @@
 //! | `query` unsupported (sandbox) | nothing                                                          |
 //! | unavailable / refused         | nothing (logged); the next point or the expiry pass asks again   |
 //!
-//! An order whose row reaches `order_view` later than a point after its creation misses that
-//! point; the next point, or the expiry pass, asks for it.
+//! An order whose row reaches `order_view` more than the allowance after its creation misses
+//! that point; the next point, or the expiry pass, asks for it.
 //!
 //! **At expiry.** Orders still `awaiting_payment` whose `expire_at` is more than
 //! [`MonitorConfig::grace_ms`] in the past (the grace lets the channel's own expiry and
@@ -64,6 +66,11 @@ pub const GRACE_MS_DEFAULT: u64 = 60_000;
 /// Default ages (now − `created_at`) at which an awaiting order is queried before its expiry,
 /// milliseconds: 1m, 5m, 15m.
 pub const QUERY_SCHEDULE_MS_DEFAULT: [u64; 3] = [60_000, 300_000, 900_000];
+/// How long after an order's creation its `order_view` row is taken to be visible,
+/// milliseconds: the schedule pass asks at age `point + VIEW_LAG_ALLOWANCE_MS`, so a row the
+/// projection wrote up to this late is still in its window (the windows are on `created_at`,
+/// the time the order was created, not the time its row appeared).
+pub const VIEW_LAG_ALLOWANCE_MS: u64 = 2_000;
 /// Orders read from `order_view` per query.
 pub const PAGE_ORDERS_MAX: i64 = 100;
 /// Orders settled per round at most, and orders queried on the schedule per round at most, so
@@ -271,8 +278,10 @@ impl OrderMonitor {
             points
                 .iter()
                 .map(|&p| {
-                    let start = before(now, p.saturating_add(self.config.interval_ms)).unwrap_or(DateTime::<Utc>::MIN_UTC);
-                    Cursor::after(start)
+                    let lookback = p
+                        .saturating_add(VIEW_LAG_ALLOWANCE_MS)
+                        .saturating_add(self.config.interval_ms);
+                    Cursor::after(before(now, lookback).unwrap_or(DateTime::<Utc>::MIN_UTC))
                 })
                 .collect()
         });
@@ -281,7 +290,7 @@ impl OrderMonitor {
         let mut failed = None;
         for (&point, mut cursor) in points.iter().zip(cursors) {
             // A point past chrono's range is never crossed.
-            let Some(upper) = before(now, point) else {
+            let Some(upper) = before(now, point.saturating_add(VIEW_LAG_ALLOWANCE_MS)) else {
                 next.push(cursor);
                 continue;
             };
@@ -504,7 +513,9 @@ pub fn parse_query_schedule(s: &str) -> Result<Vec<u64>, String> {
     let mut points = s
         .split(',')
         .map(|d| {
-            let ms = humantime::parse_duration(d.trim()).map_err(|e| format!("{d:?}: {e}"))?.as_millis();
+            let ms = humantime::parse_duration(d.trim())
+                .map_err(|e| format!("{d:?}: {e}"))?
+                .as_millis();
             match u64::try_from(ms) {
                 Ok(0) => Err(format!("{d:?}: a query point must be after creation")),
                 Ok(ms) => Ok(ms),
