@@ -64,10 +64,21 @@ async fn receive(
     match state.db.execute(order_id, command, &actor).await {
         Ok(executed) => {
             for e in &executed.events {
-                if let payledger_domain::PaymentOrderEvent::PaymentAmountMismatch { expected, received, .. } =
-                    &e.payload
-                {
-                    tracing::warn!(%order_id, ?expected, ?received, "callback amount differs from the order: flagged");
+                match &e.payload {
+                    payledger_domain::PaymentOrderEvent::PaymentAmountMismatch { expected, received, .. } => {
+                        tracing::warn!(%order_id, ?expected, ?received, "callback amount differs from the order: flagged");
+                    }
+                    // Money for an order already closed: kept (suspense), for a person to refund
+                    // or settle.
+                    payledger_domain::PaymentOrderEvent::PaymentSucceeded {
+                        amount,
+                        channel_trade_no,
+                        late: true,
+                        ..
+                    } => {
+                        tracing::warn!(%order_id, ?amount, %channel_trade_no, "late payment: the order was closed before the channel's success; kept in suspense");
+                    }
+                    _ => {}
                 }
             }
             // So that whoever looks at the order next (the payer's return page, the merchant)
