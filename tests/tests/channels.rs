@@ -3,7 +3,8 @@
 //! simulators, their signed (and, for WeChat Pay, encrypted) notifications reach
 //! `/v1/callbacks/{channel}`, refunds go out through the refund worker; forged notifications are
 //! refused in the channel's own format and change nothing. The order monitor settles expired
-//! orders from the channel's word.
+//! orders from the channel's word, queries awaiting ones on its schedule before expiry, and a
+//! payment after its close is kept as a late payment.
 
 use chrono::Utc;
 use payledger_channel_adapters::alipay::account::parse_public_key;
@@ -135,12 +136,24 @@ fn monitor_idle() -> MonitorConfig {
     MonitorConfig::default()
 }
 
-/// A monitor that settles an order as soon as it expired, checking five times a second.
+/// A monitor that settles an order as soon as it expired, checking five times a second; no
+/// queries before expiry.
 fn monitor_eager() -> MonitorConfig {
     MonitorConfig {
         enabled: true,
         interval_ms: 200,
         grace_ms: 0,
+        query_schedule_ms: Vec::new(),
+    }
+}
+
+/// A monitor that queries awaiting orders when their age crosses `points_ms`, checking ten
+/// times a second; expiry as in production.
+fn monitor_querying(points_ms: &[u64]) -> MonitorConfig {
+    MonitorConfig {
+        interval_ms: 100,
+        query_schedule_ms: points_ms.to_vec(),
+        ..MonitorConfig::default()
     }
 }
 
@@ -793,6 +806,133 @@ async fn an_expired_unpaid_wechatpay_order_is_closed_at_the_channel_and_here(bac
     assert_eq!(at_channel.trade_state, "CLOSED", "closed at WeChat Pay before here");
 }
 
+async fn an_awaiting_wechatpay_order_whose_notification_was_lost_is_paid_by_a_scheduled_query_before_expiry(
+    backend: Backend,
+) {
+    // One point, a second after creation: room for placing the order (RSA signing in a debug
+    // build) and paying it before the monitor asks.
+    let Some(w) = world(backend, monitor_querying(&[1_000])).await else {
+        return;
+    };
+    let mut body = order_body("WX-QUERY", 990, "wechatpay", "qr");
+    body["expire_in_seconds"] = json!(3600);
+    let created = create(&w, &body).await;
+    let order_id = id_of(&created, "order_id");
+    let out_trade_no = order_id.simple().to_string();
+    let transaction = w.wechat.pay_without_notification(&out_trade_no).expect("paid");
+    let transaction_id = transaction.transaction_id.expect("transaction_id");
+    assert_eq!(
+        w.wechat.queries(&out_trade_no),
+        0,
+        "the monitor asked before the payer paid: the schedule point is too short for this machine"
+    );
+
+    let view = wait_status(&w.s, &w.m.api_key, &order_id.to_string(), "paid").await;
+    assert_eq!(view["paid_amount"], 990);
+    assert_eq!(view["channel_trade_no"], transaction_id.as_str());
+    assert_eq!(view["late_payment"], false);
+    assert_eq!(w.wechat.queries(&out_trade_no), 1, "asked once, at the point");
+    let evs = events(&w, order_id).await;
+    assert!(evs.iter().all(|(t, _, _)| t != "OrderClosed"), "{evs:?}");
+    let paid: Vec<_> = evs.iter().filter(|(t, _, _)| t == "PaymentSucceeded").collect();
+    assert_eq!(paid.len(), 1, "{evs:?}");
+    let (_, payload, actor) = paid[0];
+    assert!(
+        payload["notify_id"].as_str().is_some_and(|n| n.starts_with("query:")),
+        "{payload}"
+    );
+    assert_eq!(payload["notify_id"], format!("query:{transaction_id}"));
+    assert_eq!(payload["late"], false, "{payload}");
+    assert_eq!(actor, "worker:order_monitor");
+    // Paid long before its expiry: the expiry pass had nothing to do with it.
+    let expire_at = chrono::DateTime::parse_from_rfc3339(view["expire_at"].as_str().expect("expire_at")).expect("time");
+    assert!(expire_at > Utc::now() + chrono::Duration::minutes(50), "{view}");
+}
+
+async fn an_unpaid_awaiting_wechatpay_order_is_queried_at_each_point_and_left_open(backend: Backend) {
+    let Some(w) = world(backend, monitor_querying(&[300, 600])).await else {
+        return;
+    };
+    let mut body = order_body("WX-WAIT", 440, "wechatpay", "qr");
+    body["expire_in_seconds"] = json!(3600);
+    let created = create(&w, &body).await;
+    let order_id = id_of(&created, "order_id");
+    let out_trade_no = order_id.simple().to_string();
+    wait_status(&w.s, &w.m.api_key, &order_id.to_string(), "awaiting_payment").await;
+    let before = events(&w, order_id).await;
+
+    // Both points passed: the monitor asked twice (once per point: the windows do not overlap),
+    // and the second query began after the first answer was handled.
+    eventually(WAIT, || async { (w.wechat.queries(&out_trade_no) >= 2).then_some(()) })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the monitor queried the order {} times, not at both points",
+                w.wechat.queries(&out_trade_no)
+            )
+        });
+    assert_eq!(w.wechat.queries(&out_trade_no), 2);
+    assert_eq!(
+        events(&w, order_id).await,
+        before,
+        "a query that says NOTPAY records nothing"
+    );
+    let view = get_order(&w.s, &w.m.api_key, &order_id.to_string()).await.json;
+    assert_eq!(view["status"], "awaiting_payment", "{view}");
+    let at_channel = w.wechat.order(&out_trade_no).expect("order");
+    assert_eq!(
+        at_channel.trade_state, "NOTPAY",
+        "not closed at WeChat Pay before expiry"
+    );
+}
+
+async fn a_wechatpay_order_closed_by_the_monitor_then_paid_is_a_late_payment_in_suspense(backend: Backend) {
+    let Some(w) = world(backend, monitor_eager()).await else {
+        return;
+    };
+    let out_trade_no = "WX-LATE";
+    let order_id = ids::order_id(&w.m.merchant_id, out_trade_no);
+    place_at_wechatpay(&w, order_id, 530).await;
+    create_expired(&w, out_trade_no, 530, "wechatpay", "qr").await;
+    closed_by_monitor(&w, order_id).await;
+
+    // The payer's payment went through as the order closed: WeChat Pay notifies the success.
+    let delivery = w.wechat.pay(&order_id.simple().to_string()).await.expect("delivered");
+    assert_eq!(delivery.status, 204, "a late payment is accepted, not refused");
+    let view = wait_status(&w.s, &w.m.api_key, &order_id.to_string(), "paid").await;
+    assert_eq!(view["paid_amount"], 530);
+    assert_eq!(view["late_payment"], true, "{view}");
+    let evs = events(&w, order_id).await;
+    let types: Vec<&str> = evs.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(types, ["OrderCreated", "OrderClosed", "PaymentSucceeded"]);
+    assert_eq!(evs[2].1["late"], true, "{:?}", evs[2]);
+
+    // The money belongs to no open order: the journal holds it in suspense, not as owed to the
+    // merchant's sales.
+    let suspense = format!("suspense:{}", w.m.merchant_id);
+    let balances = eventually(WAIT, || async {
+        let r = w.s.call("GET", "/v1/ledger/balances", Some(&w.m.api_key), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let data = r.json["data"].as_array().cloned().unwrap_or_default();
+        data.iter().any(|b| b["account"] == suspense.as_str()).then_some(data)
+    })
+    .await
+    .expect("the late payment reached the journal");
+    let held = balances
+        .iter()
+        .find(|b| b["account"] == suspense.as_str())
+        .expect("suspense");
+    assert_eq!(held["balance"], 530, "{held}");
+    assert_eq!(held["currency"], "CNY", "{held}");
+    let payable = format!("merchant_payable:{}", w.m.merchant_id);
+    assert!(
+        balances
+            .iter()
+            .all(|b| b["account"] != payable.as_str() || b["balance"] == 0),
+        "{balances:?}"
+    );
+}
+
 payledger_tests::both_backends!(
     a_wechatpay_qr_order_is_paid_by_its_notification_and_refunded,
     forged_wechatpay_notifications_are_refused_and_change_nothing,
@@ -803,4 +943,7 @@ payledger_tests::both_backends!(
     an_expired_sandbox_order_is_closed_by_the_monitor_and_cannot_be_paid,
     an_expired_wechatpay_order_whose_notification_was_lost_becomes_paid_not_closed,
     an_expired_unpaid_wechatpay_order_is_closed_at_the_channel_and_here,
+    an_awaiting_wechatpay_order_whose_notification_was_lost_is_paid_by_a_scheduled_query_before_expiry,
+    an_unpaid_awaiting_wechatpay_order_is_queried_at_each_point_and_left_open,
+    a_wechatpay_order_closed_by_the_monitor_then_paid_is_a_late_payment_in_suspense,
 );

@@ -419,6 +419,8 @@ struct Books {
     refunds: HashMap<String, SimRefund>,
     answer_fault: Option<AnswerFault>,
     requests_refused: u64,
+    /// Authenticated queries answered, by `out_trade_no`.
+    queries: HashMap<String, u64>,
 }
 
 struct Inner {
@@ -516,6 +518,12 @@ impl WechatPaySimulator {
     /// How many requests were refused with `401 SIGN_ERROR`.
     pub fn requests_refused(&self) -> u64 {
         self.inner.books().requests_refused
+    }
+
+    /// How many authenticated order queries (`GET …/out-trade-no/{out_trade_no}`) were answered
+    /// for `out_trade_no`, found or not.
+    pub fn queries(&self, out_trade_no: &str) -> u64 {
+        self.inner.books().queries.get(out_trade_no).copied().unwrap_or(0)
     }
 
     /// Forges the API answers from now on (`None`: honest again).
@@ -877,7 +885,9 @@ fn query_order(inner: &Inner, out_trade_no: &str, query: &str) -> Answer {
             "mchid query parameter is required",
         );
     }
-    match inner.books().orders.get(out_trade_no) {
+    let mut books = inner.books();
+    *books.queries.entry(out_trade_no.to_string()).or_default() += 1;
+    match books.orders.get(out_trade_no) {
         Some(order) => Answer::json(StatusCode::OK, &order.transaction()),
         None => Answer::error(StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
     }
