@@ -324,13 +324,15 @@ async fn catch_up_in(
     subscriber: &dyn TransactionalSubscriber,
     until: Option<LogPosition>,
 ) -> Result<(LogPosition, u64), RebuildError> {
-    let mut at = checkpoint(db.pool(), subscriber.name()).await?;
+    let mut at = lock_checkpoint(&mut *tx, subscriber.name()).await?;
     let mut applied = 0u64;
     loop {
         if until.is_some_and(|u| at >= u) {
             break;
         }
-        let events = db.log().read_range(at, until, REPLAY_BATCH_SIZE).await?;
+        // On the transaction's own connection: it holds the checkpoint lock (on SQLite the write
+        // lock), so it must not wait for another pool connection.
+        let events = db.log().read_range_on(&mut *tx, at, until, REPLAY_BATCH_SIZE).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };

@@ -99,6 +99,22 @@ impl GlobalLog {
         until: Option<LogPosition>,
         limit: i64,
     ) -> Result<Vec<LogEvent>, DbError> {
+        let mut conn = self.pool.acquire().await?;
+        self.read_range_on(&mut conn, after, until, limit).await
+    }
+
+    /// As [`GlobalLog::read_range`], on `conn`: for a reader holding a transaction, which must
+    /// not wait for a second pool connection (see [`GlobalLog::order_events_on`]).
+    ///
+    /// # Errors
+    /// As [`GlobalLog::read_after`].
+    pub async fn read_range_on(
+        &self,
+        conn: &mut AnyConnection,
+        after: LogPosition,
+        until: Option<LogPosition>,
+        limit: i64,
+    ) -> Result<Vec<LogEvent>, DbError> {
         let until = until.unwrap_or(LogPosition {
             transaction_id: i64::MAX,
             global_position: i64::MAX,
@@ -119,7 +135,7 @@ impl GlobalLog {
                     .bind(until.transaction_id)
                     .bind(until.global_position)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
             }
             Backend::Sqlite => {
@@ -132,7 +148,7 @@ impl GlobalLog {
                     .bind(after.global_position)
                     .bind(until.global_position)
                     .bind(limit)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
                     .await?
             }
         };
