@@ -260,6 +260,8 @@ impl Drop for Running {
 /// When the database cannot be reached or migrated, the address cannot be bound, or a configured
 /// channel cannot be built.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    // Install the process's metrics recorder before anything records.
+    crate::metrics::handle();
     let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
     db.migrate().await?;
     let listener = TcpListener::bind(config.listen).await?;

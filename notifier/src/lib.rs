@@ -19,5 +19,5 @@ pub mod send;
 pub mod signature;
 
 pub use enqueue::{notification_type, NotifyEnqueuer, ENQUEUER_NAME};
-pub use send::{RetrySchedule, Sender, SenderConfig};
+pub use send::{RetrySchedule, Sender, SenderConfig, NOTIFICATIONS_TOTAL, NOTIFICATION_LATENCY_SECONDS};
 pub use signature::{sign, verify, SIGNATURE_HEADER};
