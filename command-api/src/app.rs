@@ -88,6 +88,8 @@ pub struct AppState {
     pub sandbox: Arc<SandboxChannel>,
     pub projection: Arc<OrderProjection>,
     pub config: Arc<ApiConfig>,
+    /// Wakes the notifier's [`Sender`] (a resend made a job due now).
+    pub notify_queued: Arc<Notify>,
 }
 
 impl AppState {
@@ -176,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::http::orders::router())
         .merge(crate::http::refunds::router())
         .merge(crate::http::ledger::router())
+        .merge(crate::http::notifications::router())
         .merge(crate::http::callbacks::router())
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())
@@ -257,6 +260,8 @@ impl Drop for Running {
 /// When the database cannot be reached or migrated, the address cannot be bound, or a configured
 /// channel cannot be built.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    // Install the process's metrics recorder before anything records.
+    crate::metrics::handle();
     let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
     db.migrate().await?;
     let listener = TcpListener::bind(config.listen).await?;
@@ -300,7 +305,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
 
     let (stop_sender, stop) = watch::channel(false);
-    let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued)?.run(stop));
+    let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued.clone())?.run(stop));
 
     let state = AppState {
         db: db.clone(),
@@ -310,6 +315,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         config: Arc::new(ApiConfig {
             allow_private_urls: config.allow_private_urls,
         }),
+        notify_queued: queued,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let app = router(state);

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod validate;
 pub mod workers;

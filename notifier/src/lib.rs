@@ -8,13 +8,16 @@
 //!   A 2xx answer delivers it; otherwise it is retried on the [`RetrySchedule`] and abandoned
 //!   after the last attempt. Every attempt is recorded in `notify_attempt`.
 //!
+//! - [`queries`]: the merchant's view of the queue (`GET /v1/notifications`) and resend.
+//!
 //! Notification body: `{"id", "type", "created_at", "data": <order view>}` (+ `refund_id` for
 //! refund types); `id` is stable across attempts (the event's id), so merchants de-duplicate on it.
 
 pub mod enqueue;
+pub mod queries;
 pub mod send;
 pub mod signature;
 
 pub use enqueue::{notification_type, NotifyEnqueuer, ENQUEUER_NAME};
-pub use send::{RetrySchedule, Sender, SenderConfig};
+pub use send::{RetrySchedule, Sender, SenderConfig, NOTIFICATIONS_TOTAL, NOTIFICATION_LATENCY_SECONDS};
 pub use signature::{sign, verify, SIGNATURE_HEADER};

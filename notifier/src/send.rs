@@ -13,6 +13,27 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::signature::{sign, SIGNATURE_HEADER};
 
+/// Counter of finished delivery attempts, labelled `outcome` (`delivered`; `failed`: retried
+/// later; `abandoned`: it was the last attempt) and `status_class` (`2xx`, `3xx`, `4xx`, `5xx`,
+/// or `none` when the merchant did not answer).
+pub const NOTIFICATIONS_TOTAL: &str = "payledger_notifications_total";
+/// Histogram of one delivery attempt's duration in seconds (request to answer or failure),
+/// labelled `status_class` as [`NOTIFICATIONS_TOTAL`].
+pub const NOTIFICATION_LATENCY_SECONDS: &str = "payledger_notification_latency_seconds";
+
+/// The `status_class` label of an attempt: `2xx` … `5xx`, `none` without an answer.
+fn status_class(status_code: Option<u16>) -> &'static str {
+    match status_code.map(|c| c / 100) {
+        Some(1) => "1xx",
+        Some(2) => "2xx",
+        Some(3) => "3xx",
+        Some(4) => "4xx",
+        Some(5) => "5xx",
+        Some(_) => "other",
+        None => "none",
+    }
+}
+
 /// Delays between attempts: after attempt n fails, attempt n+1 waits `delays[n-1]`; after the
 /// last delay's attempt fails the notification is abandoned. So `delays.len() + 1` attempts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +237,8 @@ impl Sender {
                     .map_err(|e| e.to_string())
             }
         };
-        let latency_ms = started.elapsed().as_millis() as i64;
+        let latency = started.elapsed();
+        let latency_ms = latency.as_millis() as i64;
         let now = Utc::now();
         let (status_code, error) = match &result {
             Ok(code) if (200..300).contains(code) => (Some(*code), None),
@@ -258,6 +280,11 @@ impl Sender {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        // Counted once recorded, so the metric agrees with notify_attempt.
+        let class = status_class(status_code);
+        let outcome = if status == "pending" { "failed" } else { status };
+        metrics::counter!(NOTIFICATIONS_TOTAL, "outcome" => outcome, "status_class" => class).increment(1);
+        metrics::histogram!(NOTIFICATION_LATENCY_SECONDS, "status_class" => class).record(latency.as_secs_f64());
         Ok(())
     }
 }

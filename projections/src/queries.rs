@@ -77,8 +77,9 @@ pub struct OrderPage {
 #[error("invalid cursor")]
 pub struct InvalidCursor;
 
-/// Encodes the position after `(created_at, order_id)`: opaque to clients.
-fn encode_cursor(created_at: &str, order_id: &str) -> String {
+/// Encodes the position after `(created_at, order_id)`: opaque to clients. Also used for other
+/// lists keyed on `(created_at, <uuid>)` (the notify queue).
+pub fn encode_cursor(created_at: &str, order_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{created_at}|{order_id}"))
 }
 

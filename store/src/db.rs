@@ -25,6 +25,10 @@ pub enum Backend {
     Sqlite,
 }
 
+/// Counter of events this process appended to the store, labelled `event_type` (e.g.
+/// `PaymentSucceeded`). Every command goes through [`Database::execute`], so this counts them all.
+pub const EVENTS_APPENDED_TOTAL: &str = "payledger_events_appended_total";
+
 /// A database failure (connection, migration, query). Details are for logs, not for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -176,6 +180,10 @@ impl Database {
         let executed = self.orders.execute(order_id, command, metadata).await?;
         if !executed.events.is_empty() {
             self.notify_appended();
+        }
+        for e in &executed.events {
+            metrics::counter!(EVENTS_APPENDED_TOTAL, "event_type" => cqrs_es::DomainEvent::event_type(&e.payload))
+                .increment(1);
         }
         Ok(executed)
     }

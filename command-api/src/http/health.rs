@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (it can reach its database).
+//! `/healthz` (the process answers), `/readyz` (it can reach its database) and `/metrics`
+//! (Prometheus text format, see [`crate::metrics`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,6 +13,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz() -> &'static str {
@@ -24,4 +26,18 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
     }
+}
+
+/// `GET /metrics`: every metric of this process in the Prometheus text exposition format
+/// (version 0.0.4), after reading the database gauges. Unauthenticated, like the health
+/// endpoints: scrapers reach it on the operations network.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    crate::metrics::refresh_database_gauges(&state.db).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::handle().render(),
+    )
 }

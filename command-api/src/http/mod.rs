@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod ledger;
+pub mod notifications;
 pub mod orders;
 pub mod refunds;
 pub mod sandbox;

@@ -167,7 +167,9 @@ async fn create(
             payer_id: order.terms.user_id.clone(),
             payer_ip: None,
         };
-        let outcome = match channel.create(&request).await {
+        let created =
+            crate::metrics::timed_channel_call(&order.terms.channel, "create", channel.create(&request)).await;
+        let outcome = match created {
             Ok(channel_order) => ChannelOrderOutcome::Opened(channel_order),
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "channel order failed");

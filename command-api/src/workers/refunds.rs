@@ -76,7 +76,7 @@ impl EffectSubscriber for RefundWorker {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match channel.refund(&request).await {
+            match crate::metrics::timed_channel_call(&order.terms.channel, "refund", channel.refund(&request)).await {
                 Err(ChannelError::Unavailable(e)) if attempt < CHANNEL_ATTEMPTS_MAX => {
                     tracing::warn!(%refund_id, attempt, error = %e, "channel unavailable for refund; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
