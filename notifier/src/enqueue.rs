@@ -52,7 +52,7 @@ impl TransactionalSubscriber for NotifyEnqueuer {
                 continue;
             };
             // The order as it was right after this event: the same document on every replay.
-            let history = self.log.order_events(e.order_id).await?;
+            let history = self.log.order_events_on(&mut *tx, e.order_id).await?;
             let view = OrderView::from_events(
                 history
                     .iter()

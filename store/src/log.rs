@@ -15,6 +15,7 @@ use cqrs_es::Aggregate;
 use payledger_domain::{ids, PaymentOrder, PaymentOrderEvent};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
@@ -191,7 +192,33 @@ impl GlobalLog {
     /// # Errors
     /// As [`GlobalLog::read_after`].
     pub async fn order_events(&self, order_id: Uuid) -> Result<Vec<LogEvent>, DbError> {
-        let sql = match self.backend {
+        let sql = self.order_sql();
+        let rows = sqlx::query(&sql)
+            .bind(PaymentOrder::TYPE)
+            .bind(order_id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    /// As [`GlobalLog::order_events`], on `conn`: for a transactional subscriber, which must not
+    /// take a second pool connection while its transaction holds one (on SQLite that transaction
+    /// holds the write lock, and the connections it would wait for may be waiting for that lock).
+    ///
+    /// # Errors
+    /// As [`GlobalLog::read_after`].
+    pub async fn order_events_on(&self, conn: &mut AnyConnection, order_id: Uuid) -> Result<Vec<LogEvent>, DbError> {
+        let sql = self.order_sql();
+        let rows = sqlx::query(&sql)
+            .bind(PaymentOrder::TYPE)
+            .bind(order_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    fn order_sql(&self) -> String {
+        match self.backend {
             Backend::Postgres => format!(
                 "SELECT {PG_COLUMNS} FROM events e WHERE e.aggregate_type = $1 AND e.aggregate_id = $2 ORDER BY e.sequence"
             ),
@@ -199,13 +226,7 @@ impl GlobalLog {
                 "SELECT {SQLITE_COLUMNS} FROM {SQLITE_FROM} WHERE p.aggregate_type = $1 AND p.aggregate_id = $2 \
                  ORDER BY p.sequence"
             ),
-        };
-        let rows = sqlx::query(&sql)
-            .bind(PaymentOrder::TYPE)
-            .bind(order_id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| self.decode(r)).collect()
+        }
     }
 
     /// The merchant of each order in `order_ids`, read from its `OrderCreated` event (sequence 1),
