@@ -71,6 +71,8 @@ pub const DUPLICATE_WINDOW_MS_DEFAULT: u64 = 120_000;
 pub const BACKOFF_MS_MIN: u64 = 200;
 /// Longest pause between failed steps.
 pub const BACKOFF_MS_MAX: u64 = 10_000;
+/// How often [`Relay::connect`] looks whether the first connection is up.
+const CONNECT_POLL_MS: u64 = 10;
 /// Orders whose merchant the relay remembers (about 100 bytes each). Past it the oldest entry
 /// goes; a miss costs one batched query per batch ([`payledger_store::GlobalLog::merchants_of`]).
 pub const MERCHANT_CACHE_ORDERS_MAX: usize = 100_000;
@@ -255,8 +257,9 @@ impl Relay {
         &self.config
     }
 
-    /// Creates the NATS client. It connects in the background and keeps reconnecting, so this
-    /// succeeds while NATS is down; publishing waits for the connection.
+    /// Creates the NATS client and waits up to [`RelayConfig::ack_timeout_ms`] for it to
+    /// connect. It keeps connecting and reconnecting in the background, so this succeeds while
+    /// NATS is down; steps fail with [`RelayError::NotConnected`] until it is back.
     ///
     /// # Errors
     /// [`RelayError::Nats`] when the URL is not a NATS URL.
@@ -273,6 +276,12 @@ impl Relay {
             .connect(self.config.nats_url.as_str())
             .await
             .map_err(|e| RelayError::Nats(format!("connecting to {}: {e}", self.config.nats_url)))?;
+        // Give a reachable server the time to answer before the first step, so that step does
+        // not fail for nothing; an unreachable one is retried in the background.
+        let deadline = tokio::time::Instant::now() + timeout;
+        while client.connection_state() != State::Connected && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(CONNECT_POLL_MS)).await;
+        }
         let js = jetstream::ContextBuilder::new()
             .timeout(timeout)
             .max_ack_inflight(self.config.batch() as usize)

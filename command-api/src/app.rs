@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use payledger_bus::{Relay, RelayConfig, RelayMetrics};
 use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
@@ -48,6 +49,9 @@ pub struct ServeConfig {
     pub sender: SenderConfig,
     /// Pool sizes.
     pub pools: PoolConfig,
+    /// The NATS relay: publishes every event to JetStream when set (`--nats-url`); `None` is
+    /// embedded mode, no NATS at all.
+    pub relay: Option<RelayConfig>,
 }
 
 impl ServeConfig {
@@ -60,6 +64,7 @@ impl ServeConfig {
             allow_private_urls: true,
             sender: SenderConfig::default(),
             pools: PoolConfig::default(),
+            relay: None,
         }
     }
 }
@@ -190,6 +195,8 @@ pub struct Running {
     /// The notifier, stopped gracefully so deliveries in flight record their attempts.
     sender: Option<(watch::Sender<bool>, JoinHandle<()>, Duration)>,
     workers: Vec<JoinHandle<()>>,
+    /// The relay's counters when it runs (for `/metrics`).
+    pub relay_metrics: Option<Arc<RelayMetrics>>,
 }
 
 impl Running {
@@ -285,6 +292,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         )),
     ];
 
+    let mut workers = workers;
+    let relay_metrics = config.relay.clone().map(|relay_config| {
+        tracing::info!(nats_url = %relay_config.nats_url, stream = %relay_config.stream, "NATS relay enabled");
+        let relay = Relay::new(db.clone(), relay_config);
+        let metrics = relay.metrics();
+        workers.push(tokio::spawn(relay.run()));
+        metrics
+    });
+
     let (stop_sender, stop) = watch::channel(false);
     let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued)?.run(stop));
 
@@ -315,5 +331,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         server,
         sender: Some((stop_sender, sender, config.sender.stop_timeout())),
         workers,
+        relay_metrics,
     })
 }

@@ -43,6 +43,10 @@ enum Command {
         /// Delays between notification attempts, e.g. "15s,15s,30s,3m" (default: WeChat Pay's ten).
         #[arg(long, env = "PAYLEDGER_NOTIFY_SCHEDULE")]
         notify_schedule: Option<RetrySchedule>,
+        /// NATS server URL: runs the relay that publishes every event to JetStream stream
+        /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>). Absent: no NATS.
+        #[arg(long, env = "NATS_URL")]
+        nats_url: Option<String>,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -144,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             public_url,
             deny_private_urls,
             notify_schedule,
+            nats_url,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -151,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(s) = notify_schedule {
                 config.sender.schedule = s;
             }
+            config.relay = nats_url.map(payledger_bus::RelayConfig::new);
             let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",

@@ -6,6 +6,7 @@
 //! is unreachable, tests fail if `CI=true`, and are skipped with a loud message otherwise.
 
 pub mod flows;
+pub mod nats;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use payledger_bus::RelayConfig;
 use payledger_command_api::app::{self, Running, ServeConfig};
 use payledger_notifier::RetrySchedule;
 use payledger_store::{merchants, Database, PoolConfig};
@@ -132,6 +134,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub schedule: RetrySchedule,
     addr: SocketAddr,
+    relay: Option<RelayConfig>,
 }
 
 impl TestServer {
@@ -143,8 +146,17 @@ impl TestServer {
 
     /// As [`TestServer::start`] with another retry schedule.
     pub async fn start_with(backend: Backend, schedule: RetrySchedule) -> Option<Self> {
+        Self::start_full(backend, schedule, None).await
+    }
+
+    /// As [`TestServer::start`], with the NATS relay running as `relay` says (`serve --nats-url`).
+    pub async fn start_with_relay(backend: Backend, relay: RelayConfig) -> Option<Self> {
+        Self::start_full(backend, "1s,1s".parse().expect("schedule"), Some(relay)).await
+    }
+
+    async fn start_full(backend: Backend, schedule: RetrySchedule, relay: Option<RelayConfig>) -> Option<Self> {
         let db = TestDb::create(backend).await?;
-        let running = Self::boot(&db.url, "127.0.0.1:0".parse().expect("addr"), &schedule).await;
+        let running = Self::boot(&db.url, "127.0.0.1:0".parse().expect("addr"), &schedule, &relay).await;
         let addr = running.addr;
         Some(Self {
             base: format!("http://{addr}"),
@@ -153,10 +165,11 @@ impl TestServer {
             http: reqwest::Client::new(),
             schedule,
             addr,
+            relay,
         })
     }
 
-    async fn boot(url: &str, listen: SocketAddr, schedule: &RetrySchedule) -> Running {
+    async fn boot(url: &str, listen: SocketAddr, schedule: &RetrySchedule, relay: &Option<RelayConfig>) -> Running {
         // Warnings and errors of the server show in a failing test's output (RUST_LOG to change).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -164,6 +177,7 @@ impl TestServer {
             .try_init();
         let mut config = ServeConfig::new(listen, Some(url.to_string()));
         config.sender.schedule = schedule.clone();
+        config.relay = relay.clone();
         config.sender.poll_interval_ms = 100;
         // Short requests make the delivery lease short (request timeout + 5 s), for crash tests.
         config.sender.request_timeout_ms = 1_000;
@@ -182,7 +196,7 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule).await);
+        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule, &self.relay).await);
     }
 
     /// Kills the server without any graceful step, as a crash would (every task is aborted,
@@ -190,7 +204,7 @@ impl TestServer {
     pub async fn crash_and_restart(&mut self) {
         drop(self.running.take());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule).await);
+        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule, &self.relay).await);
     }
 
     /// Stops the server.
