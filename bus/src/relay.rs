@@ -77,8 +77,8 @@ const CONNECT_POLL_MS: u64 = 10;
 /// goes; a miss costs one batched query per batch ([`payledger_store::GlobalLog::merchants_of`]).
 pub const MERCHANT_CACHE_ORDERS_MAX: usize = 100_000;
 
-/// Where and how the relay publishes.
-#[derive(Debug, Clone)]
+/// Where and how the relay publishes. Its `Debug` hides credentials in the URL.
+#[derive(Clone)]
 pub struct RelayConfig {
     /// NATS server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
     pub nats_url: String,
@@ -110,8 +110,35 @@ impl RelayConfig {
         }
     }
 
+    /// [`RelayConfig::nats_url`] without credentials (`user:password@`, token@), for logs.
+    pub fn nats_url_redacted(&self) -> String {
+        self.nats_url
+            .split(',')
+            .map(|server| match (server.find("://"), server.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &server[..scheme], &server[at + 1..]),
+                (None, Some(at)) => format!("***@{}", &server[at + 1..]),
+                _ => server.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     fn batch(&self) -> i64 {
         self.batch_events_max.clamp(1, BATCH_EVENTS_MAX)
+    }
+}
+
+impl std::fmt::Debug for RelayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayConfig")
+            .field("nats_url", &self.nats_url_redacted())
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("checkpoint", &self.checkpoint)
+            .field("batch_events_max", &self.batch_events_max)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("duplicate_window_ms", &self.duplicate_window_ms)
+            .finish()
     }
 }
 
@@ -275,7 +302,7 @@ impl Relay {
             .connection_timeout(timeout)
             .connect(self.config.nats_url.as_str())
             .await
-            .map_err(|e| RelayError::Nats(format!("connecting to {}: {e}", self.config.nats_url)))?;
+            .map_err(|e| RelayError::Nats(format!("connecting to {}: {e}", self.config.nats_url_redacted())))?;
         // Give a reachable server the time to answer before the first step, so that step does
         // not fail for nothing; an unreachable one is retried in the background.
         let deadline = tokio::time::Instant::now() + timeout;
@@ -431,6 +458,7 @@ impl Relay {
     /// # Errors
     /// [`RelayError`]; the checkpoint did not move.
     pub async fn step(&mut self) -> Result<RelayProgress, RelayError> {
+        let started = std::time::Instant::now();
         let from = checkpoint(self.db.pool(), &self.config.checkpoint).await?;
         self.metrics
             .checkpoint_position
@@ -444,14 +472,26 @@ impl Relay {
                 RelayProgress::CaughtUp
             });
         };
+        let read = started.elapsed();
         let lag_ms = (Utc::now() - first.recorded_at).num_milliseconds().max(0) as u64;
         self.metrics.lag_ms.store(lag_ms, Ordering::Relaxed);
-        self.publish(&events).await?;
+        let published = self.publish(&events).await?;
+        let acked = started.elapsed();
         let last: LogPosition = events.last().map_or(from, |e| e.position);
         save_checkpoint(self.db.pool(), &self.config.checkpoint, last).await?;
         self.metrics
             .checkpoint_position
             .store(last.global_position.max(0) as u64, Ordering::Relaxed);
+        tracing::debug!(
+            events = events.len(),
+            rounds = published.rounds,
+            duplicates = published.duplicates,
+            lag_ms,
+            read_ms = read.as_millis() as u64,
+            publish_ms = (acked - read).as_millis() as u64,
+            checkpoint_ms = (started.elapsed() - acked).as_millis() as u64,
+            "relay batch published"
+        );
         Ok(RelayProgress::Published(events.len()))
     }
 
@@ -527,6 +567,16 @@ mod tests {
             metadata: serde_json::json!({}),
             recorded_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn credentials_in_the_nats_url_never_reach_the_logs() {
+        let config = RelayConfig::new("nats://relay:s3cret@n1:4222,tok@n2:4222,nats://n3:4222");
+        assert_eq!(
+            config.nats_url_redacted(),
+            "nats://***@n1:4222,***@n2:4222,nats://n3:4222"
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 
     #[test]

@@ -294,7 +294,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let mut workers = workers;
     let relay_metrics = config.relay.clone().map(|relay_config| {
-        tracing::info!(nats_url = %relay_config.nats_url, stream = %relay_config.stream, "NATS relay enabled");
+        tracing::info!(nats_url = %relay_config.nats_url_redacted(), stream = %relay_config.stream, "NATS relay enabled");
         let relay = Relay::new(db.clone(), relay_config);
         let metrics = relay.metrics();
         workers.push(tokio::spawn(relay.run()));
