@@ -11,6 +11,7 @@ COPY store store
 COPY projections projections
 COPY channel-adapters channel-adapters
 COPY notifier notifier
+COPY bus bus
 COPY command-api command-api
 COPY tests tests
 # The migrations are compiled into the binary (sqlx::migrate!).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
+use payledger_bus::{Relay, RelayConfig, RelayMetrics};
 use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
@@ -55,6 +56,9 @@ pub struct ServeConfig {
     pub channels: ChannelAccounts,
     /// The order monitor's schedule (see [`crate::workers::monitor`]).
     pub monitor: MonitorConfig,
+    /// The NATS relay: publishes every event to JetStream when set (`--nats-url`); `None` is
+    /// embedded mode, no NATS at all.
+    pub relay: Option<RelayConfig>,
 }
 
 impl ServeConfig {
@@ -69,6 +73,7 @@ impl ServeConfig {
             pools: PoolConfig::default(),
             channels: ChannelAccounts::default(),
             monitor: MonitorConfig::default(),
+            relay: None,
         }
     }
 }
@@ -202,6 +207,8 @@ pub struct Running {
     /// The notifier, stopped gracefully so deliveries in flight record their attempts.
     sender: Option<(watch::Sender<bool>, JoinHandle<()>, Duration)>,
     workers: Vec<JoinHandle<()>>,
+    /// The relay's counters when it runs (for `/metrics`).
+    pub relay_metrics: Option<Arc<RelayMetrics>>,
 }
 
 impl Running {
@@ -304,6 +311,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     ];
     workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
 
+    let mut workers = workers;
+    let relay_metrics = config.relay.clone().map(|relay_config| {
+        tracing::info!(nats_url = %relay_config.nats_url_redacted(), stream = %relay_config.stream, "NATS relay enabled");
+        let relay = Relay::new(db.clone(), relay_config);
+        let metrics = relay.metrics();
+        workers.push(tokio::spawn(relay.run()));
+        metrics
+    });
+
     let (stop_sender, stop) = watch::channel(false);
     let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued.clone())?.run(stop));
 
@@ -335,5 +351,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         server,
         sender: Some((stop_sender, sender, config.sender.stop_timeout())),
         workers,
+        relay_metrics,
     })
 }

@@ -63,6 +63,10 @@ enum Command {
         /// expiry, e.g. "1m,5m,15m" (the default); "none" for no queries before expiry.
         #[arg(long, env = "PAYLEDGER_MONITOR_QUERY_SCHEDULE", value_parser = monitor::parse_query_schedule)]
         monitor_query_schedule: Option<QuerySchedule>,
+        /// NATS server URL: runs the relay that publishes every event to JetStream stream
+        /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>). Absent: no NATS.
+        #[arg(long, env = "NATS_URL")]
+        nats_url: Option<String>,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -168,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             monitor_interval,
             monitor_grace,
             monitor_query_schedule,
+            nats_url,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -188,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(points) = monitor_query_schedule {
                 config.monitor.query_schedule_ms = points;
             }
+            config.relay = nats_url.map(payledger_bus::RelayConfig::new);
             let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",

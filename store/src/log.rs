@@ -7,11 +7,13 @@
 //! could still commit before them has finished. A long transaction can delay readers; it can
 //! never make them skip. SQLite has one writer, so insert order is commit order.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
 use payledger_domain::{ids, PaymentOrder, PaymentOrderEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 use sqlx::{AnyPool, Row};
@@ -22,9 +24,13 @@ use crate::time::parse_ts;
 
 pub use crate::upcast::upcasters;
 
+/// Orders looked up per query by [`GlobalLog::merchants_of`] (bound parameters stay far below
+/// SQLite's and PostgreSQL's limits).
+pub const MERCHANT_LOOKUP_ORDERS_MAX: usize = 500;
+
 /// A position in the global log: `(transaction_id, global_position)`, compared in that order.
 /// On SQLite `transaction_id` is always 0. `LogPosition::default()` is before the first event.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LogPosition {
     pub transaction_id: i64,
     pub global_position: i64,
@@ -205,6 +211,45 @@ impl GlobalLog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| self.decode(r)).collect()
+    }
+
+    /// The merchant of each order in `order_ids`, read from its `OrderCreated` event (sequence 1),
+    /// in one query per [`MERCHANT_LOOKUP_ORDERS_MAX`] orders. Orders without an `OrderCreated`
+    /// are absent from the map. For a reader that needs the merchant of events other than
+    /// `OrderCreated` (the NATS relay's subjects) without waiting for a projection.
+    ///
+    /// # Errors
+    /// As [`GlobalLog::read_after`].
+    pub async fn merchants_of(&self, order_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, DbError> {
+        let columns = match self.backend {
+            Backend::Postgres => PG_COLUMNS,
+            Backend::Sqlite => SQLITE_COLUMNS,
+        };
+        let from = match self.backend {
+            Backend::Postgres => "events e",
+            Backend::Sqlite => SQLITE_FROM,
+        };
+        let mut merchants = HashMap::with_capacity(order_ids.len());
+        for chunk in order_ids.chunks(MERCHANT_LOOKUP_ORDERS_MAX) {
+            // `$2, $3, …`: the Any driver binds no arrays, so the IN list is spelled out.
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {columns} FROM {from} WHERE e.aggregate_type = $1 AND e.sequence = 1 \
+                 AND e.aggregate_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(PaymentOrder::TYPE);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let event = self.decode(&row)?;
+                if let PaymentOrderEvent::OrderCreated { terms, .. } = event.event {
+                    merchants.insert(event.order_id, terms.merchant_id);
+                }
+            }
+        }
+        Ok(merchants)
     }
 
     /// As [`GlobalLog::order_events`], on `conn`: for a transactional subscriber, which must not

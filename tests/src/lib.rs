@@ -6,6 +6,7 @@
 //! is unreachable, tests fail if `CI=true`, and are skipped with a loud message otherwise.
 
 pub mod flows;
+pub mod nats;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use payledger_bus::RelayConfig;
 use payledger_command_api::app::{self, Running, ServeConfig};
 use payledger_notifier::RetrySchedule;
 use payledger_store::{merchants, Database, PoolConfig};
@@ -149,6 +151,11 @@ impl TestServer {
     /// As [`TestServer::start`] with another retry schedule.
     pub async fn start_with(backend: Backend, schedule: RetrySchedule) -> Option<Self> {
         Self::start_configured(backend, schedule, None).await
+    }
+
+    /// As [`TestServer::start`], with the NATS relay running as `relay` says (`serve --nats-url`).
+    pub async fn start_with_relay(backend: Backend, relay: RelayConfig) -> Option<Self> {
+        Self::start_with_config(backend, move |c| c.relay = Some(relay.clone())).await
     }
 
     /// As [`TestServer::start`], with `configure` applied to the server configuration (at this

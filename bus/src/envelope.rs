@@ -1,0 +1,172 @@
+//! The message every event travels in on NATS: the body of each message of stream
+//! `PAYLEDGER_EVENTS`. Its JSON Schema is `schemas/events/envelope.json`; each payload's is
+//! `schemas/events/<EventType>.json`.
+//!
+//! ```json
+//! {
+//!   "event_id": "0b0c…",                       // stable: UUIDv5 of (order_id, sequence)
+//!   "event_type": "PaymentSucceeded",
+//!   "event_version": "1.0",                    // version of `payload`'s shape
+//!   "order_id": "6f1e…",
+//!   "merchant_id": "m_1",
+//!   "sequence": 3,                             // 1-based, dense per order
+//!   "position": {"transaction_id": 812, "global_position": 40312},
+//!   "recorded_at": "2026-01-02T03:04:05.123456Z",  // when the database stored it
+//!   "occurred_at": "2026-01-02T03:04:05.120Z",     // when the fact happened (command time)
+//!   "metadata": {"actor": "channel:sandbox"},
+//!   "payload": {"notify_id": "…", "amount": {"amount_minor": 100, "currency": "CNY"}, …}
+//! }
+//! ```
+
+use chrono::{DateTime, Utc};
+use payledger_domain::EVENT_VERSION;
+use payledger_store::{LogEvent, LogPosition};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why an envelope could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The event did not serialise as `{"<EventType>": {fields}}` (a bug in the domain's serde).
+    #[error("event {order_id}#{sequence} does not serialise as {{\"<EventType>\": {{…}}}}")]
+    Shape { order_id: Uuid, sequence: i64 },
+    /// serde_json failed.
+    #[error("serialising event: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One event as published on NATS. Field by field the contract of `schemas/events/envelope.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Stable id of the event: `ids::event_id(order_id, sequence)`. Consumers de-duplicate on it.
+    pub event_id: Uuid,
+    /// The event type, e.g. `PaymentSucceeded`; selects the payload's schema.
+    pub event_type: String,
+    /// Version of `payload`'s shape. Stored events of older versions are upcast before
+    /// publishing, so this is always the current version of `event_type`.
+    pub event_version: String,
+    /// The order (aggregate) the event belongs to.
+    pub order_id: Uuid,
+    /// The merchant that owns the order (also the subject's third token).
+    pub merchant_id: String,
+    /// 1-based position of the event in its order; dense, so a gap means a missed message.
+    pub sequence: i64,
+    /// Position in the global log; increases in commit order across all orders.
+    pub position: LogPosition,
+    /// When the database stored the event (UTC, RFC 3339).
+    pub recorded_at: DateTime<Utc>,
+    /// When the fact happened: the command's time (UTC, RFC 3339).
+    pub occurred_at: DateTime<Utc>,
+    /// Stored metadata: `actor` (`merchant:<id>`, `channel:<name>`, `worker:<name>`), all strings.
+    pub metadata: serde_json::Value,
+    /// The event's fields, as `schemas/events/<event_type>.json` describes.
+    pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    /// The envelope of `event`, owned by `merchant_id`.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] when the event does not serialise (a bug, not bad input).
+    pub fn new(event: &LogEvent, merchant_id: &str) -> Result<Self, EnvelopeError> {
+        // cqrs-es stores `{"<EventType>": {fields}}`; the envelope names the type once, in
+        // `event_type`, and carries the fields alone.
+        let payload = match serde_json::to_value(&event.event)? {
+            serde_json::Value::Object(map) if map.len() == 1 => {
+                map.into_iter().next().map(|(_, fields)| fields).unwrap_or_default()
+            }
+            _ => {
+                return Err(EnvelopeError::Shape {
+                    order_id: event.order_id,
+                    sequence: event.sequence,
+                })
+            }
+        };
+        Ok(Self {
+            event_id: event.event_id,
+            event_type: event.event.name().to_string(),
+            event_version: EVENT_VERSION.to_string(),
+            order_id: event.order_id,
+            merchant_id: merchant_id.to_string(),
+            sequence: event.sequence,
+            position: event.position,
+            recorded_at: event.recorded_at,
+            occurred_at: event.event.occurred_at(),
+            metadata: event.metadata.clone(),
+            payload,
+        })
+    }
+
+    /// `Nats-Msg-Id` of this event: `<order_id>:<sequence>`. JetStream drops a second message
+    /// with the same id inside the stream's duplicate window.
+    pub fn msg_id(&self) -> String {
+        msg_id(self.order_id, self.sequence)
+    }
+}
+
+/// `Nats-Msg-Id` of event `sequence` of order `order_id`: `<order_id>:<sequence>`.
+pub fn msg_id(order_id: Uuid, sequence: i64) -> String {
+    format!("{order_id}:{sequence}")
+}
+
+/// Whether `token` is usable as one token of a NATS subject as we build them: 1 to 64 of
+/// `A-Z a-z 0-9 _ -` (what the API accepts as a merchant id; no `.`, `*`, `>` or whitespace).
+pub fn is_subject_token(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The subject of an event: `<prefix>.<merchant_id>.<event_type>`. A merchant id that is not a
+/// subject token (never accepted by the API; only data written by hand) has every other byte
+/// replaced by `_`, so it cannot widen a subscriber's wildcard; the envelope keeps the real id.
+pub fn subject(prefix: &str, merchant_id: &str, event_type: &str) -> String {
+    if is_subject_token(merchant_id) {
+        format!("{prefix}.{merchant_id}.{event_type}")
+    } else {
+        let safe: String = merchant_id
+            .chars()
+            .take(64)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let safe = if safe.is_empty() { "_".to_string() } else { safe };
+        format!("{prefix}.{safe}.{event_type}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merchant_ids_the_api_accepts_are_subject_tokens_as_they_are() {
+        assert_eq!(
+            subject("payledger.events", "m_1-A", "OrderCreated"),
+            "payledger.events.m_1-A.OrderCreated"
+        );
+        assert!(is_subject_token(&"a".repeat(64)));
+        assert!(!is_subject_token(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_merchant_id_with_wildcards_or_dots_cannot_widen_a_subject() {
+        assert_eq!(subject("p", "a.b", "X"), "p.a_b.X");
+        assert_eq!(subject("p", ">", "X"), "p._.X");
+        assert_eq!(subject("p", "", "X"), "p._.X");
+        assert_eq!(subject("p", "a *", "X"), "p.a__.X");
+    }
+
+    #[test]
+    fn msg_id_is_order_and_sequence() {
+        let id = Uuid::nil();
+        assert_eq!(msg_id(id, 7), "00000000-0000-0000-0000-000000000000:7");
+    }
+}

@@ -1,0 +1,217 @@
+//! NATS for tests: the server (`PAYLEDGER_TEST_NATS`, default `nats://127.0.0.1:4222`, with
+//! JetStream), a stream and subject prefix of its own per test so parallel tests never share
+//! subjects, reading back what the relay stored, and a TCP proxy to cut NATS off and bring it back.
+//!
+//! When NATS is unreachable, tests fail if `CI=true`, and are skipped with a loud message
+//! otherwise (as for PostgreSQL).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, Context};
+use payledger_bus::{Envelope, RelayConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// URL of the NATS server used by tests.
+pub fn nats_url() -> String {
+    std::env::var("PAYLEDGER_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+}
+
+/// A stream and subject prefix of one test, deleted when dropped.
+pub struct TestStream {
+    /// JetStream on the test server.
+    pub js: Context,
+    /// The stream's name, `PAYLEDGER_TEST_<uuid>`.
+    pub name: String,
+    /// The subject prefix, `payledger_test.<uuid>.events`.
+    pub prefix: String,
+}
+
+impl TestStream {
+    /// A fresh stream name and prefix on the test server, or `None` when NATS is unreachable
+    /// outside CI. The relay creates the stream.
+    ///
+    /// # Panics
+    /// When NATS is unreachable and `CI=true`.
+    pub async fn create() -> Option<Self> {
+        let url = nats_url();
+        let client = match async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url.as_str())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("NATS at {url} is unreachable and CI=true: {e}");
+                }
+                eprintln!("\n*** SKIPPING NATS test: {url} unreachable ({e}) ***\n");
+                return None;
+            }
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Some(Self {
+            js: jetstream::new(client),
+            name: format!("PAYLEDGER_TEST_{}", id.to_uppercase()),
+            prefix: format!("payledger_test.{id}.events"),
+        })
+    }
+
+    /// A relay configuration for this stream at `nats_url`.
+    pub fn relay_config(&self, nats_url: &str) -> RelayConfig {
+        let mut config = RelayConfig::new(nats_url);
+        config.stream = self.name.clone();
+        config.subject_prefix = self.prefix.clone();
+        // Short, so a test of a NATS outage sees a failed step quickly.
+        config.ack_timeout_ms = 1_000;
+        config
+    }
+
+    /// Messages in the stream (0 while it does not exist).
+    pub async fn count(&self) -> u64 {
+        match self.js.get_stream(&self.name).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits until the stream holds at least `n` messages (or `timeout`); returns the count.
+    pub async fn wait_count(&self, n: u64, timeout: Duration) -> u64 {
+        crate::eventually(timeout, || async {
+            let c = self.count().await;
+            (c >= n).then_some(c)
+        })
+        .await
+        .unwrap_or(self.count().await)
+    }
+
+    /// Every message of the stream, in stream order.
+    ///
+    /// # Panics
+    /// When the stream cannot be read or a body is not an [`Envelope`].
+    pub async fn messages(&self) -> Vec<StoredMessage> {
+        let mut stream = self.js.get_stream(&self.name).await.expect("stream exists");
+        let last = stream.info().await.expect("stream info").state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let m = stream.get_raw_message(seq).await.expect("message");
+            let body: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON body");
+            out.push(StoredMessage {
+                subject: m.subject.to_string(),
+                msg_id: m
+                    .headers
+                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default(),
+                envelope: serde_json::from_value(body.clone()).expect("an envelope"),
+                body,
+                stored_at_unix_ns: m.time.unix_timestamp_nanos(),
+            });
+        }
+        out
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        // Best effort, on a thread of its own: Drop cannot await inside the test's runtime.
+        let (url, name) = (nats_url(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let client = async_nats::connect(url.as_str()).await.ok()?;
+                jetstream::new(client).delete_stream(&name).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// One message as JetStream stored it.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub subject: String,
+    /// The `Nats-Msg-Id` header.
+    pub msg_id: String,
+    /// The body as JSON (for schema validation).
+    pub body: serde_json::Value,
+    /// The body as an envelope.
+    pub envelope: Envelope,
+    /// When JetStream stored it, Unix nanoseconds.
+    pub stored_at_unix_ns: i128,
+}
+
+/// A TCP proxy in front of NATS: stopping it cuts every connection and closes the port, as a
+/// NATS outage would; starting it again on the same port brings NATS back.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    upstream: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy on a free port, not listening yet (the port is closed).
+    pub async fn new(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        Self {
+            addr,
+            upstream,
+            task: None,
+        }
+    }
+
+    /// `nats://<addr>`.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Listens and forwards to NATS.
+    pub async fn start(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.expect("rebind the proxy port");
+        let upstream = self.upstream;
+        self.task = Some(tokio::spawn(async move {
+            // Dropped with this task: every connection is cut.
+            let mut connections = JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Cuts every connection and closes the port.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The address of the test NATS server (for [`Proxy`]).
+pub fn nats_addr() -> SocketAddr {
+    let url = nats_url();
+    let host_port = url.trim_start_matches("nats://");
+    std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut a| a.next())
+        .expect("PAYLEDGER_TEST_NATS is nats://HOST:PORT")
+}
