@@ -6,7 +6,7 @@
 //! {
 //!   "event_id": "0b0c…",                       // stable: UUIDv5 of (order_id, sequence)
 //!   "event_type": "PaymentSucceeded",
-//!   "event_version": "1.0",                    // version of `payload`'s shape
+//!   "event_version": "1.0",                    // version of `payload`'s shape (after upcasting)
 //!   "order_id": "6f1e…",
 //!   "merchant_id": "m_1",
 //!   "sequence": 3,                             // 1-based, dense per order
@@ -19,7 +19,6 @@
 //! ```
 
 use chrono::{DateTime, Utc};
-use payledger_domain::EVENT_VERSION;
 use payledger_store::{LogEvent, LogPosition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -85,7 +84,7 @@ impl Envelope {
         Ok(Self {
             event_id: event.event_id,
             event_type: event.event.name().to_string(),
-            event_version: EVENT_VERSION.to_string(),
+            event_version: event.event.version().to_string(),
             order_id: event.order_id,
             merchant_id: merchant_id.to_string(),
             sequence: event.sequence,

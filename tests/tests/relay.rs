@@ -397,6 +397,7 @@ fn one_of_each() -> Vec<Value> {
         PaymentOrderEvent::ChannelOrderFailed {
             code: "CHANNEL_DOWN".into(),
             message: "timeout".into(),
+            retryable: true,
             failed_at: now,
         },
         PaymentOrderEvent::PaymentSucceeded {
@@ -524,6 +525,18 @@ fn the_schemas_refuse_what_the_ledger_never_publishes() {
         "a payload missing a field",
     );
     refused(&|e| e["payload"]["extra"] = json!(1), "an unknown payload field");
+    refused(&|e| e["event_version"] = json!("2.0"), "a version this type never had");
+    let failed = envelopes
+        .iter()
+        .find(|e| e["event_type"] == "ChannelOrderFailed")
+        .unwrap();
+    assert_eq!(failed["event_version"], "2.0");
+    let mut v1 = failed.clone();
+    v1["payload"].as_object_mut().unwrap().remove("retryable");
+    assert!(
+        !validator.is_valid(&v1),
+        "accepted a 1.0 ChannelOrderFailed: the relay publishes upcast payloads"
+    );
     refused(
         &|e| e["event_type"] = json!("RefundFailed"),
         "a payload of another type",
