@@ -49,6 +49,14 @@ enum Command {
         /// Delays between notification attempts, e.g. "15s,15s,30s,3m" (default: WeChat Pay's ten).
         #[arg(long, env = "PAYLEDGER_NOTIFY_SCHEDULE")]
         notify_schedule: Option<RetrySchedule>,
+        /// Whole-request timeout of one notification POST, e.g. "10s" (the default).
+        #[arg(long, env = "PAYLEDGER_NOTIFY_TIMEOUT", value_parser = humantime::parse_duration)]
+        notify_timeout: Option<std::time::Duration>,
+        /// How long a notification being delivered is hidden from other senders, e.g. "60s" (the
+        /// default); at least the timeout plus 5 s. After a crash, a delivery cut off is retried
+        /// when its lease ends.
+        #[arg(long, env = "PAYLEDGER_NOTIFY_LEASE", value_parser = humantime::parse_duration)]
+        notify_lease: Option<std::time::Duration>,
         /// Configuration file with channel accounts (TOML; see the README). Default:
         /// payledger.toml in the working directory if it exists.
         #[arg(long, env = "PAYLEDGER_CONFIG")]
@@ -168,6 +176,8 @@ async fn main() -> anyhow::Result<()> {
             public_url,
             deny_private_urls,
             notify_schedule,
+            notify_timeout,
+            notify_lease,
             config: config_file,
             monitor_interval,
             monitor_grace,
@@ -179,6 +189,12 @@ async fn main() -> anyhow::Result<()> {
             config.allow_private_urls = !deny_private_urls;
             if let Some(s) = notify_schedule {
                 config.sender.schedule = s;
+            }
+            if let Some(d) = notify_timeout {
+                config.sender.request_timeout_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            if let Some(d) = notify_lease {
+                config.sender.lease_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             }
             if let Some(path) = config::locate(config_file) {
                 config.channels = ChannelAccounts::load(&path)?;
