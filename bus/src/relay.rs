@@ -72,6 +72,15 @@ pub const BACKOFF_MS_MIN: u64 = 200;
 /// Longest pause between failed steps.
 pub const BACKOFF_MS_MAX: u64 = 10_000;
 /// How often [`Relay::connect`] looks whether the first connection is up.
+/// Prometheus: events JetStream acknowledged (counter; duplicates included).
+pub const EVENTS_PUBLISHED_TOTAL: &str = "payledger_events_published_total";
+/// Prometheus: acknowledgements JetStream marked duplicate (re-publishes after a crash).
+pub const EVENTS_DUPLICATE_TOTAL: &str = "payledger_events_published_duplicate_total";
+/// Prometheus: age of the oldest event the relay has not published yet, seconds (gauge).
+pub const RELAY_LAG_SECONDS: &str = "payledger_relay_lag_seconds";
+/// Prometheus: relay steps that failed (NATS down, timeouts) and were retried.
+pub const RELAY_FAILED_STEPS_TOTAL: &str = "payledger_relay_failed_steps_total";
+
 const CONNECT_POLL_MS: u64 = 10;
 /// Orders whose merchant the relay remembers (about 100 bytes each). Past it the oldest entry
 /// goes; a miss costs one batched query per batch ([`payledger_store::GlobalLog::merchants_of`]).
@@ -450,6 +459,9 @@ impl Relay {
         self.metrics
             .duplicates
             .fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
+        // Also to the process's metrics recorder (`GET /metrics`).
+        metrics::counter!(EVENTS_PUBLISHED_TOTAL).increment(outcome.acked as u64);
+        metrics::counter!(EVENTS_DUPLICATE_TOTAL).increment(outcome.duplicates as u64);
         Ok(outcome)
     }
 
@@ -466,6 +478,7 @@ impl Relay {
         let events = self.db.log().read_after(from, self.config.batch()).await?;
         let Some(first) = events.first() else {
             self.metrics.lag_ms.store(0, Ordering::Relaxed);
+            metrics::gauge!(RELAY_LAG_SECONDS).set(0.0);
             return Ok(if self.db.log().held_back(from).await? {
                 RelayProgress::HeldBack
             } else {
@@ -475,6 +488,7 @@ impl Relay {
         let read = started.elapsed();
         let lag_ms = (Utc::now() - first.recorded_at).num_milliseconds().max(0) as u64;
         self.metrics.lag_ms.store(lag_ms, Ordering::Relaxed);
+        metrics::gauge!(RELAY_LAG_SECONDS).set(lag_ms as f64 / 1000.0);
         let published = self.publish(&events).await?;
         let acked = started.elapsed();
         let last: LogPosition = events.last().map_or(from, |e| e.position);
@@ -522,6 +536,7 @@ impl Relay {
                 }
                 Err(e) => {
                     self.metrics.failed_steps.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(RELAY_FAILED_STEPS_TOTAL).increment(1);
                     tracing::warn!(error = %e, retry_in_ms = backoff_ms, "relay step failed; the checkpoint stays");
                     tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
                     backoff_ms = (backoff_ms * 2).min(BACKOFF_MS_MAX);

@@ -16,10 +16,14 @@
 //! | `payledger_subscriber_lag_events` | gauge | `subscriber` | head position minus the subscriber's checkpoint: an estimate of the events it has yet to apply (positions may have gaps, and on PostgreSQL commit order is not position order) |
 //! | `payledger_notify_queue_jobs` | gauge | `status` | notify queue jobs by status |
 //!
-//! The gauges are read from the database at each scrape. The NATS relay (another role) should
-//! record `payledger_events_published_total{event_type}` (acknowledged by JetStream),
-//! `payledger_relay_publish_seconds` (append to acknowledgement) and the relay's checkpoint,
-//! which shows here as `payledger_subscriber_lag_events{subscriber="<relay checkpoint name>"}`.
+//! | `payledger_events_published_total` | counter | | events JetStream acknowledged (relay) |
+//! | `payledger_events_published_duplicate_total` | counter | | acknowledgements marked duplicate: re-publishes after a crash |
+//! | `payledger_relay_lag_seconds` | gauge | | age of the oldest event the relay has not published yet |
+//! | `payledger_relay_failed_steps_total` | counter | | relay steps that failed (NATS down, timeouts) and were retried |
+//!
+//! The `payledger_subscriber_lag_events`, `payledger_log_head_position` and
+//! `payledger_notify_queue_jobs` gauges are read from the database at each scrape; the relay's
+//! checkpoint shows as `payledger_subscriber_lag_events{subscriber="nats_relay"}`.
 
 use std::future::Future;
 use std::sync::OnceLock;

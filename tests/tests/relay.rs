@@ -220,6 +220,15 @@ async fn create_pay_refund_publish_the_expected_messages_once_each(backend: Back
         "a caught-up relay reports lag: {:?}",
         metrics.snapshot()
     );
+    // And Prometheus sees the relay (the counter is per process: other tests add to it).
+    let scraped = s.call("GET", "/metrics", None, None).await;
+    let published: f64 = scraped
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("payledger_events_published_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no payledger_events_published_total in {}", scraped.text));
+    assert!(published >= messages.len() as f64, "{published} < {}", messages.len());
 }
 
 #[tokio::test]
