@@ -33,6 +33,8 @@ struct Cli {
 /// value (it reads a literal `Vec` as "the flag repeated").
 type QuerySchedule = Vec<u64>;
 
+// Parsed once per run: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP API with the projection, notifier and refund worker (migrates first).
@@ -75,6 +77,12 @@ enum Command {
         /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>). Absent: no NATS.
         #[arg(long, env = "NATS_URL")]
         nats_url: Option<String>,
+        /// JetStream stream the relay publishes to (created or updated at start).
+        #[arg(long, env = "PAYLEDGER_NATS_STREAM", default_value = payledger_bus::relay::STREAM_DEFAULT)]
+        nats_stream: String,
+        /// Subject prefix of the relay's messages: <prefix>.<merchant_id>.<event_type>.
+        #[arg(long, env = "PAYLEDGER_NATS_SUBJECT_PREFIX", default_value = payledger_bus::relay::SUBJECT_PREFIX_DEFAULT)]
+        nats_subject_prefix: String,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -183,6 +191,8 @@ async fn main() -> anyhow::Result<()> {
             monitor_grace,
             monitor_query_schedule,
             nats_url,
+            nats_stream,
+            nats_subject_prefix,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -209,7 +219,12 @@ async fn main() -> anyhow::Result<()> {
             if let Some(points) = monitor_query_schedule {
                 config.monitor.query_schedule_ms = points;
             }
-            config.relay = nats_url.map(payledger_bus::RelayConfig::new);
+            config.relay = nats_url.map(|url| {
+                let mut relay = payledger_bus::RelayConfig::new(url);
+                relay.stream = nats_stream;
+                relay.subject_prefix = nats_subject_prefix;
+                relay
+            });
             let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",

@@ -17,8 +17,10 @@
 //! 4. every merchant notification due (one per outcome event of an order with a `notify_url`)
 //!    is in the notify queue as `delivered` and reached the receiver at least once.
 //!
-//! Not checked yet: that every event reached NATS exactly once after de-duplication. The NATS
-//! relay is merged separately; its check belongs here once it is.
+//! 5. every event reached NATS exactly once after de-duplication: the server runs the relay
+//!    (`--nats-url`, a stream and subject prefix of this run's own) and, once it has caught up,
+//!    the stream holds exactly one message per event, with `Nats-Msg-Id` `<order_id>:<sequence>`.
+//!    When NATS is unreachable this part fails under `CI=true` and is skipped loudly otherwise.
 //!
 //! Short form (the default, run in CI): 3 kills per backend. Long form: `CRASH_KILLS=20`. The
 //! seed of the kill moments and of the load is printed; `CRASH_SEED=<n>` replays the same
@@ -164,7 +166,9 @@ async fn run(backend: Backend, url: &str, dir: &Path, log: &Path, kills: usize, 
         .timeout(Duration::from_secs(20))
         .build()
         .map_err(|e| e.to_string())?;
-    let mut server = Server::start(dir, url, port, log)?;
+    let nats = NatsCheck::create().await;
+    let nats_args = nats.as_ref().map(NatsCheck::serve_args).unwrap_or_default();
+    let mut server = Server::start(dir, url, port, log, &nats_args)?;
     wait_ready(&http, &base).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -208,7 +212,7 @@ async fn run(backend: Backend, url: &str, dir: &Path, log: &Path, kills: usize, 
         server.kill();
         let when = if early { "after its start" } else { "after it was ready" };
         eprintln!("{backend:?}: kill {k}/{kills} {delay:?} {when} ({flows} flows done)");
-        server = Server::start(dir, url, port, log)?;
+        server = Server::start(dir, url, port, log, &nats_args)?;
     }
     wait_ready(&http, &base).await?;
     // Some load on the last server, then stop it: clients finish the flow they are in.
@@ -269,12 +273,17 @@ async fn run(backend: Backend, url: &str, dir: &Path, log: &Path, kills: usize, 
     if !doubles.is_empty() {
         return Err(format!("orders with more than one PaymentSucceeded: {doubles:?}"));
     }
+    // 5: every event in NATS exactly once.
+    let published = match &nats {
+        Some(n) => n.exactly_once(&store, &events).await?.to_string(),
+        None => "not checked (NATS unreachable)".to_string(),
+    };
     store.close().await;
     server.kill();
 
     Ok(format!(
         "{kills} kills ({during_startup} while starting) in {:.1?}; acknowledged {} creates, {} payments, {} refunds ({} requests resent, {} answers lost and recovered); \
-         store: {} orders, {} events; notifications: {} delivered, {} deliveries received",
+         store: {} orders, {} events; NATS messages: {}; notifications: {} delivered, {} deliveries received",
         started.elapsed(),
         acked.creates.len(),
         acked.pays.len(),
@@ -283,9 +292,124 @@ async fn run(backend: Backend, url: &str, dir: &Path, log: &Path, kills: usize, 
         counters.answers_lost.load(Ordering::Relaxed),
         events.iter().map(|e| e.order_id).collect::<HashSet<_>>().len(),
         events.len(),
+        published,
         delivered,
         receiver.deliveries(),
     ))
+}
+
+/// The NATS part: a stream and subject prefix of this run's own, deleted afterwards.
+struct NatsCheck {
+    js: async_nats::jetstream::Context,
+    url: String,
+    stream: String,
+    prefix: String,
+}
+
+impl NatsCheck {
+    /// `None` (after a loud message) when NATS is unreachable outside CI.
+    ///
+    /// # Panics
+    /// When NATS is unreachable and `CI=true`.
+    async fn create() -> Option<Self> {
+        let url = std::env::var("PAYLEDGER_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
+        let client = match async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url.as_str())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("NATS at {url} is unreachable and CI=true: {e}");
+                }
+                eprintln!("\n*** crash test: NATS at {url} unreachable ({e}); the NATS check is SKIPPED ***\n");
+                return None;
+            }
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Some(Self {
+            js: async_nats::jetstream::new(client),
+            url,
+            stream: format!("PAYLEDGER_CRASH_{}", id.to_uppercase()),
+            prefix: format!("payledger_crash.{id}.events"),
+        })
+    }
+
+    fn serve_args(&self) -> Vec<String> {
+        [
+            "--nats-url",
+            &self.url,
+            "--nats-stream",
+            &self.stream,
+            "--nats-subject-prefix",
+            &self.prefix,
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+
+    /// Waits until the relay's checkpoint is at the log's end, then checks that the stream
+    /// holds exactly one message per event, each with its `<order_id>:<sequence>` id. Returns
+    /// the number of messages.
+    async fn exactly_once(&self, store: &Database, events: &[LogEvent]) -> Result<usize, String> {
+        let last = events.last().map_or(LogPosition::default(), |e| e.position);
+        poll(SETTLE_WITHIN, "the relay at the end of the log", || async {
+            let at = payledger_store::subscription::checkpoint(store.pool(), "nats_relay")
+                .await
+                .map_err(|e| e.to_string())?;
+            (at >= last)
+                .then_some(())
+                .ok_or_else(|| format!("relay at {at:?}, log at {last:?}"))
+        })
+        .await?;
+        let mut stream = self.js.get_stream(&self.stream).await.map_err(|e| e.to_string())?;
+        let state = stream.info().await.map_err(|e| e.to_string())?.state.clone();
+        let mut ids = HashSet::new();
+        for seq in state.first_sequence..=state.last_sequence {
+            let m = stream.get_raw_message(seq).await.map_err(|e| e.to_string())?;
+            let id = m
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_string())
+                .ok_or_else(|| format!("message {seq} has no Nats-Msg-Id"))?;
+            if !ids.insert(id.clone()) {
+                return Err(format!("{id} stored twice in NATS"));
+            }
+        }
+        let expected: HashSet<String> = events
+            .iter()
+            .map(|e| format!("{}:{}", e.order_id, e.sequence))
+            .collect();
+        if ids != expected {
+            let missing: Vec<_> = expected.difference(&ids).take(10).collect();
+            let extra: Vec<_> = ids.difference(&expected).take(10).collect();
+            return Err(format!(
+                "NATS holds {} messages for {} events; missing {missing:?}, extra {extra:?}",
+                ids.len(),
+                expected.len()
+            ));
+        }
+        Ok(ids.len())
+    }
+}
+
+impl Drop for NatsCheck {
+    fn drop(&mut self) {
+        // Best effort, on a thread of its own: Drop cannot await inside the test's runtime.
+        let (url, name) = (self.url.clone(), self.stream.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let client = async_nats::connect(url.as_str()).await.ok()?;
+                async_nats::jetstream::new(client).delete_stream(&name).await.ok()
+            })
+        })
+        .join();
+    }
 }
 
 /// Every event in the store, in log order.
@@ -638,7 +762,7 @@ fn free_port() -> u16 {
 struct Server(Child);
 
 impl Server {
-    fn start(dir: &Path, url: &str, port: u16, log: &Path) -> Result<Self, String> {
+    fn start(dir: &Path, url: &str, port: u16, log: &Path, extra: &[String]) -> Result<Self, String> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -649,6 +773,7 @@ impl Server {
             .args(["serve", "--listen", &listen, "--notify-schedule", NOTIFY_SCHEDULE])
             // A delivery cut off by a kill is retried when its lease ends: keep that short.
             .args(["--notify-timeout", "1s", "--notify-lease", "6s"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
