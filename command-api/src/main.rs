@@ -64,9 +64,15 @@ enum Command {
         #[arg(long, env = "PAYLEDGER_MONITOR_QUERY_SCHEDULE", value_parser = monitor::parse_query_schedule)]
         monitor_query_schedule: Option<QuerySchedule>,
         /// NATS server URL: runs the relay that publishes every event to JetStream stream
-        /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>). Absent: no NATS.
+        /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>), and reads
+        /// channel accounts from the NATS KV bucket --config-bucket, applying its changes live.
+        /// Absent: no NATS.
         #[arg(long, env = "NATS_URL")]
         nats_url: Option<String>,
+        /// NATS KV bucket of channel accounts (keys channels.<channel>.<account_id>), created
+        /// when missing; used with --nats-url.
+        #[arg(long, env = "PAYLEDGER_CONFIG_BUCKET", default_value = payledger_command_api::kv_config::BUCKET_DEFAULT)]
+        config_bucket: String,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -173,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
             monitor_grace,
             monitor_query_schedule,
             nats_url,
+            config_bucket,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -194,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 config.monitor.query_schedule_ms = points;
             }
             config.relay = nats_url.map(payledger_bus::RelayConfig::new);
+            config.config_bucket = config_bucket;
             let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",
