@@ -27,7 +27,11 @@
 //!
 //! Rules:
 //! - Unknown keys are errors, so a typo never silently leaves a check off.
-//! - Key file paths are resolved against the directory of the configuration file.
+//! - Key file paths are resolved against the directory of the configuration file. Each key may
+//!   instead be given inline as PEM text (`merchant_private_key_pem`, `platform_public_key_pem`,
+//!   `app_private_key_pem`, `alipay_public_key_pem`), one form per key.
+//! - In NATS mode the same entries also come from a KV bucket and override these (see
+//!   [`crate::kv_config`]).
 //! - One account per channel: the channel registry is keyed by channel name, and routing an order
 //!   to one of several accounts (by merchant or app id) is not built yet. More than one account
 //!   under a channel is refused at start-up rather than picking one.
