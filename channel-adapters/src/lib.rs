@@ -19,7 +19,7 @@ pub mod statement;
 pub mod wechatpay;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -238,26 +238,50 @@ pub trait Channel: Send + Sync {
     fn answer_callback(&self, outcome: Result<(), String>) -> CallbackAnswer;
 }
 
-/// The enabled channels, by name.
+/// The enabled channels, by name: a live registry.
+///
+/// Clones share one registry, so a channel [inserted](Channels::insert) or
+/// [removed](Channels::remove) after start (channel accounts changed in the NATS KV bucket) is
+/// seen by every holder (handlers, refund worker, order monitor) on its next
+/// [`get`](Channels::get). A call in flight keeps the adapter it already got.
 #[derive(Clone, Default)]
 pub struct Channels {
-    by_name: BTreeMap<&'static str, Arc<dyn Channel>>,
+    by_name: Arc<RwLock<BTreeMap<&'static str, Arc<dyn Channel>>>>,
 }
 
 impl Channels {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<&'static str, Arc<dyn Channel>>> {
+        // Writers only insert or remove one entry: a poisoned map is still consistent.
+        self.by_name.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<&'static str, Arc<dyn Channel>>> {
+        self.by_name.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Adds (or replaces) a channel.
-    pub fn with(mut self, channel: Arc<dyn Channel>) -> Self {
-        self.by_name.insert(channel.name(), channel);
+    pub fn with(self, channel: Arc<dyn Channel>) -> Self {
+        self.insert(channel);
         self
     }
 
-    /// The channel called `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Channel>> {
-        self.by_name.get(name)
+    /// Adds or replaces a channel in the live registry; returns the one it replaced.
+    pub fn insert(&self, channel: Arc<dyn Channel>) -> Option<Arc<dyn Channel>> {
+        self.write().insert(channel.name(), channel)
+    }
+
+    /// Removes the channel called `name` from the live registry; returns it.
+    pub fn remove(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.write().remove(name)
+    }
+
+    /// The channel called `name`, as it is now.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Channel>> {
+        self.read().get(name).cloned()
     }
 
     /// Names and methods of all channels.
     pub fn list(&self) -> Vec<(&'static str, &'static [&'static str])> {
-        self.by_name.values().map(|c| (c.name(), c.methods())).collect()
+        self.read().values().map(|c| (c.name(), c.methods())).collect()
     }
 }

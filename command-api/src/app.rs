@@ -59,6 +59,9 @@ pub struct ServeConfig {
     /// The NATS relay: publishes every event to JetStream when set (`--nats-url`); `None` is
     /// embedded mode, no NATS at all.
     pub relay: Option<RelayConfig>,
+    /// NATS KV bucket of channel accounts, watched when [`ServeConfig::relay`] is set (see
+    /// [`crate::kv_config`]); default [`crate::kv_config::BUCKET_DEFAULT`].
+    pub config_bucket: String,
 }
 
 impl ServeConfig {
@@ -74,6 +77,7 @@ impl ServeConfig {
             channels: ChannelAccounts::default(),
             monitor: MonitorConfig::default(),
             relay: None,
+            config_bucket: crate::kv_config::BUCKET_DEFAULT.to_string(),
         }
     }
 }
@@ -294,6 +298,24 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     for channel in config.channels.channels(&public_url)? {
         channels = channels.with(channel);
     }
+    // NATS mode: channel accounts in the KV bucket override the file's and follow its changes.
+    let config_watch = match &config.relay {
+        Some(relay) => {
+            let (task, synced) = crate::kv_config::spawn(
+                relay.nats_url.clone(),
+                config.config_bucket.clone(),
+                channels.clone(),
+                config.channels.clone(),
+                config.channels.base(&public_url).to_string(),
+            );
+            let wait = Duration::from_millis(crate::kv_config::SYNC_TIMEOUT_MS);
+            if tokio::time::timeout(wait, synced).await.is_err() {
+                tracing::warn!(bucket = %config.config_bucket, "channel accounts in NATS KV not loaded yet; serving with the file's until they are");
+            }
+            Some(task)
+        }
+        None => None,
+    };
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
 
@@ -310,6 +332,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         )),
     ];
     workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
+    workers.extend(config_watch);
 
     let mut workers = workers;
     let relay_metrics = config.relay.clone().map(|relay_config| {

@@ -27,7 +27,11 @@
 //!
 //! Rules:
 //! - Unknown keys are errors, so a typo never silently leaves a check off.
-//! - Key file paths are resolved against the directory of the configuration file.
+//! - Key file paths are resolved against the directory of the configuration file. Each key may
+//!   instead be given inline as PEM text (`merchant_private_key_pem`, `platform_public_key_pem`,
+//!   `app_private_key_pem`, `alipay_public_key_pem`), one form per key.
+//! - In NATS mode the same entries also come from a KV bucket and override these (see
+//!   [`crate::kv_config`]).
 //! - One account per channel: the channel registry is keyed by channel name, and routing an order
 //!   to one of several accounts (by merchant or app id) is not built yet. More than one account
 //!   under a channel is refused at start-up rather than picking one.
@@ -102,9 +106,11 @@ struct WechatPayEntry {
     app_id: String,
     mch_id: String,
     merchant_serial_no: String,
-    merchant_private_key_file: PathBuf,
+    merchant_private_key_file: Option<PathBuf>,
+    merchant_private_key_pem: Option<String>,
     platform_serial_no: String,
-    platform_public_key_file: PathBuf,
+    platform_public_key_file: Option<PathBuf>,
+    platform_public_key_pem: Option<String>,
     api_v3_key: String,
     base_url: Option<String>,
 }
@@ -119,14 +125,272 @@ impl std::fmt::Debug for WechatPayEntry {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlipayEntry {
     app_id: String,
-    app_private_key_file: PathBuf,
-    alipay_public_key_file: PathBuf,
+    app_private_key_file: Option<PathBuf>,
+    app_private_key_pem: Option<String>,
+    alipay_public_key_file: Option<PathBuf>,
+    alipay_public_key_pem: Option<String>,
     gateway_url: Option<String>,
     seller_id: Option<String>,
+}
+
+// Hand-written so that a stray `{:?}` can never print inline key material.
+impl std::fmt::Debug for AlipayEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlipayEntry")
+            .field("app_id", &self.app_id)
+            .field("gateway_url", &self.gateway_url)
+            .field("seller_id", &self.seller_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One channel account, keys parsed and values checked (an entry of the file or of the KV
+/// bucket, see [`crate::kv_config`]).
+#[derive(Debug, Clone)]
+pub enum ChannelAccount {
+    /// A WeChat Pay account.
+    WechatPay(WechatPayAccount),
+    /// An Alipay account.
+    Alipay(AlipayAccount),
+}
+
+impl ChannelAccount {
+    /// Parses one account entry: `text` is the TOML body of a `[channels.<channel>.<account_id>]`
+    /// table (the same keys as in the file). `source` names where it came from in errors; key
+    /// files resolve against `dir`. The notify URL is set later, by
+    /// [`ChannelAccount::into_channel`].
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `source` and the key path `channels.<channel>.<account_id>.<key>`;
+    /// an unknown `channel` is [`ConfigError::Invalid`].
+    pub fn parse(channel: &str, account_id: &str, text: &str, source: &str, dir: &Path) -> Result<Self, ConfigError> {
+        let prefix = format!("channels.{channel}.{account_id}");
+        let invalid = |(key, message): (String, String)| ConfigError::Invalid {
+            file: source.to_string(),
+            key,
+            message,
+        };
+        match channel {
+            wechatpay::NAME => {
+                let entry: WechatPayEntry = from_toml(text, source, &prefix)?;
+                wechatpay_account(account_id, &entry, dir, "")
+                    .map(Self::WechatPay)
+                    .map_err(invalid)
+            }
+            alipay::CHANNEL_NAME => {
+                let entry: AlipayEntry = from_toml(text, source, &prefix)?;
+                alipay_account(account_id, &entry, dir, "")
+                    .map(Self::Alipay)
+                    .map_err(invalid)
+            }
+            other => Err(invalid((
+                format!("channels.{other}"),
+                format!("unknown channel; known: {}, {}", wechatpay::NAME, alipay::CHANNEL_NAME),
+            ))),
+        }
+    }
+
+    /// Our name of the account (`<account_id>` in the key path).
+    pub fn account_id(&self) -> &str {
+        match self {
+            Self::WechatPay(a) => &a.account_id,
+            Self::Alipay(a) => &a.account_id,
+        }
+    }
+
+    /// The channel's name.
+    pub fn channel_name(&self) -> &'static str {
+        match self {
+            Self::WechatPay(_) => wechatpay::NAME,
+            Self::Alipay(_) => alipay::CHANNEL_NAME,
+        }
+    }
+
+    /// The adapter for this account, its notify URL `{base}/v1/callbacks/{channel}`.
+    ///
+    /// # Errors
+    /// When the channel's HTTP client cannot be built (the message names no key material).
+    pub fn into_channel(self, base: &str) -> Result<Arc<dyn Channel>, String> {
+        Ok(match self {
+            Self::WechatPay(mut account) => {
+                account.notify_url = notify_url(base, wechatpay::NAME);
+                Arc::new(WechatPayChannel::new(account))
+            }
+            Self::Alipay(mut account) => {
+                account.notify_url = notify_url(base, alipay::CHANNEL_NAME);
+                Arc::new(AlipayChannel::new(account).map_err(|e| e.to_string())?)
+            }
+        })
+    }
+}
+
+/// Deserializes TOML `text` as `T`; errors name `source` and the key path under `prefix`, and
+/// never quote the text (it may hold key material).
+fn from_toml<T: serde::de::DeserializeOwned>(text: &str, source: &str, prefix: &str) -> Result<T, ConfigError> {
+    let shape = |key: String, message: String| ConfigError::Shape {
+        file: source.to_string(),
+        key,
+        message,
+    };
+    let where_ = |e: &toml::de::Error| {
+        e.span()
+            .map(|s| {
+                let (line, col) = line_col(text, s.start);
+                format!(" (line {line}, column {col})")
+            })
+            .unwrap_or_default()
+    };
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| shape("(syntax)".into(), format!("{}{}", e.message(), where_(&e))))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let key = match (prefix.is_empty(), path.is_empty() || path == ".") {
+            (true, true) => "(top level)".into(),
+            (true, false) => path,
+            (false, true) => prefix.to_string(),
+            (false, false) => format!("{prefix}.{path}"),
+        };
+        let inner = e.into_inner();
+        shape(key, format!("{}{}", inner.message(), where_(&inner)))
+    })
+}
+
+/// The PEM text of a key given either inline (`{name}_pem`) or as a file (`{name}_file`,
+/// relative to `dir`): exactly one of the two. Errors are `(key, message)`.
+fn key_pem(
+    prefix: &str,
+    name: &str,
+    file: Option<&PathBuf>,
+    pem: Option<&String>,
+    dir: &Path,
+) -> Result<(String, String), (String, String)> {
+    match (file, pem) {
+        (Some(path), None) => {
+            let key = format!("{prefix}.{name}_file");
+            read_key(dir, path)
+                .map(|text| (key.clone(), text))
+                .map_err(|m| (key, m))
+        }
+        (None, Some(text)) => Ok((format!("{prefix}.{name}_pem"), text.clone())),
+        (Some(_), Some(_)) => Err((
+            format!("{prefix}.{name}_pem"),
+            format!("give {name}_file or {name}_pem, not both"),
+        )),
+        (None, None) => Err((
+            prefix.to_string(),
+            format!("missing field `{name}_file` (or `{name}_pem`)"),
+        )),
+    }
+}
+
+/// A checked WeChat Pay account from its entry; notify URL `{provisional_base}/v1/callbacks/…`
+/// until the server knows its public URL. Errors are `(key path, message)`.
+fn wechatpay_account(
+    account_id: &str,
+    e: &WechatPayEntry,
+    dir: &Path,
+    provisional_base: &str,
+) -> Result<WechatPayAccount, (String, String)> {
+    let prefix = format!("channels.{}.{account_id}", wechatpay::NAME);
+    let key = |field: &str| format!("{prefix}.{field}");
+    for (field, value) in [
+        ("app_id", &e.app_id),
+        ("mch_id", &e.mch_id),
+        ("merchant_serial_no", &e.merchant_serial_no),
+        ("platform_serial_no", &e.platform_serial_no),
+    ] {
+        if value.trim().is_empty() {
+            return Err((key(field), "must not be empty".into()));
+        }
+    }
+    let (private_key, private_pem) = key_pem(
+        &prefix,
+        "merchant_private_key",
+        e.merchant_private_key_file.as_ref(),
+        e.merchant_private_key_pem.as_ref(),
+        dir,
+    )?;
+    let (public_key, public_pem) = key_pem(
+        &prefix,
+        "platform_public_key",
+        e.platform_public_key_file.as_ref(),
+        e.platform_public_key_pem.as_ref(),
+        dir,
+    )?;
+    let ids = WechatPayIds {
+        account_id: account_id.to_string(),
+        app_id: e.app_id.trim().to_string(),
+        mch_id: e.mch_id.trim().to_string(),
+        merchant_serial_no: e.merchant_serial_no.trim().to_string(),
+        platform_serial_no: e.platform_serial_no.trim().to_string(),
+        notify_url: notify_url(provisional_base, wechatpay::NAME),
+    };
+    let account = WechatPayAccount::from_pem(ids, &private_pem, &public_pem, e.api_v3_key.as_bytes()).map_err(
+        |err| match err {
+            AccountError::PrivateKey => (private_key.clone(), err.to_string()),
+            AccountError::PublicKey => (public_key.clone(), err.to_string()),
+            AccountError::ApiV3KeyLength(_) => (key("api_v3_key"), err.to_string()),
+            AccountError::Empty(field) => (key(field), err.to_string()),
+            AccountError::Io { .. } => (key("(key files)"), err.to_string()),
+        },
+    )?;
+    let base_url = match &e.base_url {
+        Some(u) => check_url(u).map_err(|m| (key("base_url"), m))?,
+        None => wechatpay::DEFAULT_BASE_URL.to_string(),
+    };
+    Ok(account.with_base_url(&base_url))
+}
+
+/// A checked Alipay account from its entry (see [`wechatpay_account`]).
+fn alipay_account(
+    account_id: &str,
+    e: &AlipayEntry,
+    dir: &Path,
+    provisional_base: &str,
+) -> Result<AlipayAccount, (String, String)> {
+    let prefix = format!("channels.{}.{account_id}", alipay::CHANNEL_NAME);
+    let key = |field: &str| format!("{prefix}.{field}");
+    if e.app_id.trim().is_empty() {
+        return Err((key("app_id"), "must not be empty".into()));
+    }
+    let (private_key, pem) = key_pem(
+        &prefix,
+        "app_private_key",
+        e.app_private_key_file.as_ref(),
+        e.app_private_key_pem.as_ref(),
+        dir,
+    )?;
+    let private_key = parse_private_key(&pem).map_err(|err| (private_key, err.to_string()))?;
+    let (public_key, pem) = key_pem(
+        &prefix,
+        "alipay_public_key",
+        e.alipay_public_key_file.as_ref(),
+        e.alipay_public_key_pem.as_ref(),
+        dir,
+    )?;
+    let public_key = parse_public_key(&pem).map_err(|err| (public_key, err.to_string()))?;
+    let gateway_url = match &e.gateway_url {
+        Some(u) => check_url(u).map_err(|m| (key("gateway_url"), m))?,
+        None => alipay::DEFAULT_GATEWAY_URL.to_string(),
+    };
+    let mut account = AlipayAccount::new(
+        account_id,
+        e.app_id.trim(),
+        private_key,
+        public_key,
+        &notify_url(provisional_base, alipay::CHANNEL_NAME),
+    )
+    .with_gateway_url(&gateway_url);
+    match e.seller_id.as_deref().map(str::trim) {
+        Some("") => return Err((key("seller_id"), "must not be empty when given".into())),
+        Some(seller_id) => account = account.with_seller_id(seller_id),
+        None => {}
+    }
+    Ok(account)
 }
 
 /// The notify URL of `channel` under `base`: `{base}/v1/callbacks/{channel}`.
@@ -183,32 +447,8 @@ impl ChannelAccounts {
     /// [`ConfigError::Shape`] for TOML that is not the documented shape,
     /// [`ConfigError::Invalid`] for unacceptable values.
     pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Self, ConfigError> {
-        let shape = |key: String, message: String| ConfigError::Shape {
-            file: file.to_string(),
-            key,
-            message,
-        };
-        let where_ = |e: &toml::de::Error| {
-            e.span()
-                .map(|s| {
-                    let (line, col) = line_col(text, s.start);
-                    format!(" (line {line}, column {col})")
-                })
-                .unwrap_or_default()
-        };
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| shape("(syntax)".into(), format!("{}{}", e.message(), where_(&e))))?;
-        let parsed: FileConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let key = if path.is_empty() || path == "." {
-                "(top level)".into()
-            } else {
-                path
-            };
-            let inner = e.into_inner();
-            shape(key, format!("{}{}", inner.message(), where_(&inner)))
-        })?;
-        let invalid = |key: String, message: String| ConfigError::Invalid {
+        let parsed: FileConfig = from_toml(text, file, "")?;
+        let invalid = |(key, message): (String, String)| ConfigError::Invalid {
             file: file.to_string(),
             key,
             message,
@@ -217,86 +457,21 @@ impl ChannelAccounts {
         let public_base_url = parsed
             .public_base_url
             .as_deref()
-            .map(|u| check_url(u).map_err(|m| invalid("public_base_url".into(), m)))
+            .map(|u| check_url(u).map_err(|m| invalid(("public_base_url".into(), m))))
             .transpose()?;
         // Until the server knows its public URL, a notify URL is the path alone.
-        let provisional = |channel: &str| notify_url(public_base_url.as_deref().unwrap_or(""), channel);
+        let provisional = public_base_url.as_deref().unwrap_or("");
 
-        let wechatpay = match single(&parsed.channels.wechatpay, wechatpay::NAME).map_err(|m| invalid(m.0, m.1))? {
-            None => None,
-            Some((account_id, e)) => {
-                let key = |field: &str| format!("channels.{}.{account_id}.{field}", wechatpay::NAME);
-                for (field, value) in [
-                    ("app_id", &e.app_id),
-                    ("mch_id", &e.mch_id),
-                    ("merchant_serial_no", &e.merchant_serial_no),
-                    ("platform_serial_no", &e.platform_serial_no),
-                ] {
-                    if value.trim().is_empty() {
-                        return Err(invalid(key(field), "must not be empty".into()));
-                    }
-                }
-                let private_pem = read_key(dir, &e.merchant_private_key_file)
-                    .map_err(|m| invalid(key("merchant_private_key_file"), m))?;
-                let public_pem = read_key(dir, &e.platform_public_key_file)
-                    .map_err(|m| invalid(key("platform_public_key_file"), m))?;
-                let ids = WechatPayIds {
-                    account_id: account_id.clone(),
-                    app_id: e.app_id.trim().to_string(),
-                    mch_id: e.mch_id.trim().to_string(),
-                    merchant_serial_no: e.merchant_serial_no.trim().to_string(),
-                    platform_serial_no: e.platform_serial_no.trim().to_string(),
-                    notify_url: provisional(wechatpay::NAME),
-                };
-                let account = WechatPayAccount::from_pem(ids, &private_pem, &public_pem, e.api_v3_key.as_bytes())
-                    .map_err(|err| match err {
-                        AccountError::PrivateKey => invalid(key("merchant_private_key_file"), err.to_string()),
-                        AccountError::PublicKey => invalid(key("platform_public_key_file"), err.to_string()),
-                        AccountError::ApiV3KeyLength(_) => invalid(key("api_v3_key"), err.to_string()),
-                        AccountError::Empty(field) => invalid(key(field), err.to_string()),
-                        AccountError::Io { .. } => invalid(key("(key files)"), err.to_string()),
-                    })?;
-                let base_url = match &e.base_url {
-                    Some(u) => check_url(u).map_err(|m| invalid(key("base_url"), m))?,
-                    None => wechatpay::DEFAULT_BASE_URL.to_string(),
-                };
-                Some(account.with_base_url(&base_url))
-            }
-        };
-
-        let alipay = match single(&parsed.channels.alipay, alipay::CHANNEL_NAME).map_err(|m| invalid(m.0, m.1))? {
-            None => None,
-            Some((account_id, e)) => {
-                let key = |field: &str| format!("channels.{}.{account_id}.{field}", alipay::CHANNEL_NAME);
-                if e.app_id.trim().is_empty() {
-                    return Err(invalid(key("app_id"), "must not be empty".into()));
-                }
-                let private_key = read_key(dir, &e.app_private_key_file)
-                    .and_then(|pem| parse_private_key(&pem).map_err(|err| err.to_string()))
-                    .map_err(|m| invalid(key("app_private_key_file"), m))?;
-                let public_key = read_key(dir, &e.alipay_public_key_file)
-                    .and_then(|pem| parse_public_key(&pem).map_err(|err| err.to_string()))
-                    .map_err(|m| invalid(key("alipay_public_key_file"), m))?;
-                let gateway_url = match &e.gateway_url {
-                    Some(u) => check_url(u).map_err(|m| invalid(key("gateway_url"), m))?,
-                    None => alipay::DEFAULT_GATEWAY_URL.to_string(),
-                };
-                let mut account = AlipayAccount::new(
-                    account_id,
-                    e.app_id.trim(),
-                    private_key,
-                    public_key,
-                    &provisional(alipay::CHANNEL_NAME),
-                )
-                .with_gateway_url(&gateway_url);
-                match e.seller_id.as_deref().map(str::trim) {
-                    Some("") => return Err(invalid(key("seller_id"), "must not be empty when given".into())),
-                    Some(seller_id) => account = account.with_seller_id(seller_id),
-                    None => {}
-                }
-                Some(account)
-            }
-        };
+        let wechatpay = single(&parsed.channels.wechatpay, wechatpay::NAME)
+            .map_err(invalid)?
+            .map(|(account_id, e)| wechatpay_account(account_id, e, dir, provisional))
+            .transpose()
+            .map_err(invalid)?;
+        let alipay = single(&parsed.channels.alipay, alipay::CHANNEL_NAME)
+            .map_err(invalid)?
+            .map(|(account_id, e)| alipay_account(account_id, e, dir, provisional))
+            .transpose()
+            .map_err(invalid)?;
 
         Ok(Self {
             public_base_url,
@@ -305,29 +480,34 @@ impl ChannelAccounts {
         })
     }
 
+    /// The base of notify URLs: `public_base_url`, else `server_public_url`.
+    pub fn base<'a>(&'a self, server_public_url: &'a str) -> &'a str {
+        self.public_base_url.as_deref().unwrap_or(server_public_url)
+    }
+
+    /// The configured accounts, WeChat Pay first.
+    pub fn accounts(&self) -> Vec<ChannelAccount> {
+        let wechatpay = self.wechatpay.clone().map(ChannelAccount::WechatPay);
+        let alipay = self.alipay.clone().map(ChannelAccount::Alipay);
+        wechatpay.into_iter().chain(alipay).collect()
+    }
+
     /// The configured channels, their notify URLs set to
     /// `{public_base_url or server_public_url}/v1/callbacks/{channel}`.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] when a channel's HTTP client cannot be built.
     pub fn channels(&self, server_public_url: &str) -> Result<Vec<Arc<dyn Channel>>, ConfigError> {
-        let base = self.public_base_url.as_deref().unwrap_or(server_public_url);
+        let base = self.base(server_public_url);
         let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
-        if let Some(account) = &self.wechatpay {
-            let mut account = account.clone();
-            account.notify_url = notify_url(base, wechatpay::NAME);
-            channels.push(Arc::new(WechatPayChannel::new(account)));
-        }
-        if let Some(account) = &self.alipay {
-            let mut account = account.clone();
-            account.notify_url = notify_url(base, alipay::CHANNEL_NAME);
-            let key = format!("channels.{}.{}", alipay::CHANNEL_NAME, account.account_id);
-            let channel = AlipayChannel::new(account).map_err(|e| ConfigError::Invalid {
+        for account in self.accounts() {
+            let key = format!("channels.{}.{}", account.channel_name(), account.account_id());
+            let channel = account.into_channel(base).map_err(|message| ConfigError::Invalid {
                 file: "(configuration)".into(),
                 key,
-                message: e.to_string(),
+                message,
             })?;
-            channels.push(Arc::new(channel));
+            channels.push(channel);
         }
         Ok(channels)
     }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod kv_config;
 pub mod metrics;
 pub mod ops;
 pub mod validate;

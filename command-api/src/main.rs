@@ -74,7 +74,9 @@ enum Command {
         #[arg(long, env = "PAYLEDGER_MONITOR_QUERY_SCHEDULE", value_parser = monitor::parse_query_schedule)]
         monitor_query_schedule: Option<QuerySchedule>,
         /// NATS server URL: runs the relay that publishes every event to JetStream stream
-        /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>). Absent: no NATS.
+        /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>), and reads
+        /// channel accounts from the NATS KV bucket --config-bucket, applying its changes live.
+        /// Absent: no NATS.
         #[arg(long, env = "NATS_URL")]
         nats_url: Option<String>,
         /// JetStream stream the relay publishes to (created or updated at start).
@@ -83,6 +85,10 @@ enum Command {
         /// Subject prefix of the relay's messages: <prefix>.<merchant_id>.<event_type>.
         #[arg(long, env = "PAYLEDGER_NATS_SUBJECT_PREFIX", default_value = payledger_bus::relay::SUBJECT_PREFIX_DEFAULT)]
         nats_subject_prefix: String,
+        /// NATS KV bucket of channel accounts (keys channels.<channel>.<account_id>), created
+        /// when missing; used with --nats-url.
+        #[arg(long, env = "PAYLEDGER_CONFIG_BUCKET", default_value = payledger_command_api::kv_config::BUCKET_DEFAULT)]
+        config_bucket: String,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -193,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
             nats_url,
             nats_stream,
             nats_subject_prefix,
+            config_bucket,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -225,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
                 relay.subject_prefix = nats_subject_prefix;
                 relay
             });
+            config.config_bucket = config_bucket;
             let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",

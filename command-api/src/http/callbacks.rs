@@ -30,7 +30,7 @@ async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let Some(channel) = state.channels.get(&channel_name).cloned() else {
+    let Some(channel) = state.channels.get(&channel_name) else {
         return (StatusCode::NOT_FOUND, "unknown channel").into_response();
     };
     let body = match body {

@@ -373,7 +373,7 @@ impl OrderMonitor {
             return Settled::Skipped;
         }
         let channel_name = order.terms.channel.clone();
-        let Some(channel) = self.channels.get(&channel_name).cloned() else {
+        let Some(channel) = self.channels.get(&channel_name) else {
             tracing::debug!(%order_id, channel = %channel_name, "order monitor: channel not enabled; not queried");
             return Settled::Waiting;
         };
@@ -440,7 +440,7 @@ impl OrderMonitor {
             return Settled::Skipped;
         }
         let channel_name = order.terms.channel.clone();
-        let Some(channel) = self.channels.get(&channel_name).cloned() else {
+        let Some(channel) = self.channels.get(&channel_name) else {
             // Not configured any more: we cannot ask whether money moved, so we do not close.
             return Settled::Deferred(format!("channel {channel_name} is not enabled"));
         };

@@ -1,0 +1,257 @@
+//! Channel accounts in a NATS KV bucket (NATS mode, `serve --nats-url`), applied without restart.
+//!
+//! - Bucket [`BUCKET_DEFAULT`] (`--config-bucket` to change), created when missing.
+//! - One key per account: `channels.<channel>.<account_id>`, e.g. `channels.wechatpay.main`.
+//! - The value is a TOML document with the keys of the file's `[channels.<channel>.<account_id>]`
+//!   table (see [`crate::config`]). A KV value has no directory, so keys are best given inline as
+//!   PEM text: `merchant_private_key_pem` / `platform_public_key_pem` (WeChat Pay),
+//!   `app_private_key_pem` / `alipay_public_key_pem` (Alipay). The `*_file` forms are accepted
+//!   too (relative paths resolve against the server's working directory); each key takes exactly
+//!   one of the two forms.
+//! - Precedence: a KV account replaces the file's account of the same channel; deleting the key
+//!   brings the file's account back, or disables the channel when the file has none. As in the
+//!   file, one account per channel: a second key of a channel that already has one in KV is
+//!   refused until the first is deleted. `public_base_url` stays in the file.
+//! - The bucket is watched: a put rebuilds that channel's adapter and swaps it into the live
+//!   [`Channels`] (handlers, refund worker and order monitor use it from their next call); a
+//!   delete or purge removes it. A value that does not parse or check is logged with its key and
+//!   the problem (never key material) and the previous adapter stays.
+//! - At start the server waits up to [`SYNC_TIMEOUT_MS`] for the bucket's current entries; when
+//!   NATS is unreachable it starts with the file's accounts and applies the bucket once NATS is
+//!   back (the watch reconnects with backoff).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use payledger_channel_adapters::Channels;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{ChannelAccount, ChannelAccounts};
+
+/// Default KV bucket of the configuration.
+pub const BUCKET_DEFAULT: &str = "payledger_config";
+/// Prefix of channel account keys: `channels.<channel>.<account_id>`.
+pub const CHANNELS_PREFIX: &str = "channels.";
+/// How long [`spawn`]'s caller should wait for the bucket's current entries at start.
+pub const SYNC_TIMEOUT_MS: u64 = 5_000;
+/// Time to connect to NATS and for each JetStream request.
+const REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// First pause after the watch failed.
+const BACKOFF_MS_MIN: u64 = 200;
+/// Longest pause between attempts.
+const BACKOFF_MS_MAX: u64 = 10_000;
+
+/// Applies bucket entries to the live registry.
+struct Applier {
+    channels: Channels,
+    file: ChannelAccounts,
+    /// Base of notify URLs.
+    base: String,
+    /// `nats-kv:<bucket>`, naming the source in errors.
+    source: String,
+    /// Channel → account id of the KV entry in effect.
+    active: BTreeMap<&'static str, String>,
+}
+
+/// The channel and account id of `key`, if it is a channel account key.
+fn parse_key(key: &str) -> Result<(&str, &str), String> {
+    let rest = key
+        .strip_prefix(CHANNELS_PREFIX)
+        .ok_or_else(|| format!("not a channel account key (expected {CHANNELS_PREFIX}<channel>.<account_id>)"))?;
+    match rest.split_once('.') {
+        Some((channel, account_id)) if !channel.is_empty() && !account_id.is_empty() && !account_id.contains('.') => {
+            Ok((channel, account_id))
+        }
+        _ => Err(format!("expected {CHANNELS_PREFIX}<channel>.<account_id>")),
+    }
+}
+
+impl Applier {
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        let (channel, account_id) = parse_key(key)?;
+        let text = std::str::from_utf8(value).map_err(|_| "the value is not UTF-8 text".to_string())?;
+        let account = ChannelAccount::parse(channel, account_id, text, &self.source, Path::new("."))
+            .map_err(|e| e.to_string())?;
+        let name = account.channel_name();
+        if let Some(other) = self.active.get(name).filter(|other| *other != account_id) {
+            return Err(format!(
+                "channel {name} already has account {other} in the bucket; only one account per channel \
+                 is supported: delete {CHANNELS_PREFIX}{name}.{other} first"
+            ));
+        }
+        let adapter = account.into_channel(&self.base)?;
+        self.channels.insert(adapter);
+        self.active.insert(name, account_id.to_string());
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<bool, String> {
+        let (channel, account_id) = parse_key(key)?;
+        let Some((name, active)) = self.active.get_key_value(channel).map(|(n, a)| (*n, a.clone())) else {
+            return Ok(false);
+        };
+        if active != account_id {
+            return Ok(false);
+        }
+        self.active.remove(name);
+        let fallback = self.file.accounts().into_iter().find(|a| a.channel_name() == name);
+        match fallback {
+            Some(account) => {
+                let adapter = account.into_channel(&self.base)?;
+                self.channels.insert(adapter);
+            }
+            None => {
+                self.channels.remove(name);
+            }
+        }
+        Ok(true)
+    }
+
+    fn apply(&mut self, entry: &kv::Entry) {
+        let key = entry.key.as_str();
+        if !key.starts_with(CHANNELS_PREFIX) {
+            tracing::debug!(bucket = %entry.bucket, key, "configuration key ignored");
+            return;
+        }
+        match entry.operation {
+            kv::Operation::Put => match self.put(key, &entry.value) {
+                Ok(()) => {
+                    tracing::info!(bucket = %entry.bucket, key, revision = entry.revision, "channel account applied")
+                }
+                Err(problem) => tracing::error!(
+                    bucket = %entry.bucket, key, revision = entry.revision, %problem,
+                    "channel account refused; the previous one stays"
+                ),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => match self.delete(key) {
+                Ok(true) => tracing::info!(bucket = %entry.bucket, key, "channel account removed"),
+                Ok(false) => {}
+                Err(problem) => {
+                    tracing::error!(bucket = %entry.bucket, key, %problem, "channel account removal failed")
+                }
+            },
+        }
+    }
+}
+
+/// The bucket `name`, created when missing.
+async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, String> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    // The KV stream as `create_key_value` would make it, created directly: that call first asks
+    // for the account info, whose answer async-nats 0.46 cannot parse from NATS 2.9 servers.
+    let created = js
+        .create_stream(jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            description: Some("payledger configuration (channel accounts)".into()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 5,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await;
+    if let Err(e) = created {
+        // Another server may have created it meanwhile: then the get below works.
+        tracing::debug!(bucket = name, error = %e, "creating the configuration bucket");
+    }
+    js.get_key_value(name)
+        .await
+        .map_err(|e| format!("opening bucket {name}: {e}"))
+}
+
+/// One watch: current entries, then changes, until the watch ends or fails.
+async fn watch_once(
+    nats_url: &str,
+    bucket_name: &str,
+    applier: &mut Applier,
+    synced: &mut Option<oneshot::Sender<()>>,
+) -> Result<(), String> {
+    let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+    let client = async_nats::ConnectOptions::new()
+        .name("payledger-config")
+        .connection_timeout(timeout)
+        .max_reconnects(None)
+        .connect(nats_url)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let js = jetstream::ContextBuilder::new().timeout(timeout).build(client);
+    let store = bucket(&js, bucket_name).await?;
+    let mut watch = store
+        .watch_with_history(">")
+        .await
+        .map_err(|e| format!("watching bucket {bucket_name}: {e}"))?;
+    let empty = store
+        .status()
+        .await
+        .map(|s| s.info.state.messages == 0)
+        .unwrap_or(false);
+    if empty {
+        synced.take().map(|tx| tx.send(()));
+    }
+    while let Some(entry) = watch.next().await {
+        let entry = entry.map_err(|e| format!("watching bucket {bucket_name}: {e}"))?;
+        applier.apply(&entry);
+        if entry.delta == 0 {
+            synced.take().map(|tx| tx.send(()));
+        }
+    }
+    Err(format!("the watch of bucket {bucket_name} ended"))
+}
+
+/// Starts watching bucket `bucket_name` at `nats_url` (see the module docs), applying its channel
+/// accounts to `channels` over those of `file`, notify URLs under `base`. Returns the task and a
+/// receiver completed once the bucket's current entries are applied.
+pub fn spawn(
+    nats_url: String,
+    bucket_name: String,
+    channels: Channels,
+    file: ChannelAccounts,
+    base: String,
+) -> (JoinHandle<()>, oneshot::Receiver<()>) {
+    let (tx, rx) = oneshot::channel();
+    let mut applier = Applier {
+        channels,
+        file,
+        base,
+        source: format!("nats-kv:{bucket_name}"),
+        active: BTreeMap::new(),
+    };
+    let task = tokio::spawn(async move {
+        let mut synced = Some(tx);
+        let mut backoff = BACKOFF_MS_MIN;
+        loop {
+            let started = tokio::time::Instant::now();
+            if let Err(problem) = watch_once(&nats_url, &bucket_name, &mut applier, &mut synced).await {
+                tracing::warn!(bucket = %bucket_name, %problem, "configuration watch failed; retrying");
+            }
+            if started.elapsed() > Duration::from_millis(BACKOFF_MS_MAX) {
+                backoff = BACKOFF_MS_MIN;
+            }
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(BACKOFF_MS_MAX);
+        }
+    });
+    (task, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_a_channel_and_one_account() {
+        assert_eq!(parse_key("channels.wechatpay.main"), Ok(("wechatpay", "main")));
+        assert!(parse_key("channels.wechatpay").is_err());
+        assert!(parse_key("channels.wechatpay.a.b").is_err());
+        assert!(parse_key("other.wechatpay.main").is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! Channel accounts from the NATS KV bucket (NATS mode): a WeChat Pay account put into the bucket
+//! enables the channel without restart, a changed value replaces the adapter, a deleted key
+//! disables the channel again. SQLite only: the registry is the same on both backends.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use payledger_channel_adapters::simulator::wechatpay::{
+    test_merchant_key, test_platform_keys, SimulatorConfig, WechatPaySimulator, TEST_API_V3_KEY, TEST_APP_ID,
+    TEST_MCH_ID, TEST_MERCHANT_SERIAL, TEST_PLATFORM_SERIAL,
+};
+use payledger_tests::nats::{nats_url, TestStream};
+use payledger_tests::{eventually, Backend, MerchantCreds, Reply, TestServer};
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use serde_json::json;
+
+/// How long a KV change may take to reach the live registry.
+const APPLIED: Duration = Duration::from_secs(10);
+
+/// The KV value of the simulator's test account with merchant id `mch_id`, keys inline as PEM.
+fn wechatpay_value(mch_id: &str, base_url: &str) -> String {
+    let private_pem = test_merchant_key().to_pkcs8_pem(LineEnding::LF).expect("pem");
+    let public_pem = test_platform_keys()
+        .public_key
+        .to_public_key_pem(LineEnding::LF)
+        .expect("pem");
+    format!(
+        r#"app_id = "{TEST_APP_ID}"
+mch_id = "{mch_id}"
+merchant_serial_no = "{TEST_MERCHANT_SERIAL}"
+merchant_private_key_pem = """
+{private}"""
+platform_serial_no = "{TEST_PLATFORM_SERIAL}"
+platform_public_key_pem = """
+{public_pem}"""
+api_v3_key = "{api_v3_key}"
+base_url = "{base_url}"
+"#,
+        private = private_pem.as_str(),
+        api_v3_key = std::str::from_utf8(TEST_API_V3_KEY).expect("ascii"),
+    )
+}
+
+async fn create_order(s: &TestServer, m: &MerchantCreds) -> Reply {
+    let body = json!({"out_trade_no": uuid::Uuid::new_v4().simple().to_string(), "amount": 100,
+                      "currency": "CNY", "channel": "wechatpay", "method": "qr", "subject": "Coffee"});
+    s.call("POST", "/v1/orders", Some(&m.api_key), Some(&body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
+    let Some(stream) = TestStream::create().await else {
+        return;
+    };
+    let bucket = format!("payledger_test_{}", uuid::Uuid::new_v4().simple());
+    let wechat = WechatPaySimulator::start(SimulatorConfig {
+        mch_id: TEST_MCH_ID.into(),
+        app_id: TEST_APP_ID.into(),
+        merchant_serial_no: TEST_MERCHANT_SERIAL.into(),
+        merchant_public_key: test_merchant_key().to_public_key(),
+        api_v3_key: *TEST_API_V3_KEY,
+        platform: test_platform_keys().clone(),
+    })
+    .await
+    .expect("WeChat Pay simulator");
+
+    let relay = stream.relay_config(&nats_url());
+    let configured_bucket = bucket.clone();
+    let Some(s) = TestServer::start_with_config(Backend::Sqlite, move |c| {
+        c.relay = Some(relay.clone());
+        c.config_bucket = configured_bucket.clone();
+    })
+    .await
+    else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+
+    // The server created the empty bucket; no WeChat Pay account yet.
+    let kv = stream
+        .js
+        .get_key_value(&bucket)
+        .await
+        .expect("the server created the bucket");
+    let r = create_order(&s, &m).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("unknown or disabled channel"), "{}", r.text);
+
+    // Put the simulator's account: the channel comes up without restart.
+    kv.put(
+        "channels.wechatpay.main",
+        wechatpay_value(TEST_MCH_ID, wechat.base_url()).into(),
+    )
+    .await
+    .expect("put");
+    let created = eventually(APPLIED, || async {
+        let r = create_order(&s, &m).await;
+        (r.status == 201).then_some(r)
+    })
+    .await
+    .expect("a wechatpay order is created once the account is in KV");
+    assert_eq!(created.json["status"], "awaiting_payment", "{}", created.text);
+    assert!(
+        created.json["qr_code"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("weixin://wxpay/bizpayurl?pr=")),
+        "{}",
+        created.text
+    );
+    let order_id = created.json["order_id"].as_str().expect("order_id").replace('-', "");
+    assert!(wechat.order(&order_id).is_some(), "placed at the simulator");
+
+    // A bad value is refused and the adapter stays.
+    kv.put("channels.wechatpay.main", "mch_id = 1\n".into())
+        .await
+        .expect("put");
+    // Another merchant id: the simulator refuses the new adapter's requests.
+    let refused_before = wechat.requests_refused();
+    kv.put(
+        "channels.wechatpay.main",
+        wechatpay_value("1900000001", wechat.base_url()).into(),
+    )
+    .await
+    .expect("put");
+    let failed = eventually(APPLIED, || async {
+        let r = create_order(&s, &m).await;
+        (r.status != 201 || r.json["status"] != "awaiting_payment").then_some(r)
+    })
+    .await
+    .expect("orders fail at the simulator once the changed account applies");
+    assert!(wechat.requests_refused() > refused_before, "{}", failed.text);
+    assert_ne!(failed.status, 422, "the channel is still enabled: {}", failed.text);
+
+    // Delete the key: the channel disappears again.
+    kv.delete("channels.wechatpay.main").await.expect("delete");
+    let gone = eventually(APPLIED, || async {
+        let r = create_order(&s, &m).await;
+        (r.status == 422).then_some(r)
+    })
+    .await
+    .expect("the channel is disabled once its key is deleted");
+    assert!(gone.text.contains("unknown or disabled channel"), "{}", gone.text);
+
+    let _ = jetstream::Context::delete_key_value(&stream.js, &bucket).await;
+}
