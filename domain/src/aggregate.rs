@@ -249,8 +249,12 @@ impl PaymentOrder {
                 }
                 match outcome {
                     CallbackOutcome::Succeeded { amount, paid_at } => {
-                        // Money already held in suspense under this trade number, re-announced.
-                        if order.suspense_trade_nos.contains(&channel_trade_no) {
+                        // Money already held in suspense under this trade number, or the order's
+                        // own payment, re-announced (whatever amount it now claims).
+                        if order.suspense_trade_nos.contains(&channel_trade_no)
+                            || (order.status.is_paid()
+                                && order.channel_trade_no.as_deref() == Some(channel_trade_no.as_str()))
+                        {
                             return Ok(vec![]);
                         }
                         if amount != order.terms.amount {
@@ -476,10 +480,10 @@ impl Aggregate for PaymentOrder {
             } => {
                 let o = self.state_mut("PaymentAmountMismatch");
                 o.seen_notify_ids.insert(notify_id);
-                assert!(
-                    o.suspense_trade_nos.insert(channel_trade_no),
-                    "money of one channel trade put in suspense twice"
-                );
+                // Not asserted new: before DuplicatePayment existed, a mismatch re-sent under a
+                // new notification id was recorded again. Those stored facts must still load;
+                // the money is counted once (here and in the journal).
+                o.suspense_trade_nos.insert(channel_trade_no);
                 o.amount_mismatch = true;
             }
             E::DuplicatePayment {

@@ -1086,3 +1086,29 @@ fn apply_refuses_finalising_a_refund_twice() {
         ],
     ));
 }
+
+#[tokio::test]
+async fn the_paid_trade_re_announced_with_another_amount_emits_nothing() {
+    framework()
+        .given(paid_order())
+        .when_async(success_callback("N9", cny(ORDER_AMOUNT_MINOR - 1)))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_mismatch_recorded_twice_for_one_trade_by_an_older_version_still_loads() {
+    // Before DuplicatePayment existed, a mismatch re-sent under a new notification id was
+    // recorded again: stored facts that must keep loading.
+    let short = cny(ORDER_AMOUNT_MINOR - 1);
+    let history = vec![
+        order_created(),
+        channel_order_opened(),
+        payment_amount_mismatch("N1", short),
+        payment_amount_mismatch("N2", short),
+    ];
+    let order = PaymentOrder::from_events(&history).order.unwrap();
+    assert!(order.amount_mismatch);
+    assert_eq!(order.suspense_trade_nos.len(), 1);
+    assert_eq!(order.status, OrderStatus::AwaitingPayment);
+}

@@ -17,7 +17,7 @@
 //!
 //! Requests and failures move no money and post nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use payledger_domain::{Money, PaymentOrderEvent};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,10 @@ pub struct JournalOrder {
     pub paid_to: Option<String>,
     /// Requested refunds' amounts, by refund id (minor units, with currency).
     pub refunds: BTreeMap<Uuid, Money>,
+    /// Channel trade numbers already posted to suspense: a trade's money is posted once, even
+    /// where an older version recorded its mismatch twice.
+    #[serde(default)]
+    pub suspense_trades: BTreeSet<String>,
     /// Sequence of the last event posted.
     pub last_sequence: i64,
 }
@@ -115,6 +119,7 @@ pub fn post(
                     channel: terms.channel.clone(),
                     paid_to: None,
                     refunds: BTreeMap::new(),
+                    suspense_trades: BTreeSet::new(),
                     last_sequence: sequence,
                 },
                 vec![],
@@ -137,8 +142,21 @@ pub fn post(
             o.paid_to = Some(to.clone());
             transfer(clearing, to, amount)
         }
-        E::PaymentAmountMismatch { received: amount, .. } | E::DuplicatePayment { amount, .. } => {
-            transfer(clearing, suspense_account(&o.merchant_id), amount)
+        E::PaymentAmountMismatch {
+            received: amount,
+            channel_trade_no,
+            ..
+        }
+        | E::DuplicatePayment {
+            amount,
+            channel_trade_no,
+            ..
+        } => {
+            if o.suspense_trades.insert(channel_trade_no.clone()) {
+                transfer(clearing, suspense_account(&o.merchant_id), amount)
+            } else {
+                vec![]
+            }
         }
         E::RefundRequested { refund_id, amount, .. } => {
             o.refunds.insert(*refund_id, *amount);

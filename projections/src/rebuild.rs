@@ -171,11 +171,13 @@ async fn create_shadow(db: &Database, projection: Projection) -> Result<(), Rebu
                     ),
                 )
                 .await?;
-                exec(
-                    &mut conn,
-                    &format!("ALTER TABLE {name} ADD PRIMARY KEY ({})", t.key.join(", ")),
-                )
-                .await?;
+                if !t.insert_only {
+                    exec(
+                        &mut conn,
+                        &format!("ALTER TABLE {name} ADD PRIMARY KEY ({})", t.key.join(", ")),
+                    )
+                    .await?;
+                }
             }
             Backend::Sqlite => {
                 // SQLite has no LIKE: re-issue the stored CREATE TABLE under the new name (its
@@ -219,6 +221,17 @@ async fn index_shadow(db: &Database, projection: Projection) -> Result<(), Rebui
     let suffix = format!("{:x}", chrono::Utc::now().timestamp_micros());
     let mut conn = db.pool().acquire().await?;
     for t in projection.tables() {
+        if t.insert_only && db.backend() == Backend::Postgres {
+            exec(
+                &mut conn,
+                &format!(
+                    "ALTER TABLE {} ADD PRIMARY KEY ({})",
+                    shadow.name(t.name),
+                    t.key.join(", ")
+                ),
+            )
+            .await?;
+        }
         let definitions: Vec<(String, String)> =
             match db.backend() {
                 Backend::Postgres => {

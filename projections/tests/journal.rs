@@ -222,3 +222,32 @@ proptest! {
         run(&ops)?;
     }
 }
+
+#[test]
+fn a_trade_put_in_suspense_twice_by_an_older_version_is_posted_once() {
+    let created = match create(0) {
+        C::CreateOrder {
+            order_id,
+            terms,
+            created_at,
+        } => E::OrderCreated {
+            order_id,
+            terms,
+            created_at,
+            expire_at: created_at,
+        },
+        _ => unreachable!(),
+    };
+    let mismatch = |notify: &str| E::PaymentAmountMismatch {
+        notify_id: notify.into(),
+        channel_trade_no: "CH1".into(),
+        expected: cny(ORDER_AMOUNT_MINOR),
+        received: cny(ORDER_AMOUNT_MINOR - 1),
+        received_at: at(1),
+    };
+    let (o, _) = journal::post(None, 1, &created).unwrap();
+    let (o, first) = journal::post(Some(o), 2, &mismatch("N1")).unwrap();
+    let (_, second) = journal::post(Some(o), 3, &mismatch("N2")).unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(second.is_empty(), "the same trade's money posted twice: {second:?}");
+}

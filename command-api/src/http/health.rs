@@ -32,12 +32,19 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 /// (version 0.0.4), after reading the database gauges. Unauthenticated, like the health
 /// endpoints: scrapers reach it on the operations network.
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    crate::metrics::refresh_database_gauges(&state.db).await;
+    // The recorder is process-wide: when one process runs several servers (the test suite),
+    // another server's refresh between ours and the render would show its database's gauges.
+    static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let rendered = {
+        let _one_at_a_time = SCRAPE.lock().await;
+        crate::metrics::refresh_database_gauges(&state.db).await;
+        crate::metrics::handle().render()
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::handle().render(),
+        rendered,
     )
 }
