@@ -14,6 +14,7 @@ COPY notifier notifier
 COPY bus bus
 COPY command-api command-api
 COPY tests tests
+COPY testkit testkit
 # The migrations are compiled into the binary (sqlx::migrate!).
 COPY schemas schemas
 # Cache mounts keep the registry and the build directory between builds; the binary is copied out

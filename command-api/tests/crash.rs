@@ -28,13 +28,12 @@
 //!
 //! PostgreSQL: `PAYLEDGER_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable`), where the test creates and
-//! drops a database. When it is unreachable the PostgreSQL run fails if `CI=true` and is skipped
-//! with a loud message otherwise. (The `payledger-tests` crate's `TestDb` does the same, but it
-//! depends on this crate, so the few lines are repeated here.)
+//! drops a database (`payledger_testkit::TestDb`). When it is unreachable the PostgreSQL run fails
+//! if `CI=true` and is skipped with a loud message otherwise; the same holds for NATS.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,7 +46,6 @@ use payledger_store::{Database, LogEvent, LogPosition, PoolConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 /// Kills per backend in the short form.
 const SHORT_KILLS: usize = 3;
@@ -64,11 +62,7 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 /// The notification retry schedule: short, so that every notification finishes in the test.
 const NOTIFY_SCHEDULE: &str = "200ms,200ms,500ms,1s,1s,2s";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+use payledger_testkit::{Backend, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_survives_kill_9_under_load() {
@@ -103,7 +97,7 @@ async fn crash_test(backend: Backend) {
     let kills = kills();
     let seed = seed();
     eprintln!("crash test {backend:?}: {kills} kills, CRASH_SEED={seed}");
-    let Some(db) = TestDatabase::create(backend).await else {
+    let Some(db) = TestDb::create(backend).await else {
         return;
     };
     // A hard bound on the whole run: startup, the kills with their restarts, settling.
@@ -312,21 +306,8 @@ impl NatsCheck {
     /// # Panics
     /// When NATS is unreachable and `CI=true`.
     async fn create() -> Option<Self> {
-        let url = std::env::var("PAYLEDGER_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
-        let client = match async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(url.as_str())
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("NATS at {url} is unreachable and CI=true: {e}");
-                }
-                eprintln!("\n*** crash test: NATS at {url} unreachable ({e}); the NATS check is SKIPPED ***\n");
-                return None;
-            }
-        };
+        let client = payledger_testkit::connect_nats("the crash test's NATS check").await?;
+        let url = payledger_testkit::nats_url();
         let id = uuid::Uuid::new_v4().simple().to_string();
         Some(Self {
             js: async_nats::jetstream::new(client),
@@ -848,91 +829,5 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// A database for one run: a SQLite file in a temp dir, or a fresh PostgreSQL database dropped
-/// afterwards.
-struct TestDatabase {
-    url: String,
-    pg_name: Option<String>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("PAYLEDGER_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".to_string())
-}
-
-/// `url` with its database name replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
-
-impl TestDatabase {
-    /// `None` when PostgreSQL is unreachable outside CI.
-    async fn create(backend: Backend) -> Option<Self> {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let path: PathBuf = dir.path().join("payledger.db");
-                Some(Self {
-                    url: format!("sqlite://{}", path.display()),
-                    pg_name: None,
-                    _dir: Some(dir),
-                })
-            }
-            Backend::Postgres => {
-                let admin = pg_admin_url();
-                let mut conn = match sqlx::PgConnection::connect(&admin).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if std::env::var("CI").is_ok_and(|v| v == "true") {
-                            panic!("PostgreSQL at {admin} is unreachable and CI=true: {e}");
-                        }
-                        eprintln!("\n*** SKIPPING PostgreSQL crash test: {admin} unreachable ({e}) ***\n");
-                        return None;
-                    }
-                };
-                let name = format!("payledger_crash_{}", uuid::Uuid::new_v4().simple());
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                Some(Self {
-                    url: with_database(&admin, &name),
-                    pg_name: Some(name),
-                    _dir: None,
-                })
-            }
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Some(name) = self.pg_name.take() {
-            // On a thread of its own: Drop cannot await inside the test's runtime.
-            let admin = pg_admin_url();
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                rt.block_on(async {
-                    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await
-                        .ok()
-                })
-            })
-            .join();
-        }
     }
 }

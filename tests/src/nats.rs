@@ -13,10 +13,7 @@ use payledger_bus::{Envelope, RelayConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// URL of the NATS server used by tests.
-pub fn nats_url() -> String {
-    std::env::var("PAYLEDGER_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
-}
+pub use payledger_testkit::nats_url;
 
 /// A stream and subject prefix of one test, deleted when dropped.
 pub struct TestStream {
@@ -35,21 +32,7 @@ impl TestStream {
     /// # Panics
     /// When NATS is unreachable and `CI=true`.
     pub async fn create() -> Option<Self> {
-        let url = nats_url();
-        let client = match async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(2))
-            .connect(url.as_str())
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("NATS at {url} is unreachable and CI=true: {e}");
-                }
-                eprintln!("\n*** SKIPPING NATS test: {url} unreachable ({e}) ***\n");
-                return None;
-            }
-        };
+        let client = payledger_testkit::connect_nats("NATS test").await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         Some(Self {
             js: jetstream::new(client),
