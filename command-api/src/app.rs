@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::config::ChannelAccounts;
 use crate::http::error::ApiError;
+use crate::roles::{Role, Roles};
 use crate::workers::monitor::{self, MonitorConfig};
 use crate::workers::refunds::RefundWorker;
 
@@ -31,6 +32,9 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 /// How long a command waits for the order's read model to include its events before answering,
 /// so the client's next GET sees its own write. Past it the answer is built from the event log.
 pub const READ_YOUR_WRITES_TIMEOUT_MS: u64 = 2_000;
+/// How often a process without the `projector` role re-reads `order_view` while it waits for
+/// its own write (no in-process notice comes from a projection running elsewhere).
+pub const PROJECTION_POLL_MS: u64 = 20;
 /// Settings key of the sandbox channel's callback signing secret.
 pub const SANDBOX_SECRET_KEY: &str = "sandbox.callback_secret";
 
@@ -62,6 +66,8 @@ pub struct ServeConfig {
     /// NATS KV bucket of channel accounts, watched when [`ServeConfig::relay`] is set (see
     /// [`crate::kv_config`]); default [`crate::kv_config::BUCKET_DEFAULT`].
     pub config_bucket: String,
+    /// The roles this process runs (see [`crate::roles`]); default every role.
+    pub roles: Roles,
 }
 
 impl ServeConfig {
@@ -78,6 +84,7 @@ impl ServeConfig {
             monitor: MonitorConfig::default(),
             relay: None,
             config_bucket: crate::kv_config::BUCKET_DEFAULT.to_string(),
+            roles: Roles::all(),
         }
     }
 }
@@ -92,10 +99,18 @@ pub struct ApiConfig {
 /// State shared by every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// The database.
     pub db: Database,
+    /// The channels this process reaches (sandbox and configured accounts).
     pub channels: Channels,
+    /// The sandbox channel (its pay page and callbacks).
     pub sandbox: Arc<SandboxChannel>,
+    /// The order projection: its in-process notices when this process runs it.
     pub projection: Arc<OrderProjection>,
+    /// Whether this process runs the projector role. Without it, waits for the read model poll
+    /// `order_view` every [`PROJECTION_POLL_MS`].
+    pub projector_here: bool,
+    /// Configuration handlers read.
     pub config: Arc<ApiConfig>,
     /// Wakes the notifier's [`Sender`] (a resend made a job due now).
     pub notify_queued: Arc<Notify>,
@@ -127,19 +142,42 @@ impl AppState {
         }
     }
 
-    /// Waits (bounded) until the read model holds the order at `sequence`.
+    /// Waits (bounded) until the read model holds the order at `sequence`: on the in-process
+    /// projection's notices, or by polling `order_view` when the projector runs elsewhere.
     pub async fn wait_for_projection(&self, order_id: Uuid, sequence: usize) -> bool {
         let timeout = Duration::from_millis(READ_YOUR_WRITES_TIMEOUT_MS);
-        match self
-            .projection
-            .wait_for(self.db.pool(), order_id, sequence as i64, timeout)
-            .await
-        {
+        let waited = if self.projector_here {
+            self.projection
+                .wait_for(self.db.pool(), order_id, sequence as i64, timeout)
+                .await
+        } else {
+            self.poll_projection(order_id, sequence as i64, timeout).await
+        };
+        match waited {
             Ok(caught_up) => caught_up,
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "waiting for the projection failed");
                 false
             }
+        }
+    }
+
+    /// Re-reads the order's `last_sequence` every [`PROJECTION_POLL_MS`] until it reaches
+    /// `sequence` or `timeout` passes.
+    async fn poll_projection(&self, order_id: Uuid, sequence: i64, timeout: Duration) -> Result<bool, sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let have: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM order_view WHERE order_id = $1")
+                .bind(order_id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+            if have.is_some_and(|s| s >= sequence) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(PROJECTION_POLL_MS)).await;
         }
     }
 
@@ -183,6 +221,18 @@ impl AppState {
 
 /// The router with every resource, the body limit and request tracing.
 pub fn router(state: AppState) -> Router {
+    router_for(state, true)
+}
+
+/// The router of a process: every resource when it runs the `api` role, otherwise only the
+/// operations endpoints (`/healthz`, `/readyz`, `/metrics`; anything else is 404).
+pub fn router_for(state: AppState, api: bool) -> Router {
+    if !api {
+        return Router::new()
+            .merge(crate::http::health::router())
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .with_state(state);
+    }
     Router::new()
         .merge(crate::http::orders::router())
         .merge(crate::http::refunds::router())
@@ -264,13 +314,20 @@ impl Drop for Running {
     }
 }
 
-/// Connects and migrates the database, starts the projection, notifier, refund worker and order
-/// monitor, and serves HTTP on `config.listen` with the sandbox and the configured channels.
+/// Connects and migrates the database, starts the roles of `config.roles` (projections,
+/// notifier, refund worker, order monitor, relay), and serves HTTP on `config.listen`: the API
+/// with the sandbox and the configured channels when it runs `api`, the operations endpoints
+/// always.
 ///
 /// # Errors
-/// When the database cannot be reached or migrated, the address cannot be bound, or a configured
-/// channel cannot be built.
+/// When `relay` is asked for without a NATS URL, the database cannot be reached or migrated, the
+/// address cannot be bound, or a configured channel cannot be built.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+    let roles = config.roles;
+    // `all` without NATS is embedded mode: every role but the relay. An explicit `relay` needs it.
+    if roles.has(Role::Relay) && config.relay.is_none() && !roles.is_all() {
+        anyhow::bail!("the relay role needs NATS: set --nats-url (NATS_URL)");
+    }
     // Install the process's metrics recorder before anything records.
     crate::metrics::handle();
     let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
@@ -319,45 +376,64 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
 
-    let mut workers = vec![
-        tokio::spawn(run_transactional(db.clone(), projection.clone())),
-        tokio::spawn(run_transactional(db.clone(), Arc::new(JournalProjection::default()))),
-        tokio::spawn(run_transactional(
+    let mut workers = Vec::new();
+    if roles.has(Role::Projector) {
+        workers.push(tokio::spawn(run_transactional(db.clone(), projection.clone())));
+        workers.push(tokio::spawn(run_transactional(
+            db.clone(),
+            Arc::new(JournalProjection::default()),
+        )));
+    }
+    if roles.has(Role::Notifier) {
+        workers.push(tokio::spawn(run_transactional(
             db.clone(),
             Arc::new(NotifyEnqueuer::new(db.log(), queued.clone())),
-        )),
-        tokio::spawn(run_effects(
+        )));
+    }
+    if roles.has(Role::Refunds) {
+        workers.push(tokio::spawn(run_effects(
             db.clone(),
             Arc::new(RefundWorker::new(db.clone(), channels.clone())),
-        )),
-    ];
-    workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
+        )));
+    }
+    if roles.has(Role::Monitor) {
+        workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
+    }
     workers.extend(config_watch);
 
-    let mut workers = workers;
-    let relay_metrics = config.relay.clone().map(|relay_config| {
-        tracing::info!(nats_url = %relay_config.nats_url_redacted(), stream = %relay_config.stream, "NATS relay enabled");
-        let relay = Relay::new(db.clone(), relay_config);
-        let metrics = relay.metrics();
-        workers.push(tokio::spawn(relay.run()));
-        metrics
-    });
+    let relay_metrics = config
+        .relay
+        .clone()
+        .filter(|_| roles.has(Role::Relay))
+        .map(|relay_config| {
+            tracing::info!(nats_url = %relay_config.nats_url_redacted(), stream = %relay_config.stream, "NATS relay enabled");
+            let relay = Relay::new(db.clone(), relay_config);
+            let metrics = relay.metrics();
+            workers.push(tokio::spawn(relay.run()));
+            metrics
+        });
 
-    let (stop_sender, stop) = watch::channel(false);
-    let sender = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued.clone())?.run(stop));
+    let sender = if roles.has(Role::Notifier) {
+        let (stop_sender, stop) = watch::channel(false);
+        let task = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued.clone())?.run(stop));
+        Some((stop_sender, task, config.sender.stop_timeout()))
+    } else {
+        None
+    };
 
     let state = AppState {
         db: db.clone(),
         channels,
         sandbox,
         projection,
+        projector_here: roles.has(Role::Projector),
         config: Arc::new(ApiConfig {
             allow_private_urls: config.allow_private_urls,
         }),
         notify_queued: queued,
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let app = router(state);
+    let app = router_for(state, roles.has(Role::Api));
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -365,14 +441,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             })
             .await
     });
-    tracing::info!(%addr, %public_url, backend = ?db.backend(), "payledger serving");
+    tracing::info!(%addr, %public_url, backend = ?db.backend(), %roles, "payledger serving");
     Ok(Running {
         addr,
         public_url,
         db,
         shutdown: Some(shutdown_tx),
         server,
-        sender: Some((stop_sender, sender, config.sender.stop_timeout())),
+        sender,
         workers,
         relay_metrics,
     })

@@ -11,5 +11,6 @@ pub mod http;
 pub mod kv_config;
 pub mod metrics;
 pub mod ops;
+pub mod roles;
 pub mod validate;
 pub mod workers;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use payledger_command_api::app::{self, ServeConfig};
 use payledger_command_api::config::{self, ChannelAccounts};
 use payledger_command_api::ops;
+use payledger_command_api::roles::Roles;
 use payledger_command_api::validate::{self, FieldErrors};
 use payledger_command_api::workers::monitor;
 use payledger_notifier::RetrySchedule;
@@ -37,7 +38,8 @@ type QuerySchedule = Vec<u64>;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API with the projection, notifier and refund worker (migrates first).
+    /// Run the HTTP API with the projection, notifier and refund worker (migrates first), or the
+    /// roles of --roles.
     Serve {
         /// Address to listen on.
         #[arg(long, env = "PAYLEDGER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -89,6 +91,12 @@ enum Command {
         /// when missing; used with --nats-url.
         #[arg(long, env = "PAYLEDGER_CONFIG_BUCKET", default_value = payledger_command_api::kv_config::BUCKET_DEFAULT)]
         config_bucket: String,
+        /// Roles this process runs, comma-separated: api, projector, notifier, refunds,
+        /// monitor, relay; or all (the default; all runs the relay only with --nats-url). A
+        /// process without api serves only /healthz, /readyz and /metrics. Run refunds in
+        /// exactly one process.
+        #[arg(long, env = "PAYLEDGER_ROLES", default_value = "all")]
+        roles: Roles,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -200,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
             nats_stream,
             nats_subject_prefix,
             config_bucket,
+            roles,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -233,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 relay
             });
             config.config_bucket = config_bucket;
+            config.roles = roles;
             let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",
