@@ -7,6 +7,7 @@ use serde_json::Value;
 use url::{Host, Url};
 
 use payledger_domain::AMOUNT_MINOR_MAX;
+use payledger_projections::queries::{decode_cursor, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 
 /// `out_trade_no`, `out_refund_no`, merchant ids: 1..=64 of `[A-Za-z0-9_-]` (the union of what
 /// WeChat Pay and Alipay accept, so the same number can travel to any channel).
@@ -47,6 +48,25 @@ impl FieldErrors {
             Err(crate::http::error::ApiError::Validation(self.0))
         }
     }
+}
+
+/// The `limit` and `cursor` of a keyset-paginated list (`GET /v1/orders`,
+/// `GET /v1/notifications`): the page size (default [`PAGE_LIMIT_DEFAULT`], within
+/// 1..=[`PAGE_LIMIT_MAX`]) and the decoded cursor `(created_at, id)`; errors are added under
+/// `limit` and `cursor`.
+pub fn page(errors: &mut FieldErrors, limit: Option<i64>, cursor: Option<&str>) -> (i64, Option<(String, String)>) {
+    let limit = limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
+        errors.add("limit", format!("must be between 1 and {PAGE_LIMIT_MAX}"));
+    }
+    let cursor = match cursor.map(decode_cursor).transpose() {
+        Ok(c) => c,
+        Err(err) => {
+            errors.add("cursor", err.to_string());
+            None
+        }
+    };
+    (limit, cursor)
 }
 
 /// Checks a merchant-chosen number (`out_trade_no`, `out_refund_no`, merchant id).

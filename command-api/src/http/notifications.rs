@@ -10,14 +10,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use payledger_notifier::queries::{self as notify, JobStatus, NotificationFilter, ResendError};
-use payledger_projections::queries::{decode_cursor, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+
 use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::AuthMerchant;
 use crate::http::parse_id;
-use crate::validate::FieldErrors;
+use crate::validate::{self, FieldErrors};
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -68,17 +68,7 @@ async fn list(
         }
         parsed
     });
-    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
-        e.add("limit", format!("must be between 1 and {PAGE_LIMIT_MAX}"));
-    }
-    let cursor = match q.cursor.as_deref().map(decode_cursor).transpose() {
-        Ok(c) => c,
-        Err(err) => {
-            e.add("cursor", err.to_string());
-            None
-        }
-    };
+    let (limit, cursor) = validate::page(&mut e, q.limit, q.cursor.as_deref());
     e.finish()?;
     let filter = NotificationFilter { status, order_id };
     let page = notify::list(state.db.pool(), &merchant.merchant_id, &filter, limit, cursor).await?;

@@ -12,7 +12,7 @@ use payledger_channel_adapters::{ChannelError, CreateChannelOrder};
 use payledger_domain::{
     ids, parse_currency_code, ChannelOrderOutcome, CloseReason, Money, OrderStatus, OrderTerms, PaymentOrderCommand,
 };
-use payledger_projections::queries::{self, OrderFilter, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
+use payledger_projections::queries::{self, OrderFilter};
 use payledger_projections::OrderView;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -259,17 +259,7 @@ async fn list(
     };
     let created_from = time("from", &q.from);
     let created_to = time("to", &q.to);
-    let limit = q.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
-        e.add("limit", format!("must be between 1 and {PAGE_LIMIT_MAX}"));
-    }
-    let cursor = match q.cursor.as_deref().map(queries::decode_cursor).transpose() {
-        Ok(c) => c,
-        Err(err) => {
-            e.add("cursor", err.to_string());
-            None
-        }
-    };
+    let (limit, cursor) = validate::page(&mut e, q.limit, q.cursor.as_deref());
     e.finish()?;
     let filter = OrderFilter {
         out_trade_no: q.out_trade_no,
