@@ -204,7 +204,8 @@ pub struct Reply {
 }
 
 impl Reply {
-    async fn from(r: reqwest::Response) -> Self {
+    /// Reads a response: status, content type, body text and, when it parses, its JSON.
+    pub async fn from(r: reqwest::Response) -> Self {
         let status = r.status().as_u16();
         let content_type = r
             .headers()

@@ -48,16 +48,9 @@ struct World {
 /// relatively; the Alipay application key by absolute path), loads it as `payledger serve
 /// --config` does, and starts the server with it and `monitor`.
 async fn world(backend: Backend, monitor: MonitorConfig) -> Option<World> {
-    let wechat = WechatPaySimulator::start(SimulatorConfig {
-        mch_id: TEST_MCH_ID.into(),
-        app_id: TEST_APP_ID.into(),
-        merchant_serial_no: TEST_MERCHANT_SERIAL.into(),
-        merchant_public_key: test_merchant_key().to_public_key(),
-        api_v3_key: *TEST_API_V3_KEY,
-        platform: test_platform_keys().clone(),
-    })
-    .await
-    .expect("WeChat Pay simulator");
+    let wechat = WechatPaySimulator::start(SimulatorConfig::for_test_account())
+        .await
+        .expect("WeChat Pay simulator");
     let app_public =
         parse_public_key(&std::fs::read_to_string(fixture("alipay/app_public_spki.pem")).expect("fixture"))
             .expect("app public key");
@@ -237,7 +230,7 @@ async fn post_wechat(w: &World, n: &SignedNotification) -> Reply {
     for (name, value) in &n.headers {
         req = req.header(name, value);
     }
-    reply(req.send().await.expect("sent")).await
+    Reply::from(req.send().await.expect("sent")).await
 }
 
 async fn post_alipay(w: &World, form: &str) -> Reply {
@@ -248,23 +241,6 @@ async fn post_alipay(w: &World, form: &str) -> Reply {
         form.as_bytes().to_vec(),
     )
     .await
-}
-
-async fn reply(r: reqwest::Response) -> Reply {
-    let status = r.status().as_u16();
-    let content_type = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let text = r.text().await.unwrap_or_default();
-    Reply {
-        status,
-        content_type,
-        json: serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    }
 }
 
 /// WeChat Pay's failure answer: a 4xx with `{"code":"FAIL","message":…}`.

@@ -53,16 +53,9 @@ async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
         return;
     };
     let bucket = format!("payledger_test_{}", uuid::Uuid::new_v4().simple());
-    let wechat = WechatPaySimulator::start(SimulatorConfig {
-        mch_id: TEST_MCH_ID.into(),
-        app_id: TEST_APP_ID.into(),
-        merchant_serial_no: TEST_MERCHANT_SERIAL.into(),
-        merchant_public_key: test_merchant_key().to_public_key(),
-        api_v3_key: *TEST_API_V3_KEY,
-        platform: test_platform_keys().clone(),
-    })
-    .await
-    .expect("WeChat Pay simulator");
+    let wechat = WechatPaySimulator::start(SimulatorConfig::for_test_account())
+        .await
+        .expect("WeChat Pay simulator");
 
     let relay = stream.relay_config(&nats_url());
     let configured_bucket = bucket.clone();

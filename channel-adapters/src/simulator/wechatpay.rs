@@ -152,6 +152,18 @@ pub struct SimulatorConfig {
 }
 
 impl SimulatorConfig {
+    /// The config matching [`test_account`], signing with [`test_platform_keys`].
+    pub fn for_test_account() -> Self {
+        Self {
+            mch_id: TEST_MCH_ID.into(),
+            app_id: TEST_APP_ID.into(),
+            merchant_serial_no: TEST_MERCHANT_SERIAL.into(),
+            merchant_public_key: test_merchant_key().to_public_key(),
+            api_v3_key: *TEST_API_V3_KEY,
+            platform: test_platform_keys().clone(),
+        }
+    }
+
     /// The config matching `account`, signing with `platform` (whose public key the account must
     /// trust).
     pub fn for_account(account: &WechatPayAccount, platform: PlatformKeys) -> Self {
@@ -489,9 +501,8 @@ impl WechatPaySimulator {
     /// # Errors
     /// As [`Self::start`].
     pub async fn start_with_test_account(notify_url: &str) -> std::io::Result<(Self, WechatPayAccount)> {
-        let account = test_account("http://unused", notify_url);
-        let simulator = Self::start(SimulatorConfig::for_account(&account, test_platform_keys().clone())).await?;
-        let account = account.with_base_url(simulator.base_url());
+        let simulator = Self::start(SimulatorConfig::for_test_account()).await?;
+        let account = test_account(simulator.base_url(), notify_url);
         Ok((simulator, account))
     }
 
