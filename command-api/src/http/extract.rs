@@ -9,11 +9,20 @@ use bytes::Bytes;
 use payledger_store::merchants::{self, Merchant};
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
+use crate::app::{AppState, BODY_LIMIT_BYTES};
 use crate::http::error::ApiError;
 
-/// A JSON body: 415 without `Content-Type: application/json`, 413 over the body limit, 400 for
-/// malformed JSON, 422 naming the field for JSON of the wrong shape.
+/// Deepest nesting of arrays and objects a JSON request body may have; the top-level object is
+/// level 1. Our requests need 2 (`metadata`); serde_json alone would go to 128, and every level
+/// costs stack while parsing.
+pub const JSON_DEPTH_MAX: usize = 32;
+/// Longest `Authorization: Bearer` API key we look up, bytes (ours are 68); a longer one is a
+/// 401 without touching the database.
+pub const API_KEY_BYTES_MAX: usize = 256;
+
+/// A JSON body: 415 without `Content-Type: application/json`, 413 over [`BODY_LIMIT_BYTES`], 400
+/// for malformed JSON or nesting deeper than [`JSON_DEPTH_MAX`], 422 naming the field for JSON of
+/// the wrong shape.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -29,25 +38,67 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let body = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_rejection(e, BODY_LIMIT_BYTES))?;
         parse_json(&body).map(JsonBody)
     }
 }
 
-/// Maps a failure to read the body: over the limit is 413, anything else 400.
-pub fn body_rejection(rejection: BytesRejection) -> ApiError {
+/// Maps a failure to read the body of a route whose limit is `limit_bytes`: over the limit is
+/// 413 naming it, anything else 400.
+pub fn body_rejection(rejection: BytesRejection, limit_bytes: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge
+        ApiError::PayloadTooLarge { limit_bytes }
     } else {
         ApiError::Malformed(rejection.body_text())
     }
 }
 
+/// Whether `body` nests arrays and objects deeper than `depth_max`. One pass over the bytes that
+/// only tracks strings and brackets, stopping at the first level too deep: far cheaper than the
+/// parse it guards. Exact for valid JSON; for invalid JSON the answer does not matter, the parse
+/// refuses it anyway.
+pub fn json_nested_deeper_than(body: &[u8], depth_max: usize) -> bool {
+    let mut depth = 0_usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > depth_max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Deserialises `body`, naming the offending field on a shape error.
 ///
 /// # Errors
-/// [`ApiError::Malformed`] for invalid JSON, [`ApiError::Validation`] for the wrong shape.
+/// [`ApiError::Malformed`] for invalid JSON or nesting deeper than [`JSON_DEPTH_MAX`],
+/// [`ApiError::Validation`] for the wrong shape.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if json_nested_deeper_than(body, JSON_DEPTH_MAX) {
+        return Err(ApiError::Malformed(format!(
+            "body nests arrays and objects deeper than the limit of {JSON_DEPTH_MAX} levels"
+        )));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -64,7 +115,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The merchant authenticated by `Authorization: Bearer <api_key>`; 401 otherwise.
+/// The merchant authenticated by `Authorization: Bearer <api_key>`; 401 otherwise (also for a
+/// key longer than [`API_KEY_BYTES_MAX`]). Then charged one request against the merchant's rate
+/// limit ([`crate::http::rate_limit`]): 429 when over it.
 pub struct AuthMerchant(pub Merchant);
 
 impl FromRequestParts<AppState> for AuthMerchant {
@@ -77,11 +130,39 @@ impl FromRequestParts<AppState> for AuthMerchant {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|k| !k.is_empty())
+            .filter(|k| !k.is_empty() && k.len() <= API_KEY_BYTES_MAX)
             .ok_or(ApiError::Unauthorized)?;
-        merchants::by_api_key(state.db.pool(), key)
+        let merchant = merchants::by_api_key(state.db.pool(), key)
             .await?
-            .map(AuthMerchant)
-            .ok_or(ApiError::Unauthorized)
+            .ok_or(ApiError::Unauthorized)?;
+        state.rate_limit.check(&merchant.merchant_id)?;
+        Ok(AuthMerchant(merchant))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn json_at_the_depth_limit_parses_and_one_level_more_is_refused() {
+        assert!(parse_json::<Value>(nested(JSON_DEPTH_MAX).as_bytes()).is_ok());
+        match parse_json::<Value>(nested(JSON_DEPTH_MAX + 1).as_bytes()) {
+            Err(ApiError::Malformed(m)) => assert!(m.contains(&format!("{JSON_DEPTH_MAX} levels")), "{m}"),
+            other => panic!("expected 400, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let body = format!(r#"{{"subject": "{}\\", "x": "\"[{{"}}"#, "[".repeat(100));
+        assert!(!json_nested_deeper_than(body.as_bytes(), 1), "{body}");
+        assert!(parse_json::<Value>(body.as_bytes()).is_ok(), "{body}");
+        assert!(json_nested_deeper_than(br#"{"a": {"b": 1}}"#, 1));
     }
 }
