@@ -165,4 +165,71 @@ mod tests {
         assert!(parse_json::<Value>(body.as_bytes()).is_ok(), "{body}");
         assert!(json_nested_deeper_than(br#"{"a": {"b": 1}}"#, 1));
     }
+
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(members) => 1 + members.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Runs `bytes` through everything a request body meets before a handler's async checks.
+    fn exercise(bytes: &[u8]) {
+        use crate::http::orders::CreateOrderRequest;
+        use crate::http::refunds::RefundRequest;
+        use crate::validate::{self, FieldErrors};
+        if let Ok(v) = parse_json::<Value>(bytes) {
+            assert!(depth(&v) <= JSON_DEPTH_MAX, "{} levels parsed", depth(&v));
+        }
+        if let Ok(req) = parse_json::<CreateOrderRequest>(bytes) {
+            let mut e = FieldErrors::default();
+            validate::merchant_no(&mut e, "out_trade_no", &req.out_trade_no);
+            validate::amount_minor(&mut e, "amount", &req.amount);
+            validate::currency_code(&mut e, "currency", &req.currency);
+            validate::text(&mut e, "subject", &req.subject, validate::SUBJECT_CHARS_MAX, true);
+            validate::metadata(&mut e, &req.metadata);
+        }
+        if let Ok(req) = parse_json::<RefundRequest>(bytes) {
+            let mut e = FieldErrors::default();
+            validate::merchant_no(&mut e, "out_refund_no", &req.out_refund_no);
+            validate::amount_minor(&mut e, "amount", &req.amount);
+        }
+    }
+
+    /// Deterministic, coverage-less fuzzing of request JSON (the cargo-fuzz target
+    /// `fuzz/fuzz_targets/request_json.rs` does the same with coverage): valid bodies with bytes
+    /// flipped, inserted and cut, and random bytes, never panic the parser or the field rules,
+    /// and nothing deeper than the limit gets through.
+    #[test]
+    fn fuzz_request_json_mutated_bodies_are_refused_or_parsed_within_limits() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let seeds: Vec<Vec<u8>> = vec![
+            br#"{"out_trade_no":"T-1","amount":100,"currency":"CNY","channel":"sandbox","subject":"Tea","metadata":{"k":"v"},"expire_in_seconds":600}"#.to_vec(),
+            br#"{"out_refund_no":"R-1","amount":1,"reason":"\u00e9 \"quoted\" [x]"}"#.to_vec(),
+            format!(r#"{{"amount":{}1{}}}"#, "[".repeat(JSON_DEPTH_MAX - 1), "]".repeat(JSON_DEPTH_MAX - 1)).into_bytes(),
+        ];
+        const ALPHABET: &[u8] = b"{}[]\",:\\0123456789-.eEtrufalsnu ";
+        let mut rng = StdRng::seed_from_u64(6);
+        for i in 0..20_000 {
+            let mut bytes = if i % 10 == 9 {
+                (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect()
+            } else {
+                seeds[i % seeds.len()].clone()
+            };
+            for _ in 0..rng.gen_range(1..6) {
+                let at = rng.gen_range(0..=bytes.len());
+                match rng.gen_range(0..4) {
+                    0 if at < bytes.len() => bytes[at] = rng.gen(),
+                    1 => bytes.insert(at, ALPHABET[rng.gen_range(0..ALPHABET.len())]),
+                    2 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.truncate(at),
+                }
+            }
+            exercise(&bytes);
+        }
+    }
 }
