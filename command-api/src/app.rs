@@ -23,12 +23,17 @@ use uuid::Uuid;
 
 use crate::config::ChannelAccounts;
 use crate::http::error::ApiError;
+use crate::http::rate_limit::{MerchantRateLimit, RateLimitConfig};
 use crate::roles::{Role, Roles};
 use crate::workers::monitor::{self, MonitorConfig};
 use crate::workers::refunds::RefundWorker;
 
 /// Largest request body accepted; larger bodies get 413.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+/// Largest channel callback body accepted, bytes; larger ones get 413. Real ones are 1–4 KB
+/// (WeChat Pay's encrypted resource, Alipay's form); the same bound as Alipay's own
+/// [`payledger_channel_adapters::alipay::notify::NOTIFY_BODY_BYTES_MAX`].
+pub const CALLBACK_BODY_LIMIT_BYTES: usize = 64 * 1024;
 /// How long a command waits for the order's read model to include its events before answering,
 /// so the client's next GET sees its own write. Past it the answer is built from the event log.
 pub const READ_YOUR_WRITES_TIMEOUT_MS: u64 = 2_000;
@@ -68,6 +73,9 @@ pub struct ServeConfig {
     pub config_bucket: String,
     /// The roles this process runs (see [`crate::roles`]); default every role.
     pub roles: Roles,
+    /// Requests per second per merchant (`--rate-limit`, `--rate-limit-burst`); default 200/s,
+    /// burst 400.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl ServeConfig {
@@ -85,6 +93,7 @@ impl ServeConfig {
             relay: None,
             config_bucket: crate::kv_config::BUCKET_DEFAULT.to_string(),
             roles: Roles::all(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -114,6 +123,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Wakes the notifier's [`Sender`] (a resend made a job due now).
     pub notify_queued: Arc<Notify>,
+    /// Each merchant's request rate, charged by [`crate::http::extract::AuthMerchant`].
+    pub rate_limit: MerchantRateLimit,
 }
 
 impl AppState {
@@ -238,7 +249,7 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         .merge(crate::http::refunds::router())
         .merge(crate::http::ledger::router())
         .merge(crate::http::notifications::router())
-        .merge(crate::http::callbacks::router())
+        .merge(crate::http::callbacks::router().layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)))
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())
         .merge(crate::openapi::router())
@@ -432,6 +443,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             allow_private_urls: config.allow_private_urls,
         }),
         notify_queued: queued,
+        rate_limit: MerchantRateLimit::new(config.rate_limit),
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let app = router_for(state, roles.has(Role::Api));

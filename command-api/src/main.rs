@@ -8,6 +8,7 @@ use base64::Engine;
 use clap::{Parser, Subcommand};
 use payledger_command_api::app::{self, ServeConfig};
 use payledger_command_api::config::{self, ChannelAccounts};
+use payledger_command_api::http::rate_limit::{self, RateLimitConfig};
 use payledger_command_api::ops;
 use payledger_command_api::roles::Roles;
 use payledger_command_api::validate::{self, FieldErrors};
@@ -97,6 +98,13 @@ enum Command {
         /// exactly one process.
         #[arg(long, env = "PAYLEDGER_ROLES", default_value = "all")]
         roles: Roles,
+        /// Requests per second each merchant may make; over it, 429 with Retry-After. 0 turns
+        /// the limit off.
+        #[arg(long, env = "PAYLEDGER_RATE_LIMIT", default_value_t = rate_limit::RATE_LIMIT_PER_SECOND_DEFAULT)]
+        rate_limit: u32,
+        /// Requests a merchant may send at once after being idle (the bucket's size).
+        #[arg(long, env = "PAYLEDGER_RATE_LIMIT_BURST", default_value_t = rate_limit::RATE_LIMIT_BURST_DEFAULT)]
+        rate_limit_burst: u32,
     },
     /// Apply the database migrations in schemas/ and exit.
     Migrate,
@@ -212,6 +220,8 @@ async fn main() -> anyhow::Result<()> {
             nats_subject_prefix,
             config_bucket,
             roles,
+            rate_limit,
+            rate_limit_burst,
         } => {
             let mut config = ServeConfig::new(listen, cli.database_url);
             config.public_url = public_url;
@@ -246,6 +256,10 @@ async fn main() -> anyhow::Result<()> {
             });
             config.config_bucket = config_bucket;
             config.roles = roles;
+            config.rate_limit = RateLimitConfig {
+                per_second: rate_limit,
+                burst: rate_limit_burst,
+            };
             let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",

@@ -18,10 +18,17 @@ pub const SUBJECT_CHARS_MAX: usize = 256;
 pub const SHORT_TEXT_CHARS_MAX: usize = 256;
 /// `notify_url`, `return_url`: bytes.
 pub const URL_BYTES_MAX: usize = 2048;
-/// `metadata`: keys, key length, value length (characters).
+/// `metadata`: at most this many keys.
 pub const METADATA_KEYS_MAX: usize = 20;
+/// `metadata`: key length, characters.
 pub const METADATA_KEY_CHARS_MAX: usize = 40;
+/// `metadata`: value length, characters.
 pub const METADATA_VALUE_CHARS_MAX: usize = 500;
+/// `currency`: an ISO-4217 alphabetic code is 3 characters; longer text is refused before the
+/// lookup (and never echoed back).
+pub const CURRENCY_CHARS_MAX: usize = 3;
+/// `cursor` of a list: bytes. Ours are about 90.
+pub const CURSOR_BYTES_MAX: usize = 256;
 /// `expire_in_seconds`: bounds and default (2 hours, the channels' usual default).
 pub const EXPIRE_IN_SECONDS_MIN: i64 = 60;
 pub const EXPIRE_IN_SECONDS_MAX: i64 = 15 * 24 * 3600;
@@ -52,12 +59,16 @@ impl FieldErrors {
 
 /// The `limit` and `cursor` of a keyset-paginated list (`GET /v1/orders`,
 /// `GET /v1/notifications`): the page size (default [`PAGE_LIMIT_DEFAULT`], within
-/// 1..=[`PAGE_LIMIT_MAX`]) and the decoded cursor `(created_at, id)`; errors are added under
-/// `limit` and `cursor`.
+/// 1..=[`PAGE_LIMIT_MAX`]) and the decoded cursor `(created_at, id)` (at most
+/// [`CURSOR_BYTES_MAX`]); errors are added under `limit` and `cursor`.
 pub fn page(errors: &mut FieldErrors, limit: Option<i64>, cursor: Option<&str>) -> (i64, Option<(String, String)>) {
     let limit = limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
         errors.add("limit", format!("must be between 1 and {PAGE_LIMIT_MAX}"));
+    }
+    if cursor.is_some_and(|c| c.len() > CURSOR_BYTES_MAX) {
+        errors.add("cursor", format!("must be at most {CURSOR_BYTES_MAX} bytes"));
+        return (limit, None);
     }
     let cursor = match cursor.map(decode_cursor).transpose() {
         Ok(c) => c,
@@ -69,7 +80,8 @@ pub fn page(errors: &mut FieldErrors, limit: Option<i64>, cursor: Option<&str>) 
     (limit, cursor)
 }
 
-/// Checks a merchant-chosen number (`out_trade_no`, `out_refund_no`, merchant id).
+/// Checks a merchant-chosen number (`out_trade_no`, `out_refund_no`, merchant id): 1 to
+/// [`MERCHANT_NO_CHARS_MAX`] characters of the channel-safe alphabet.
 pub fn merchant_no(errors: &mut FieldErrors, field: &str, value: &str) {
     if value.is_empty() || value.len() > MERCHANT_NO_CHARS_MAX {
         errors.add(field, format!("must be 1 to {MERCHANT_NO_CHARS_MAX} characters"));
@@ -81,7 +93,21 @@ pub fn merchant_no(errors: &mut FieldErrors, field: &str, value: &str) {
     }
 }
 
-/// Checks free text: length and no control characters.
+/// Checks a `currency` before it is looked up: at most [`CURRENCY_CHARS_MAX`] characters. `false`
+/// (with the error recorded) when it is too long to be a code.
+pub fn currency_code(errors: &mut FieldErrors, field: &str, value: &str) -> bool {
+    if value.chars().count() > CURRENCY_CHARS_MAX {
+        errors.add(
+            field,
+            format!("must be an ISO-4217 code of {CURRENCY_CHARS_MAX} letters, e.g. \"CNY\""),
+        );
+        return false;
+    }
+    true
+}
+
+/// Checks free text: at most `chars_max` characters (Unicode scalar values), no control
+/// characters, and not blank when `required`.
 pub fn text(errors: &mut FieldErrors, field: &str, value: &str, chars_max: usize, required: bool) {
     let n = value.chars().count();
     if required && value.trim().is_empty() {
@@ -119,7 +145,8 @@ pub fn amount_minor(errors: &mut FieldErrors, field: &str, value: &Value) -> Opt
     None
 }
 
-/// Checks metadata limits.
+/// Checks `metadata`: at most [`METADATA_KEYS_MAX`] keys, each 1 to [`METADATA_KEY_CHARS_MAX`]
+/// characters, each value at most [`METADATA_VALUE_CHARS_MAX`] characters.
 pub fn metadata(errors: &mut FieldErrors, value: &BTreeMap<String, String>) {
     if value.len() > METADATA_KEYS_MAX {
         errors.add("metadata", format!("at most {METADATA_KEYS_MAX} keys"));

@@ -65,7 +65,9 @@ pub(crate) async fn receive(
     };
     let body = match body {
         Ok(b) => b,
-        Err(e) => return crate::http::extract::body_rejection(e).into_response(),
+        Err(e) => {
+            return crate::http::extract::body_rejection(e, crate::app::CALLBACK_BODY_LIMIT_BYTES).into_response()
+        }
     };
     let verified = match channel.verify_callback(&headers, &body, Utc::now()) {
         Ok(v) => v,

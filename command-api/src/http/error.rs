@@ -31,12 +31,16 @@ pub enum ApiError {
     /// 409: the request conflicts with the resource's state; `slug` names the rule.
     #[error("{detail}")]
     Conflict { slug: &'static str, detail: String },
-    /// 413: body over the limit.
-    #[error("request body too large")]
-    PayloadTooLarge,
+    /// 413: body over the limit of the route, `limit_bytes`.
+    #[error("request body larger than the limit of {limit_bytes} bytes")]
+    PayloadTooLarge { limit_bytes: usize },
     /// 415: not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// 429: the merchant's request rate is over its quota (see [`crate::http::rate_limit`]);
+    /// answered with `Retry-After: <retry_after_seconds>`.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_seconds: u64 },
     /// 502: the payment channel failed.
     #[error("payment channel failed: {0}")]
     BadGateway(String),
@@ -63,12 +67,13 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             Self::Conflict { slug, .. } => (StatusCode::CONFLICT, slug, "Conflict"),
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "channel-failed", "Payment channel failed"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
@@ -107,6 +112,11 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::TooManyRequests {
+                retry_after_seconds, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             }
             _ => {}
         }

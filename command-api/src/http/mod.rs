@@ -7,6 +7,7 @@ pub mod health;
 pub mod ledger;
 pub mod notifications;
 pub mod orders;
+pub mod rate_limit;
 pub mod refunds;
 pub mod sandbox;
 

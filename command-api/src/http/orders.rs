@@ -83,9 +83,9 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
     let mut e = FieldErrors::default();
     validate::merchant_no(&mut e, "out_trade_no", &req.out_trade_no);
     let amount_minor = validate::amount_minor(&mut e, "amount", &req.amount);
-    let currency = parse_currency_code(&req.currency)
-        .map_err(|err| e.add("currency", err.to_string()))
-        .ok();
+    let currency = validate::currency_code(&mut e, "currency", &req.currency)
+        .then(|| parse_currency_code(&req.currency).map_err(|err| e.add("currency", err.to_string())))
+        .and_then(Result::ok);
     let method = match state.channels.get(&req.channel) {
         None => {
             e.add(
@@ -334,6 +334,9 @@ pub(crate) async fn list(
             let names: Vec<&str> = OrderStatus::ALL.iter().map(|st| st.as_str()).collect();
             e.add("status", format!("one of {}", names.join(", ")));
         }
+    }
+    if let Some(no) = &q.out_trade_no {
+        validate::merchant_no(&mut e, "out_trade_no", no);
     }
     let mut time = |field: &str, v: &Option<String>| {
         v.as_deref().and_then(|t| match payledger_store::time::parse_ts(t) {
