@@ -321,7 +321,9 @@ async fn while_nats_is_down_orders_are_accepted_and_published_in_order_when_it_r
     };
     // NATS down from the start: the relay's port is closed.
     let mut proxy = Proxy::new(nats_addr()).await;
-    let Some(s) = TestServer::start_with_relay(Backend::Postgres, stream.relay_config(&proxy.url())).await else {
+    let Some(s) =
+        TestServer::start_with_relay(Backend::Postgres, stream.relay_config(&proxy.url_for(&nats_url()))).await
+    else {
         return;
     };
     let metrics = s
