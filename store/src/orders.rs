@@ -191,3 +191,32 @@ async fn try_execute<R: PersistedEventRepository>(
         sequence,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(e: sqlx::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(e)
+    }
+
+    #[test]
+    fn a_lost_or_refused_connection_is_unavailable_not_a_store_failure() {
+        let timed_out = AggregateError::<OrderError>::UnexpectedError(boxed(sqlx::Error::PoolTimedOut));
+        assert!(matches!(
+            ExecuteError::from_store(timed_out),
+            ExecuteError::Unavailable(_)
+        ));
+        let cut = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let cut = AggregateError::<OrderError>::DatabaseConnectionError(boxed(sqlx::Error::Io(cut)));
+        assert!(matches!(ExecuteError::from_store(cut), ExecuteError::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_database_fault_that_retrying_cannot_fix_stays_a_store_failure() {
+        let missing = AggregateError::<OrderError>::UnexpectedError(boxed(sqlx::Error::ColumnNotFound("x".into())));
+        assert!(matches!(ExecuteError::from_store(missing), ExecuteError::Store(_)));
+        let bad_payload = AggregateError::<OrderError>::DeserializationError(boxed(sqlx::Error::RowNotFound));
+        assert!(matches!(ExecuteError::from_store(bad_payload), ExecuteError::Store(_)));
+    }
+}
