@@ -3,11 +3,14 @@
 //!
 //! Stopping the proxy cuts every connection through it (both ends see the socket close) and
 //! closes its port, so new connections are refused, as when the server is down. Starting it
-//! again on the same port brings the server back.
+//! again on the same port brings the server back. Freezing it instead keeps every connection
+//! open but forwards nothing, in either direction, as a network that drops packets would (a
+//! half-open connection: neither end learns that the other is gone).
 
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`.
@@ -16,6 +19,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     upstream: SocketAddr,
     task: Option<JoinHandle<()>>,
+    frozen: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -31,6 +35,7 @@ impl Proxy {
             addr,
             upstream,
             task: None,
+            frozen: watch::channel(false).0,
         }
     }
 
@@ -64,19 +69,37 @@ impl Proxy {
     pub async fn start(&mut self) {
         let listener = TcpListener::bind(self.addr).await.expect("rebind the proxy port");
         let upstream = self.upstream;
+        self.frozen.send_replace(false);
+        let frozen = self.frozen.subscribe();
         self.task = Some(tokio::spawn(async move {
             // Dropped with this task: every connection is cut.
             let mut connections = JoinSet::new();
             while let Ok((mut client, _)) = listener.accept().await {
                 // Reap finished connections so a long test does not accumulate them.
                 while connections.try_join_next().is_some() {}
+                let mut frozen = frozen.clone();
                 connections.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if !*frozen.borrow() {
+                        let Ok(mut server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
+                            _ = frozen.wait_for(|f| *f) => {}
+                        }
+                        // Frozen: hold both sockets open, forwarding nothing, until cut.
+                        std::future::pending::<()>().await;
                     }
+                    std::future::pending::<()>().await;
                 });
             }
         }));
+    }
+
+    /// Stops forwarding without closing anything: every connection, open or new, stays open
+    /// and silent until [`Proxy::stop`] cuts it.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
     }
 
     /// Cuts every connection and closes the port.

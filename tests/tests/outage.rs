@@ -16,14 +16,20 @@ use serde_json::{json, Value};
 
 /// Concurrent merchant clients during the outage test.
 const CLIENTS: usize = 4;
-/// How long the database stays away.
-const OUTAGE: Duration = Duration::from_secs(3);
+/// How long the database stays away when cut. Longer than the longest stretch a request can
+/// spend without touching it (the 2 s read-your-writes wait, then an acquire that outlasts a
+/// short outage), so every client meets it.
+const OUTAGE_CUT: Duration = Duration::from_secs(5);
+/// How long it stays silent: longer than [`ANSWER_MAX`], so a request stuck on a silent
+/// connection would break that bound if the request deadline did not end it.
+const OUTAGE_SILENT: Duration = Duration::from_secs(10);
+/// The whole-request deadline in these tests (`serve`'s default is 30 s).
+const REQUEST_TIMEOUT_MS: u64 = 4_000;
 /// The pool's acquire timeout in these tests: how long one database operation waits before it
 /// fails while the database is away.
 const ACQUIRE_TIMEOUT_MS: u64 = 1_500;
-/// Longest any request may take, outage or not. A request can meet the acquire timeout twice (a
-/// payment recorded just before the cut, then the read after it fails) plus the 2 s
-/// read-your-writes wait; generous on top for a loaded 2-core machine.
+/// Longest any request may take, outage or not: the request deadline, generous on top for a
+/// loaded 2-core machine.
 const ANSWER_MAX: Duration = Duration::from_secs(8);
 /// How soon after the database returns the server must answer 2xx again, without a restart.
 const RECOVERY_MAX: Duration = Duration::from_secs(15);
@@ -126,9 +132,30 @@ async fn client(
     }
 }
 
+/// How the database goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// Every connection cut and new ones refused (a restart, a crash).
+    Cut,
+    /// Every connection open but silent, new ones too (a network dropping packets: half-open).
+    /// Ends with the connections cut, as the operating system eventually does.
+    Silent,
+}
+
 async fn postgres_outage_under_load_answers_503_fast_and_recovers_by_itself() {
-    let Some((s, mut proxy)) =
-        TestServer::start_behind_proxy(|c| c.pools.acquire_timeout_ms = ACQUIRE_TIMEOUT_MS).await
+    outage_under_load(Outage::Cut).await;
+}
+
+async fn a_silent_database_under_load_holds_no_request_past_the_deadline_and_recovers() {
+    outage_under_load(Outage::Silent).await;
+}
+
+async fn outage_under_load(outage: Outage) {
+    let Some((s, mut proxy)) = TestServer::start_behind_proxy(|c| {
+        c.pools.acquire_timeout_ms = ACQUIRE_TIMEOUT_MS;
+        c.request_timeout_ms = REQUEST_TIMEOUT_MS;
+    })
+    .await
     else {
         return;
     };
@@ -154,10 +181,18 @@ async fn postgres_outage_under_load_answers_503_fast_and_recovers_by_itself() {
     .await;
     assert!(paid_before.is_some(), "the load never got going");
 
-    // The database goes away for OUTAGE, then comes back.
-    proxy.stop().await;
+    // The database goes away, then comes back.
+    match outage {
+        Outage::Cut => proxy.stop().await,
+        Outage::Silent => proxy.freeze(),
+    }
     let cut_at = Instant::now();
-    tokio::time::sleep(OUTAGE).await;
+    tokio::time::sleep(match outage {
+        Outage::Cut => OUTAGE_CUT,
+        Outage::Silent => OUTAGE_SILENT,
+    })
+    .await;
+    proxy.stop().await;
     proxy.start().await;
     let back_at = Instant::now();
 
@@ -186,11 +221,16 @@ async fn postgres_outage_under_load_answers_503_fast_and_recovers_by_itself() {
         .collect();
     let slowest = ledger.answers.iter().map(|a| a.elapsed).max().unwrap_or_default();
     eprintln!(
-        "outage: {} requests, {} within the outage, {} answered 503; slowest {slowest:?}; 2xx again \
-         {recovered_after:?} after the database returned",
+        "{outage:?} outage: {} requests, {} within the outage, {} answered 503, {} ended by the request \
+         deadline; slowest {slowest:?}; 2xx again {recovered_after:?} after the database returned",
         ledger.answers.len(),
         during.len(),
         ledger.answers.iter().filter(|a| a.status == Some(503)).count(),
+        ledger
+            .answers
+            .iter()
+            .filter(|a| a.elapsed >= Duration::from_millis(REQUEST_TIMEOUT_MS))
+            .count(),
     );
     for a in &ledger.answers {
         let status = a
@@ -219,12 +259,11 @@ async fn postgres_outage_under_load_answers_503_fast_and_recovers_by_itself() {
             assert_eq!(a.body["status"], 503, "{}", a.body);
         }
     }
-    // Every client had a request in flight when the database went away; a request can start
-    // during the outage and still succeed once it returns (sqlx keeps trying to connect until
-    // the acquire timeout), but one that started and ended inside it cannot.
+    // Every client met the outage. A request can start during it and still succeed once the
+    // database returns (sqlx keeps trying to connect until the acquire timeout), but one that
+    // started and ended inside it cannot.
     let unavailable = ledger.answers.iter().filter(|a| a.status == Some(503)).count();
     assert!(unavailable >= CLIENTS, "only {unavailable} answers were 503");
-    assert!(!during.is_empty(), "no request started and ended within the outage");
     assert!(
         during.iter().all(|a| a.status == Some(503)),
         "a request started and answered while the database was away succeeded: {during:?}"
@@ -272,6 +311,34 @@ async fn postgres_outage_under_load_answers_503_fast_and_recovers_by_itself() {
     })
     .await;
     assert!(notified.is_some(), "not every paid order's notification was delivered");
+}
+
+async fn a_request_stuck_on_a_silent_database_answers_503_at_the_deadline() {
+    // The pool would wait 20 s for a connection: only the request deadline can end the wait.
+    let Some((s, proxy)) = TestServer::start_behind_proxy(|c| {
+        c.pools.acquire_timeout_ms = 20_000;
+        c.request_timeout_ms = 1_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    proxy.freeze();
+    let stuck = send(
+        "list",
+        s.http.get(format!("{}/v1/orders", s.base)).bearer_auth(&m.api_key),
+    )
+    .await;
+    assert_eq!(stuck.status, Some(503), "{stuck:?}");
+    assert_eq!(stuck.retry_after.as_deref(), Some("1"));
+    assert_eq!(stuck.content_type, "application/problem+json");
+    assert_eq!(stuck.body["detail"], "the request did not finish in time; retry later");
+    assert!(
+        stuck.elapsed >= Duration::from_millis(1_000) && stuck.elapsed <= ANSWER_MAX,
+        "answered after {:?}",
+        stuck.elapsed
+    );
 }
 
 async fn readyz_is_503_while_the_database_is_away_and_200_when_it_returns() {
@@ -390,6 +457,16 @@ mod behind_proxy {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_outage_under_load_answers_503_fast_and_recovers_by_itself() {
         super::postgres_outage_under_load_answers_503_fast_and_recovers_by_itself().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_database_under_load_holds_no_request_past_the_deadline_and_recovers() {
+        super::a_silent_database_under_load_holds_no_request_past_the_deadline_and_recovers().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_stuck_on_a_silent_database_answers_503_at_the_deadline() {
+        super::a_request_stuck_on_a_silent_database_answers_503_at_the_deadline().await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
