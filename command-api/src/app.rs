@@ -76,6 +76,9 @@ pub struct ServeConfig {
     /// Requests per second per merchant (`--rate-limit`, `--rate-limit-burst`); default 200/s,
     /// burst 400.
     pub rate_limit: RateLimitConfig,
+    /// Whole-request deadline in milliseconds; past it the answer is 503 (see
+    /// [`crate::http::deadline`]). Default [`crate::http::deadline::REQUEST_TIMEOUT_MS_DEFAULT`].
+    pub request_timeout_ms: u64,
 }
 
 impl ServeConfig {
@@ -94,6 +97,7 @@ impl ServeConfig {
             config_bucket: crate::kv_config::BUCKET_DEFAULT.to_string(),
             roles: Roles::all(),
             rate_limit: RateLimitConfig::default(),
+            request_timeout_ms: crate::http::deadline::REQUEST_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -103,6 +107,8 @@ impl ServeConfig {
 pub struct ApiConfig {
     /// See [`ServeConfig::allow_private_urls`].
     pub allow_private_urls: bool,
+    /// See [`ServeConfig::request_timeout_ms`].
+    pub request_timeout_ms: u64,
 }
 
 /// State shared by every handler. Cheap to clone.
@@ -238,9 +244,11 @@ pub fn router(state: AppState) -> Router {
 /// The router of a process: every resource when it runs the `api` role, otherwise only the
 /// operations endpoints (`/healthz`, `/readyz`, `/metrics`; anything else is 404).
 pub fn router_for(state: AppState, api: bool) -> Router {
+    let deadline = axum::middleware::from_fn_with_state(state.clone(), crate::http::deadline::deadline);
     if !api {
         return Router::new()
             .merge(crate::http::health::router())
+            .layer(deadline)
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .with_state(state);
     }
@@ -256,6 +264,7 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         // Enforced where bodies are read (our extractors), so a 413 is problem+json like every
         // other error.
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(deadline)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -441,6 +450,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         projector_here: roles.has(Role::Projector),
         config: Arc::new(ApiConfig {
             allow_private_urls: config.allow_private_urls,
+            request_timeout_ms: config.request_timeout_ms,
         }),
         notify_queued: queued,
         rate_limit: MerchantRateLimit::new(config.rate_limit),

@@ -62,6 +62,14 @@ enum Command {
         /// when its lease ends.
         #[arg(long, env = "PAYLEDGER_NOTIFY_LEASE", value_parser = humantime::parse_duration)]
         notify_lease: Option<std::time::Duration>,
+        /// Whole-request deadline of the HTTP API, e.g. "30s" (the default); past it the answer
+        /// is 503 with Retry-After.
+        #[arg(long, env = "PAYLEDGER_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+        request_timeout: Option<std::time::Duration>,
+        /// How long a database operation waits for a connection, e.g. "2s" (the default); while
+        /// the database is unreachable, requests answer 503 after this long.
+        #[arg(long, env = "PAYLEDGER_DB_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration)]
+        db_acquire_timeout: Option<std::time::Duration>,
         /// Configuration file with channel accounts (TOML; see the README). Default:
         /// payledger.toml in the working directory if it exists.
         #[arg(long, env = "PAYLEDGER_CONFIG")]
@@ -211,6 +219,8 @@ async fn main() -> anyhow::Result<()> {
             notify_schedule,
             notify_timeout,
             notify_lease,
+            request_timeout,
+            db_acquire_timeout,
             config: config_file,
             monitor_interval,
             monitor_grace,
@@ -234,6 +244,12 @@ async fn main() -> anyhow::Result<()> {
             }
             if let Some(d) = notify_lease {
                 config.sender.lease_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            if let Some(d) = request_timeout {
+                config.request_timeout_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            if let Some(d) = db_acquire_timeout {
+                config.pools.acquire_timeout_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             }
             if let Some(path) = config::locate(config_file) {
                 config.channels = ChannelAccounts::load(&path)?;

@@ -21,6 +21,10 @@ pub const NOTIFICATIONS_TOTAL: &str = "payledger_notifications_total";
 /// labelled `status_class` as [`NOTIFICATIONS_TOTAL`].
 pub const NOTIFICATION_LATENCY_SECONDS: &str = "payledger_notification_latency_seconds";
 
+/// Least pause after a failed scan of the notify queue (the database unreachable, say), so an
+/// outage is retried once a second, not at every poll. Delivery resumes by itself afterwards.
+pub const SCAN_ERROR_BACKOFF_MS: u64 = 1_000;
+
 /// The `status_class` label of an attempt: `2xx` … `5xx`, `none` without an answer.
 fn status_class(status_code: Option<u16>) -> &'static str {
     match status_code.map(|c| c / 100) {
@@ -154,14 +158,17 @@ impl Sender {
         let mut in_flight = tokio::task::JoinSet::new();
         while !*stop.borrow() {
             while in_flight.try_join_next().is_some() {}
-            match self.claim_due(&mut in_flight).await {
+            let wait_ms = match self.claim_due(&mut in_flight).await {
                 Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "notify queue scan failed"),
-            }
+                Ok(_) => self.config.poll_interval_ms,
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in_ms = SCAN_ERROR_BACKOFF_MS, "notify queue scan failed");
+                    self.config.poll_interval_ms.max(SCAN_ERROR_BACKOFF_MS)
+                }
+            };
             tokio::select! {
                 _ = self.queued.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(self.config.poll_interval_ms)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
                 _ = stop.changed() => {}
             }
         }
@@ -219,6 +226,26 @@ impl Sender {
         Ok(claimed_count)
     }
 
+    /// What the attempt log says about a request that got no answer: a timeout by name (a
+    /// merchant that hangs), otherwise the error with its causes (reqwest's own message names
+    /// only the URL).
+    fn attempt_error(&self, e: &reqwest::Error) -> String {
+        if e.is_timeout() {
+            return format!(
+                "timed out after {} ms without an answer",
+                self.config.request_timeout_ms
+            );
+        }
+        let mut message = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        message
+    }
+
     async fn deliver(&self, job: Job) -> Result<(), DbError> {
         let attempt = job.attempts + 1;
         let started = Instant::now();
@@ -234,7 +261,7 @@ impl Sender {
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| self.attempt_error(&e))
             }
         };
         let latency = started.elapsed();

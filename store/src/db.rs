@@ -42,6 +42,43 @@ pub enum DbError {
     Corrupt(String),
 }
 
+impl DbError {
+    /// Whether this failure is the database being unreachable or overloaded rather than a
+    /// fault of the request or the data (see [`is_unavailable`]): worth retrying later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Sqlx(e) if is_unavailable(e))
+    }
+}
+
+/// Whether `e` means "the database cannot serve this now, try again later": no connection
+/// within the acquire timeout (which is how a refused connection ends: sqlx retries it until
+/// then), the connection failed or was cut (I/O, TLS), or PostgreSQL refused for a transient
+/// reason (SQLSTATE class 08 connection exception, 53 insufficient resources, 57P01–57P03
+/// shutdown or starting up, 57014 statement timeout, 40001/40P01 serialization failure or
+/// deadlock). Anything else (a constraint, bad SQL, a decode error) is a bug or bad data.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            let code = code.as_ref();
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01")
+        }),
+        _ => false,
+    }
+}
+
+/// Default of [`PoolConfig::acquire_timeout_ms`]: while PostgreSQL is unreachable every request
+/// fails (503) after at most this long, well inside an HTTP client's patience.
+pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// PostgreSQL ends a session that sits idle inside a transaction this long (its
+/// `idle_in_transaction_session_timeout`), so a client that vanished without closing its
+/// connection (half-open TCP) cannot hold row locks, such as a subscriber's checkpoint, for
+/// ever. Nothing of ours idles in a transaction: network calls happen outside them.
+pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+
 /// Pool sizes. Two pools share the database: the typed one cqrs-es appends through, and an
 /// `Any` pool for the read side and subscribers, whose SQL is written once for both backends.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +87,10 @@ pub struct PoolConfig {
     pub store_connections_max: u32,
     /// Connections for queries and subscribers.
     pub query_connections_max: u32,
-    /// How long a request waits for a free connection before failing.
+    /// How long an operation waits for a connection (a free one, or a new one to be
+    /// established) before failing with `PoolTimedOut`. It bounds connecting too: sqlx retries
+    /// a refused connection until this deadline, so it is also how long a request takes to fail
+    /// while the database is down.
     pub acquire_timeout_ms: u64,
 }
 
@@ -59,7 +99,7 @@ impl Default for PoolConfig {
         Self {
             store_connections_max: 8,
             query_connections_max: 8,
-            acquire_timeout_ms: 5_000,
+            acquire_timeout_ms: ACQUIRE_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -87,7 +127,9 @@ impl Database {
             .unwrap_or_else(|| format!("sqlite://{DEFAULT_SQLITE_FILE}"));
         let acquire_timeout = Duration::from_millis(pools.acquire_timeout_ms);
         let (backend, orders) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(&url)?;
+            let idle_in_tx = IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string();
+            let options = PgConnectOptions::from_str(&url)?
+                .options([("idle_in_transaction_session_timeout", idle_in_tx.as_str())]);
             let pool = PgPoolOptions::new()
                 .max_connections(pools.store_connections_max)
                 .acquire_timeout(acquire_timeout)
@@ -117,10 +159,17 @@ impl Database {
             .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Same durability and lock waiting as the store pool.
-                        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    match backend {
+                        Backend::Sqlite => {
+                            // Same durability and lock waiting as the store pool.
+                            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        }
+                        Backend::Postgres => {
+                            let set =
+                                format!("SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}");
+                            sqlx::query(&set).execute(&mut *conn).await?;
+                        }
                     }
                     Ok(())
                 })
@@ -204,9 +253,11 @@ impl Database {
         self.appended.subscribe()
     }
 
-    /// Whether the database answers a trivial query.
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.any).await.is_ok()
+    /// Whether the database answers a trivial query within `timeout` (a connection cut without
+    /// a close, half-open, would otherwise keep the caller waiting).
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let query = sqlx::query("SELECT 1").execute(&self.any);
+        matches!(tokio::time::timeout(timeout, query).await, Ok(Ok(_)))
     }
 
     /// Closes both pools.

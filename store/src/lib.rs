@@ -18,6 +18,6 @@ pub mod subscription;
 pub mod time;
 pub mod upcast;
 
-pub use db::{Backend, Database, DbError, PoolConfig};
+pub use db::{is_unavailable, Backend, Database, DbError, PoolConfig};
 pub use log::{GlobalLog, LogEvent, LogPosition};
 pub use orders::{ExecuteError, Executed, OrderStore};

@@ -46,9 +46,33 @@ pub enum ExecuteError {
     /// one order. Safe to retry later.
     #[error("too many concurrent changes to this order; retry")]
     Contention,
-    /// The database failed or holds data that does not decode.
+    /// The database is unreachable or overloaded (see [`crate::is_unavailable`]); nothing was
+    /// stored by this attempt. Safe to retry later.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// The database failed otherwise or holds data that does not decode.
     #[error("event store failure: {0}")]
     Store(String),
+}
+
+impl ExecuteError {
+    /// Sorts a failure of cqrs-es that is not a business rule or a conflict: a lost or refused
+    /// connection is [`ExecuteError::Unavailable`], the rest [`ExecuteError::Store`]. postgres-es
+    /// and sqlite-es box the `sqlx::Error` they got, so it is looked at there.
+    fn from_store(e: AggregateError<OrderError>) -> Self {
+        let unavailable = match &e {
+            AggregateError::DatabaseConnectionError(_) => true,
+            AggregateError::UnexpectedError(inner) => {
+                inner.downcast_ref::<sqlx::Error>().is_some_and(crate::is_unavailable)
+            }
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Store(e.to_string())
+        }
+    }
 }
 
 type PgStore = PersistedEventStore<PostgresEventRepository, PaymentOrder>;
@@ -92,7 +116,8 @@ impl OrderStore {
     ///
     /// # Errors
     /// [`ExecuteError::Rejected`] for a business-rule refusal (nothing stored),
-    /// [`ExecuteError::Contention`] when retries ran out, [`ExecuteError::Store`] otherwise.
+    /// [`ExecuteError::Contention`] when retries ran out, [`ExecuteError::Unavailable`] when the
+    /// database cannot be reached, [`ExecuteError::Store`] otherwise.
     pub async fn execute(
         &self,
         order_id: Uuid,
@@ -114,7 +139,7 @@ impl OrderStore {
                 }
                 Err(AggregateError::AggregateConflict) => return Err(ExecuteError::Contention),
                 Err(AggregateError::UserError(e)) => return Err(ExecuteError::Rejected(e)),
-                Err(e) => return Err(ExecuteError::Store(e.to_string())),
+                Err(e) => return Err(ExecuteError::from_store(e)),
                 Ok(executed) => return Ok(executed),
             }
         }
@@ -124,14 +149,15 @@ impl OrderStore {
     /// Loads the order's current state (an empty `PaymentOrder` when it does not exist).
     ///
     /// # Errors
-    /// [`ExecuteError::Store`] when the database fails or an event does not decode.
+    /// [`ExecuteError::Unavailable`] when the database cannot be reached, [`ExecuteError::Store`]
+    /// when it fails otherwise or an event does not decode.
     pub async fn load(&self, order_id: Uuid) -> Result<PaymentOrder, ExecuteError> {
         let id = order_id.to_string();
         let result = match self {
             Self::Postgres(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
             Self::Sqlite(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
         };
-        result.map_err(|e| ExecuteError::Store(e.to_string()))
+        result.map_err(ExecuteError::from_store)
     }
 }
 
@@ -164,4 +190,33 @@ async fn try_execute<R: PersistedEventRepository>(
         order,
         sequence,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(e: sqlx::Error) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(e)
+    }
+
+    #[test]
+    fn a_lost_or_refused_connection_is_unavailable_not_a_store_failure() {
+        let timed_out = AggregateError::<OrderError>::UnexpectedError(boxed(sqlx::Error::PoolTimedOut));
+        assert!(matches!(
+            ExecuteError::from_store(timed_out),
+            ExecuteError::Unavailable(_)
+        ));
+        let cut = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let cut = AggregateError::<OrderError>::DatabaseConnectionError(boxed(sqlx::Error::Io(cut)));
+        assert!(matches!(ExecuteError::from_store(cut), ExecuteError::Unavailable(_)));
+    }
+
+    #[test]
+    fn a_database_fault_that_retrying_cannot_fix_stays_a_store_failure() {
+        let missing = AggregateError::<OrderError>::UnexpectedError(boxed(sqlx::Error::ColumnNotFound("x".into())));
+        assert!(matches!(ExecuteError::from_store(missing), ExecuteError::Store(_)));
+        let bad_payload = AggregateError::<OrderError>::DeserializationError(boxed(sqlx::Error::RowNotFound));
+        assert!(matches!(ExecuteError::from_store(bad_payload), ExecuteError::Store(_)));
+    }
 }

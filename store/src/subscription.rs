@@ -27,8 +27,13 @@ pub const BATCH_SIZE_MAX: i64 = 500;
 pub const POLL_INTERVAL_MS: u64 = 500;
 /// How soon to look again when committed events are held back by an open transaction.
 pub const HELD_BACK_RETRY_MS: u64 = 5;
-/// Pause after a failed batch before trying again.
+/// Pause after a failed batch before trying again (the database down: one attempt a second,
+/// each failing within the pool's acquire timeout, so an outage costs no spinning).
 pub const ERROR_BACKOFF_MS: u64 = 1_000;
+/// Longest one transactional batch may take before it is abandoned (rolled back) and retried.
+/// A batch is database work only; this bounds a connection that went half-open (peer gone
+/// without a close), which would otherwise stall the subscriber for ever.
+pub const STEP_TIMEOUT_MS: u64 = 60_000;
 
 /// A subscriber failure. The batch is not checkpointed and will be retried.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,8 @@ pub enum SubscriberError {
     Db(#[from] DbError),
     #[error("{0}")]
     Failed(String),
+    #[error("batch took longer than {STEP_TIMEOUT_MS} ms; abandoned")]
+    TimedOut,
 }
 
 impl From<sqlx::Error> for SubscriberError {
@@ -224,11 +231,16 @@ pub async fn step_effects(db: &Database, subscriber: &dyn EffectSubscriber) -> R
 }
 
 /// Runs a transactional subscriber until the task is aborted (aborting is safe: an unfinished
-/// batch rolls back).
+/// batch rolls back). A failed batch (the database unreachable, say) is logged and retried
+/// after [`ERROR_BACKOFF_MS`]; a batch is abandoned after [`STEP_TIMEOUT_MS`].
 pub async fn run_transactional(db: Database, subscriber: Arc<dyn TransactionalSubscriber>) {
     let mut wake = db.appended();
+    let step_timeout = Duration::from_millis(STEP_TIMEOUT_MS);
     loop {
-        let result = step_transactional(&db, subscriber.as_ref()).await;
+        let step = step_transactional(&db, subscriber.as_ref());
+        let result = tokio::time::timeout(step_timeout, step)
+            .await
+            .unwrap_or(Err(SubscriberError::TimedOut));
         pause_after(result, subscriber.name(), &mut wake).await;
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod flows;
 pub mod nats;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -74,8 +75,26 @@ impl TestServer {
         Self::start_configured(backend, schedule, Some(Arc::new(configure))).await
     }
 
+    /// As [`TestServer::start_with_config`] on PostgreSQL, with the server reaching its database
+    /// only through the returned (listening) [`proxy::Proxy`], so a test can take the database
+    /// away ([`proxy::Proxy::stop`]) and bring it back. `TestServer::db.url` is the proxied URL;
+    /// restarts go through the proxy too.
+    pub async fn start_behind_proxy(
+        configure: impl Fn(&mut ServeConfig) + Send + Sync + 'static,
+    ) -> Option<(Self, proxy::Proxy)> {
+        let mut db = TestDb::create(Backend::Postgres).await?;
+        let proxy = proxy::Proxy::in_front_of(&db.url, 5432).await;
+        db.url = proxy.url_for(&db.url);
+        let schedule = "1s,1s".parse().expect("schedule");
+        let server = Self::start_on(db, schedule, Some(Arc::new(configure))).await;
+        Some((server, proxy))
+    }
+
     async fn start_configured(backend: Backend, schedule: RetrySchedule, configure: Option<Configure>) -> Option<Self> {
-        let db = TestDb::create(backend).await?;
+        Some(Self::start_on(TestDb::create(backend).await?, schedule, configure).await)
+    }
+
+    async fn start_on(db: TestDb, schedule: RetrySchedule, configure: Option<Configure>) -> Self {
         let running = Self::boot(
             &db.url,
             "127.0.0.1:0".parse().expect("addr"),
@@ -84,7 +103,7 @@ impl TestServer {
         )
         .await;
         let addr = running.addr;
-        Some(Self {
+        Self {
             base: format!("http://{addr}"),
             db,
             running: Some(running),
@@ -92,7 +111,7 @@ impl TestServer {
             schedule,
             addr,
             configure,
-        })
+        }
     }
 
     async fn boot(url: &str, listen: SocketAddr, schedule: &RetrySchedule, configure: Option<&Configure>) -> Running {
@@ -296,6 +315,50 @@ impl WebhookReceiver {
 }
 
 impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A merchant's notification endpoint that accepts connections and never answers: it reads
+/// nothing and holds every connection open until dropped (a hung merchant server, not a slow
+/// one), counting the connections it accepted.
+pub struct HangingEndpoint {
+    pub url: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HangingEndpoint {
+    /// Starts listening on 127.0.0.1.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Self { url, accepted, task }
+    }
+
+    /// Connections accepted so far (one per delivery attempt).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` connections were accepted (or `timeout`); returns the count.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> usize {
+        eventually(timeout, || async { (self.accepted() >= n).then_some(()) }).await;
+        self.accepted()
+    }
+}
+
+impl Drop for HangingEndpoint {
     fn drop(&mut self) {
         self.task.abort();
     }

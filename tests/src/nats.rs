@@ -1,6 +1,7 @@
 //! NATS for tests: the server (`PAYLEDGER_TEST_NATS`, default `nats://127.0.0.1:4222`, with
 //! JetStream), a stream and subject prefix of its own per test so parallel tests never share
-//! subjects, reading back what the relay stored, and a TCP proxy to cut NATS off and bring it back.
+//! subjects, reading back what the relay stored; [`Proxy`] (see [`crate::proxy`]) cuts NATS off and
+//! brings it back.
 //!
 //! When NATS is unreachable, tests fail if `CI=true`, and are skipped with a loud message
 //! otherwise (as for PostgreSQL).
@@ -8,11 +9,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::proxy::Proxy;
 use async_nats::jetstream::{self, Context};
 use payledger_bus::{Envelope, RelayConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
-
 pub use payledger_testkit::nats_url;
 
 /// A stream and subject prefix of one test, deleted when dropped.
@@ -128,73 +127,7 @@ pub struct StoredMessage {
     pub stored_at_unix_ns: i128,
 }
 
-/// A TCP proxy in front of NATS: stopping it cuts every connection and closes the port, as a
-/// NATS outage would; starting it again on the same port brings NATS back.
-pub struct Proxy {
-    /// Where clients connect.
-    pub addr: SocketAddr,
-    upstream: SocketAddr,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// A proxy on a free port, not listening yet (the port is closed).
-    pub async fn new(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        drop(listener);
-        Self {
-            addr,
-            upstream,
-            task: None,
-        }
-    }
-
-    /// `nats://<addr>`.
-    pub fn url(&self) -> String {
-        format!("nats://{}", self.addr)
-    }
-
-    /// Listens and forwards to NATS.
-    pub async fn start(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("rebind the proxy port");
-        let upstream = self.upstream;
-        self.task = Some(tokio::spawn(async move {
-            // Dropped with this task: every connection is cut.
-            let mut connections = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    /// Cuts every connection and closes the port.
-    pub async fn stop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
-
 /// The address of the test NATS server (for [`Proxy`]).
 pub fn nats_addr() -> SocketAddr {
-    let url = nats_url();
-    let host_port = url.trim_start_matches("nats://");
-    std::net::ToSocketAddrs::to_socket_addrs(host_port)
-        .ok()
-        .and_then(|mut a| a.next())
-        .expect("PAYLEDGER_TEST_NATS is nats://HOST:PORT")
+    crate::proxy::upstream_of(&nats_url(), 4222)
 }

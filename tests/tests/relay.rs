@@ -321,7 +321,9 @@ async fn while_nats_is_down_orders_are_accepted_and_published_in_order_when_it_r
     };
     // NATS down from the start: the relay's port is closed.
     let mut proxy = Proxy::new(nats_addr()).await;
-    let Some(s) = TestServer::start_with_relay(Backend::Postgres, stream.relay_config(&proxy.url())).await else {
+    let Some(s) =
+        TestServer::start_with_relay(Backend::Postgres, stream.relay_config(&proxy.url_for(&nats_url()))).await
+    else {
         return;
     };
     let metrics = s
@@ -363,6 +365,79 @@ async fn while_nats_is_down_orders_are_accepted_and_published_in_order_when_it_r
 
     let (events, merchants) = log_of(&db).await;
     assert_eq!(events.len(), 24);
+    check_stream(&stream, &stream.messages().await, &events, &merchants);
+}
+
+/// What the test above lacks: NATS cut while orders keep coming from concurrent clients, and cut
+/// again while the relay works through a backlog (between a batch's publishes and their acks).
+/// JetStream must end up with every event exactly once, in order per order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_cut_under_load_and_mid_backlog_loses_and_duplicates_nothing() {
+    const CLIENTS: usize = 3;
+    const ORDERS_PER_CLIENT: usize = 8;
+    const BACKLOG_ORDERS: usize = 20;
+    let Some(stream) = TestStream::create().await else {
+        return;
+    };
+    let mut proxy = Proxy::new(nats_addr()).await;
+    proxy.start().await;
+    let mut config = stream.relay_config(&proxy.url_for(&nats_url()));
+    // Small batches: a backlog takes many publish-and-ack rounds, so a cut lands inside it.
+    config.batch_events_max = 5;
+    let Some(s) = TestServer::start_with_relay(Backend::Postgres, config).await else {
+        return;
+    };
+    let metrics = s
+        .running
+        .as_ref()
+        .unwrap()
+        .relay_metrics
+        .clone()
+        .expect("the relay runs");
+    let m = s.add_merchant("shop1").await;
+
+    // Under load: clients create and pay orders while NATS is cut twice.
+    let load = futures::future::join_all(
+        (0..CLIENTS).map(|c| paid_orders(&s, &m.api_key, ["L0", "L1", "L2"][c], ORDERS_PER_CLIENT)),
+    );
+    let cuts = async {
+        for _ in 0..2 {
+            let seen = stream.count().await;
+            let more = stream.wait_count(seen + 1, WAIT).await;
+            assert!(more > seen, "the relay published nothing under load");
+            proxy.stop().await;
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            proxy.start().await;
+        }
+    };
+    let failed_before = metrics.snapshot().failed_steps_total;
+    futures::join!(load, cuts);
+    let db = s.database().clone();
+    wait_caught_up(&db, &metrics).await;
+    assert!(
+        metrics.snapshot().failed_steps_total > failed_before,
+        "the relay never noticed the cuts: {:?}",
+        metrics.snapshot()
+    );
+
+    // A backlog built while NATS is away, cut again once the relay is part-way through it.
+    proxy.stop().await;
+    let before = stream.count().await;
+    paid_orders(&s, &m.api_key, "B", BACKLOG_ORDERS).await;
+    let backlog = (BACKLOG_ORDERS * 3) as u64;
+    proxy.start().await;
+    let at_cut = stream.wait_count(before + 1, WAIT).await;
+    proxy.stop().await;
+    assert!(
+        at_cut > before && at_cut < before + backlog,
+        "the cut missed the backlog: {at_cut} of {before}+{backlog} published"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    proxy.start().await;
+    wait_caught_up(&db, &metrics).await;
+
+    let (events, merchants) = log_of(&db).await;
+    assert_eq!(events.len(), (CLIENTS * ORDERS_PER_CLIENT + BACKLOG_ORDERS) * 3);
     check_stream(&stream, &stream.messages().await, &events, &merchants);
 }
 

@@ -127,7 +127,10 @@ pub(crate) async fn receive(
             tracing::error!(%order_id, error = %e, "recording a callback failed");
             // Not recorded: tell the channel to retry on its schedule.
             let mut a = channel.answer_callback(Err("temporarily unable to record".into()));
-            a.status = 500;
+            a.status = match e {
+                ExecuteError::Unavailable(_) | ExecuteError::Contention => 503,
+                _ => 500,
+            };
             answer(a)
         }
     }

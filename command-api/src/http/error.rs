@@ -44,7 +44,8 @@ pub enum ApiError {
     /// 502: the payment channel failed.
     #[error("payment channel failed: {0}")]
     BadGateway(String),
-    /// 503: try again shortly (contention, database unreachable).
+    /// 503 with `Retry-After`: try again shortly (contention on one order, database
+    /// unreachable or overloaded).
     #[error("{0}")]
     Unavailable(String),
     /// 500: a bug or an unexpected failure; the detail is logged only.
@@ -53,6 +54,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 503 for a database that cannot be reached (connection refused or cut, no connection
+    /// within the pool's acquire timeout). The cause is logged; the client is told only to
+    /// retry (`Retry-After`): the same request again is safe, as orders and refunds are idempotent
+    /// on the merchant's `out_trade_no` / `out_refund_no`.
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(%cause, "database unavailable; answering 503");
+        Self::Unavailable("the database is unavailable; retry later".to_string())
+    }
+
     /// A 422 with one message for one field.
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         let mut errors = BTreeMap::new();
@@ -152,6 +162,7 @@ impl From<ExecuteError> for ApiError {
         match e {
             ExecuteError::Rejected(e) => e.into(),
             ExecuteError::Contention => Self::Unavailable(e.to_string()),
+            ExecuteError::Unavailable(detail) => Self::database_unavailable(detail),
             ExecuteError::Store(detail) => Self::Internal(detail),
         }
     }
@@ -159,18 +170,25 @@ impl From<ExecuteError> for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        Self::Internal(e.to_string())
+        if e.is_unavailable() {
+            Self::database_unavailable(e)
+        } else {
+            Self::Internal(e.to_string())
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.to_string())
+        DbError::Sqlx(e).into()
     }
 }
 
 impl From<payledger_projections::queries::QueryError> for ApiError {
     fn from(e: payledger_projections::queries::QueryError) -> Self {
-        Self::Internal(e.to_string())
+        match e {
+            payledger_projections::queries::QueryError::Db(e) => e.into(),
+            other => Self::Internal(other.to_string()),
+        }
     }
 }

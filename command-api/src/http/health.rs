@@ -1,8 +1,11 @@
 //! `/healthz` (the process answers), `/readyz` (it can reach its database) and `/metrics`
 //! (Prometheus text format, see [`crate::metrics`]).
 
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -27,21 +30,31 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the process can reach its database.
+/// How long `/readyz` waits for the database to answer `SELECT 1` before calling it unreachable.
+pub const READY_PING_TIMEOUT_MS: u64 = 2_000;
+
+/// `GET /readyz`: 200 `ready` when the database answers within [`READY_PING_TIMEOUT_MS`];
+/// otherwise 503 `database unreachable` with `Retry-After: 1`, so a load balancer takes this
+/// process out of rotation during a database outage and back once it answers again.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "`ready`.", content_type = "text/plain", body = String),
-        (status = 503, description = "`database unreachable`.", content_type = "text/plain", body = String),
+        (status = 503, description = "`database unreachable`, with `Retry-After: 1`.", content_type = "text/plain", body = String),
     ),
 )]
-pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.db.ping().await {
-        (StatusCode::OK, "ready")
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.db.ping(Duration::from_millis(READY_PING_TIMEOUT_MS)).await {
+        (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "database unreachable",
+        )
+            .into_response()
     }
 }
 

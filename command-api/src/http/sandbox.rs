@@ -172,6 +172,12 @@ pub(crate) async fn pay(
         .pay(order.order_id, order.terms.amount, succeed, now)
         .await
         .map_err(|e| ApiError::BadGateway(e.to_string()))?;
+    if callback_status == 503 {
+        // payledger could not record it (database unavailable): the payer may try again.
+        return Err(ApiError::Unavailable(
+            "payledger could not record the payment now; retry later".to_string(),
+        ));
+    }
     if callback_status != 200 {
         return Err(ApiError::BadGateway(format!(
             "payledger answered the sandbox callback with HTTP {callback_status}"
