@@ -119,7 +119,10 @@ impl Envelope {
         let mut tagged = serde_json::Map::new();
         tagged.insert(self.event_type.clone(), self.payload);
         let event: PaymentOrderEvent = serde_json::from_value(serde_json::Value::Object(tagged)).map_err(|e| {
-            EnvelopeError::Decode(format!("{} #{} of order {}: {e}", self.event_type, self.sequence, self.order_id))
+            EnvelopeError::Decode(format!(
+                "{} #{} of order {}: {e}",
+                self.event_type, self.sequence, self.order_id
+            ))
         })?;
         Ok(LogEvent {
             position: self.position,
@@ -229,7 +232,10 @@ mod tests {
         };
         let envelope = Envelope::new(&event, "m_1").expect("envelope");
         let body = serde_json::to_vec(&envelope).expect("json");
-        let decoded = Envelope::from_slice(&body).expect("decodes").into_log_event().expect("an event");
+        let decoded = Envelope::from_slice(&body)
+            .expect("decodes")
+            .into_log_event()
+            .expect("an event");
         assert_eq!(decoded, event);
     }
 
@@ -249,7 +255,10 @@ mod tests {
             payload: serde_json::json!({"refund_id": "not this"}),
         };
         let e = envelope.into_log_event().expect_err("not an OrderClosed");
-        assert!(matches!(e, EnvelopeError::Decode(ref m) if m.contains("OrderClosed")), "{e}");
+        assert!(
+            matches!(e, EnvelopeError::Decode(ref m) if m.contains("OrderClosed")),
+            "{e}"
+        );
         assert!(matches!(Envelope::from_slice(b"{}"), Err(EnvelopeError::Decode(_))));
     }
 
