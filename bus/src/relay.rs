@@ -509,16 +509,16 @@ impl Relay {
     /// [`RelayError`]; the checkpoint did not move.
     pub async fn step(&mut self) -> Result<RelayProgress, RelayError> {
         let started = std::time::Instant::now();
-        // Before any event: consumers of other processes wait for the stream to exist.
-        if !self.stream_ready {
-            self.ensure_stream().await?;
-        }
         let from = checkpoint(self.db.pool(), &self.config.checkpoint).await?;
         self.metrics
             .checkpoint_position
             .store(from.global_position.max(0) as u64, Ordering::Relaxed);
         let events = self.db.log().read_after(from, self.config.batch()).await?;
         let Some(first) = events.first() else {
+            // Nothing to publish yet: still create the stream, which consumers wait for.
+            if !self.stream_ready {
+                self.ensure_stream().await?;
+            }
             self.metrics.lag_ms.store(0, Ordering::Relaxed);
             metrics::gauge!(RELAY_LAG_SECONDS).set(0.0);
             return Ok(if self.db.log().held_back(from).await? {
@@ -602,9 +602,13 @@ fn covers(filter: &str, ours: &str) -> bool {
     f.len() == o.len()
 }
 
-/// Saves the checkpoint only forward: a second relay that read the same batch (or a stale one)
-/// cannot move it back, so a slow relay never republishes what a faster one already passed.
-async fn save_checkpoint_forward(pool: &sqlx::AnyPool, name: &str, position: LogPosition) -> Result<(), DbError> {
+/// Saves `position` as checkpoint `name`, only forward: a second relay that read the same batch
+/// (or a stale one) cannot move it back, so a slow relay never makes the next step republish what
+/// a faster one already passed. A save behind the stored position changes nothing.
+///
+/// # Errors
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn save_checkpoint_forward(pool: &sqlx::AnyPool, name: &str, position: LogPosition) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO subscriber_checkpoint (name, transaction_id, global_position, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET transaction_id = excluded.transaction_id, \

@@ -553,3 +553,43 @@ fn the_schemas_refuse_what_the_ledger_never_publishes() {
     refused(&|e| e["event_type"] = json!("Unknown"), "an unknown event type");
     refused(&|e| e["sequence"] = json!(0), "sequence 0");
 }
+
+async fn the_relay_checkpoint_only_moves_forward(backend: Backend) {
+    use payledger_bus::relay::save_checkpoint_forward;
+    use payledger_store::subscription::checkpoint;
+    let Some(test_db) = payledger_tests::TestDb::create(backend).await else {
+        return;
+    };
+    let db = Database::connect(Some(&test_db.url), Default::default())
+        .await
+        .expect("connects");
+    db.migrate().await.expect("migrates");
+    let at = |global_position| LogPosition {
+        transaction_id: 0,
+        global_position,
+    };
+    save_checkpoint_forward(db.pool(), "nats_relay", at(10))
+        .await
+        .expect("saved");
+    // A second relay that read the same old batch finishes later: it must not move it back.
+    save_checkpoint_forward(db.pool(), "nats_relay", at(5))
+        .await
+        .expect("saved");
+    assert_eq!(checkpoint(db.pool(), "nats_relay").await.expect("read"), at(10));
+    save_checkpoint_forward(db.pool(), "nats_relay", at(12))
+        .await
+        .expect("saved");
+    assert_eq!(checkpoint(db.pool(), "nats_relay").await.expect("read"), at(12));
+    // Commit order comes first on PostgreSQL: a later transaction with a smaller position is ahead.
+    let later_tx = LogPosition {
+        transaction_id: 1,
+        global_position: 3,
+    };
+    save_checkpoint_forward(db.pool(), "nats_relay", later_tx)
+        .await
+        .expect("saved");
+    assert_eq!(checkpoint(db.pool(), "nats_relay").await.expect("read"), later_tx);
+    db.close().await;
+}
+
+payledger_tests::both_backends!(the_relay_checkpoint_only_moves_forward);
