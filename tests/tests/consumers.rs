@@ -97,6 +97,23 @@ async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode:
         ["RefundRequested", "RefundSucceeded"],
         "one outcome, no failure recorded for the outage"
     );
+    if mode == Mode::Nats {
+        // The outage went through the consumer's nak and redelivery, and /metrics says so.
+        let text = s.call("GET", "/metrics", None, None).await.text;
+        let sample = |name: &str, labels: &[&str]| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+                .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+                .sum()
+        };
+        let refunds = "consumer=\"payledger-refunds\"";
+        assert!(
+            sample("payledger_consumer_messages_total", &[refunds, "outcome=\"failed\""]) >= 1.0,
+            "{text}"
+        );
+        assert!(sample("payledger_consumer_messages_total", &[refunds, "outcome=\"handled\""]) >= 1.0);
+        assert!(sample("payledger_consumer_redelivered_total", &[refunds]) >= 1.0);
+    }
 }
 
 async fn consumer(stream: &TestStream, durable: &str) -> Option<async_nats::jetstream::consumer::Info> {
