@@ -95,7 +95,7 @@ pub const MERCHANT_CACHE_ORDERS_MAX: usize = 100_000;
 pub struct RelayConfig {
     /// NATS server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
     pub nats_url: String,
-    /// JetStream stream name, created or updated at start.
+    /// JetStream stream name; the relay creates it when missing and leaves an existing one as it is.
     pub stream: String,
     /// Subject prefix: no wildcards, no trailing dot. The stream captures `<prefix>.>`.
     pub subject_prefix: String,
