@@ -112,8 +112,8 @@ impl TransactionalSubscriber for NotifyEnqueuer {
     }
 }
 
-/// The enqueuer of NATS mode: the handler of the notifier's JetStream consumer. Each event is
-/// queued in a transaction of its own, committed before the consumer acks the message (a crash
+/// The enqueuer of NATS mode: the handler of the notifier's JetStream consumer. Each event's job
+/// is one INSERT (its own transaction), committed before the consumer acks the message (a crash
 /// in between redelivers it, and the repeat is a no-op), and then wakes the [`crate::Sender`].
 pub struct EventEnqueuer {
     db: Database,
@@ -138,9 +138,11 @@ impl EffectSubscriber for EventEnqueuer {
         if notification_type(&event.event).is_none() {
             return Ok(());
         }
-        let mut tx = self.db.pool().begin().await?;
-        let queued = enqueue(&self.db.log(), &mut tx, event).await?;
-        tx.commit().await?;
+        // No explicit transaction: the job is one INSERT, atomic on its own, and the history it
+        // is built from never changes. (A read-then-write transaction on SQLite fails with
+        // SQLITE_BUSY instead of waiting when another writer holds the lock.)
+        let mut conn = self.db.pool().acquire().await?;
+        let queued = enqueue(&self.db.log(), &mut conn, event).await?;
         if queued {
             self.queued.notify_one();
         }
