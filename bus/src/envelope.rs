@@ -19,6 +19,7 @@
 //! ```
 
 use chrono::{DateTime, Utc};
+use payledger_domain::PaymentOrderEvent;
 use payledger_store::{LogEvent, LogPosition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,6 +33,10 @@ pub enum EnvelopeError {
     /// serde_json failed.
     #[error("serialising event: {0}")]
     Json(#[from] serde_json::Error),
+    /// A message body that is not an envelope, or whose payload is not an event of its
+    /// `event_type` (a message not published by the relay, or from a newer payledger).
+    #[error("decoding an envelope: {0}")]
+    Decode(String),
 }
 
 /// One event as published on NATS. Field by field the contract of `schemas/events/envelope.json`.
@@ -93,6 +98,42 @@ impl Envelope {
             occurred_at: event.event.occurred_at(),
             metadata: event.metadata.clone(),
             payload,
+        })
+    }
+
+    /// The envelope in a message body (JSON, as the relay publishes it).
+    ///
+    /// # Errors
+    /// [`EnvelopeError::Decode`] when the body is not an envelope.
+    pub fn from_slice(body: &[u8]) -> Result<Self, EnvelopeError> {
+        serde_json::from_slice(body).map_err(|e| EnvelopeError::Decode(e.to_string()))
+    }
+
+    /// The event back as the global log yields it, for consumers that share handlers with the
+    /// embedded subscribers. `event_version` is the envelope's (the payload was upcast before
+    /// publishing), so it is the current version of the event type.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::Decode`] when `payload` is not an event of type `event_type`.
+    pub fn into_log_event(self) -> Result<LogEvent, EnvelopeError> {
+        let mut tagged = serde_json::Map::new();
+        tagged.insert(self.event_type.clone(), self.payload);
+        let event: PaymentOrderEvent = serde_json::from_value(serde_json::Value::Object(tagged)).map_err(|e| {
+            EnvelopeError::Decode(format!(
+                "{} #{} of order {}: {e}",
+                self.event_type, self.sequence, self.order_id
+            ))
+        })?;
+        Ok(LogEvent {
+            position: self.position,
+            event_id: self.event_id,
+            order_id: self.order_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            event,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
         })
     }
 
@@ -161,6 +202,64 @@ mod tests {
         assert_eq!(subject("p", ">", "X"), "p._.X");
         assert_eq!(subject("p", "", "X"), "p._.X");
         assert_eq!(subject("p", "a *", "X"), "p.a__.X");
+    }
+
+    #[test]
+    fn an_envelope_decodes_back_into_the_event_it_was_built_from() {
+        let order_id = Uuid::from_u128(7);
+        let closed_at = "2026-01-02T03:04:05.123456Z".parse().expect("time");
+        let event = LogEvent {
+            position: LogPosition {
+                transaction_id: 812,
+                global_position: 40_312,
+            },
+            event_id: Uuid::from_u128(8),
+            order_id,
+            sequence: 3,
+            event_type: "OrderClosed".into(),
+            event_version: PaymentOrderEvent::OrderClosed {
+                reason: payledger_domain::CloseReason::Expired,
+                closed_at,
+            }
+            .version()
+            .into(),
+            event: PaymentOrderEvent::OrderClosed {
+                reason: payledger_domain::CloseReason::Expired,
+                closed_at,
+            },
+            metadata: serde_json::json!({"actor": "worker:monitor"}),
+            recorded_at: closed_at,
+        };
+        let envelope = Envelope::new(&event, "m_1").expect("envelope");
+        let body = serde_json::to_vec(&envelope).expect("json");
+        let decoded = Envelope::from_slice(&body)
+            .expect("decodes")
+            .into_log_event()
+            .expect("an event");
+        assert_eq!(decoded, event);
+    }
+
+    #[test]
+    fn a_payload_of_another_type_is_refused() {
+        let envelope = Envelope {
+            event_id: Uuid::nil(),
+            event_type: "OrderClosed".into(),
+            event_version: "1.0".into(),
+            order_id: Uuid::nil(),
+            merchant_id: "m".into(),
+            sequence: 1,
+            position: LogPosition::default(),
+            recorded_at: Utc::now(),
+            occurred_at: Utc::now(),
+            metadata: serde_json::json!({}),
+            payload: serde_json::json!({"refund_id": "not this"}),
+        };
+        let e = envelope.into_log_event().expect_err("not an OrderClosed");
+        assert!(
+            matches!(e, EnvelopeError::Decode(ref m) if m.contains("OrderClosed")),
+            "{e}"
+        );
+        assert!(matches!(Envelope::from_slice(b"{}"), Err(EnvelopeError::Decode(_))));
     }
 
     #[test]

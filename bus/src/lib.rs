@@ -1,11 +1,15 @@
 //! payledger on NATS JetStream.
 //!
+//! - [`consumer`]: durable JetStream pull consumers running the refund worker and the
+//!   notifier's enqueuer in NATS mode.
 //! - [`envelope`]: the message body every event is published in (`schemas/events/`).
 //! - [`relay`]: the subscriber of the global log that publishes every event to the stream
 //!   `PAYLEDGER_EVENTS`, with many acks in flight, surviving NATS outages.
 
+pub mod consumer;
 pub mod envelope;
 pub mod relay;
 
+pub use consumer::{Consumer, ConsumerConfig};
 pub use envelope::Envelope;
 pub use relay::{Relay, RelayConfig, RelayError, RelayMetrics, RelayMetricsSnapshot};

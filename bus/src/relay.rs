@@ -39,13 +39,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use chrono::Utc;
 use payledger_domain::PaymentOrderEvent;
-use payledger_store::subscription::{checkpoint, save_checkpoint, HELD_BACK_RETRY_MS, POLL_INTERVAL_MS};
+use payledger_store::subscription::{checkpoint, HELD_BACK_RETRY_MS, POLL_INTERVAL_MS};
 use payledger_store::{Database, DbError, LogEvent, LogPosition};
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -67,6 +68,9 @@ pub const ACK_TIMEOUT_MS_DEFAULT: u64 = 5_000;
 /// Default JetStream duplicate window: a re-publish within it is dropped by the server. It must
 /// cover the time from a publish to its re-publish after a crash or failed batch (a restart).
 pub const DUPLICATE_WINDOW_MS_DEFAULT: u64 = 120_000;
+/// Default retention of the stream's messages: 7 days, in milliseconds (consumers that are down
+/// longer lose the oldest events; the database keeps them all).
+pub const MAX_AGE_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
 /// First pause after a failed step.
 pub const BACKOFF_MS_MIN: u64 = 200;
 /// Longest pause between failed steps.
@@ -91,7 +95,7 @@ pub const MERCHANT_CACHE_ORDERS_MAX: usize = 100_000;
 pub struct RelayConfig {
     /// NATS server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for a cluster).
     pub nats_url: String,
-    /// JetStream stream name, created or updated at start.
+    /// JetStream stream name; the relay creates it when missing and leaves an existing one as it is.
     pub stream: String,
     /// Subject prefix: no wildcards, no trailing dot. The stream captures `<prefix>.>`.
     pub subject_prefix: String,
@@ -101,8 +105,12 @@ pub struct RelayConfig {
     pub batch_events_max: i64,
     /// Time to wait for one ack or one stream-management answer, in milliseconds.
     pub ack_timeout_ms: u64,
-    /// The stream's duplicate window, in milliseconds.
+    /// The stream's duplicate window, in milliseconds; only used when the relay creates the
+    /// stream. Must exceed the relay's worst restart time (README, "Events on NATS").
     pub duplicate_window_ms: u64,
+    /// The stream's retention (`max_age`), in milliseconds; 0 keeps messages forever. Only used
+    /// when the relay creates the stream.
+    pub max_age_ms: u64,
 }
 
 impl RelayConfig {
@@ -116,6 +124,7 @@ impl RelayConfig {
             batch_events_max: BATCH_EVENTS_DEFAULT,
             ack_timeout_ms: ACK_TIMEOUT_MS_DEFAULT,
             duplicate_window_ms: DUPLICATE_WINDOW_MS_DEFAULT,
+            max_age_ms: MAX_AGE_MS_DEFAULT,
         }
     }
 
@@ -147,6 +156,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("batch_events_max", &self.batch_events_max)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("duplicate_window_ms", &self.duplicate_window_ms)
+            .field("max_age_ms", &self.max_age_ms)
             .finish()
     }
 }
@@ -333,6 +343,7 @@ impl Relay {
             subjects: vec![format!("{}.>", self.config.subject_prefix)],
             storage: StorageType::File,
             duplicate_window: Duration::from_millis(self.config.duplicate_window_ms),
+            max_age: Duration::from_millis(self.config.max_age_ms),
             description: Some("payledger events: one message per event, see schemas/events".into()),
             ..Default::default()
         }
@@ -345,7 +356,9 @@ impl Relay {
         }
     }
 
-    /// Creates the stream, or updates its configuration (subjects, duplicate window) to ours.
+    /// Creates the stream when it is missing. An existing stream keeps its configuration, which
+    /// an operator may have changed (retention, replicas, duplicate window); a warning is logged
+    /// when its subjects do not cover `<prefix>.>`.
     ///
     /// # Errors
     /// [`RelayError::NotConnected`]; [`RelayError::Nats`] when JetStream refuses (e.g. another
@@ -353,9 +366,34 @@ impl Relay {
     pub async fn ensure_stream(&mut self) -> Result<(), RelayError> {
         let config = self.stream_config();
         let (_, js) = self.connected()?;
-        js.create_or_update_stream(config)
-            .await
-            .map_err(|e| RelayError::Nats(format!("creating stream {}: {e}", self.config.stream)))?;
+        let ours = format!("{}.>", self.config.subject_prefix);
+        match js.get_stream(&self.config.stream).await {
+            Ok(mut stream) => {
+                let info = stream
+                    .info()
+                    .await
+                    .map_err(|e| RelayError::Nats(format!("reading stream {}: {e}", self.config.stream)))?;
+                if !info.config.subjects.iter().any(|s| covers(s, &ours)) {
+                    tracing::warn!(stream = %self.config.stream, subjects = ?info.config.subjects, expected = %ours,
+                        "the stream's subjects do not cover the relay's; publishes will fail");
+                }
+            }
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                js.create_stream(config)
+                    .await
+                    .map_err(|e| RelayError::Nats(format!("creating stream {}: {e}", self.config.stream)))?;
+                tracing::info!(stream = %self.config.stream, subjects = %ours, "JetStream stream created");
+            }
+            Err(e) => {
+                return Err(RelayError::Nats(format!(
+                    "looking up stream {}: {e}",
+                    self.config.stream
+                )))
+            }
+        }
         self.stream_ready = true;
         Ok(())
     }
@@ -477,6 +515,10 @@ impl Relay {
             .store(from.global_position.max(0) as u64, Ordering::Relaxed);
         let events = self.db.log().read_after(from, self.config.batch()).await?;
         let Some(first) = events.first() else {
+            // Nothing to publish yet: still create the stream, which consumers wait for.
+            if !self.stream_ready {
+                self.ensure_stream().await?;
+            }
             self.metrics.lag_ms.store(0, Ordering::Relaxed);
             metrics::gauge!(RELAY_LAG_SECONDS).set(0.0);
             return Ok(if self.db.log().held_back(from).await? {
@@ -492,7 +534,7 @@ impl Relay {
         let published = self.publish(&events).await?;
         let acked = started.elapsed();
         let last: LogPosition = events.last().map_or(from, |e| e.position);
-        save_checkpoint(self.db.pool(), &self.config.checkpoint, last).await?;
+        save_checkpoint_forward(self.db.pool(), &self.config.checkpoint, last).await?;
         self.metrics
             .checkpoint_position
             .store(last.global_position.max(0) as u64, Ordering::Relaxed);
@@ -544,6 +586,43 @@ impl Relay {
             }
         }
     }
+}
+
+/// Whether stream subject `filter` (maybe with wildcards) captures every subject `ours` does.
+fn covers(filter: &str, ours: &str) -> bool {
+    let (f, o): (Vec<_>, Vec<_>) = (filter.split('.').collect(), ours.split('.').collect());
+    for (i, token) in f.iter().enumerate() {
+        match (*token, o.get(i)) {
+            (">", Some(_)) => return true,
+            ("*", Some(t)) if *t != ">" => {}
+            (t, Some(x)) if t == *x => {}
+            _ => return false,
+        }
+    }
+    f.len() == o.len()
+}
+
+/// Saves `position` as checkpoint `name`, only forward: a second relay that read the same batch
+/// (or a stale one) cannot move it back, so a slow relay never makes the next step republish what
+/// a faster one already passed. A save behind the stored position changes nothing.
+///
+/// # Errors
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn save_checkpoint_forward(pool: &sqlx::AnyPool, name: &str, position: LogPosition) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO subscriber_checkpoint (name, transaction_id, global_position, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET transaction_id = excluded.transaction_id, \
+         global_position = excluded.global_position, updated_at = excluded.updated_at \
+         WHERE (subscriber_checkpoint.transaction_id, subscriber_checkpoint.global_position) \
+         < (excluded.transaction_id, excluded.global_position)",
+    )
+    .bind(name)
+    .bind(position.transaction_id)
+    .bind(position.global_position)
+    .bind(payledger_store::time::fmt_ts(Utc::now()))
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Indices of `events` by round: round `k` holds the `k`-th event of each order, in log order.
@@ -605,6 +684,17 @@ mod tests {
             event(2, 2),
         ];
         assert_eq!(rounds(&events), vec![vec![0, 1, 3], vec![2, 5], vec![4]]);
+    }
+
+    #[test]
+    fn a_stream_subject_covers_ours_only_with_matching_tokens_or_wildcards() {
+        let ours = "payledger.events.>";
+        assert!(covers("payledger.events.>", ours));
+        assert!(covers("payledger.>", ours));
+        assert!(covers(">", ours));
+        assert!(!covers("payledger.events.*", ours), "one token only");
+        assert!(!covers("payledger.events.shop1.>", ours), "narrower");
+        assert!(!covers("other.events.>", ours));
     }
 
     #[test]

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
-use payledger_bus::{Relay, RelayConfig, RelayMetrics};
+use payledger_bus::consumer::Durables;
+use payledger_bus::{Consumer, ConsumerConfig, Relay, RelayConfig, RelayMetrics};
 use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
 use payledger_domain::PaymentOrderCommand;
-use payledger_notifier::{NotifyEnqueuer, Sender, SenderConfig};
+use payledger_notifier::{EventEnqueuer, NotifyEnqueuer, Sender, SenderConfig};
 use payledger_projections::{queries, JournalProjection, OrderProjection, OrderView};
-use payledger_store::subscription::{run_effects, run_transactional};
+use payledger_store::subscription::{run_effects, run_transactional, EffectSubscriber};
 use payledger_store::{settings, Database, Executed, PoolConfig};
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -66,8 +67,11 @@ pub struct ServeConfig {
     /// The order monitor's schedule (see [`crate::workers::monitor`]).
     pub monitor: MonitorConfig,
     /// The NATS relay: publishes every event to JetStream when set (`--nats-url`); `None` is
-    /// embedded mode, no NATS at all.
+    /// embedded mode, no NATS at all. When set, the refund worker and the notifier's enqueuer
+    /// consume the relay's stream through durable JetStream consumers instead of the global log.
     pub relay: Option<RelayConfig>,
+    /// Durable names of those consumers (NATS mode only).
+    pub durables: Durables,
     /// NATS KV bucket of channel accounts, watched when [`ServeConfig::relay`] is set (see
     /// [`crate::kv_config`]); default [`crate::kv_config::BUCKET_DEFAULT`].
     pub config_bucket: String,
@@ -94,6 +98,7 @@ impl ServeConfig {
             channels: ChannelAccounts::default(),
             monitor: MonitorConfig::default(),
             relay: None,
+            durables: Durables::default(),
             config_bucket: crate::kv_config::BUCKET_DEFAULT.to_string(),
             roles: Roles::all(),
             rate_limit: RateLimitConfig::default(),
@@ -279,8 +284,10 @@ pub struct Running {
     pub db: Database,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    /// Stops the notifier's sender and the JetStream consumers gracefully.
+    stop: watch::Sender<bool>,
     /// The notifier, stopped gracefully so deliveries in flight record their attempts.
-    sender: Option<(watch::Sender<bool>, JoinHandle<()>, Duration)>,
+    sender: Option<(JoinHandle<()>, Duration)>,
     workers: Vec<JoinHandle<()>>,
     /// The relay's counters when it runs (for `/metrics`).
     pub relay_metrics: Option<Arc<RelayMetrics>>,
@@ -304,8 +311,8 @@ impl Running {
             let _ = tx.send(());
         }
         let _ = (&mut self.server).await;
-        if let Some((stop, mut sender, timeout)) = self.sender.take() {
-            let _ = stop.send(true);
+        let _ = self.stop.send(true);
+        if let Some((mut sender, timeout)) = self.sender.take() {
             if tokio::time::timeout(timeout, &mut sender).await.is_err() {
                 tracing::warn!("notifications still in flight at shutdown; they are retried after their lease");
                 sender.abort();
@@ -326,7 +333,7 @@ impl Drop for Running {
     /// detached.
     fn drop(&mut self) {
         self.server.abort();
-        if let Some((_, sender, _)) = &self.sender {
+        if let Some((sender, _)) = &self.sender {
             sender.abort();
         }
         for w in &self.workers {
@@ -397,6 +404,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
 
+    let (stop_tx, stop) = watch::channel(false);
+    // NATS mode: the relay's stream feeds these roles through durable consumers; embedded: the log.
+    let consume = |durable: &str, event_type: &str, handler: Arc<dyn EffectSubscriber>| {
+        config.relay.as_ref().map(|relay| {
+            let consumer = Consumer::new(ConsumerConfig::for_events(relay, durable, event_type), handler);
+            tokio::spawn(consumer.run(stop.clone()))
+        })
+    };
     let mut workers = Vec::new();
     if roles.has(Role::Projector) {
         workers.push(tokio::spawn(run_transactional(db.clone(), projection.clone())));
@@ -406,16 +421,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         )));
     }
     if roles.has(Role::Notifier) {
-        workers.push(tokio::spawn(run_transactional(
-            db.clone(),
-            Arc::new(NotifyEnqueuer::new(db.log(), queued.clone())),
-        )));
+        let from_nats = Arc::new(EventEnqueuer::new(db.clone(), queued.clone()));
+        workers.push(consume(&config.durables.notifier, "*", from_nats).unwrap_or_else(|| {
+            tokio::spawn(run_transactional(
+                db.clone(),
+                Arc::new(NotifyEnqueuer::new(db.log(), queued.clone())),
+            ))
+        }));
     }
     if roles.has(Role::Refunds) {
-        workers.push(tokio::spawn(run_effects(
-            db.clone(),
-            Arc::new(RefundWorker::new(db.clone(), channels.clone())),
-        )));
+        let worker = Arc::new(RefundWorker::new(db.clone(), channels.clone()));
+        workers.push(
+            consume(&config.durables.refunds, "RefundRequested", worker.clone())
+                .unwrap_or_else(|| tokio::spawn(run_effects(db.clone(), worker))),
+        );
     }
     if roles.has(Role::Monitor) {
         workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
@@ -435,9 +454,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         });
 
     let sender = if roles.has(Role::Notifier) {
-        let (stop_sender, stop) = watch::channel(false);
         let task = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued.clone())?.run(stop));
-        Some((stop_sender, task, config.sender.stop_timeout()))
+        Some((task, config.sender.stop_timeout()))
     } else {
         None
     };
@@ -471,6 +489,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         db,
         shutdown: Some(shutdown_tx),
         server,
+        stop: stop_tx,
         sender,
         workers,
         relay_metrics,

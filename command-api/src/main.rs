@@ -87,15 +87,31 @@ enum Command {
         /// NATS server URL: runs the relay that publishes every event to JetStream stream
         /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>), and reads
         /// channel accounts from the NATS KV bucket --config-bucket, applying its changes live.
-        /// Absent: no NATS.
+        /// The refunds and notifier roles then consume the stream through durable JetStream
+        /// consumers. Absent: no NATS.
         #[arg(long, env = "NATS_URL")]
         nats_url: Option<String>,
-        /// JetStream stream the relay publishes to (created or updated at start).
+        /// JetStream stream the relay publishes to (created when missing; an existing stream
+        /// keeps its settings).
         #[arg(long, env = "PAYLEDGER_NATS_STREAM", default_value = payledger_bus::relay::STREAM_DEFAULT)]
         nats_stream: String,
         /// Subject prefix of the relay's messages: <prefix>.<merchant_id>.<event_type>.
         #[arg(long, env = "PAYLEDGER_NATS_SUBJECT_PREFIX", default_value = payledger_bus::relay::SUBJECT_PREFIX_DEFAULT)]
         nats_subject_prefix: String,
+        /// The stream's duplicate window when the relay creates it, e.g. "2m" (the default). Must
+        /// exceed the relay's worst restart time: a re-publish after it is stored twice.
+        #[arg(long, env = "PAYLEDGER_NATS_DUP_WINDOW", value_parser = humantime::parse_duration)]
+        nats_dup_window: Option<std::time::Duration>,
+        /// The stream's retention when the relay creates it, e.g. "7d" (the default); "0s" keeps
+        /// messages forever.
+        #[arg(long, env = "PAYLEDGER_NATS_MAX_AGE", value_parser = humantime::parse_duration)]
+        nats_max_age: Option<std::time::Duration>,
+        /// Durable JetStream consumer of the refunds role (NATS mode).
+        #[arg(long, env = "PAYLEDGER_NATS_REFUNDS_DURABLE", default_value = payledger_bus::consumer::REFUNDS_DURABLE_DEFAULT)]
+        nats_refunds_durable: String,
+        /// Durable JetStream consumer of the notifier role (NATS mode).
+        #[arg(long, env = "PAYLEDGER_NATS_NOTIFIER_DURABLE", default_value = payledger_bus::consumer::NOTIFIER_DURABLE_DEFAULT)]
+        nats_notifier_durable: String,
         /// NATS KV bucket of channel accounts (keys channels.<channel>.<account_id>), created
         /// when missing; used with --nats-url.
         #[arg(long, env = "PAYLEDGER_CONFIG_BUCKET", default_value = payledger_command_api::kv_config::BUCKET_DEFAULT)]
@@ -228,6 +244,10 @@ async fn main() -> anyhow::Result<()> {
             nats_url,
             nats_stream,
             nats_subject_prefix,
+            nats_dup_window,
+            nats_max_age,
+            nats_refunds_durable,
+            nats_notifier_durable,
             config_bucket,
             roles,
             rate_limit,
@@ -268,8 +288,16 @@ async fn main() -> anyhow::Result<()> {
                 let mut relay = payledger_bus::RelayConfig::new(url);
                 relay.stream = nats_stream;
                 relay.subject_prefix = nats_subject_prefix;
+                if let Some(d) = nats_dup_window {
+                    relay.duplicate_window_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                }
+                if let Some(d) = nats_max_age {
+                    relay.max_age_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                }
                 relay
             });
+            config.durables.refunds = nats_refunds_durable;
+            config.durables.notifier = nats_notifier_durable;
             config.config_bucket = config_bucket;
             config.roles = roles;
             config.rate_limit = RateLimitConfig {

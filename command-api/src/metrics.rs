@@ -20,6 +20,10 @@
 //! | `payledger_events_published_duplicate_total` | counter | | acknowledgements marked duplicate: re-publishes after a crash |
 //! | `payledger_relay_lag_seconds` | gauge | | age of the oldest event the relay has not published yet |
 //! | `payledger_relay_failed_steps_total` | counter | | relay steps that failed (NATS down, timeouts) and were retried |
+//! | `payledger_consumer_messages_total` | counter | `consumer` (durable), `outcome` (`handled`, `failed`, `undecodable`) | messages a JetStream consumer finished (NATS mode) |
+//! | `payledger_consumer_redelivered_total` | counter | `consumer` | deliveries that were redeliveries |
+//! | `payledger_consumer_pending_messages` | gauge | `consumer` | stream messages not yet delivered to the consumer |
+//! | `payledger_consumer_failed_pulls_total` | counter | `consumer` | pulls that failed (NATS down, stream missing) and were retried |
 //!
 //! The `payledger_subscriber_lag_events`, `payledger_log_head_position` and
 //! `payledger_notify_queue_jobs` gauges are read from the database at each scrape; the relay's

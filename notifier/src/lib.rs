@@ -3,6 +3,8 @@
 //! - [`NotifyEnqueuer`]: a transactional subscriber of the global log. Each payment or refund
 //!   outcome event becomes one `notify_job` row in the same transaction as the checkpoint, so a
 //!   notification is never lost to a restart and never queued twice.
+//! - [`EventEnqueuer`]: the same per event, each in its own transaction, as the handler of the
+//!   notifier's durable JetStream consumer in NATS mode (`payledger_bus::consumer`).
 //! - [`Sender`]: delivers due jobs: `POST notify_url` with the JSON notification and
 //!   `Payledger-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(webhook_secret, t + "." + body)>`.
 //!   A 2xx answer delivers it; otherwise it is retried on the [`RetrySchedule`] and abandoned
@@ -18,6 +20,6 @@ pub mod queries;
 pub mod send;
 pub mod signature;
 
-pub use enqueue::{notification_type, NotifyEnqueuer, ENQUEUER_NAME};
+pub use enqueue::{enqueue, notification_type, EventEnqueuer, NotifyEnqueuer, ENQUEUER_NAME};
 pub use send::{RetrySchedule, Sender, SenderConfig, NOTIFICATIONS_TOTAL, NOTIFICATION_LATENCY_SECONDS};
 pub use signature::{sign, verify, SIGNATURE_HEADER};

@@ -36,11 +36,42 @@ pub struct MerchantCreds {
 /// every start and restart.
 pub type Configure = Arc<dyn Fn(&mut ServeConfig) + Send + Sync>;
 
+/// How a test's server runs its roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No NATS: the refund worker and the notifier read the global log in-process.
+    Embedded(Backend),
+    /// PostgreSQL and NATS: the relay publishes to a stream of the test's own
+    /// ([`nats::TestStream`]), and the refund worker and the notifier's enqueuer consume it
+    /// through durable JetStream consumers.
+    Nats,
+}
+
+impl Mode {
+    /// The database backend of the mode.
+    pub fn backend(self) -> Backend {
+        match self {
+            Mode::Embedded(b) => b,
+            Mode::Nats => Backend::Postgres,
+        }
+    }
+}
+
+impl From<Backend> for Mode {
+    fn from(backend: Backend) -> Self {
+        Mode::Embedded(backend)
+    }
+}
+
 /// A running server on a test database.
 pub struct TestServer {
     /// Declared before `db`, so the server stops before its database is dropped.
     pub running: Option<Running>,
     pub db: TestDb,
+    /// The test's stream in [`Mode::Nats`] (deleted when the server is dropped).
+    pub stream: Option<nats::TestStream>,
+    /// The relay configuration of [`Mode::Nats`], applied at every start before `configure`.
+    relay: Option<RelayConfig>,
     pub base: String,
     pub http: reqwest::Client,
     pub schedule: RetrySchedule,
@@ -51,13 +82,14 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on a fresh database with a 1-second notification retry schedule; `None`
     /// when the backend is unavailable outside CI.
-    pub async fn start(backend: Backend) -> Option<Self> {
-        Self::start_with(backend, "1s,1s".parse().expect("schedule")).await
+    /// `mode` is a [`Backend`] (embedded) or a [`Mode`].
+    pub async fn start(mode: impl Into<Mode>) -> Option<Self> {
+        Self::start_with(mode, "1s,1s".parse().expect("schedule")).await
     }
 
     /// As [`TestServer::start`] with another retry schedule.
-    pub async fn start_with(backend: Backend, schedule: RetrySchedule) -> Option<Self> {
-        Self::start_configured(backend, schedule, None).await
+    pub async fn start_with(mode: impl Into<Mode>, schedule: RetrySchedule) -> Option<Self> {
+        Self::start_configured(mode.into(), schedule, None).await
     }
 
     /// As [`TestServer::start`], with the NATS relay running as `relay` says (`serve --nats-url`).
@@ -68,11 +100,11 @@ impl TestServer {
     /// As [`TestServer::start`], with `configure` applied to the server configuration (at this
     /// start and every restart).
     pub async fn start_with_config(
-        backend: Backend,
+        mode: impl Into<Mode>,
         configure: impl Fn(&mut ServeConfig) + Send + Sync + 'static,
     ) -> Option<Self> {
         let schedule = "1s,1s".parse().expect("schedule");
-        Self::start_configured(backend, schedule, Some(Arc::new(configure))).await
+        Self::start_configured(mode.into(), schedule, Some(Arc::new(configure))).await
     }
 
     /// As [`TestServer::start_with_config`] on PostgreSQL, with the server reaching its database
@@ -86,19 +118,32 @@ impl TestServer {
         let proxy = proxy::Proxy::in_front_of(&db.url, 5432).await;
         db.url = proxy.url_for(&db.url);
         let schedule = "1s,1s".parse().expect("schedule");
-        let server = Self::start_on(db, schedule, Some(Arc::new(configure))).await;
+        let server = Self::start_on(db, None, schedule, Some(Arc::new(configure))).await;
         Some((server, proxy))
     }
 
-    async fn start_configured(backend: Backend, schedule: RetrySchedule, configure: Option<Configure>) -> Option<Self> {
-        Some(Self::start_on(TestDb::create(backend).await?, schedule, configure).await)
+    async fn start_configured(mode: Mode, schedule: RetrySchedule, configure: Option<Configure>) -> Option<Self> {
+        let stream = match mode {
+            Mode::Nats => Some(nats::TestStream::create().await?),
+            Mode::Embedded(_) => None,
+        };
+        let db = TestDb::create(mode.backend()).await?;
+        Some(Self::start_on(db, stream, schedule, configure).await)
     }
 
-    async fn start_on(db: TestDb, schedule: RetrySchedule, configure: Option<Configure>) -> Self {
+    /// Boots a server on `db`; in NATS mode (`stream`) with the relay and consumers on it.
+    async fn start_on(
+        db: TestDb,
+        stream: Option<nats::TestStream>,
+        schedule: RetrySchedule,
+        configure: Option<Configure>,
+    ) -> Self {
+        let relay = stream.as_ref().map(|s| s.relay_config(&nats::nats_url()));
         let running = Self::boot(
             &db.url,
             "127.0.0.1:0".parse().expect("addr"),
             &schedule,
+            relay.as_ref(),
             configure.as_ref(),
         )
         .await;
@@ -106,6 +151,8 @@ impl TestServer {
         Self {
             base: format!("http://{addr}"),
             db,
+            stream,
+            relay,
             running: Some(running),
             http: reqwest::Client::new(),
             schedule,
@@ -114,7 +161,13 @@ impl TestServer {
         }
     }
 
-    async fn boot(url: &str, listen: SocketAddr, schedule: &RetrySchedule, configure: Option<&Configure>) -> Running {
+    async fn boot(
+        url: &str,
+        listen: SocketAddr,
+        schedule: &RetrySchedule,
+        relay: Option<&RelayConfig>,
+        configure: Option<&Configure>,
+    ) -> Running {
         // Warnings and errors of the server show in a failing test's output (RUST_LOG to change).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -131,6 +184,7 @@ impl TestServer {
             query_connections_max: 4,
             acquire_timeout_ms: 10_000,
         };
+        config.relay = relay.cloned();
         if let Some(configure) = configure {
             configure(&mut config);
         }
@@ -143,7 +197,16 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule, self.configure.as_ref()).await);
+        self.running = Some(
+            Self::boot(
+                &self.db.url,
+                self.addr,
+                &self.schedule,
+                self.relay.as_ref(),
+                self.configure.as_ref(),
+            )
+            .await,
+        );
     }
 
     /// Kills the server without any graceful step, as a crash would (every task is aborted,
@@ -151,7 +214,16 @@ impl TestServer {
     pub async fn crash_and_restart(&mut self) {
         drop(self.running.take());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.running = Some(Self::boot(&self.db.url, self.addr, &self.schedule, self.configure.as_ref()).await);
+        self.running = Some(
+            Self::boot(
+                &self.db.url,
+                self.addr,
+                &self.schedule,
+                self.relay.as_ref(),
+                self.configure.as_ref(),
+            )
+            .await,
+        );
     }
 
     /// Stops the server.
@@ -410,6 +482,27 @@ macro_rules! both_backends {
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() { super::$name($crate::Backend::Postgres).await })*
+        }
+    };
+}
+
+/// Declares each scenario `async fn name(mode: Mode)` as three tests, `sqlite_embedded::name`,
+/// `postgres_embedded::name` and `postgres_nats::name`: the roles on the global log on both
+/// backends, and on durable JetStream consumers of the relay's stream ([`Mode::Nats`]).
+#[macro_export]
+macro_rules! all_modes {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Mode::Embedded($crate::Backend::Sqlite)).await })*
+        }
+        mod postgres_embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Mode::Embedded($crate::Backend::Postgres)).await })*
+        }
+        mod postgres_nats {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Mode::Nats).await })*
         }
     };
 }

@@ -9,7 +9,7 @@ use payledger_tests::flows::{
     count, create, create_id, get_order, order_body, pay, sandbox_with_installation_secret, success_callback,
     wait_status, WAIT,
 };
-use payledger_tests::{eventually, Backend, Reply, TestServer, WebhookReceiver};
+use payledger_tests::{eventually, Backend, Mode, Reply, TestServer, WebhookReceiver};
 use serde_json::{json, Value};
 
 /// Waits until the only notify job has `status`; returns its (status, attempts, last status code).
@@ -346,8 +346,8 @@ async fn same_out_trade_no_with_other_parameters_conflicts(backend: Backend) {
         .ends_with("out-trade-no-conflict"));
 }
 
-async fn refunds_respect_the_refundable_amount_and_are_idempotent(backend: Backend) {
-    let Some(s) = TestServer::start(backend).await else {
+async fn refunds_respect_the_refundable_amount_and_are_idempotent(mode: Mode) {
+    let Some(s) = TestServer::start(mode).await else {
         return;
     };
     let m = s.add_merchant("shop1").await;
@@ -549,8 +549,8 @@ async fn concurrent_success_callbacks_pay_exactly_once(backend: Backend) {
     assert_eq!(get_order(&s, &m.api_key, &order_id).await.json["status"], "paid");
 }
 
-async fn a_queued_notification_survives_a_restart(backend: Backend) {
-    let Some(mut s) = TestServer::start(backend).await else {
+async fn a_queued_notification_survives_a_restart(mode: Mode) {
+    let Some(mut s) = TestServer::start(mode).await else {
         return;
     };
     let m = s.add_merchant("shop1").await;
@@ -574,8 +574,8 @@ async fn a_queued_notification_survives_a_restart(backend: Backend) {
     assert_eq!(attempts, 2);
 }
 
-async fn a_notification_in_flight_at_a_crash_is_delivered_after_its_lease(backend: Backend) {
-    let Some(mut s) = TestServer::start(backend).await else {
+async fn a_notification_in_flight_at_a_crash_is_delivered_after_its_lease(mode: Mode) {
+    let Some(mut s) = TestServer::start(mode).await else {
         return;
     };
     let m = s.add_merchant("shop1").await;
@@ -599,8 +599,8 @@ async fn a_notification_in_flight_at_a_crash_is_delivered_after_its_lease(backen
     assert_eq!(wait_job(&s, "delivered").await.0, "delivered");
 }
 
-async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
-    let Some(s) = TestServer::start(backend).await else {
+async fn a_failing_merchant_is_retried_then_abandoned(mode: Mode) {
+    let Some(s) = TestServer::start(mode).await else {
         return;
     };
     let m = s.add_merchant("shop1").await;
@@ -615,8 +615,8 @@ async fn a_failing_merchant_is_retried_then_abandoned(backend: Backend) {
     assert_eq!(hook.received().len(), 3);
 }
 
-async fn a_slow_merchant_does_not_delay_another_merchants_notifications(backend: Backend) {
-    let Some(s) = TestServer::start(backend).await else {
+async fn a_slow_merchant_does_not_delay_another_merchants_notifications(mode: Mode) {
+    let Some(s) = TestServer::start(mode).await else {
         return;
     };
     let slow_shop = s.add_merchant("slow").await;
@@ -734,16 +734,20 @@ payledger_tests::both_backends!(
     an_amount_at_the_limit_is_accepted,
     a_merchant_never_sees_another_merchants_order,
     same_out_trade_no_with_other_parameters_conflicts,
-    refunds_respect_the_refundable_amount_and_are_idempotent,
     closing_follows_the_order_lifecycle,
     forged_and_malformed_callbacks_do_not_touch_the_order,
     a_channel_cannot_pay_another_channels_order,
     concurrent_success_callbacks_pay_exactly_once,
+    orders_list_newest_first_with_a_stable_cursor,
+    the_pay_page_escapes_merchant_text,
+    health_endpoints_answer,
+);
+
+// The refund worker and the notifier, embedded and on JetStream consumers (NATS mode).
+payledger_tests::all_modes!(
+    refunds_respect_the_refundable_amount_and_are_idempotent,
     a_queued_notification_survives_a_restart,
     a_notification_in_flight_at_a_crash_is_delivered_after_its_lease,
     a_failing_merchant_is_retried_then_abandoned,
     a_slow_merchant_does_not_delay_another_merchants_notifications,
-    orders_list_newest_first_with_a_stable_cursor,
-    the_pay_page_escapes_merchant_text,
-    health_endpoints_answer,
 );

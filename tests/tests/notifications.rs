@@ -1,12 +1,13 @@
 //! The notify queue over HTTP (`GET /v1/notifications`, `GET /v1/notifications/{id}`,
-//! `POST /v1/notifications/{id}/resend`) and `/metrics`, on both backends.
+//! `POST /v1/notifications/{id}/resend`) and `/metrics`, on both backends; the notifier scenarios
+//! also in NATS mode (`all_modes!`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use payledger_tests::flows::{create_id, order_body, pay, WAIT};
-use payledger_tests::{eventually, Backend, Reply, TestServer, WebhookReceiver};
+use payledger_tests::{eventually, Backend, Mode, Reply, TestServer, WebhookReceiver};
 use serde_json::{json, Value};
 
 fn assert_problem(r: &Reply, status: u16) {
@@ -44,9 +45,9 @@ fn ids_of(page: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn an_abandoned_notification_is_resent_and_delivered_under_the_same_id(backend: Backend) {
+async fn an_abandoned_notification_is_resent_and_delivered_under_the_same_id(mode: Mode) {
     // Two attempts, 100 ms apart, then abandoned.
-    let Some(s) = TestServer::start_with(backend, "100ms".parse().expect("schedule")).await else {
+    let Some(s) = TestServer::start_with(mode, "100ms".parse().expect("schedule")).await else {
         return;
     };
     let m = s.add_merchant("shop1").await;
@@ -124,9 +125,9 @@ async fn an_abandoned_notification_is_resent_and_delivered_under_the_same_id(bac
     assert_eq!(detail["resend_count"], 2);
 }
 
-async fn resending_a_pending_notification_conflicts_and_other_merchants_see_nothing(backend: Backend) {
+async fn resending_a_pending_notification_conflicts_and_other_merchants_see_nothing(mode: Mode) {
     // The retry after a failure is a minute away, so the job stays pending for the test.
-    let Some(s) = TestServer::start_with(backend, "60s".parse().expect("schedule")).await else {
+    let Some(s) = TestServer::start_with(mode, "60s".parse().expect("schedule")).await else {
         return;
     };
     let a = s.add_merchant("shopA").await;
@@ -194,8 +195,8 @@ async fn resending_a_pending_notification_conflicts_and_other_merchants_see_noth
     }
 }
 
-async fn notifications_list_newest_first_with_filters_and_a_cursor(backend: Backend) {
-    let Some(s) = TestServer::start(backend).await else {
+async fn notifications_list_newest_first_with_filters_and_a_cursor(mode: Mode) {
+    let Some(s) = TestServer::start(mode).await else {
         return;
     };
     let m = s.add_merchant("shop1").await;
@@ -372,9 +373,11 @@ async fn metrics_count_appended_events_notifications_and_channel_calls(backend: 
     assert!(metric(&after, "payledger_notify_queue_jobs", &[("status", "delivered")]) >= 1.0);
 }
 
-payledger_tests::both_backends!(
+payledger_tests::both_backends!(metrics_count_appended_events_notifications_and_channel_calls,);
+
+// The notifier, embedded and on its JetStream consumer (NATS mode).
+payledger_tests::all_modes!(
     an_abandoned_notification_is_resent_and_delivered_under_the_same_id,
     resending_a_pending_notification_conflicts_and_other_merchants_see_nothing,
     notifications_list_newest_first_with_filters_and_a_cursor,
-    metrics_count_appended_events_notifications_and_channel_calls,
 );

@@ -628,3 +628,103 @@ fn the_schemas_refuse_what_the_ledger_never_publishes() {
     refused(&|e| e["event_type"] = json!("Unknown"), "an unknown event type");
     refused(&|e| e["sequence"] = json!(0), "sequence 0");
 }
+
+async fn the_relay_checkpoint_only_moves_forward(backend: Backend) {
+    use payledger_bus::relay::save_checkpoint_forward;
+    use payledger_store::subscription::checkpoint;
+    let Some(test_db) = payledger_tests::TestDb::create(backend).await else {
+        return;
+    };
+    let db = Database::connect(Some(&test_db.url), Default::default())
+        .await
+        .expect("connects");
+    db.migrate().await.expect("migrates");
+    let at = |global_position| LogPosition {
+        transaction_id: 0,
+        global_position,
+    };
+    save_checkpoint_forward(db.pool(), "nats_relay", at(10))
+        .await
+        .expect("saved");
+    // A second relay that read the same old batch finishes later: it must not move it back.
+    save_checkpoint_forward(db.pool(), "nats_relay", at(5))
+        .await
+        .expect("saved");
+    assert_eq!(checkpoint(db.pool(), "nats_relay").await.expect("read"), at(10));
+    save_checkpoint_forward(db.pool(), "nats_relay", at(12))
+        .await
+        .expect("saved");
+    assert_eq!(checkpoint(db.pool(), "nats_relay").await.expect("read"), at(12));
+    // Commit order comes first on PostgreSQL: a later transaction with a smaller position is ahead.
+    let later_tx = LogPosition {
+        transaction_id: 1,
+        global_position: 3,
+    };
+    save_checkpoint_forward(db.pool(), "nats_relay", later_tx)
+        .await
+        .expect("saved");
+    assert_eq!(checkpoint(db.pool(), "nats_relay").await.expect("read"), later_tx);
+    db.close().await;
+}
+
+payledger_tests::both_backends!(the_relay_checkpoint_only_moves_forward);
+
+/// The stream's retention and duplicate window.
+async fn stream_settings(stream: &TestStream) -> (std::time::Duration, std::time::Duration) {
+    let mut s = stream.js.get_stream(&stream.name).await.expect("the stream exists");
+    let info = s.info().await.expect("stream info");
+    (info.config.max_age, info.config.duplicate_window)
+}
+
+#[tokio::test]
+async fn the_relay_creates_a_missing_stream_with_the_configured_retention_and_dup_window() {
+    let Some(stream) = TestStream::create().await else {
+        return;
+    };
+    let mut relay = stream.relay_config(&nats_url());
+    relay.max_age_ms = 7_200_000;
+    relay.duplicate_window_ms = 90_000;
+    let Some(_s) = TestServer::start_with_relay(Backend::Sqlite, relay).await else {
+        return;
+    };
+    // Created before the first event, so consumers elsewhere can bind to it.
+    eventually(WAIT, || async {
+        stream.js.get_stream(&stream.name).await.ok().map(|_| ())
+    })
+    .await
+    .expect("the relay created the stream");
+    let (max_age, dup_window) = stream_settings(&stream).await;
+    assert_eq!(max_age, std::time::Duration::from_secs(7_200));
+    assert_eq!(dup_window, std::time::Duration::from_secs(90));
+}
+
+#[tokio::test]
+async fn an_existing_stream_keeps_the_settings_an_operator_gave_it() {
+    let Some(stream) = TestStream::create().await else {
+        return;
+    };
+    let hour = std::time::Duration::from_secs(3_600);
+    let half_minute = std::time::Duration::from_secs(30);
+    stream
+        .js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream.name.clone(),
+            subjects: vec![format!("{}.>", stream.prefix)],
+            max_age: hour,
+            duplicate_window: half_minute,
+            ..Default::default()
+        })
+        .await
+        .expect("the operator's stream");
+    let Some(s) = TestServer::start_with_relay(Backend::Sqlite, stream.relay_config(&nats_url())).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    paid_orders(&s, &m.api_key, "K", 1).await;
+    assert_eq!(stream.wait_count(3, WAIT).await, 3, "the relay publishes into it");
+    assert_eq!(
+        stream_settings(&stream).await,
+        (hour, half_minute),
+        "left as the operator set it"
+    );
+}
