@@ -103,6 +103,11 @@ pub struct RelayConfig {
     pub ack_timeout_ms: u64,
     /// The stream's duplicate window, in milliseconds.
     pub duplicate_window_ms: u64,
+    /// NATS mode's channel calls (see [`crate::channel_service`]): subject prefix of the channel
+    /// service, `<prefix>.<channel>.<operation>` (default `payledger.channel`).
+    pub channel_subject_prefix: String,
+    /// How long a channel call waits for the channel service's answer, in milliseconds.
+    pub channel_timeout_ms: u64,
 }
 
 impl RelayConfig {
@@ -116,6 +121,8 @@ impl RelayConfig {
             batch_events_max: BATCH_EVENTS_DEFAULT,
             ack_timeout_ms: ACK_TIMEOUT_MS_DEFAULT,
             duplicate_window_ms: DUPLICATE_WINDOW_MS_DEFAULT,
+            channel_subject_prefix: payledger_channel_adapters::remote::SUBJECT_PREFIX_DEFAULT.to_string(),
+            channel_timeout_ms: crate::channel_service::REQUEST_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -147,6 +154,8 @@ impl std::fmt::Debug for RelayConfig {
             .field("batch_events_max", &self.batch_events_max)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("duplicate_window_ms", &self.duplicate_window_ms)
+            .field("channel_subject_prefix", &self.channel_subject_prefix)
+            .field("channel_timeout_ms", &self.channel_timeout_ms)
             .finish()
     }
 }

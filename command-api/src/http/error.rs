@@ -37,9 +37,17 @@ pub enum ApiError {
     /// 415: not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
-    /// 502: the payment channel failed.
+    /// 502 `channel-failed`: the payment channel refused (or does not support) the request.
     #[error("payment channel failed: {0}")]
     BadGateway(String),
+    /// 502 `channel-unavailable`: the payment channel (or, in NATS mode, the channel service)
+    /// could not be reached or failed on its side; may work later.
+    #[error("payment channel unavailable: {0}")]
+    ChannelUnavailable(String),
+    /// 504 `channel-timeout`: the payment channel (or the channel service) did not answer in
+    /// time; whether it acted is unknown.
+    #[error("payment channel did not answer in time: {0}")]
+    ChannelTimeout(String),
     /// 503: try again shortly (contention, database unreachable).
     #[error("{0}")]
     Unavailable(String),
@@ -70,6 +78,12 @@ impl ApiError {
                 "Unsupported media type",
             ),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "channel-failed", "Payment channel failed"),
+            Self::ChannelUnavailable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "channel-unavailable",
+                "Payment channel unavailable",
+            ),
+            Self::ChannelTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "channel-timeout", "Payment channel timeout"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
