@@ -186,7 +186,11 @@ impl Requester for NatsRequester {
                 RequestErrorKind::NoResponders => RequestError::NoResponders,
                 RequestErrorKind::Other => RequestError::Other(e.to_string()),
             })?;
-        if let Some(error) = message.headers.as_ref().and_then(|h| h.get(service::NATS_SERVICE_ERROR)) {
+        if let Some(error) = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(service::NATS_SERVICE_ERROR))
+        {
             return Err(RequestError::Other(format!(
                 "the channel service refused the request: {}",
                 error.as_str()

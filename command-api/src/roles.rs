@@ -135,7 +135,10 @@ mod tests {
         assert!("all".parse::<Roles>().unwrap().is_all());
         let r: Roles = "channels".parse().unwrap();
         assert!(r.has(Role::Channels) && !r.has(Role::Api));
-        assert_eq!(Roles::all().to_string(), "api,projector,notifier,refunds,monitor,relay,channels");
+        assert_eq!(
+            Roles::all().to_string(),
+            "api,projector,notifier,refunds,monitor,relay,channels"
+        );
         let e = "api,gateway".parse::<Roles>().unwrap_err();
         assert!(e.contains("\"gateway\"") && e.contains("channels"), "{e}");
         assert!("".parse::<Roles>().is_err());

@@ -83,7 +83,11 @@ impl ApiError {
                 "channel-unavailable",
                 "Payment channel unavailable",
             ),
-            Self::ChannelTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "channel-timeout", "Payment channel timeout"),
+            Self::ChannelTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "channel-timeout",
+                "Payment channel timeout",
+            ),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
