@@ -232,6 +232,18 @@ async fn a_channel_service_that_never_answers_gives_504_after_the_channel_timeou
         "answered after {took:?}"
     );
     failed_order(&api, &m, "N-1", "channel_timeout").await;
+    // The call-latency metric counts the timeout as its own outcome (only this test times out).
+    let metrics = api.call("GET", "/metrics", None, None).await;
+    assert!(
+        metrics
+            .text
+            .lines()
+            .any(|l| l.starts_with("payledger_channel_call_seconds_count")
+                && l.contains(r#"operation="create""#)
+                && l.contains(r#"outcome="timeout""#)),
+        "{}",
+        metrics.text
+    );
     // What went out was the order, as the wire protocol says.
     let request = tokio::time::timeout(FAST, silent.next())
         .await
