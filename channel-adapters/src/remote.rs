@@ -385,9 +385,11 @@ fn decode<T: DeserializeOwned>(operation: Operation, payload: &[u8]) -> Result<T
 }
 
 fn encode<T: Serialize, E: Serialize>(reply: Reply<T, E>) -> Vec<u8> {
-    // Our own plain data types: serialising them cannot fail.
+    // Our own plain data types: serialising them does not fail; if it ever did, the caller
+    // reads this answer as "unreadable" and treats the channel as unavailable.
     serde_json::to_vec(&reply).unwrap_or_else(|e| {
-        format!(r#"{{"err":{{"error":"unavailable","message":"answer not serialisable: {e}"}}}}"#).into_bytes()
+        tracing::error!(error = %e, "channel service answer not serialisable");
+        b"{}".to_vec()
     })
 }
 
