@@ -245,6 +245,7 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         .merge(crate::http::callbacks::router())
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())
+        .merge(crate::openapi::router())
         // Enforced where bodies are read (our extractors), so a 413 is problem+json like every
         // other error.
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

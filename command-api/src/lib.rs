@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod kv_config;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
 pub mod roles;
 pub mod validate;

@@ -1,4 +1,4 @@
-//! The `payledger` command: `serve`, `migrate`, `replay`, `reconcile`, `merchants add`.
+//! The `payledger` command: `serve`, `migrate`, `replay`, `reconcile`, `merchants add`, `openapi`.
 
 use std::net::SocketAddr;
 
@@ -138,6 +138,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: ops::Format,
     },
+    /// Print the OpenAPI document of the HTTP API (what `GET /openapi.json` serves) as pretty
+    /// JSON; `payledger openapi > schemas/openapi.json` refreshes the checked-in copy.
+    Openapi,
     /// Manage merchants.
     Merchants {
         #[command(subcommand)]
@@ -308,6 +311,9 @@ async fn main() -> anyhow::Result<()> {
             if !clean {
                 std::process::exit(1);
             }
+        }
+        Command::Openapi => {
+            print!("{}", payledger_command_api::openapi::to_pretty_json()?);
         }
         Command::Migrate => {
             let db = connect(cli.database_url.as_deref()).await?;

@@ -15,8 +15,9 @@ use sqlx::AnyPool;
 use uuid::Uuid;
 
 /// Where a notification stands; the wire names are the stored `notify_job.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = NotificationStatus)]
 pub enum JobStatus {
     Pending,
     Delivered,
@@ -43,15 +44,19 @@ impl JobStatus {
 }
 
 /// One notification as the merchant sees it (`GET /v1/notifications`). Times are RFC 3339 UTC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Notification)]
 pub struct NotificationView {
     /// Stable across attempts and resends: the `id` of the body POSTed to `notify_url`.
+    #[schema(format = Uuid)]
     pub notification_id: String,
+    #[schema(format = Uuid)]
     pub order_id: String,
     /// `payment.succeeded`, `payment.failed`, `order.closed`, `refund.succeeded`, `refund.failed`.
     #[serde(rename = "type")]
     pub kind: String,
     /// A [`JobStatus`] wire name.
+    #[schema(value_type = JobStatus)]
     pub status: String,
     /// Delivery attempts made so far (resends continue the count).
     pub attempts: i64,
@@ -60,21 +65,27 @@ pub struct NotificationView {
     /// Why the last attempt failed (a non-2xx answer, a timeout, a refused connection).
     pub last_error: Option<String>,
     /// When the next attempt is due; only while `pending` (during an attempt: its lease's end).
+    #[schema(format = DateTime)]
     pub next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     /// How many times the merchant asked for a resend.
     pub resend_count: i64,
     /// When the last resend was asked for, and by whom (`merchant:<id>`).
+    #[schema(format = DateTime)]
     pub resent_at: Option<String>,
     pub resent_by: Option<String>,
 }
 
 /// One delivery attempt (`notify_attempt`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = NotificationAttempt)]
 pub struct AttemptView {
     /// 1-based, continuing across resends.
     pub attempt: i64,
+    #[schema(format = DateTime)]
     pub attempted_at: String,
     /// The merchant's HTTP status; `None` when there was no answer (see `error`).
     pub status_code: Option<i64>,
@@ -85,7 +96,7 @@ pub struct AttemptView {
 }
 
 /// A notification with its attempts (`GET /v1/notifications/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NotificationDetail {
     #[serde(flatten)]
     pub notification: NotificationView,
@@ -101,9 +112,11 @@ pub struct NotificationFilter {
 }
 
 /// One page, newest first, and the cursor of the next page (`None` on the last).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NotificationPage {
+    /// At most `limit` notifications, newest first.
     pub data: Vec<NotificationView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -8,10 +8,12 @@
 //!   the same transaction), batched ([`sql`]).
 //! - [`rebuild`]: replay into shadow tables and swap them in; verify live tables against a
 //!   replay.
-//! - [`queries`]: reads of those tables for the HTTP API.
+//! - [`queries`]: reads of those tables for the HTTP API; [`openapi`]: the schemas of the
+//!   domain's wire enums those reads answer with.
 
 pub mod journal;
 pub mod journal_projection;
+pub mod openapi;
 pub mod projection;
 pub mod queries;
 pub mod rebuild;

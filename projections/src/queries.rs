@@ -66,9 +66,11 @@ pub struct OrderFilter {
 }
 
 /// One page of orders, newest first, and the cursor of the next page.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct OrderPage {
+    /// At most `limit` orders, newest first.
     pub data: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -155,15 +157,20 @@ pub async fn list_orders(
 pub const STATS_DAYS_MAX: i64 = 366;
 
 /// One merchant's figures for one UTC day and currency. Amounts in minor units.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DailyStats {
     /// `YYYY-MM-DD` (UTC).
+    #[schema(format = Date)]
     pub day: String,
+    /// ISO-4217 code.
     pub currency: String,
+    /// Orders created that day.
     pub orders_created: i64,
+    /// Orders paid that day.
     pub orders_paid: i64,
     /// Sum of payments received on time and late, minor units.
     pub paid_amount: i64,
+    /// Refunds that succeeded that day.
     pub refunds_succeeded: i64,
     /// Sum of succeeded refunds, minor units.
     pub refunded_amount: i64,
@@ -194,15 +201,18 @@ pub async fn daily_stats(
 }
 
 /// One account of the merchant's book. Amounts in minor units.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AccountBalance {
     /// e.g. `channel_clearing:sandbox`, `merchant_payable:<merchant_id>`, `suspense:<merchant_id>`.
     pub account: String,
+    /// ISO-4217 code.
     pub currency: String,
+    /// Sum of debit postings, minor units.
     pub debit: i64,
+    /// Sum of credit postings, minor units.
     pub credit: i64,
-    /// On the account's normal side: debit − credit for `channel_clearing:*` (an asset), credit −
-    /// debit for the others (what is owed).
+    /// On the account's normal side, minor units: debit − credit for `channel_clearing:*` (an
+    /// asset), credit − debit for the others (what is owed).
     pub balance: i64,
     /// Journal lines summed.
     pub lines: i64,

@@ -9,12 +9,16 @@ use payledger_domain::{OrderStatus, PaymentOrderEvent, RefundStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// One order as the merchant sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One order as the merchant sees it (schema `Order`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Order)]
 pub struct OrderView {
+    /// UUIDv5 of the merchant id and `out_trade_no`: the same order for a retried request.
     pub order_id: Uuid,
     pub merchant_id: String,
+    /// The merchant's own order number.
     pub out_trade_no: String,
+    #[schema(value_type = crate::openapi::OrderStatusSchema)]
     pub status: OrderStatus,
     /// Amount to collect, minor units.
     pub amount: i64,
@@ -60,12 +64,16 @@ pub struct OrderView {
     pub last_sequence: i64,
 }
 
-/// One refund as the merchant sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One refund as the merchant sees it (schema `Refund`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Refund)]
 pub struct RefundView {
+    /// UUIDv5 of the order id and `out_refund_no`: the same refund for a retried request.
     pub refund_id: Uuid,
     pub order_id: Uuid,
+    /// The merchant's own refund number.
     pub out_refund_no: String,
+    #[schema(value_type = crate::openapi::RefundStatusSchema)]
     pub status: RefundStatus,
     /// Minor units.
     pub amount: i64,

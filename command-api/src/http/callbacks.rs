@@ -27,7 +27,37 @@ fn answer(a: CallbackAnswer) -> Response {
     (status, [(header::CONTENT_TYPE, a.content_type)], a.body).into_response()
 }
 
-async fn receive(
+/// `POST /v1/callbacks/{channel}`: a channel's payment or refund notification, answered in the
+/// channel's own format (sandbox JSON `{"result"}`, WeChat Pay 204 or JSON `{code, message}`,
+/// Alipay text `success`/`fail`).
+#[utoipa::path(
+    post,
+    path = "/v1/callbacks/{channel}",
+    tag = "channels",
+    params(("channel" = String, Path, description = "The channel that calls back: `sandbox`, `wechatpay`, `alipay`.")),
+    request_body(
+        description = "The channel's notification, verified by its signature: JSON (sandbox, WeChat Pay) or a form (Alipay).",
+        content(("application/json"), ("application/x-www-form-urlencoded")),
+    ),
+    responses(
+        (status = 200, description = "Recorded (sandbox, Alipay; Alipay also answers refusals with 200 and `fail`).", content(
+            (Object = "application/json"),
+            (String = "text/plain"),
+        )),
+        (status = 204, description = "Recorded (WeChat Pay)."),
+        (status = 400, description = "Refused: bad signature, unknown order, unreadable body; in the channel's format.", content(
+            (Object = "application/json"),
+            (crate::openapi::Problem = "application/problem+json"),
+        )),
+        (status = 404, description = "No such channel enabled.", content_type = "text/plain", body = String),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 500, description = "Verified but not recorded; the channel retries on its schedule. In the channel's format.", content(
+            (Object = "application/json"),
+            (String = "text/plain"),
+        )),
+    ),
+)]
+pub(crate) async fn receive(
     State(state): State<AppState>,
     Path(channel_name): Path<String>,
     headers: HeaderMap,

@@ -16,11 +16,28 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-async fn healthz() -> &'static str {
+/// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "`ok`.", content_type = "text/plain", body = String)),
+)]
+pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+/// `GET /readyz`: the process can reach its database.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`ready`.", content_type = "text/plain", body = String),
+        (status = 503, description = "`database unreachable`.", content_type = "text/plain", body = String),
+    ),
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.db.ping().await {
         (StatusCode::OK, "ready")
     } else {
@@ -31,7 +48,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 /// `GET /metrics`: every metric of this process in the Prometheus text exposition format
 /// (version 0.0.4), after reading the database gauges. Unauthenticated, like the health
 /// endpoints: scrapers reach it on the operations network.
-async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)),
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     // The recorder is process-wide: when one process runs several servers (the test suite),
     // another server's refresh between ours and the render would show its database's gauges.
     static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

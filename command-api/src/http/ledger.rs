@@ -23,17 +23,36 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of `GET /v1/stats/daily`: days `from..=to` as `YYYY-MM-DD` (UTC), either open.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DailyQuery {
+    /// First day, `YYYY-MM-DD` (UTC).
+    #[param(format = Date)]
     pub from: Option<String>,
+    /// Last day, `YYYY-MM-DD` (UTC).
+    #[param(format = Date)]
     pub to: Option<String>,
 }
 
 /// `GET /v1/stats/daily?from=&to=`: `{"data": [{day, currency, orders_created, orders_paid,
 /// paid_amount, refunds_succeeded, refunded_amount}]}`, newest day first, at most 366 rows;
 /// 422 for a malformed day.
-async fn daily(
+#[utoipa::path(
+    get,
+    path = "/v1/stats/daily",
+    tag = "ledger",
+    security(("api_key" = [])),
+    params(DailyQuery),
+    responses(
+        (status = 200, description = "Per day and currency: orders created and paid, amounts paid and refunded (minor units).", body = crate::openapi::DailyStatsList),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn daily(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     query: Result<Query<DailyQuery>, axum::extract::rejection::QueryRejection>,
@@ -60,7 +79,18 @@ async fn daily(
 
 /// `GET /v1/ledger/balances`: `{"data": [{account, currency, debit, credit, balance, lines}]}`
 /// from the double-entry journal.
-async fn balances(
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/balances",
+    tag = "ledger",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The merchant's accounts: debit, credit and balance in minor units.", body = crate::openapi::BalanceList),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn balances(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
 ) -> Result<impl IntoResponse, ApiError> {

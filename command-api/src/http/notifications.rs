@@ -28,14 +28,18 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Query of `GET /v1/notifications`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `pending`, `delivered` or `abandoned`.
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// Only this order's notifications (a UUID).
+    #[param(format = Uuid)]
     pub order_id: Option<String>,
     /// Page size, 1..=100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -46,7 +50,21 @@ pub struct ListQuery {
 /// last_status_code, last_error, next_attempt_at, created_at, updated_at, resend_count,
 /// resent_at, resent_by}], next_cursor}`. 422 naming the field for an unknown status, an
 /// `order_id` that is not a UUID, a limit out of range or a cursor we did not issue.
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    tag = "notifications",
+    security(("api_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of the merchant's notifications, newest first.", body = notify::NotificationPage),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -78,7 +96,20 @@ async fn list(
 /// `GET /v1/notifications/{notification_id}`: the notification as in the list plus
 /// `attempt_log: [{attempt, attempted_at, status_code, latency_ms, error}]`, oldest first; 404
 /// if it is not this merchant's.
-async fn show(
+#[utoipa::path(
+    get,
+    path = "/v1/notifications/{notification_id}",
+    tag = "notifications",
+    security(("api_key" = [])),
+    params(("notification_id" = String, Path, format = Uuid, description = "The notification's id.")),
+    responses(
+        (status = 200, description = "The notification and every delivery attempt, oldest first.", body = notify::NotificationDetail),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn show(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(notification_id): Path<String>,
@@ -95,7 +126,21 @@ async fn show(
 /// (delivery happens in the background: watch its `status`). 409 `notification-pending` when it
 /// is `pending` (its next attempt is already scheduled or in flight); 404 if it is not this
 /// merchant's. Who asked is recorded as `resent_by`.
-async fn resend(
+#[utoipa::path(
+    post,
+    path = "/v1/notifications/{notification_id}/resend",
+    tag = "notifications",
+    security(("api_key" = [])),
+    params(("notification_id" = String, Path, format = Uuid, description = "The notification's id.")),
+    responses(
+        (status = 202, description = "Due again now; delivery happens in the background.", body = notify::NotificationView),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn resend(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(notification_id): Path<String>,

@@ -33,20 +33,49 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /v1/orders`. `amount` is an integer in minor units.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
+    /// The merchant's own order number: 1–64 of `A-Z a-z 0-9 _ -`. The same number again is the
+    /// same order.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub out_trade_no: String,
+    /// Amount to collect, an integer in minor units of `currency` (1999 = 19.99 CNY).
+    #[schema(value_type = i64, minimum = 1, maximum = 9_007_199_254_740_991_i64, example = 1999)]
     pub amount: Value,
+    /// ISO-4217 code of a currency with a minor unit, e.g. `CNY`.
+    #[schema(pattern = "^[A-Z]{3}$", example = "CNY")]
     pub currency: String,
+    /// An enabled channel: `sandbox` always, `wechatpay` and `alipay` when configured.
+    #[schema(example = "sandbox")]
     pub channel: String,
+    /// Payment method of the channel (default its first): sandbox `page`; wechatpay `native`,
+    /// `jsapi`, `h5`, `app`; alipay `page`, `wap`, `qr`, `app`.
     pub method: Option<String>,
+    /// What is sold, shown to the payer: 1–256 characters, not blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+        example = "Coffee beans 1kg"
+    )]
     pub subject: String,
+    /// The payer's id at the channel (WeChat Pay `openid` for `jsapi`): 1–256 characters.
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub user_id: Option<String>,
+    /// Where payledger POSTs notifications of this order: absolute http(s), at most 2048 bytes.
+    #[schema(max_length = 2048)]
     pub notify_url: Option<String>,
+    /// Where the channel sends the payer after paying: absolute http(s), at most 2048 bytes.
+    #[schema(max_length = 2048)]
     pub return_url: Option<String>,
+    /// Seconds until the order expires unpaid (default 7200).
+    #[schema(minimum = 60, maximum = 1_296_000)]
     pub expire_in_seconds: Option<i64>,
+    /// Merchant data kept with the order: at most 20 keys of 1–40 characters, values at most 500
+    /// characters.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::metadata_schema)]
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -128,7 +157,28 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
 /// `channel-unavailable` (unreachable, no channel service, the channel's 5xx; `retryable`) or 504
 /// `channel-timeout` (no answer within the channel timeout; `retryable`, the channel may have
 /// opened the order, which is never paid since its pay URL was not handed out).
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    security(("api_key" = [])),
+    request_body = CreateOrderRequest,
+    responses(
+        (status = 201, description = "The new order, placed at its channel (`pay_url` or `qr_code`).", body = OrderView),
+        (status = 200, description = "The same request again: the existing order.", body = OrderView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 502, response = crate::openapi::BadGateway),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
+        (status = 504, response = crate::openapi::GatewayTimeout),
+    ),
+)]
+pub(crate) async fn create(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     JsonBody(req): JsonBody<CreateOrderRequest>,
@@ -222,7 +272,20 @@ async fn create(
 }
 
 /// `GET /v1/orders/{order_id}`: the order view; 404 if it is not this merchant's.
-async fn show(
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_id}",
+    tag = "orders",
+    security(("api_key" = [])),
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order with its refunds.", body = OrderView),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn show(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(order_id): Path<String>,
@@ -235,20 +298,45 @@ async fn show(
 }
 
 /// Query of `GET /v1/orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only the order with this number.
     pub out_trade_no: Option<String>,
+    /// Only orders in this status.
+    #[param(value_type = Option<payledger_projections::openapi::OrderStatusSchema>)]
     pub status: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub from: Option<String>,
+    /// Created before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub to: Option<String>,
+    /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
 /// `GET /v1/orders?out_trade_no=&status=&from=&to=&limit=&cursor=`: newest first, keyset
 /// pagination; `{data: [order view], next_cursor}`.
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    tag = "orders",
+    security(("api_key" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of the merchant's orders, newest first.", body = queries::OrderPage),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -286,7 +374,22 @@ async fn list(
 
 /// `POST /v1/orders/{order_id}/close`: closes an unpaid order (200 with the order); closing a
 /// closed order again is a no-op; 409 when it was paid.
-async fn close(
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_id}/close",
+    tag = "orders",
+    security(("api_key" = [])),
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The closed order (also when it was closed already).", body = OrderView),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
+    ),
+)]
+pub(crate) async fn close(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(order_id): Path<String>,
@@ -312,7 +415,20 @@ async fn close(
 
 /// `GET /v1/orders/{order_id}/events`: every event of the order, in order, with who caused it
 /// (`metadata.actor`) and when it was stored.
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{order_id}/events",
+    tag = "orders",
+    security(("api_key" = [])),
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    responses(
+        (status = 200, description = "The order's audit trail.", body = crate::openapi::OrderEvents),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn events(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(order_id): Path<String>,

@@ -26,11 +26,19 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Body of a refund request; `amount` in minor units of the order's currency.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
+    /// The merchant's own refund number: 1–64 of `A-Z a-z 0-9 _ -`. The same number again is the
+    /// same refund.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub out_refund_no: String,
+    /// Amount to refund, an integer in minor units of the order's currency; at most what is still
+    /// refundable (paid − refunded − pending).
+    #[schema(value_type = i64, minimum = 1, maximum = 9_007_199_254_740_991_i64, example = 500)]
     pub amount: Value,
+    /// Why, for the payer and the channel: at most 256 characters, no control characters.
+    #[schema(max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub reason: Option<String>,
 }
 
@@ -38,7 +46,28 @@ pub struct RefundRequest {
 /// completes it asynchronously); 200 with the existing refund for a repeated `out_refund_no` and
 /// amount; 409 over the refundable amount (paid − refunded − pending), for an unpaid order, or for
 /// a repeated `out_refund_no` with another amount.
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{order_id}/refunds",
+    tag = "refunds",
+    security(("api_key" = [])),
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    request_body = RefundRequest,
+    responses(
+        (status = 201, description = "The refund, `pending` (the channel completes it asynchronously) or already final.", body = RefundView),
+        (status = 200, description = "The same `out_refund_no` and amount again: the existing refund.", body = RefundView),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
+    ),
+)]
+pub(crate) async fn create(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(order_id): Path<String>,
@@ -88,7 +117,20 @@ async fn create(
 }
 
 /// `GET /v1/refunds/{refund_id}`: the refund view; 404 if it is not this merchant's.
-async fn show(
+#[utoipa::path(
+    get,
+    path = "/v1/refunds/{refund_id}",
+    tag = "refunds",
+    security(("api_key" = [])),
+    params(("refund_id" = String, Path, format = Uuid, description = "The refund's id.")),
+    responses(
+        (status = 200, description = "The refund.", body = RefundView),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn show(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
     Path(refund_id): Path<String>,

@@ -66,7 +66,22 @@ fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
     )
 }
 
-async fn page(State(state): State<AppState>, Path(order_id): Path<String>) -> Result<Html<String>, ApiError> {
+/// `GET /sandbox/pay/{order_id}`: the payer's page of a sandbox order.
+#[utoipa::path(
+    get,
+    path = "/sandbox/pay/{order_id}",
+    tag = "channels",
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    responses(
+        (status = 200, description = "An HTML page with the order and Pay / Fail buttons.", content_type = "text/html", body = String),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 500, response = crate::openapi::InternalError),
+    ),
+)]
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    Path(order_id): Path<String>,
+) -> Result<Html<String>, ApiError> {
     let order = sandbox_order(&state, &order_id).await?;
     let money = order.terms.amount;
     let amount = minor_to_display(money.amount_minor, money.currency.exponent().unwrap_or(2));
@@ -102,14 +117,35 @@ async function pay(result) {{
 }
 
 /// Body of `POST /sandbox/pay/{order_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SandboxPayRequest)]
 pub struct PayRequest {
     /// `success` or `fail`.
+    #[schema(pattern = "^(success|fail)$", example = "success")]
     pub result: String,
 }
 
-async fn pay(
+/// `POST /sandbox/pay/{order_id}`: plays the payer; the sandbox sends its signed callback.
+#[utoipa::path(
+    post,
+    path = "/sandbox/pay/{order_id}",
+    tag = "channels",
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    request_body = PayRequest,
+    responses(
+        (status = 200, description = "The callback was sent and recorded.", body = crate::openapi::SandboxPayResult),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 500, response = crate::openapi::InternalError),
+        (status = 502, response = crate::openapi::BadGateway),
+    ),
+)]
+pub(crate) async fn pay(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
     JsonBody(req): JsonBody<PayRequest>,
