@@ -5,8 +5,10 @@
 //! - [`envelope`]: the message body every event is published in (`schemas/events/`).
 //! - [`relay`]: the subscriber of the global log that publishes every event to the stream
 //!   `PAYLEDGER_EVENTS`, with many acks in flight, surviving NATS outages.
+//! - [`channel_service`]: the channel adapters as a NATS service, and the requester that calls it.
 
 pub mod consumer;
+pub mod channel_service;
 pub mod envelope;
 pub mod relay;
 

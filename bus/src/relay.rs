@@ -111,6 +111,11 @@ pub struct RelayConfig {
     /// The stream's retention (`max_age`), in milliseconds; 0 keeps messages forever. Only used
     /// when the relay creates the stream.
     pub max_age_ms: u64,
+    /// NATS mode's channel calls (see [`crate::channel_service`]): subject prefix of the channel
+    /// service, `<prefix>.<channel>.<operation>` (default `payledger.channel`).
+    pub channel_subject_prefix: String,
+    /// How long a channel call waits for the channel service's answer, in milliseconds.
+    pub channel_timeout_ms: u64,
 }
 
 impl RelayConfig {
@@ -125,6 +130,8 @@ impl RelayConfig {
             ack_timeout_ms: ACK_TIMEOUT_MS_DEFAULT,
             duplicate_window_ms: DUPLICATE_WINDOW_MS_DEFAULT,
             max_age_ms: MAX_AGE_MS_DEFAULT,
+            channel_subject_prefix: payledger_channel_adapters::remote::SUBJECT_PREFIX_DEFAULT.to_string(),
+            channel_timeout_ms: crate::channel_service::REQUEST_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -157,6 +164,8 @@ impl std::fmt::Debug for RelayConfig {
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("duplicate_window_ms", &self.duplicate_window_ms)
             .field("max_age_ms", &self.max_age_ms)
+            .field("channel_subject_prefix", &self.channel_subject_prefix)
+            .field("channel_timeout_ms", &self.channel_timeout_ms)
             .finish()
     }
 }

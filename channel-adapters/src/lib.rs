@@ -9,9 +9,11 @@
 //! - [`wechatpay::WechatPayChannel`] (WeChat Pay API v3) and [`alipay::AlipayChannel`] (Alipay
 //!   OpenAPI, RSA2); [`simulator`] (feature `simulators`) speaks their protocols for tests.
 //! - [`statement`]: parsers of channel settlement statements for reconciliation.
-//! - [`Channels`]: the enabled channels by name.
+//! - [`Channels`]: the enabled channels by name; [`Channels::remote`] reaches them through a
+//!   channel service instead ([`remote`]: the wire protocol and [`remote::RemoteChannel`]).
 
 pub mod alipay;
+pub mod remote;
 pub mod sandbox;
 #[cfg(feature = "simulators")]
 pub mod simulator;
@@ -24,10 +26,13 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use payledger_domain::{CallbackOutcome, ChannelOrder, Money, RefundOutcome};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::remote::{RemoteChannel, Requester};
+
 /// Placing an order at a channel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateChannelOrder {
     /// Our order id; the channel's `out_trade_no`.
     pub order_id: Uuid,
@@ -45,7 +50,7 @@ pub struct CreateChannelOrder {
 
 /// Refunding part of a paid order at the channel. Channels de-duplicate on `refund_id`, so
 /// sending it twice refunds once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelRefundRequest {
     pub order_id: Uuid,
     pub refund_id: Uuid,
@@ -58,7 +63,8 @@ pub struct ChannelRefundRequest {
 }
 
 /// The channel's answer to a refund.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
 pub enum ChannelRefundResult {
     /// Money returned.
     Succeeded { channel_refund_no: Option<String> },
@@ -69,7 +75,7 @@ pub enum ChannelRefundResult {
 }
 
 /// A payment callback whose signature and shape were verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedCallback {
     pub order_id: Uuid,
     /// The channel's id of this notification (duplicates share it).
@@ -79,7 +85,7 @@ pub struct VerifiedCallback {
 }
 
 /// A refund callback whose signature and shape were verified (e.g. WeChat Pay `REFUND.SUCCESS`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedRefundCallback {
     pub order_id: Uuid,
     /// Our refund id, sent to the channel as its `out_refund_no`.
@@ -90,7 +96,8 @@ pub struct VerifiedRefundCallback {
 }
 
 /// What a verified channel notification is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "about", content = "notification", rename_all = "snake_case")]
 pub enum Notification {
     /// The payment of an order.
     Payment(VerifiedCallback),
@@ -110,7 +117,8 @@ impl Notification {
 
 /// What the channel says about a payment when asked (the order monitor's and reconciliation's
 /// view; callbacks may be lost, a query is the channel's word now).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
 pub enum ChannelPaymentStatus {
     /// Known to the channel, not paid yet.
     NotPaid,
@@ -142,6 +150,11 @@ pub enum ChannelError {
     /// Could not reach the channel or it failed on its side: may work later.
     #[error("channel unavailable: {0}")]
     Unavailable(String),
+    /// No answer in time (the channel service over NATS, see [`remote`]). Retryable, but the
+    /// outcome is unknown: the channel may have acted, so retry only what it de-duplicates
+    /// (`out_trade_no`, `out_refund_no`).
+    #[error("channel call timed out: {0}")]
+    Timeout(String),
     /// The channel refused the request; trying again will not help.
     #[error("channel refused the request: {code}: {message}")]
     Rejected { code: String, message: String },
@@ -153,8 +166,17 @@ pub enum ChannelError {
     },
 }
 
+impl ChannelError {
+    /// Whether the same call may work later: [`ChannelError::Unavailable`] and
+    /// [`ChannelError::Timeout`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ChannelError::Unavailable(_) | ChannelError::Timeout(_))
+    }
+}
+
 /// Why a callback was refused. Nothing about the order changes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "error", content = "message", rename_all = "snake_case")]
 pub enum CallbackError {
     /// Missing or wrong signature.
     #[error("signature verification failed")]
@@ -162,6 +184,11 @@ pub enum CallbackError {
     /// Signed but unusable (bad JSON, missing field, stale).
     #[error("malformed callback: {0}")]
     Malformed(String),
+    /// Could not be verified now (the channel service did not answer, or the channel is not
+    /// enabled there): not a verdict on the callback. Answer the channel with a failure so that
+    /// it sends the notification again on its schedule.
+    #[error("callback not verified now: {0}")]
+    Unverified(String),
 }
 
 /// One payment channel's protocol.
@@ -233,6 +260,21 @@ pub trait Channel: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Notification, CallbackError>;
 
+    /// [`Channel::verify_callback`] where the adapter runs: in this process by default; a
+    /// [`RemoteChannel`] asks the channel service over NATS. The callback endpoint calls this.
+    ///
+    /// # Errors
+    /// [`CallbackError`] for a forged, stale or malformed notification;
+    /// [`CallbackError::Unverified`] when the channel service could not be asked.
+    async fn parse_callback(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Notification, CallbackError> {
+        self.verify_callback(headers, body, now)
+    }
+
     /// The HTTP answer the channel expects: success after the callback was recorded, or failure
     /// (the channel will then retry on its schedule).
     fn answer_callback(&self, outcome: Result<(), String>) -> CallbackAnswer;
@@ -247,6 +289,8 @@ pub trait Channel: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Channels {
     by_name: Arc<RwLock<BTreeMap<&'static str, Arc<dyn Channel>>>>,
+    /// Set on a [remote view](Channels::remote): `get` wraps each adapter in a [`RemoteChannel`].
+    remote: Option<(Arc<dyn Requester>, Arc<str>)>,
 }
 
 impl Channels {
@@ -275,9 +319,35 @@ impl Channels {
         self.write().remove(name)
     }
 
-    /// The channel called `name`, as it is now.
+    /// The channel called `name`, as it is now: the adapter itself, or on a
+    /// [remote view](Channels::remote) a [`RemoteChannel`] around it.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Channel>> {
-        self.read().get(name).cloned()
+        let local = self.read().get(name).cloned()?;
+        Some(match &self.remote {
+            None => local,
+            Some((requester, prefix)) => Arc::new(RemoteChannel::new(local, requester.clone(), prefix)),
+        })
+    }
+
+    /// A view of the same live registry whose [`get`](Channels::get) hands out
+    /// [`RemoteChannel`]s: each channel operation goes as a request through `requester` to
+    /// `<subject_prefix>.<channel>.<operation>` (see [`remote`]), while the names, methods and
+    /// callback answers come from the adapters configured here. Inserts and removals (the NATS KV
+    /// watch) apply to both views. [`Channels::local`] gives the adapters themselves back.
+    pub fn remote(&self, requester: Arc<dyn Requester>, subject_prefix: &str) -> Self {
+        Self {
+            by_name: self.by_name.clone(),
+            remote: Some((requester, Arc::from(subject_prefix))),
+        }
+    }
+
+    /// A view of the same live registry that hands out the adapters themselves (what a channel
+    /// service serves).
+    pub fn local(&self) -> Self {
+        Self {
+            by_name: self.by_name.clone(),
+            remote: None,
+        }
     }
 
     /// Names and methods of all channels.

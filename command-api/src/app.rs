@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use payledger_bus::consumer::Durables;
+use payledger_bus::channel_service::{self, NatsRequester};
 use payledger_bus::{Consumer, ConsumerConfig, Relay, RelayConfig, RelayMetrics};
 use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
@@ -68,7 +69,9 @@ pub struct ServeConfig {
     pub monitor: MonitorConfig,
     /// The NATS relay: publishes every event to JetStream when set (`--nats-url`); `None` is
     /// embedded mode, no NATS at all. When set, the refund worker and the notifier's enqueuer
-    /// consume the relay's stream through durable JetStream consumers instead of the global log.
+    /// consume the relay's stream through durable JetStream consumers instead of the global log,
+    /// and channel calls go to the channel service (role `channels`,
+    /// [`RelayConfig::channel_subject_prefix`]).
     pub relay: Option<RelayConfig>,
     /// Durable names of those consumers (NATS mode only).
     pub durables: Durables,
@@ -121,7 +124,9 @@ pub struct ApiConfig {
 pub struct AppState {
     /// The database.
     pub db: Database,
-    /// The channels this process reaches (sandbox and configured accounts).
+    /// The channels this process reaches (sandbox and configured accounts): the adapters
+    /// themselves in embedded mode, [remote](Channels::remote) ones through the channel service in
+    /// NATS mode.
     pub channels: Channels,
     /// The sandbox channel (its pay page and callbacks).
     pub sandbox: Arc<SandboxChannel>,
@@ -342,8 +347,38 @@ impl Drop for Running {
     }
 }
 
+/// The channels this process calls, and the channel service task when it runs the `channels`
+/// role. Embedded mode: the adapters themselves. NATS mode: every call goes to the channel service
+/// (`channels` role, possibly this very process: one path), waiting at most
+/// [`RelayConfig::channel_timeout_ms`]. A process that serves channels itself answers its own
+/// calls in-process while NATS is down (see [`NatsRequester::with_local_fallback`]).
+async fn channel_calls(config: &ServeConfig, local: Channels) -> anyhow::Result<(Channels, Option<JoinHandle<()>>)> {
+    let Some(relay) = &config.relay else {
+        return Ok((local, None));
+    };
+    let roles = config.roles;
+    if ![Role::Api, Role::Refunds, Role::Monitor, Role::Channels]
+        .iter()
+        .any(|r| roles.has(*r))
+    {
+        return Ok((local, None));
+    }
+    let prefix = &relay.channel_subject_prefix;
+    let client = channel_service::connect(&relay.nats_url, "payledger-channels").await?;
+    let mut requester = NatsRequester::new(client.clone(), relay.channel_timeout_ms);
+    let service = if roles.has(Role::Channels) {
+        tracing::info!(%prefix, "channel service serving");
+        requester = requester.with_local_fallback(&local, prefix);
+        Some(channel_service::serve(client, &local, prefix).await?)
+    } else {
+        None
+    };
+    let requester = Arc::new(requester);
+    Ok((local.remote(requester, prefix), service))
+}
+
 /// Connects and migrates the database, starts the roles of `config.roles` (projections,
-/// notifier, refund worker, order monitor, relay), and serves HTTP on `config.listen`: the API
+/// notifier, refund worker, order monitor, relay, channel service), and serves HTTP on `config.listen`: the API
 /// with the sandbox and the configured channels when it runs `api`, the operations endpoints
 /// always.
 ///
@@ -355,6 +390,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     // `all` without NATS is embedded mode: every role but the relay. An explicit `relay` needs it.
     if roles.has(Role::Relay) && config.relay.is_none() && !roles.is_all() {
         anyhow::bail!("the relay role needs NATS: set --nats-url (NATS_URL)");
+    }
+    if roles.has(Role::Channels) && config.relay.is_none() && !roles.is_all() {
+        anyhow::bail!("the channels role needs NATS: set --nats-url (NATS_URL)");
     }
     // Install the process's metrics recorder before anything records.
     crate::metrics::handle();
@@ -401,6 +439,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let (channels, channel_service) = channel_calls(&config, channels).await?;
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
 
@@ -413,6 +452,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         })
     };
     let mut workers = Vec::new();
+    workers.extend(channel_service);
     if roles.has(Role::Projector) {
         workers.push(tokio::spawn(run_transactional(db.clone(), projection.clone())));
         workers.push(tokio::spawn(run_transactional(

@@ -112,14 +112,23 @@ enum Command {
         /// Durable JetStream consumer of the notifier role (NATS mode).
         #[arg(long, env = "PAYLEDGER_NATS_NOTIFIER_DURABLE", default_value = payledger_bus::consumer::NOTIFIER_DURABLE_DEFAULT)]
         nats_notifier_durable: String,
+        /// With --nats-url: how long a channel call waits for the channel service (role channels),
+        /// e.g. "15s" (the default; longer than the adapters' own 10 s HTTP timeouts). Past it,
+        /// an order being placed answers 504 and is recorded as failed (retryable).
+        #[arg(long, env = "PAYLEDGER_CHANNEL_TIMEOUT", value_parser = humantime::parse_duration)]
+        channel_timeout: Option<std::time::Duration>,
+        /// Subject prefix of the channel service: <prefix>.<channel>.<operation>.
+        #[arg(long, env = "PAYLEDGER_CHANNEL_SUBJECT_PREFIX", default_value = payledger_channel_adapters::remote::SUBJECT_PREFIX_DEFAULT)]
+        channel_subject_prefix: String,
         /// NATS KV bucket of channel accounts (keys channels.<channel>.<account_id>), created
         /// when missing; used with --nats-url.
         #[arg(long, env = "PAYLEDGER_CONFIG_BUCKET", default_value = payledger_command_api::kv_config::BUCKET_DEFAULT)]
         config_bucket: String,
         /// Roles this process runs, comma-separated: api, projector, notifier, refunds,
-        /// monitor, relay; or all (the default; all runs the relay only with --nats-url). A
-        /// process without api serves only /healthz, /readyz and /metrics. Run refunds in
-        /// exactly one process.
+        /// monitor, relay, channels; or all (the default; all runs the relay only with
+        /// --nats-url). channels serves the channel adapters over NATS to api, refunds and
+        /// monitor (with --nats-url they call channels only through it). A process without api
+        /// serves only /healthz, /readyz and /metrics. Run refunds in exactly one process.
         #[arg(long, env = "PAYLEDGER_ROLES", default_value = "all")]
         roles: Roles,
         /// Requests per second each merchant may make; over it, 429 with Retry-After. 0 turns
@@ -248,6 +257,8 @@ async fn main() -> anyhow::Result<()> {
             nats_max_age,
             nats_refunds_durable,
             nats_notifier_durable,
+            channel_timeout,
+            channel_subject_prefix,
             config_bucket,
             roles,
             rate_limit,
@@ -293,6 +304,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 if let Some(d) = nats_max_age {
                     relay.max_age_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                }
+                relay.channel_subject_prefix = channel_subject_prefix;
+                if let Some(d) = channel_timeout {
+                    relay.channel_timeout_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 }
                 relay
             });

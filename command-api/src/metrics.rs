@@ -11,7 +11,7 @@
 //! | `payledger_events_appended_total` | counter | `event_type` | events appended to the store |
 //! | `payledger_notifications_total` | counter | `outcome` (`delivered`, `failed`, `abandoned`), `status_class` (`2xx`…`5xx`, `none`) | notification attempts |
 //! | `payledger_notification_latency_seconds` | histogram | `status_class` | one attempt's duration |
-//! | `payledger_channel_call_seconds` | histogram | `channel`, `operation` (`create`, `refund`), `outcome` (`ok`, `rejected`, `unavailable`, `unsupported`) | a call to a payment channel |
+//! | `payledger_channel_call_seconds` | histogram | `channel`, `operation` (`create`, `refund`), `outcome` (`ok`, `rejected`, `unavailable`, `timeout`, `unsupported`) | a call to a payment channel |
 //! | `payledger_log_head_position` | gauge | | global position of the newest event in the log |
 //! | `payledger_subscriber_lag_events` | gauge | `subscriber` | head position minus the subscriber's checkpoint: an estimate of the events it has yet to apply (positions may have gaps, and on PostgreSQL commit order is not position order) |
 //! | `payledger_notify_queue_jobs` | gauge | `status` | notify queue jobs by status |
@@ -127,6 +127,7 @@ pub async fn timed_channel_call<T>(
         Ok(_) => "ok",
         Err(ChannelError::Rejected { .. }) => "rejected",
         Err(ChannelError::Unavailable(_)) => "unavailable",
+        Err(ChannelError::Timeout(_)) => "timeout",
         Err(ChannelError::Unsupported { .. }) => "unsupported",
     };
     metrics::histogram!(

@@ -72,6 +72,7 @@ pub const MERCHANT_AUTH: &str = "api_key";
         InternalError,
         BadGateway,
         ServiceUnavailable,
+        GatewayTimeout,
     )),
     modifiers(&BearerApiKey),
     tags(
@@ -250,9 +251,11 @@ problem_responses! {
     /// 500.
     InternalError => "An unexpected failure (the database failed); the detail is logged, not returned.";
     /// 502.
-    BadGateway => "The payment channel refused or could not be reached.";
+    BadGateway => "The payment channel refused (`channel-failed`) or could not be reached (`channel-unavailable`: the channel, or the channel service over NATS). An order being placed is recorded as failed.";
     /// 503.
     ServiceUnavailable => "Try again shortly (contention on the order, the database unreachable).", header("Retry-After", "Seconds to wait: `1`.");
+    /// 504.
+    GatewayTimeout => "Type `channel-timeout`: the payment channel (or the channel service over NATS) did not answer within the channel timeout; the order is recorded as failed.";
 }
 
 /// Schema of an order's `metadata` in a request, with the limits of [`crate::validate::metadata`].

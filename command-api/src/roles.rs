@@ -20,17 +20,22 @@ pub enum Role {
     Monitor,
     /// The NATS relay; needs `--nats-url`.
     Relay,
+    /// The channel service: serves the channel adapters over NATS to the processes that call
+    /// channels (`api`, `refunds`, `monitor`); needs `--nats-url`. Without NATS the adapters run
+    /// in those processes.
+    Channels,
 }
 
 impl Role {
     /// Every role, in the order they are listed.
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Api,
         Role::Projector,
         Role::Notifier,
         Role::Refunds,
         Role::Monitor,
         Role::Relay,
+        Role::Channels,
     ];
 
     /// The role's name on the command line.
@@ -42,6 +47,7 @@ impl Role {
             Role::Refunds => "refunds",
             Role::Monitor => "monitor",
             Role::Relay => "relay",
+            Role::Channels => "channels",
         }
     }
 
@@ -127,8 +133,14 @@ mod tests {
         assert!(r.has(Role::Api) && r.has(Role::Relay) && !r.has(Role::Projector));
         assert_eq!(r.to_string(), "api,relay");
         assert!("all".parse::<Roles>().unwrap().is_all());
-        let e = "api,channels".parse::<Roles>().unwrap_err();
-        assert!(e.contains("\"channels\"") && e.contains("projector"), "{e}");
+        let r: Roles = "channels".parse().unwrap();
+        assert!(r.has(Role::Channels) && !r.has(Role::Api));
+        assert_eq!(
+            Roles::all().to_string(),
+            "api,projector,notifier,refunds,monitor,relay,channels"
+        );
+        let e = "api,gateway".parse::<Roles>().unwrap_err();
+        assert!(e.contains("\"gateway\"") && e.contains("channels"), "{e}");
         assert!("".parse::<Roles>().is_err());
     }
 }

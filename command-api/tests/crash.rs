@@ -298,6 +298,8 @@ struct NatsCheck {
     url: String,
     stream: String,
     prefix: String,
+    /// The channel service's subject prefix: this run's channel calls reach only its own server.
+    channel_prefix: String,
 }
 
 impl NatsCheck {
@@ -314,6 +316,7 @@ impl NatsCheck {
             url,
             stream: format!("PAYLEDGER_CRASH_{}", id.to_uppercase()),
             prefix: format!("payledger_crash.{id}.events"),
+            channel_prefix: format!("payledger_crash.{id}.channel"),
         })
     }
 
@@ -325,6 +328,8 @@ impl NatsCheck {
             &self.stream,
             "--nats-subject-prefix",
             &self.prefix,
+            "--channel-subject-prefix",
+            &self.channel_prefix,
         ]
         .map(str::to_string)
         .to_vec()

@@ -22,6 +22,9 @@ pub struct TestStream {
     pub name: String,
     /// The subject prefix, `payledger_test.<uuid>.events`.
     pub prefix: String,
+    /// The channel service's subject prefix, `payledger_test.<uuid>.channel`: a test's channel
+    /// calls reach only its own servers' channel service.
+    pub channel_prefix: String,
 }
 
 impl TestStream {
@@ -37,6 +40,7 @@ impl TestStream {
             js: jetstream::new(client),
             name: format!("PAYLEDGER_TEST_{}", id.to_uppercase()),
             prefix: format!("payledger_test.{id}.events"),
+            channel_prefix: format!("payledger_test.{id}.channel"),
         })
     }
 
@@ -45,6 +49,7 @@ impl TestStream {
         let mut config = RelayConfig::new(nats_url);
         config.stream = self.name.clone();
         config.subject_prefix = self.prefix.clone();
+        config.channel_subject_prefix = self.channel_prefix.clone();
         // Short, so a test of a NATS outage sees a failed step quickly.
         config.ack_timeout_ms = 1_000;
         config

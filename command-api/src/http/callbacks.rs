@@ -1,5 +1,8 @@
-//! `POST /v1/callbacks/{channel}`: channel-facing. The adapter verifies the raw body; only a
-//! verified callback reaches the order. Answered in the channel's own format.
+//! `POST /v1/callbacks/{channel}`: channel-facing. The adapter verifies the raw body (in NATS
+//! mode the channel service does, `parse_callback`); only a verified callback reaches the order.
+//! Answered in the channel's own format: a refused callback with the channel's failure answer; one
+//! that could not be verified or recorded now with a failure and HTTP 500, so that the channel
+//! sends it again on its schedule.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -8,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
-use payledger_channel_adapters::{CallbackAnswer, Notification};
+use payledger_channel_adapters::{CallbackAnswer, CallbackError, Notification};
 use payledger_domain::{OrderError, PaymentOrderCommand};
 use payledger_store::ExecuteError;
 
@@ -69,8 +72,14 @@ pub(crate) async fn receive(
             return crate::http::extract::body_rejection(e, crate::app::CALLBACK_BODY_LIMIT_BYTES).into_response()
         }
     };
-    let verified = match channel.verify_callback(&headers, &body, Utc::now()) {
+    let verified = match channel.parse_callback(&headers, &body, Utc::now()).await {
         Ok(v) => v,
+        Err(e @ CallbackError::Unverified(_)) => {
+            tracing::error!(channel = %channel_name, error = %e, "callback not verified: the channel will send it again");
+            let mut a = channel.answer_callback(Err("temporarily unable to verify".into()));
+            a.status = 500;
+            return answer(a);
+        }
         Err(e) => {
             tracing::warn!(channel = %channel_name, error = %e, "callback refused");
             return answer(channel.answer_callback(Err(e.to_string())));

@@ -41,9 +41,17 @@ pub enum ApiError {
     /// answered with `Retry-After: <retry_after_seconds>`.
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_seconds: u64 },
-    /// 502: the payment channel failed.
+    /// 502 `channel-failed`: the payment channel refused (or does not support) the request.
     #[error("payment channel failed: {0}")]
     BadGateway(String),
+    /// 502 `channel-unavailable`: the payment channel (or, in NATS mode, the channel service)
+    /// could not be reached or failed on its side; may work later.
+    #[error("payment channel unavailable: {0}")]
+    ChannelUnavailable(String),
+    /// 504 `channel-timeout`: the payment channel (or the channel service) did not answer in
+    /// time; whether it acted is unknown.
+    #[error("payment channel did not answer in time: {0}")]
+    ChannelTimeout(String),
     /// 503 with `Retry-After`: try again shortly (contention on one order, database
     /// unreachable or overloaded).
     #[error("{0}")]
@@ -85,6 +93,16 @@ impl ApiError {
             ),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "channel-failed", "Payment channel failed"),
+            Self::ChannelUnavailable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "channel-unavailable",
+                "Payment channel unavailable",
+            ),
+            Self::ChannelTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "channel-timeout",
+                "Payment channel timeout",
+            ),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }

@@ -151,8 +151,12 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
 }
 
 /// `POST /v1/orders`: 201 with the new order; 200 with the existing order when the same request
-/// comes again; 409 when `out_trade_no` exists with other parameters; 422 for invalid fields;
-/// 502 when the channel refused or could not be reached (the order is recorded as failed).
+/// comes again; 409 when `out_trade_no` exists with other parameters; 422 for invalid fields.
+/// When placing the order at the channel fails, the order is recorded as failed
+/// (`ChannelOrderFailed`) and the answer is 502 `channel-failed` (the channel refused it), 502
+/// `channel-unavailable` (unreachable, no channel service, the channel's 5xx; `retryable`) or 504
+/// `channel-timeout` (no answer within the channel timeout; `retryable`, the channel may have
+/// opened the order, which is never paid since its pay URL was not handed out).
 #[utoipa::path(
     post,
     path = "/v1/orders",
@@ -171,6 +175,7 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
         (status = 500, response = crate::openapi::InternalError),
         (status = 502, response = crate::openapi::BadGateway),
         (status = 503, response = crate::openapi::ServiceUnavailable),
+        (status = 504, response = crate::openapi::GatewayTimeout),
     ),
 )]
 pub(crate) async fn create(
@@ -201,6 +206,7 @@ pub(crate) async fn create(
 
     // Place the order at the channel unless that is already recorded (a retry after a crash
     // between the two steps lands here too).
+    let mut channel_error = None;
     if order.channel_order.is_none() && order.status == OrderStatus::AwaitingPayment {
         let channel = state
             .channels
@@ -222,16 +228,19 @@ pub(crate) async fn create(
             Ok(channel_order) => ChannelOrderOutcome::Opened(channel_order),
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "channel order failed");
-                let (code, retryable) = match &e {
-                    ChannelError::Unavailable(_) => ("channel_unavailable".to_string(), true),
-                    ChannelError::Rejected { code, .. } => (code.clone(), false),
-                    ChannelError::Unsupported { .. } => ("unsupported".to_string(), false),
+                let code = match &e {
+                    ChannelError::Unavailable(_) => "channel_unavailable".to_string(),
+                    ChannelError::Timeout(_) => "channel_timeout".to_string(),
+                    ChannelError::Rejected { code, .. } => code.clone(),
+                    ChannelError::Unsupported { .. } => "unsupported".to_string(),
                 };
-                ChannelOrderOutcome::Failed {
+                let outcome = ChannelOrderOutcome::Failed {
                     code,
                     message: e.to_string(),
-                    retryable,
-                }
+                    retryable: e.is_retryable(),
+                };
+                channel_error = Some(e);
+                outcome
             }
         };
         let recorded = state
@@ -248,10 +257,15 @@ pub(crate) async fn create(
     }
     let view = state.order_view_at(&merchant.merchant_id, order_id, sequence).await?;
     if view.status == OrderStatus::Failed && view.paid_amount == 0 && is_new {
-        return Err(ApiError::BadGateway(format!(
+        let detail = format!(
             "order {order_id} was recorded as failed: {}",
             view.failure_reason.as_deref().unwrap_or("channel error")
-        )));
+        );
+        return Err(match channel_error {
+            Some(ChannelError::Timeout(_)) => ApiError::ChannelTimeout(detail),
+            Some(ChannelError::Unavailable(_)) => ApiError::ChannelUnavailable(detail),
+            _ => ApiError::BadGateway(detail),
+        });
     }
     let status = if is_new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(view)))

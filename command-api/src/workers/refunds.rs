@@ -77,7 +77,9 @@ impl EffectSubscriber for RefundWorker {
         let result = loop {
             attempt += 1;
             match crate::metrics::timed_channel_call(&order.terms.channel, "refund", channel.refund(&request)).await {
-                Err(ChannelError::Unavailable(e)) if attempt < CHANNEL_ATTEMPTS_MAX => {
+                // The channel de-duplicates on refund_id: sending a refund again after a timeout
+                // refunds once.
+                Err(e) if e.is_retryable() && attempt < CHANNEL_ATTEMPTS_MAX => {
                     tracing::warn!(%refund_id, attempt, error = %e, "channel unavailable for refund; retrying");
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                 }
@@ -93,8 +95,8 @@ impl EffectSubscriber for RefundWorker {
             Err(e @ ChannelError::Unsupported { .. }) => RefundOutcome::Failed { reason: e.to_string() },
             // The channel's callback will tell.
             Ok(ChannelRefundResult::Pending) => return Ok(()),
-            Err(ChannelError::Unavailable(e)) => {
-                return Err(SubscriberError::Failed(format!("channel unavailable: {e}")))
+            Err(e @ (ChannelError::Unavailable(_) | ChannelError::Timeout(_))) => {
+                return Err(SubscriberError::Failed(e.to_string()))
             }
         };
         self.db
