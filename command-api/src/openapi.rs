@@ -69,6 +69,7 @@ pub const MERCHANT_AUTH: &str = "api_key";
         PayloadTooLarge,
         UnsupportedMediaType,
         ValidationFailed,
+        TooManyRequests,
         InternalError,
         BadGateway,
         ServiceUnavailable,
@@ -243,11 +244,13 @@ problem_responses! {
     /// 409.
     Conflict => "The request conflicts with the resource's state; `type` names the rule.";
     /// 413.
-    PayloadTooLarge => "Request body over 1 MiB.";
+    PayloadTooLarge => "Request body over its limit (1 MiB; 64 KiB for channel callbacks); `detail` names the limit.";
     /// 415.
     UnsupportedMediaType => "The body is not sent as `Content-Type: application/json`.";
     /// 422.
     ValidationFailed => "Invalid fields: `errors` maps each field to its messages.";
+    /// 429.
+    TooManyRequests => "This merchant is over its request rate (`serve --rate-limit`); other merchants are not affected.", header("Retry-After", "Seconds to wait.");
     /// 500.
     InternalError => "An unexpected failure (the database failed); the detail is logged, not returned.";
     /// 502.

@@ -55,6 +55,10 @@ fn answer(a: CallbackAnswer) -> Response {
             (Object = "application/json"),
             (String = "text/plain"),
         )),
+        (status = 503, description = "Not recorded because the database is unreachable or the order is contended; the channel retries on its schedule. In the channel's format.", content(
+            (Object = "application/json"),
+            (String = "text/plain"),
+        )),
     ),
 )]
 pub(crate) async fn receive(

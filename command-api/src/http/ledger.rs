@@ -48,8 +48,10 @@ pub struct DailyQuery {
         (status = 200, description = "Per day and currency: orders created and paid, amounts paid and refunded (minor units).", body = crate::openapi::DailyStatsList),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 422, response = crate::openapi::ValidationFailed),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn daily(
@@ -87,7 +89,9 @@ pub(crate) async fn daily(
     responses(
         (status = 200, description = "The merchant's accounts: debit, credit and balance in minor units.", body = crate::openapi::BalanceList),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn balances(

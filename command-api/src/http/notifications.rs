@@ -60,8 +60,10 @@ pub struct ListQuery {
         (status = 200, description = "One page of the merchant's notifications, newest first.", body = notify::NotificationPage),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 422, response = crate::openapi::ValidationFailed),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn list(
@@ -105,8 +107,10 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "The notification and every delivery attempt, oldest first.", body = notify::NotificationDetail),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 404, response = crate::openapi::NotFound),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn show(
@@ -135,9 +139,11 @@ pub(crate) async fn show(
     responses(
         (status = 202, description = "Due again now; delivery happens in the background.", body = notify::NotificationView),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn resend(

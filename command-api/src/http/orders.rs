@@ -168,6 +168,7 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
         (status = 200, description = "The same request again: the existing order.", body = OrderView),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 409, response = crate::openapi::Conflict),
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
@@ -281,8 +282,10 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "The order with its refunds.", body = OrderView),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 404, response = crate::openapi::NotFound),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn show(
@@ -332,8 +335,10 @@ pub struct ListQuery {
         (status = 200, description = "One page of the merchant's orders, newest first.", body = queries::OrderPage),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 422, response = crate::openapi::ValidationFailed),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn list(
@@ -386,6 +391,7 @@ pub(crate) async fn list(
     responses(
         (status = 200, description = "The closed order (also when it was closed already).", body = OrderView),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
         (status = 500, response = crate::openapi::InternalError),
@@ -427,8 +433,10 @@ pub(crate) async fn close(
     responses(
         (status = 200, description = "The order's audit trail.", body = crate::openapi::OrderEvents),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 404, response = crate::openapi::NotFound),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn events(

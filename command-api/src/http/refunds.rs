@@ -58,6 +58,7 @@ pub struct RefundRequest {
         (status = 200, description = "The same `out_refund_no` and amount again: the existing refund.", body = RefundView),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 404, response = crate::openapi::NotFound),
         (status = 409, response = crate::openapi::Conflict),
         (status = 413, response = crate::openapi::PayloadTooLarge),
@@ -126,8 +127,10 @@ pub(crate) async fn create(
     responses(
         (status = 200, description = "The refund.", body = RefundView),
         (status = 401, response = crate::openapi::Unauthorized),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 404, response = crate::openapi::NotFound),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn show(

@@ -76,6 +76,7 @@ fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
         (status = 200, description = "An HTML page with the order and Pay / Fail buttons.", content_type = "text/html", body = String),
         (status = 404, response = crate::openapi::NotFound),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn page(
@@ -142,6 +143,7 @@ pub struct PayRequest {
         (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::ValidationFailed),
         (status = 500, response = crate::openapi::InternalError),
+        (status = 503, response = crate::openapi::ServiceUnavailable),
         (status = 502, response = crate::openapi::BadGateway),
     ),
 )]
