@@ -143,9 +143,8 @@ async fn measure(running: &Running, run: &str, load: Load, cli: &Cli) -> anyhow:
 fn print_phase(p: &PhaseReport) {
     let create = p.endpoint(Endpoint::CreateOrder);
     eprintln!(
-        "  {:?} {:?}: {:.0} orders/s, {:.0} commands/s, pgbench {} tps, create p99 {} ms",
-        p.backend,
-        p.load,
+        "  {}: {:.0} orders/s, {:.0} commands/s, pgbench {} tps, create p99 {} ms",
+        p.label(),
         p.orders_per_s,
         p.commands_per_s,
         p.pgbench.as_ref().map_or("–".into(), |b| format!("{:.0}", b.tps)),

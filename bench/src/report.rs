@@ -98,7 +98,8 @@ impl PhaseReport {
         self.endpoints.iter().find(|e| e.endpoint == endpoint)
     }
 
-    fn label(&self) -> String {
+    /// `postgres c=8`, `sqlite c=4`, `postgres open 350 flows/s`.
+    pub fn label(&self) -> String {
         let backend = match self.backend {
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
