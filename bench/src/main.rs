@@ -22,7 +22,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use crate::load::{PhaseOutcome, Target};
-use crate::report::{Backend, Load, PhaseReport, Report};
+use crate::report::{Backend, GroupCommitProbe, Load, PhaseReport, Report};
 use crate::server::{Merchant, Payledger};
 use crate::stats::Endpoint;
 
@@ -59,6 +59,10 @@ struct Cli {
     /// Also run the embedded SQLite default at the same concurrencies (no pgbench ratio).
     #[arg(long)]
     sqlite: bool,
+    /// Appends per transaction of the group-commit probe (pgbench at the best concurrency); 0
+    /// skips it.
+    #[arg(long, default_value_t = 8)]
+    group_probe: usize,
     /// Skip the open-loop run at half the best PostgreSQL order rate.
     #[arg(long)]
     no_half_peak: bool,
@@ -192,19 +196,27 @@ async fn postgres_phases(
             let load = Load::ClosedLoop { concurrency: c };
             let (outcome, usage) = measure(&running, run, load, cli).await?;
             eprintln!("  pgbench at {c} clients for {:?}", cli.duration);
-            let bench = pgbench::run(&pgbench_db.url, &workdir.join("append.sql"), c, cli.duration).await?;
+            let bench = pgbench::run(&pgbench_db.url, &workdir.join("append.sql"), 1, c, cli.duration).await?;
             let phase = PhaseReport::new(Backend::Postgres, load, &outcome, usage, Some(bench));
             print_phase(&phase);
             report.phases.push(phase);
         }
+        let best_phase = report
+            .phases
+            .iter()
+            .filter(|p| p.backend == Backend::Postgres)
+            .max_by(|a, b| a.orders_per_s.total_cmp(&b.orders_per_s));
+        let best = best_phase.map_or(0.0, |p| p.orders_per_s);
+        if let (Some(phase), true) = (best_phase, cli.group_probe > 0) {
+            if let (Load::ClosedLoop { concurrency }, Some(single)) = (phase.load, &phase.pgbench) {
+                let appends = cli.group_probe;
+                eprintln!("  group commit probe: pgbench at {concurrency} clients, {appends} appends per transaction");
+                let path = workdir.join("append-grouped.sql");
+                let grouped = pgbench::run(&pgbench_db.url, &path, appends, concurrency, cli.duration).await?;
+                report.group_commit_probe = Some(GroupCommitProbe::new(appends, grouped, single.tps));
+            }
+        }
         if !cli.no_half_peak {
-            let best = report
-                .phases
-                .iter()
-                .filter(|p| p.backend == Backend::Postgres)
-                .map(|p| p.orders_per_s)
-                .reduce(f64::max)
-                .unwrap_or(0.0);
             if best > 0.0 {
                 let load = Load::OpenLoop { rate_per_s: best / 2.0 };
                 let (outcome, usage) = measure(&running, run, load, cli).await?;
@@ -281,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
         merchants: cli.merchants,
         phase_duration_s: cli.duration.as_secs_f64(),
         phases: Vec::new(),
+        group_commit_probe: None,
         goals: Vec::new(),
         notes: Vec::new(),
         postgres: None,

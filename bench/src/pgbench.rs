@@ -15,17 +15,30 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use tokio::process::Command;
 
-/// The pgbench script. `:client_id` and a random number make each transaction's order id unique
-/// (a 36-character id like the real UUIDs, so the index entries are the same size); the payload
-/// is an `OrderCreated` of the size the server writes. pgbench reads `:name` anywhere as a
-/// variable, so the JSON has a space after each colon and its times none (jsonb does not check
-/// them).
-pub const SCRIPT: &str = r#"\set r random(1, 1000000000000)
-BEGIN;
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata FROM events WHERE aggregate_type = 'PaymentOrder' AND aggregate_id = md5(:client_id::text || '-' || :r::text)::uuid::text ORDER BY sequence;
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('PaymentOrder', md5(:client_id::text || '-' || :r::text)::uuid::text, 1, 'OrderCreated', '1', '{"OrderCreated": {"order_id": "6f1d8e2a-3b4c-5d6e-8f90-a1b2c3d4e5f6","merchant_id": "bench-01","out_trade_no": "bench-0001-00000001","amount": {"amount_minor": 1999,"currency": "CNY"},"channel": "sandbox","method": "page","subject": "benchmark order","user_id": null,"notify_url": null,"return_url": null,"metadata": {},"expire_at": "2026-11-21T10.30.00Z","created_at": "2026-11-21T10.00.00Z"}}', '{"actor": "merchant/bench-01"}');
-COMMIT;
-"#;
+/// One command's read: the order's events, as postgres-es loads them. `{ID}` is the order id.
+const SELECT_EVENTS: &str = "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata FROM events WHERE aggregate_type = 'PaymentOrder' AND aggregate_id = {ID} ORDER BY sequence;";
+/// One command's append: one event row with the next sequence (1: a new order). The payload is
+/// an `OrderCreated` of the size the server writes. pgbench reads `:name` anywhere as a variable,
+/// so the JSON has a space after each colon and its times none (jsonb does not check them).
+const INSERT_EVENT: &str = r#"INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('PaymentOrder', {ID}, 1, 'OrderCreated', '1', '{"OrderCreated": {"order_id": "6f1d8e2a-3b4c-5d6e-8f90-a1b2c3d4e5f6","merchant_id": "bench-01","out_trade_no": "bench-0001-00000001","amount": {"amount_minor": 1999,"currency": "CNY"},"channel": "sandbox","method": "page","subject": "benchmark order","user_id": null,"notify_url": null,"return_url": null,"metadata": {},"expire_at": "2026-11-21T10.30.00Z","created_at": "2026-11-21T10.00.00Z"}}', '{"actor": "merchant/bench-01"}');"#;
+
+/// The pgbench script: one transaction of `appends` (read the order's events, append one event)
+/// pairs, each on a new order. `appends = 1` is one command's transaction, the yardstick; more is
+/// what group commit would do (several commands' appends in one transaction). `:client_id`, a
+/// random number and the pair's index make each order id unique: a 36-character id like the real
+/// UUIDs, so index entries are the same size.
+pub fn script(appends: usize) -> String {
+    let mut s = String::from("\\set r random(1, 1000000000000)\nBEGIN;\n");
+    for i in 0..appends.max(1) {
+        let id = format!("md5(:client_id::text || '-' || :r::text || '-{i}')::uuid::text");
+        s.push_str(&SELECT_EVENTS.replace("{ID}", &id));
+        s.push('\n');
+        s.push_str(&INSERT_EVENT.replace("{ID}", &id));
+        s.push('\n');
+    }
+    s.push_str("COMMIT;\n");
+    s
+}
 
 /// What pgbench reported.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -81,18 +94,19 @@ pub fn parse_output(output: &str, clients: usize) -> anyhow::Result<PgbenchResul
     })
 }
 
-/// Runs `pgbench` with [`SCRIPT`] (written to `script_path`) against `database_url` with
-/// `clients` connections for `duration`, prepared statements, at most 2 threads.
+/// Runs `pgbench` with [`script`]`(appends)` (written to `script_path`) against `database_url`
+/// with `clients` connections for `duration`, prepared statements, at most 2 threads.
 ///
 /// # Errors
 /// When pgbench cannot be run, exits non-zero, or prints no tps.
 pub async fn run(
     database_url: &str,
     script_path: &Path,
+    appends: usize,
     clients: usize,
     duration: Duration,
 ) -> anyhow::Result<PgbenchResult> {
-    tokio::fs::write(script_path, SCRIPT)
+    tokio::fs::write(script_path, script(appends))
         .await
         .with_context(|| format!("writing {}", script_path.display()))?;
     let threads = clients.clamp(1, 2);
@@ -175,7 +189,8 @@ tps = 500.000000 (excluding connections establishing)
 
     #[test]
     fn script_appends_one_event_in_one_transaction() {
-        let statements: Vec<&str> = SCRIPT.lines().filter(|l| !l.starts_with('\\')).collect();
+        let script = script(1);
+        let statements: Vec<&str> = script.lines().filter(|l| !l.starts_with('\\')).collect();
         assert_eq!(statements.first(), Some(&"BEGIN;"));
         assert_eq!(statements.last(), Some(&"COMMIT;"));
         assert!(statements[1].starts_with("SELECT") && statements[1].contains("FROM events"));
@@ -187,7 +202,8 @@ tps = 500.000000 (excluding connections establishing)
     fn script_uses_no_variables_but_its_own() {
         // pgbench's rule: `::` is a cast; `:name` (letters, digits, _) is a variable.
         let mut names = Vec::new();
-        let mut chars = SCRIPT.chars().peekable();
+        let script = script(3);
+        let mut chars = script.chars().peekable();
         while let Some(c) = chars.next() {
             if c != ':' {
                 continue;
@@ -208,5 +224,16 @@ tps = 500.000000 (excluding connections establishing)
         names.sort();
         names.dedup();
         assert_eq!(names, ["client_id", "r"]);
+    }
+
+    #[test]
+    fn grouped_script_appends_to_distinct_orders_in_one_transaction() {
+        let script = script(4);
+        assert_eq!(script.matches("BEGIN;").count(), 1);
+        assert_eq!(script.matches("COMMIT;").count(), 1);
+        assert_eq!(script.matches("INSERT INTO events").count(), 4);
+        for i in 0..4 {
+            assert!(script.contains(&format!("'-{i}')::uuid")), "pair {i} has its own order");
+        }
     }
 }

@@ -120,6 +120,37 @@ pub struct Goal {
     pub met: Option<bool>,
 }
 
+/// pgbench with several appends per transaction: what group commit would give the database.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupCommitProbe {
+    /// pgbench clients: the concurrency of the best PostgreSQL phase.
+    pub clients: usize,
+    /// (read events, append one) pairs per transaction, each on its own order.
+    pub appends_per_transaction: usize,
+    pub pgbench: PgbenchResult,
+    /// Appends per second: transactions/s × appends per transaction.
+    pub appends_per_s: f64,
+    /// Single-append pgbench transactions/s at the same concurrency.
+    pub single_append_tps: f64,
+    /// `appends_per_s / single_append_tps`.
+    pub gain: f64,
+}
+
+impl GroupCommitProbe {
+    /// The probe from its pgbench run and the single-append tps at the same concurrency.
+    pub fn new(appends_per_transaction: usize, pgbench: PgbenchResult, single_append_tps: f64) -> Self {
+        let appends_per_s = pgbench.tps * appends_per_transaction as f64;
+        Self {
+            clients: pgbench.clients,
+            appends_per_transaction,
+            appends_per_s,
+            single_append_tps,
+            gain: ratio(appends_per_s, Some(single_append_tps)).unwrap_or(0.0),
+            pgbench,
+        }
+    }
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -130,6 +161,8 @@ pub struct Report {
     pub merchants: usize,
     pub phase_duration_s: f64,
     pub phases: Vec<PhaseReport>,
+    /// See [`GroupCommitProbe`]; `None` with `--group-probe 0`.
+    pub group_commit_probe: Option<GroupCommitProbe>,
     pub goals: Vec<Goal>,
     /// Anything the reader must know (loaded machine, errors).
     pub notes: Vec<String>,
@@ -288,6 +321,13 @@ impl Report {
             ]);
         }
         out.push_str(&format!("Goals\n{t}\n"));
+        if let Some(g) = &self.group_commit_probe {
+            out.push_str(&format!(
+                "group commit probe: pgbench at {} clients with {} appends per transaction: {:.0} appends/s, \
+                 {:.2}× the {:.0} single-append transactions/s\n",
+                g.clients, g.appends_per_transaction, g.appends_per_s, g.gain, g.single_append_tps
+            ));
+        }
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
         }
@@ -369,9 +409,21 @@ mod tests {
             phase_duration_s: 1.0,
             goals: goals(&phases),
             phases,
+            group_commit_probe: Some(GroupCommitProbe::new(
+                4,
+                PgbenchResult {
+                    clients: 4,
+                    tps: 500.0,
+                    latency_avg_ms: None,
+                    transactions: None,
+                    failed: None,
+                },
+                1_000.0,
+            )),
             notes: vec!["loaded machine".into()],
         };
         let text = report.render();
+        assert!(text.contains("2000 appends/s, 2.00× the 1000"), "{text}");
         assert!(text.contains("postgres c=4"), "{text}");
         assert!(text.contains("POST /v1/callbacks/sandbox"), "{text}");
         assert!(text.contains("not measured"), "{text}");
