@@ -33,6 +33,6 @@ fi
 sync_commit="$(psql "$pg" -Atqc 'show synchronous_commit')"
 [[ "$sync_commit" == on ]] || echo "run.sh: warning: synchronous_commit=$sync_commit, not on" >&2
 
-cargo build --release --locked -p payledger-command-api --bin payledger -p payledger-bench
+cargo build --release --locked -p payledger-command-api -p payledger-bench --bin payledger --bin payledger-bench
 exec "$target/release/payledger-bench" --pg-admin-url "$pg" --payledger "$target/release/payledger" \
   --json bench/results.json "${args[@]}" "$@"
