@@ -28,7 +28,8 @@ use crate::stats::Endpoint;
 
 /// Load generator for payledger: the payment mix over HTTP, measured against pgbench.
 #[derive(Debug, Parser)]
-#[command(name = "payledger-bench", version, about)]
+// Later flags win, so that `bench/run.sh -- --duration 60s` overrides the script's defaults.
+#[command(name = "payledger-bench", version, about, args_override_self = true)]
 struct Cli {
     /// PostgreSQL server on which fresh databases are created (for payledger and for pgbench),
     /// as a URL to an existing database there. Use sslmode=disable on loopback.
