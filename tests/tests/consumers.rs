@@ -10,7 +10,7 @@ use payledger_bus::consumer::{NOTIFIER_DURABLE_DEFAULT, REFUNDS_DURABLE_DEFAULT}
 use payledger_channel_adapters::simulator::alipay::{AlipaySimulator, ResponseFault, SIM_SELLER_ID};
 use payledger_command_api::config::ChannelAccounts;
 use payledger_tests::flows::{count, create_id, order_body, pay, wait_status, WAIT};
-use payledger_tests::nats::{nats_addr, Proxy, TestStream};
+use payledger_tests::nats::{nats_addr, nats_url, Proxy, TestStream};
 use payledger_tests::{eventually, Backend, Mode, TestServer, WebhookReceiver};
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
@@ -129,7 +129,7 @@ async fn in_nats_mode_nothing_is_queued_or_refunded_until_nats_returns() {
     };
     let mut proxy = Proxy::new(nats_addr()).await;
     proxy.start().await;
-    let relay = stream.relay_config(&proxy.url());
+    let relay = stream.relay_config(&proxy.url_for(&nats_url()));
     let Some(s) = TestServer::start_with_config(Backend::Postgres, move |c| c.relay = Some(relay.clone())).await else {
         return;
     };
