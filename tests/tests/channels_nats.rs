@@ -22,12 +22,13 @@ use payledger_tests::{eventually, Backend, MerchantCreds, Reply, TestServer};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
 
-/// The roles of a process that calls channels but does not serve them.
-const CALLER_ROLES: &str = "api,projector,notifier,refunds,monitor";
+/// The roles of a process that calls channels but does not serve them. With the relay: in NATS
+/// mode the refund worker consumes `RefundRequested` from the relay's stream.
+const CALLER_ROLES: &str = "api,projector,notifier,refunds,monitor,relay";
 /// A "fails fast" answer comes well within this, on a loaded machine too.
 const FAST: Duration = Duration::from_secs(5);
 
-/// An API process in NATS mode (no relay role) with `roles`, channel calls on `stream`'s prefix.
+/// An API process in NATS mode with `roles`, channel calls on `stream`'s prefix.
 async fn caller(
     stream: &TestStream,
     roles: &'static str,
