@@ -114,6 +114,12 @@ pub async fn serve(
             endpoints.push(endpoint.map(move |request| (channel, operation, request)).boxed());
         }
     }
+    // The subscriptions are only sent so far: a round trip makes sure the server has them before
+    // this process calls itself ready, so a caller's first request finds a responder. NATS down
+    // at start is not fatal: the client subscribes when it connects.
+    if let Err(e) = client.flush().await {
+        tracing::warn!(error = %e, "channel service endpoints not confirmed by NATS yet");
+    }
     let guard = StopOnDrop(Some(service));
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_REQUESTS_MAX));
     Ok(tokio::spawn(async move {
