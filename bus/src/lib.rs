@@ -7,8 +7,8 @@
 //!   `PAYLEDGER_EVENTS`, with many acks in flight, surviving NATS outages.
 //! - [`channel_service`]: the channel adapters as a NATS service, and the requester that calls it.
 
-pub mod consumer;
 pub mod channel_service;
+pub mod consumer;
 pub mod envelope;
 pub mod relay;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
-use payledger_bus::consumer::Durables;
 use payledger_bus::channel_service::{self, NatsRequester};
+use payledger_bus::consumer::Durables;
 use payledger_bus::{Consumer, ConsumerConfig, Relay, RelayConfig, RelayMetrics};
 use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
