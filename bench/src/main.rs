@@ -281,6 +281,8 @@ async fn main() -> anyhow::Result<()> {
         "{} not found: build it with `cargo build --release -p payledger-command-api` or pass --payledger",
         binary.display()
     );
+    // The server runs in its own working directory: a relative path would not find it there.
+    let binary = std::fs::canonicalize(&binary).with_context(|| format!("resolving {}", binary.display()))?;
     let run = run_id();
     let tmp = tempfile::Builder::new().prefix("payledger-bench-").tempdir()?;
     let workdir = if cli.keep { tmp.keep() } else { tmp.path().to_path_buf() };
