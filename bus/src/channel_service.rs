@@ -117,8 +117,11 @@ pub async fn serve(
     // The subscriptions are only sent so far: a round trip makes sure the server has them before
     // this process calls itself ready, so a caller's first request finds a responder. NATS down
     // at start is not fatal: the client subscribes when it connects.
-    if let Err(e) = client.flush().await {
-        tracing::warn!(error = %e, "channel service endpoints not confirmed by NATS yet");
+    // Bounded: while NATS is unreachable the client queues the flush until it connects.
+    match tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "channel service endpoints not confirmed by NATS yet"),
+        Err(_) => tracing::warn!("NATS unreachable: channel service endpoints are registered when it connects"),
     }
     let guard = StopOnDrop(Some(service));
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_REQUESTS_MAX));

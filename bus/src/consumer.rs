@@ -3,8 +3,9 @@
 //!
 //! A [`Consumer`] creates (or finds) the durable consumer [`ConsumerConfig::durable_name`] on the
 //! relay's stream, filtered to one subject (nats-server 2.9 takes a single filter per consumer),
-//! with explicit acks. It pulls batches of up to [`ConsumerConfig::batch_max`] messages, runs up
-//! to [`ConsumerConfig::concurrency_max`] handlers at once, decodes each [`Envelope`] back into
+//! with explicit acks. It pulls batches of up to [`ConsumerConfig::batch_max`] messages (never
+//! more than can start at once), runs up to [`ConsumerConfig::concurrency_max`] handlers at once,
+//! decodes each [`Envelope`] back into
 //! the [`LogEvent`] the embedded subscribers see, and calls the same
 //! [`EffectSubscriber::handle`]:
 //! - `Ok`: the message is acked (after the effect, so a crash in between redelivers it:
@@ -256,7 +257,10 @@ impl Consumer {
         let consumer = self.consumer().await?;
         let batch = consumer
             .batch()
-            .max_messages(self.config.batch_max.max(1))
+            // No more than can start at once: a message waiting in the batch gets no progress
+            // signal, so behind slow handlers it would pass its ack wait and be delivered again
+            // while still queued here (a refund sent to the channel twice at once).
+            .max_messages(self.config.batch_max.min(self.config.concurrency_max).max(1))
             .expires(Duration::from_millis(PULL_EXPIRES_MS))
             .messages()
             .await

@@ -146,6 +146,11 @@ impl IntoResponse for ApiError {
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             }
+            // The rest of the body was never read, so the connection cannot carry another
+            // request: say so, or a keep-alive client reuses it and its next request fails.
+            Self::PayloadTooLarge { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response
