@@ -161,8 +161,6 @@ pub async fn serve(
 pub struct NatsRequester {
     client: Client,
     timeout: Duration,
-    /// The adapters this process serves itself, and the subject prefix, when it does.
-    local: Option<(Channels, String)>,
 }
 
 impl NatsRequester {
@@ -171,31 +169,7 @@ impl NatsRequester {
         Self {
             client,
             timeout: Duration::from_millis(timeout_ms),
-            local: None,
         }
-    }
-
-    /// For a process that runs the channel service itself: while NATS is not connected, its
-    /// requests are answered in-process by `channels` (the adapters its service serves), so
-    /// that one process keeps placing orders and refunds through a NATS outage, as it does in
-    /// embedded mode. A process without the service answers "not connected" instead.
-    pub fn with_local_fallback(mut self, channels: &Channels, subject_prefix: &str) -> Self {
-        self.local = Some((channels.local(), subject_prefix.to_string()));
-        self
-    }
-
-    async fn answer_here(&self, subject: &str, payload: &[u8]) -> Option<Result<Vec<u8>, RequestError>> {
-        let (channels, prefix) = self.local.as_ref()?;
-        let (channel, operation) = subject
-            .strip_prefix(prefix.as_str())?
-            .strip_prefix('.')?
-            .split_once('.')?;
-        let operation = Operation::parse(operation)?;
-        Some(
-            remote::answer(channels.get(channel), channel, operation, payload)
-                .await
-                .map_err(|e| RequestError::Other(e.to_string())),
-        )
     }
 }
 
@@ -203,14 +177,10 @@ impl NatsRequester {
 impl Requester for NatsRequester {
     /// # Errors
     /// [`RequestError::Other`] at once while NATS is not connected (no point waiting out the
-    /// timeout; see [`NatsRequester::with_local_fallback`]) and for a service error answer; [`RequestError::NoResponders`],
+    /// timeout) and for a service error answer; [`RequestError::NoResponders`],
     /// [`RequestError::Timeout`].
     async fn request(&self, subject: String, payload: Vec<u8>) -> Result<Vec<u8>, RequestError> {
         if self.client.connection_state() != State::Connected {
-            if let Some(answered) = self.answer_here(&subject, &payload).await {
-                tracing::debug!(%subject, "NATS not connected: answered by this process's own adapters");
-                return answered;
-            }
             return Err(RequestError::Other("NATS is not connected".into()));
         }
         let request = async_nats::Request::new()

@@ -348,10 +348,9 @@ impl Drop for Running {
 }
 
 /// The channels this process calls, and the channel service task when it runs the `channels`
-/// role. Embedded mode: the adapters themselves. NATS mode: every call goes to the channel service
-/// (`channels` role, possibly this very process: one path), waiting at most
-/// [`RelayConfig::channel_timeout_ms`]. A process that serves channels itself answers its own
-/// calls in-process while NATS is down (see [`NatsRequester::with_local_fallback`]).
+/// role. Embedded mode, or a process running `channels`: the adapters themselves. Otherwise, in
+/// NATS mode, every call goes to the channel service, waiting at most
+/// [`RelayConfig::channel_timeout_ms`].
 async fn channel_calls(config: &ServeConfig, local: Channels) -> anyhow::Result<(Channels, Option<JoinHandle<()>>)> {
     let Some(relay) = &config.relay else {
         return Ok((local, None));
@@ -365,16 +364,15 @@ async fn channel_calls(config: &ServeConfig, local: Channels) -> anyhow::Result<
     }
     let prefix = &relay.channel_subject_prefix;
     let client = channel_service::connect(&relay.nats_url, "payledger-channels").await?;
-    let mut requester = NatsRequester::new(client.clone(), relay.channel_timeout_ms);
-    let service = if roles.has(Role::Channels) {
+    if roles.has(Role::Channels) {
+        // A process holding the adapters serves them to the others and calls them directly
+        // itself: no hop, and a NATS outage does not stop its own orders and callbacks.
         tracing::info!(%prefix, "channel service serving");
-        requester = requester.with_local_fallback(&local, prefix);
-        Some(channel_service::serve(client, &local, prefix).await?)
-    } else {
-        None
-    };
-    let requester = Arc::new(requester);
-    Ok((local.remote(requester, prefix), service))
+        let service = channel_service::serve(client, &local, prefix).await?;
+        return Ok((local, Some(service)));
+    }
+    let requester = Arc::new(NatsRequester::new(client, relay.channel_timeout_ms));
+    Ok((local.remote(requester, prefix), None))
 }
 
 /// Connects and migrates the database, starts the roles of `config.roles` (projections,
