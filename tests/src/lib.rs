@@ -197,16 +197,7 @@ impl TestServer {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
-        self.running = Some(
-            Self::boot(
-                &self.db.url,
-                self.addr,
-                &self.schedule,
-                self.relay.as_ref(),
-                self.configure.as_ref(),
-            )
-            .await,
-        );
+        self.running = Some(self.boot_again().await);
     }
 
     /// Kills the server without any graceful step, as a crash would (every task is aborted,
@@ -214,16 +205,19 @@ impl TestServer {
     pub async fn crash_and_restart(&mut self) {
         drop(self.running.take());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.running = Some(
-            Self::boot(
-                &self.db.url,
-                self.addr,
-                &self.schedule,
-                self.relay.as_ref(),
-                self.configure.as_ref(),
-            )
-            .await,
-        );
+        self.running = Some(self.boot_again().await);
+    }
+
+    /// Boots the server again on the same database, port, schedule, NATS stream and configuration.
+    async fn boot_again(&self) -> Running {
+        Self::boot(
+            &self.db.url,
+            self.addr,
+            &self.schedule,
+            self.relay.as_ref(),
+            self.configure.as_ref(),
+        )
+        .await
     }
 
     /// Stops the server.
