@@ -183,3 +183,82 @@ fn replay_and_reconcile_run_on_the_embedded_default() {
     assert_eq!(report["discrepancies"][0]["kind"], "missing_in_ledger");
     assert_eq!(report["discrepancies"][0]["statement_amount_minor"], 1250);
 }
+
+/// Runs `payledger args…` in `dir` with backtraces asked for, as many developer machines have
+/// them; returns (exit code, stderr).
+fn run_with_backtrace(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = payledger(dir)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn user_errors_print_their_cause_without_a_backtrace_even_with_rust_backtrace_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let statement = dir.path().join("bad.csv");
+    std::fs::write(
+        &statement,
+        "type,out_trade_no,channel_trade_no,out_refund_no,channel_refund_no,amount_minor,currency,fee_minor,status,occurred_at\n\
+         payment,o1,t1,,,12.5,CNY,,SUCCESS,2026-11-20T10:00:00Z\n",
+    )
+    .unwrap();
+    let config = dir.path().join("payledger.toml");
+    std::fs::write(&config, "[wechatpay\nmch_id = 1\n").unwrap();
+    let statement = statement.to_str().unwrap();
+    let config = config.to_str().unwrap();
+
+    let cases: [(&str, Vec<&str>, i32, &str); 5] = [
+        (
+            "a malformed statement",
+            vec!["reconcile", "--statement", statement, "--channel", "sandbox"],
+            1,
+            "line 2",
+        ),
+        (
+            "a statement that does not exist",
+            vec!["reconcile", "--statement", "no-such.csv", "--channel", "sandbox"],
+            1,
+            "no-such.csv",
+        ),
+        (
+            "a configuration file that does not parse",
+            vec!["serve", "--listen", "127.0.0.1:0", "--config", config],
+            1,
+            "payledger.toml",
+        ),
+        (
+            "an unreachable database",
+            vec![
+                "--database-url",
+                "postgres://postgres@127.0.0.1:1/none?sslmode=disable",
+                "migrate",
+            ],
+            1,
+            "connecting to the database",
+        ),
+        // clap's own usage error: exit code 2.
+        (
+            "a bad flag value",
+            vec!["serve", "--listen", "not-an-address"],
+            2,
+            "--listen",
+        ),
+    ];
+    for (what, args, code, says) in cases {
+        let (got, stderr) = run_with_backtrace(dir.path(), &args);
+        assert_eq!(got, Some(code), "{what}: exit code; stderr:\n{stderr}");
+        assert!(stderr.contains(says), "{what}: the message names {says:?}:\n{stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("backtrace"),
+            "{what}: a user error is not a crash, no backtrace:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "{what}: a user error does not panic:\n{stderr}"
+        );
+    }
+}
