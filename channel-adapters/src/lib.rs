@@ -1,7 +1,7 @@
 //! Payment channels behind one trait.
 //!
 //! A channel adapter speaks one channel's protocol and nothing else: it holds no database and no
-//! order logic (the seeds' "no DB, only request/response"). payledger sends the channel our
+//! order logic: a request goes out, an answer comes back. payledger sends the channel our
 //! `order_id` as the channel-side `out_trade_no`, so every callback names the order directly.
 //!
 //! - [`Channel`]: place an order, refund, verify a callback, answer it in the channel's format.
@@ -191,14 +191,39 @@ pub enum CallbackError {
     Unverified(String),
 }
 
+/// What a merchant may ask of a channel: its payment methods, currencies and amount range. The one
+/// source of these facts: orders are validated against them, `GET /v1/channels` lists them, and
+/// the OpenAPI document's `method` is generated from them, so the three cannot drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// The channel's name in URLs and orders, e.g. `wechatpay`.
+    pub channel: &'static str,
+    /// Payment methods; the first is the default.
+    pub methods: &'static [&'static str],
+    /// ISO-4217 codes it takes; `None`: any currency with a minor unit.
+    pub currencies: Option<&'static [&'static str]>,
+    /// Smallest amount of one order, minor units.
+    pub amount_minor_min: i64,
+    /// Largest amount of one order, minor units (the channel's own limit).
+    pub amount_minor_max: i64,
+}
+
+/// Every channel payledger has an adapter for, in the order documents list them.
+pub const CAPABILITIES: [&Capabilities; 3] = [&sandbox::CAPABILITIES, &wechatpay::CAPABILITIES, &alipay::CAPABILITIES];
+
 /// One payment channel's protocol.
 #[async_trait]
 pub trait Channel: Send + Sync {
     /// The name in URLs and orders, e.g. `sandbox`.
     fn name(&self) -> &'static str;
 
+    /// What merchants may ask of it: methods, currencies, amount range.
+    fn capabilities(&self) -> &'static Capabilities;
+
     /// The payment methods it supports; the first is the default.
-    fn methods(&self) -> &'static [&'static str];
+    fn methods(&self) -> &'static [&'static str] {
+        self.capabilities().methods
+    }
 
     /// Places the order at the channel.
     ///
@@ -350,8 +375,8 @@ impl Channels {
         }
     }
 
-    /// Names and methods of all channels.
-    pub fn list(&self) -> Vec<(&'static str, &'static [&'static str])> {
-        self.read().values().map(|c| (c.name(), c.methods())).collect()
+    /// What every channel enabled now takes, by name.
+    pub fn list(&self) -> Vec<&'static Capabilities> {
+        self.read().values().map(|c| c.capabilities()).collect()
     }
 }

@@ -293,8 +293,8 @@ impl Channel for RemoteChannel {
         self.local.name()
     }
 
-    fn methods(&self) -> &'static [&'static str] {
-        self.local.methods()
+    fn capabilities(&self) -> &'static crate::Capabilities {
+        self.local.capabilities()
     }
 
     async fn create(&self, request: &CreateChannelOrder) -> Result<ChannelOrder, ChannelError> {

@@ -127,14 +127,24 @@ impl SandboxChannel {
     }
 }
 
+/// The sandbox: `page` (its pay page) or `qr` (the same page's URL as a QR code), any currency
+/// with a minor unit, any amount [`Money`] takes.
+pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    channel: "sandbox",
+    methods: &["page", "qr"],
+    currencies: None,
+    amount_minor_min: 1,
+    amount_minor_max: payledger_domain::AMOUNT_MINOR_MAX,
+};
+
 #[async_trait]
 impl Channel for SandboxChannel {
     fn name(&self) -> &'static str {
         "sandbox"
     }
 
-    fn methods(&self) -> &'static [&'static str] {
-        &["page", "qr"]
+    fn capabilities(&self) -> &'static crate::Capabilities {
+        &CAPABILITIES
     }
 
     async fn create(&self, request: &CreateChannelOrder) -> Result<ChannelOrder, ChannelError> {

@@ -240,7 +240,7 @@ impl AppState {
         self.channels
             .list()
             .iter()
-            .map(|(n, _)| *n)
+            .map(|c| c.channel)
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -266,6 +266,7 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         .merge(crate::http::orders::router())
         .merge(crate::http::refunds::router())
         .merge(crate::http::ledger::router())
+        .merge(crate::http::channels::router())
         .merge(crate::http::notifications::router())
         .merge(crate::http::callbacks::router().layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)))
         .merge(crate::http::sandbox::router())

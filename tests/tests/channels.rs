@@ -909,7 +909,67 @@ async fn a_wechatpay_order_closed_by_the_monitor_then_paid_is_a_late_payment_in_
     );
 }
 
+// --- What a merchant can use -------------------------------------------------------------------
+
+async fn channels_lists_each_enabled_channel_with_its_methods_and_limits(backend: Backend) {
+    let Some(w) = world(backend, monitor_idle()).await else {
+        return;
+    };
+    let r = w.s.call("GET", "/v1/channels", Some(&w.m.api_key), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let by_name = |name: &str| {
+        r.json["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|c| c["channel"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is listed: {}", r.text))
+    };
+    let wechatpay = by_name("wechatpay");
+    assert_eq!(wechatpay["methods"], json!(["qr", "h5", "jsapi"]));
+    assert_eq!(wechatpay["default_method"], "qr");
+    assert_eq!(wechatpay["currencies"], json!(["CNY"]));
+    assert_eq!(wechatpay["amount_minor_max"], i64::from(i32::MAX));
+    let alipay = by_name("alipay");
+    assert_eq!(alipay["methods"], json!(["qr", "page", "h5"]));
+    assert_eq!(alipay["amount_minor_max"], 10_000_000_000_i64);
+    let sandbox = by_name("sandbox");
+    assert_eq!(sandbox["methods"], json!(["page", "qr"]));
+    assert_eq!(sandbox["currencies"], Value::Null, "any currency");
+    assert_eq!(r.json["data"].as_array().map(Vec::len), Some(3));
+
+    let anonymous = w.s.call("GET", "/v1/channels", None, None).await;
+    assert_eq!(anonymous.status, 401);
+}
+
+async fn a_currency_or_amount_the_channel_does_not_take_is_refused_before_the_channel_is_called(backend: Backend) {
+    let Some(w) = world(backend, monitor_idle()).await else {
+        return;
+    };
+    let cases = [
+        ("wechatpay", "qr", "USD", 100, "currency"),
+        ("alipay", "qr", "EUR", 100, "currency"),
+        ("wechatpay", "qr", "CNY", i64::from(i32::MAX) + 1, "amount"),
+        ("alipay", "qr", "CNY", 10_000_000_001, "amount"),
+        ("sandbox", "jsapi", "CNY", 100, "method"),
+    ];
+    for (n, (channel, method, currency, amount, field)) in cases.into_iter().enumerate() {
+        let mut body = order_body(&format!("CAP-{n}"), amount, channel, method);
+        body["currency"] = json!(currency);
+        let r = w.s.call("POST", "/v1/orders", Some(&w.m.api_key), Some(&body)).await;
+        assert_eq!(r.status, 422, "{channel} {currency} {amount}: {}", r.text);
+        assert!(r.json["errors"][field].is_array(), "names {field}: {}", r.text);
+    }
+    let orders = w.s.call("GET", "/v1/orders", Some(&w.m.api_key), None).await;
+    assert_eq!(orders.json["data"], json!([]), "nothing was recorded");
+    // At the limit, the channel is asked.
+    create(&w, &order_body("CAP-MAX", i64::from(i32::MAX), "wechatpay", "qr")).await;
+}
+
 payledger_tests::both_backends!(
+    channels_lists_each_enabled_channel_with_its_methods_and_limits,
+    a_currency_or_amount_the_channel_does_not_take_is_refused_before_the_channel_is_called,
     a_wechatpay_qr_order_is_paid_by_its_notification_and_refunded,
     forged_wechatpay_notifications_are_refused_and_change_nothing,
     a_wechatpay_notification_with_another_amount_flags_the_order_unpaid,

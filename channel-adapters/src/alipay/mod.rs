@@ -44,6 +44,14 @@ use crate::{
 pub const CHANNEL_NAME: &str = "alipay";
 /// Payment methods; `qr` is the default.
 pub const METHODS: &[&str] = &["qr", "page", "h5"];
+/// [`METHODS`], CNY only, 0.01 to 100,000,000.00 yuan ([`amount::ALIPAY_AMOUNT_FEN_MAX`] fen).
+pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    channel: CHANNEL_NAME,
+    methods: METHODS,
+    currencies: Some(&["CNY"]),
+    amount_minor_min: 1,
+    amount_minor_max: amount::ALIPAY_AMOUNT_FEN_MAX,
+};
 /// Alipay's longest `subject`, in characters (`String(256)`).
 pub const SUBJECT_CHARS_MAX: usize = 256;
 
@@ -194,8 +202,8 @@ impl Channel for AlipayChannel {
         CHANNEL_NAME
     }
 
-    fn methods(&self) -> &'static [&'static str] {
-        METHODS
+    fn capabilities(&self) -> &'static crate::Capabilities {
+        &CAPABILITIES
     }
 
     /// `qr`: `alipay.trade.precreate`, answer's `qr_code`. `page`/`h5`: a signed GET URL for

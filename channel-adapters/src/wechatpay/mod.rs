@@ -52,6 +52,14 @@ pub const DESCRIPTION_BYTES_MAX: usize = 127;
 pub const REFUND_REASON_BYTES_MAX: usize = 80;
 /// Largest `amount.total`, fen (the field is a 32-bit int).
 pub const AMOUNT_FEN_MAX: i64 = i32::MAX as i64;
+/// [`METHODS`], CNY only, 1 fen to [`AMOUNT_FEN_MAX`].
+pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
+    channel: NAME,
+    methods: METHODS,
+    currencies: Some(&[CURRENCY]),
+    amount_minor_min: 1,
+    amount_minor_max: AMOUNT_FEN_MAX,
+};
 /// China Standard Time, the offset WeChat Pay writes times in.
 const CST_OFFSET_SECONDS: i32 = 8 * 3600;
 
@@ -217,8 +225,8 @@ impl Channel for WechatPayChannel {
         NAME
     }
 
-    fn methods(&self) -> &'static [&'static str] {
-        METHODS
+    fn capabilities(&self) -> &'static crate::Capabilities {
+        &CAPABILITIES
     }
 
     /// `POST /v3/pay/transactions/{native,h5,jsapi}`: `qr` → `qr_code` = `code_url`; `h5` →

@@ -1,6 +1,7 @@
 //! HTTP resources, one module each; `app` wires them.
 
 pub mod callbacks;
+pub mod channels;
 pub mod deadline;
 pub mod error;
 pub mod extract;

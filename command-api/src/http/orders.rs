@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use payledger_channel_adapters::{ChannelError, CreateChannelOrder};
+use payledger_channel_adapters::{Capabilities, ChannelError, CreateChannelOrder};
 use payledger_domain::{
     ids, parse_currency_code, ChannelOrderOutcome, CloseReason, Money, OrderStatus, OrderTerms, PaymentOrderCommand,
 };
@@ -49,8 +49,9 @@ pub struct CreateOrderRequest {
     /// An enabled channel: `sandbox` always, `wechatpay` and `alipay` when configured.
     #[schema(example = "sandbox")]
     pub channel: String,
-    /// Payment method of the channel (default its first): sandbox `page`; wechatpay `native`,
-    /// `jsapi`, `h5`, `app`; alipay `page`, `wap`, `qr`, `app`.
+    /// Payment method of the channel (default its first): one of the channel's
+    /// [`Capabilities::methods`](payledger_channel_adapters::Capabilities); the OpenAPI text is
+    /// written from those lists (`crate::openapi`).
     pub method: Option<String>,
     /// What is sold, shown to the payer: 1–256 characters, not blank, no control characters.
     #[schema(
@@ -79,6 +80,30 @@ pub struct CreateOrderRequest {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Refuses, before the channel is called, a currency or an amount the channel does not take
+/// (the channel would refuse it with a 502 after a round trip).
+fn within_capabilities(e: &mut FieldErrors, capabilities: &Capabilities, amount: &Money) {
+    let code = amount.currency.code();
+    if let Some(currencies) = capabilities.currencies {
+        if !currencies.contains(&code) {
+            e.add(
+                "currency",
+                format!("{} takes {}", capabilities.channel, currencies.join(", ")),
+            );
+            return;
+        }
+    }
+    if !(capabilities.amount_minor_min..=capabilities.amount_minor_max).contains(&amount.amount_minor) {
+        e.add(
+            "amount",
+            format!(
+                "{} takes {} to {} minor units",
+                capabilities.channel, capabilities.amount_minor_min, capabilities.amount_minor_max
+            ),
+        );
+    }
+}
+
 async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) -> Result<OrderTerms, ApiError> {
     let mut e = FieldErrors::default();
     validate::merchant_no(&mut e, "out_trade_no", &req.out_trade_no);
@@ -86,7 +111,8 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
     let currency = validate::currency_code(&mut e, "currency", &req.currency)
         .then(|| parse_currency_code(&req.currency).map_err(|err| e.add("currency", err.to_string())))
         .and_then(Result::ok);
-    let method = match state.channels.get(&req.channel) {
+    let channel = state.channels.get(&req.channel);
+    let method = match &channel {
         None => {
             e.add(
                 "channel",
@@ -131,6 +157,9 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
         (Some(a), Some(c)) => Money::new(a, c).map_err(|err| e.add("amount", err.to_string())).ok(),
         _ => None,
     };
+    if let (Some(channel), Some(amount)) = (&channel, &amount) {
+        within_capabilities(&mut e, channel.capabilities(), amount);
+    }
     e.finish()?;
     let (Some(amount), Some(method), Some(expire_in_seconds)) = (amount, method, expire_in_seconds) else {
         return Err(ApiError::Internal("validated request lacks a field".into()));
