@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,7 +19,6 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
-use utoipa_scalar::Scalar;
 
 use crate::app::AppState;
 use crate::http;
@@ -49,6 +49,7 @@ pub const MERCHANT_AUTH: &str = "api_key";
         http::refunds::show,
         http::ledger::daily,
         http::ledger::balances,
+        http::channels::list,
         http::notifications::list,
         http::notifications::show,
         http::notifications::resend,
@@ -60,6 +61,7 @@ pub const MERCHANT_AUTH: &str = "api_key";
         http::health::metrics,
         openapi_json,
         docs,
+        docs_script,
     ),
     components(responses(
         BadRequest,
@@ -75,13 +77,13 @@ pub const MERCHANT_AUTH: &str = "api_key";
         ServiceUnavailable,
         GatewayTimeout,
     )),
-    modifiers(&BearerApiKey),
+    modifiers(&BearerApiKey, &ChannelMethods),
     tags(
         (name = "orders", description = "Payment orders: create, read, list, close, audit trail."),
         (name = "refunds", description = "Refunds of paid orders."),
         (name = "ledger", description = "Daily figures and the double-entry journal's balances."),
         (name = "notifications", description = "The merchant's notify queue, and resend."),
-        (name = "channels", description = "Channel-facing callbacks and the sandbox channel's pay page."),
+        (name = "channels", description = "The channels a merchant can use; channel-facing callbacks and the sandbox channel's pay page."),
         (name = "operations", description = "Health, readiness, metrics and this document."),
     ),
 )]
@@ -107,6 +109,53 @@ impl Modify for BearerApiKey {
     }
 }
 
+/// Writes `method` of `CreateOrderRequest` from the adapters' own [`Capabilities`] (its allowed
+/// values and, per channel, the list and the default), so the document cannot drift from what
+/// orders are validated against.
+///
+/// [`Capabilities`]: payledger_channel_adapters::Capabilities
+struct ChannelMethods;
+
+impl Modify for ChannelMethods {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{Schema, SchemaType};
+        let Some(RefOr::T(Schema::Object(request))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("CreateOrderRequest"))
+        else {
+            return;
+        };
+        let channels = payledger_channel_adapters::CAPABILITIES;
+        let per_channel: Vec<String> = channels
+            .iter()
+            .map(|c| {
+                let methods: Vec<String> = c.methods.iter().map(|m| format!("`{m}`")).collect();
+                format!("{} {}", c.channel, methods.join(", "))
+            })
+            .collect();
+        let mut values: Vec<serde_json::Value> = Vec::new();
+        for m in channels.iter().flat_map(|c| c.methods.iter()) {
+            let v = serde_json::Value::from(*m);
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+        // `null` reads as absent: the channel's first method.
+        values.push(serde_json::Value::Null);
+        let method = ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .enum_values(Some(values))
+            .description(Some(format!(
+                "Payment method of the channel; absent: the channel's first. {}. `GET /v1/channels` \
+                 lists the channels enabled now.",
+                per_channel.join("; ")
+            )))
+            .build();
+        request.properties.insert("method".to_string(), method.into());
+    }
+}
+
 /// The document, with the package version as `info.version`.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
@@ -126,31 +175,22 @@ pub fn to_pretty_json() -> Result<String, serde_json::Error> {
     Ok(text)
 }
 
-/// `GET /openapi.json` and `GET /docs`.
+/// `GET /openapi.json`, `GET /docs` and the viewer's script.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs))
+        .route(DOCS_SCRIPT_PATH, get(docs_script))
 }
 
-/// The `/docs` page: Scalar's viewer around the embedded document (`$spec`). The viewer script
-/// comes from a CDN in the reader's browser; without it the page still links the raw document.
-const DOCS_HTML: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<title>payledger API</title>
-<meta charset="utf-8"/>
-<meta name="viewport" content="width=device-width, initial-scale=1"/>
-</head>
-<body>
-<noscript>The API reference needs JavaScript; the document itself is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-<script id="api-reference" type="application/json">
-$spec
-</script>
-<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-</body>
-</html>
-"#;
+/// Where `/docs` loads Scalar's viewer script from: this server, never a CDN, so the page works
+/// with no internet (self-hosted payment systems often run where it cannot be reached).
+pub const DOCS_SCRIPT_PATH: &str = "/docs/scalar.js";
+
+/// The viewer script, embedded at build time by the `scalar_api_reference` crate (Scalar's own
+/// build of `@scalar/api-reference`, about 5 MB).
+static DOCS_SCRIPT: LazyLock<bytes::Bytes> =
+    LazyLock::new(|| scalar_api_reference::get_asset("scalar.js").unwrap_or_default().into());
 
 /// `GET /openapi.json`: this document.
 #[utoipa::path(
@@ -163,7 +203,10 @@ async fn openapi_json() -> impl IntoResponse {
     Json(document())
 }
 
-/// `GET /docs`: the API reference page.
+/// `GET /docs`: the API reference page: Scalar's viewer with this document inline, its script
+/// from [`DOCS_SCRIPT_PATH`]. `withDefaultFonts: false` keeps the viewer from asking a font CDN:
+/// the page loads nothing from outside this server (`tests/openapi.rs` renders it in Chromium
+/// with every host but loopback unresolvable).
 #[utoipa::path(
     get,
     path = "/docs",
@@ -171,8 +214,39 @@ async fn openapi_json() -> impl IntoResponse {
     responses((status = 200, description = "An HTML page rendering this document.", content_type = "text/html", body = String)),
 )]
 async fn docs() -> Html<&'static str> {
-    static PAGE: LazyLock<String> = LazyLock::new(|| Scalar::new(document()).custom_html(DOCS_HTML).to_html());
+    static PAGE: LazyLock<String> = LazyLock::new(|| {
+        let config = serde_json::json!({
+            "content": document(),
+            "withDefaultFonts": false,
+            "hideClientButton": true,
+            // Operations by path: the summaries are whole paragraphs.
+            "operationTitleSource": "path",
+            // No hosted services from a self-hosted server's docs: no AI agent, no "deploy".
+            "agent": { "disabled": true },
+            "showDeveloperTools": "never",
+        });
+        scalar_api_reference::scalar_html(&config, Some(DOCS_SCRIPT_PATH))
+            .replace("<title>Scalar API Reference</title>", "<title>payledger API</title>")
+    });
     Html(PAGE.as_str())
+}
+
+/// `GET /docs/scalar.js`: the viewer script of `/docs`.
+#[utoipa::path(
+    get,
+    path = "/docs/scalar.js",
+    tag = "operations",
+    responses((status = 200, description = "The API reference viewer's script (Scalar), served by this server.", content_type = "text/javascript", body = String)),
+)]
+async fn docs_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            // The script changes only with the binary.
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        DOCS_SCRIPT.clone(),
+    )
 }
 
 /// An RFC 9457 problem: the body of every error answer (`application/problem+json`).

@@ -100,8 +100,8 @@ fn document_names_the_bearer_scheme_and_problem_json_for_every_error() {
         }
     }
     assert_eq!(
-        operations, 20,
-        "every handler of command-api/src/http plus /openapi.json and /docs"
+        operations, 22,
+        "every handler of command-api/src/http plus /openapi.json, /docs and its script"
     );
 }
 
@@ -131,12 +131,30 @@ async fn server_serves_the_document_and_a_docs_page() {
         .unwrap()
         .starts_with("text/html"));
     let html = docs.text().await.unwrap();
-    assert!(html.contains(r#"id="api-reference""#), "the viewer's mount point");
+    assert!(html.contains(r#"id="app""#), "the viewer's mount point");
     assert!(html.contains(r#""/v1/orders""#), "the document is embedded in the page");
     assert!(
-        html.contains(r#"href="/openapi.json""#),
-        "a fallback link without JavaScript"
+        html.contains(&format!(r#"src="{}""#, openapi::DOCS_SCRIPT_PATH)),
+        "the viewer script comes from this server"
     );
+    for outside in [r#"src="http"#, r#"href="http"#, "cdn."] {
+        assert!(
+            !html.contains(outside),
+            "the page loads nothing from outside this server ({outside})"
+        );
+    }
+
+    let script = reqwest::get(format!("{base}{}", openapi::DOCS_SCRIPT_PATH))
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let script = script.text().await.unwrap();
+    assert!(script.len() > 1_000_000, "the whole viewer, {} bytes", script.len());
+    assert!(script.contains("createApiReference"), "Scalar's entry point");
     server.shutdown().await;
 }
 
@@ -166,5 +184,91 @@ async fn every_documented_operation_is_a_route() {
             );
         }
     }
+    server.shutdown().await;
+}
+
+/// Where a headless browser is: `PAYLEDGER_TEST_CHROMIUM`, else Debian's `chromium`. `None`
+/// skips the browser tests with a loud message, except under `CI=true`, where `.ci/run`
+/// installs it and its absence fails.
+fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PAYLEDGER_TEST_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} not found: CI=true needs Chromium (apt-get install chromium)",
+        path.display()
+    );
+    eprintln!("*** SKIPPING browser test: {} not found ***", path.display());
+    None
+}
+
+/// Runs headless Chromium on `url` with every host but loopback unresolvable (as on a machine
+/// with no internet) and `extra` arguments; returns stdout.
+fn chromium_offline(browser: &std::path::Path, url: &str, extra: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=15000",
+            "--window-size=1400,1000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `/docs` renders with no network: the viewer is served by the binary, not a CDN. The rendered
+/// page lists the operations; a screenshot goes to `target/ci-artifacts/docs.png`.
+#[tokio::test]
+async fn docs_page_renders_the_operations_with_no_network() {
+    let Some(browser) = chromium() else { return };
+    let (server, _dir) = start().await;
+    let url = format!("http://{}/docs", server.addr);
+
+    let dom = {
+        let (browser, url) = (browser.clone(), url.clone());
+        tokio::task::spawn_blocking(move || chromium_offline(&browser, &url, &["--dump-dom"]))
+            .await
+            .unwrap()
+    };
+    for rendered in ["Create", "/v1/orders/{order_id}/refunds", "/v1/channels", "payledger"] {
+        assert!(
+            dom.contains(rendered),
+            "the rendered /docs shows {rendered:?}; got {} bytes of DOM:\n{}",
+            dom.len(),
+            &dom[..dom.len().min(2000)]
+        );
+    }
+
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ci-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("docs.png");
+    let _ = std::fs::remove_file(&shot);
+    let arg = format!("--screenshot={}", shot.display());
+    tokio::task::spawn_blocking(move || chromium_offline(&browser, &url, &[&arg]))
+        .await
+        .unwrap();
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot at {}", shot.display());
     server.shutdown().await;
 }
