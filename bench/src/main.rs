@@ -3,8 +3,8 @@
 //! list, on PostgreSQL with durable commits; measures the machine's limit with `pgbench` on the
 //! event store's append transaction at the same concurrency and reports ours as a ratio of it;
 //! optionally the embedded SQLite default beside it; then the mix open-loop at half the best
-//! order rate for the p99 of `POST /v1/orders`. Prints tables and writes JSON. See the README,
-//! "Benchmark", and `bench/run.sh`.
+//! order rate for the p99 of `POST /v1/orders`. Prints tables and writes JSON. See
+//! docs/benchmark.md and `bench/run.sh`.
 
 mod database;
 mod load;

@@ -106,7 +106,7 @@ pub struct RelayConfig {
     /// Time to wait for one ack or one stream-management answer, in milliseconds.
     pub ack_timeout_ms: u64,
     /// The stream's duplicate window, in milliseconds; only used when the relay creates the
-    /// stream. Must exceed the relay's worst restart time (README, "Events on NATS").
+    /// stream. Must exceed the relay's worst restart time (docs/postgres-and-nats.md, "Events on NATS").
     pub duplicate_window_ms: u64,
     /// The stream's retention (`max_age`), in milliseconds; 0 keeps messages forever. Only used
     /// when the relay creates the stream.

@@ -1,11 +1,13 @@
 //! payledger's command API: the axum HTTP server, the background roles it runs, and the
-//! `payledger` CLI (in `main.rs`).
+//! `payledger` command line ([`cli`]; `main.rs` only wires it).
 //!
 //! [`app::start`] is the whole server (used by the binary and by the end-to-end tests): it
-//! connects and migrates the database, starts the projection, notifier and refund worker over
-//! the global log, and serves the HTTP contract of `shared/DESIGN.md`.
+//! connects and migrates the database, starts the roles of its configuration (projections,
+//! notifier, refund worker, monitor, and with NATS the relay and the channel service), and serves the HTTP API (its contract: `schemas/openapi.json`; the parts and
+//! how they fit: `ARCHITECTURE.md`).
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod kv_config;

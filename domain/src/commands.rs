@@ -90,7 +90,8 @@ pub enum RefundOutcome {
     Failed { reason: String },
 }
 
-/// Every command the aggregate handles. The table of rules is in `shared/DESIGN.md`.
+/// Every command the aggregate handles. The table of rules is in `ARCHITECTURE.md` ("Where each
+/// money rule lives"); the rules themselves are `PaymentOrder::decide` in `aggregate.rs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentOrderCommand {
     /// Create the order. Same terms again: no event. Other terms: [`crate::OrderError::OutTradeNoConflict`].

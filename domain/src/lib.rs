@@ -7,7 +7,8 @@
 //! - [`Money`]: a positive integer amount in the currency's minor unit (fen, cents) plus an
 //!   ISO-4217 [`Currency`]. No floating point anywhere.
 //! - [`PaymentOrder`]: one aggregate per payment order, keyed by [`ids::order_id`].
-//! - [`PaymentOrderCommand`] → [`PaymentOrderEvent`]s, with the rules of `shared/DESIGN.md`.
+//! - [`PaymentOrderCommand`] → [`PaymentOrderEvent`]s, by the rules in [`aggregate`] (tabled in
+//!   `ARCHITECTURE.md`, "Where each money rule lives").
 
 pub mod aggregate;
 pub mod commands;

@@ -1,5 +1,5 @@
 //! Property tests of the `PaymentOrder` aggregate: random command sequences against one order
-//! must never break the ledger invariants of `shared/DESIGN.md` (refunded ≤ paid, refunds never
+//! must never break the ledger invariants of `ARCHITECTURE.md` (refunded ≤ paid, refunds never
 //! exceed what was paid, one `PaymentSucceeded` per order, status follows the amounts), and the
 //! state the aggregate builds while handling must equal the state rebuilt from its events.
 

@@ -1,5 +1,5 @@
-//! Given/when/then tests of the `PaymentOrder` rules in `shared/DESIGN.md` ("The aggregate:
-//! PaymentOrder"), one test per rule, named after it.
+//! Given/when/then tests of the `PaymentOrder` rules in `ARCHITECTURE.md` ("Where each money rule
+//! lives"), one test per rule, named after it.
 
 use std::collections::BTreeMap;
 

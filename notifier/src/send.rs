@@ -46,7 +46,7 @@ pub struct RetrySchedule {
 }
 
 impl Default for RetrySchedule {
-    /// WeChat Pay's notification intervals, ten retries (DESIGN.md): 15s, 15s, 30s, 3m, 10m,
+    /// WeChat Pay's notification intervals, ten retries (docs/notifications.md): 15s, 15s, 30s, 3m, 10m,
     /// 20m, 30m, 30m, 30m, 60m.
     fn default() -> Self {
         "15s,15s,30s,3m,10m,20m,30m,30m,30m,60m"

@@ -1,6 +1,6 @@
 //! Every limit on what an outsider controls, end to end: one request exactly at the limit (served)
-//! and one just past it (refused with the right status and a message naming the limit). The README
-//! table "Limits" lists the same constants.
+//! and one just past it (refused with the right status and a message naming the limit). The table
+//! "Limits" in docs/api.md lists the same constants.
 
 use std::time::Duration;
 

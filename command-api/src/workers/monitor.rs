@@ -1,4 +1,4 @@
-//! The order monitor (the seeds' OrderMonitor, 后督): asks the channel about orders whose
+//! The order monitor (what Chinese payment systems call 后督, the after-the-fact check): asks the channel about orders whose
 //! notification is late, and settles orders whose time to pay is over.
 //!
 //! Every [`MonitorConfig::interval_ms`] a round does two things.
