@@ -12,11 +12,10 @@ use payledger_bus::{Consumer, ConsumerConfig, Relay, RelayConfig, RelayMetrics};
 use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
-use payledger_domain::PaymentOrderCommand;
 use payledger_notifier::{EventEnqueuer, NotifyEnqueuer, Sender, SenderConfig};
 use payledger_projections::{queries, JournalProjection, OrderProjection, OrderView};
 use payledger_store::subscription::{run_effects, run_transactional, EffectSubscriber};
-use payledger_store::{settings, Database, Executed, PoolConfig};
+use payledger_store::{settings, Database, PoolConfig};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
@@ -24,6 +23,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::config::ChannelAccounts;
+use crate::flows::Flows;
 use crate::http::error::ApiError;
 use crate::http::rate_limit::{MerchantRateLimit, RateLimitConfig};
 use crate::roles::{Role, Roles};
@@ -128,6 +128,9 @@ pub struct AppState {
     /// themselves in embedded mode, [remote](Channels::remote) ones through the channel service in
     /// NATS mode.
     pub channels: Channels,
+    /// The money workflow over [`AppState::db`] and [`AppState::channels`]: handlers call one
+    /// flow each.
+    pub flows: Flows,
     /// The sandbox channel (its pay page and callbacks).
     pub sandbox: Arc<SandboxChannel>,
     /// The order projection: its in-process notices when this process runs it.
@@ -144,29 +147,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// [`Database::execute`] with its errors mapped for HTTP.
-    ///
-    /// # Errors
-    /// The mapped [`ApiError`] of a refusal or failure.
-    pub async fn execute(
-        &self,
-        order_id: Uuid,
-        command: PaymentOrderCommand,
-        actor: &str,
-    ) -> Result<Executed, ApiError> {
-        Ok(self.db.execute(order_id, command, actor).await?)
-    }
-
     /// The order's current state if it belongs to `merchant_id`; 404 otherwise (another
     /// merchant's order is indistinguishable from a missing one).
     ///
     /// # Errors
     /// [`ApiError::NotFound`], or an internal error.
     pub async fn owned_order(&self, merchant_id: &str, order_id: Uuid) -> Result<OrderState, ApiError> {
-        match self.db.orders().load(order_id).await?.order {
-            Some(o) if o.terms.merchant_id == merchant_id => Ok(o),
-            _ => Err(ApiError::NotFound("order")),
-        }
+        Ok(self.flows.owned_order(merchant_id, order_id).await?)
     }
 
     /// Waits (bounded) until the read model holds the order at `sequence`: on the in-process
@@ -501,6 +488,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let state = AppState {
         db: db.clone(),
+        flows: Flows::new(db.clone(), channels.clone()),
         channels,
         sandbox,
         projection,

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
-use payledger_channel_adapters::{CallbackAnswer, CallbackError, Notification};
-use payledger_domain::{OrderError, PaymentOrderCommand};
+use payledger_channel_adapters::CallbackAnswer;
 use payledger_store::ExecuteError;
 
 use crate::app::AppState;
+use crate::flows::CallbackReceipt;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -76,68 +76,33 @@ pub(crate) async fn receive(
             return crate::http::extract::body_rejection(e, crate::app::CALLBACK_BODY_LIMIT_BYTES).into_response()
         }
     };
-    let verified = match channel.parse_callback(&headers, &body, Utc::now()).await {
-        Ok(v) => v,
-        Err(e @ CallbackError::Unverified(_)) => {
+    match state
+        .flows
+        .receive_callback(channel.as_ref(), &headers, &body, Utc::now())
+        .await
+    {
+        CallbackReceipt::Recorded { order_id, sequence } => {
+            // So that whoever looks at the order next (the payer's return page, the merchant)
+            // sees the payment.
+            state.wait_for_projection(order_id, sequence).await;
+            answer(channel.answer_callback(Ok(())))
+        }
+        CallbackReceipt::Unverified(e) => {
             tracing::error!(channel = %channel_name, error = %e, "callback not verified: the channel will send it again");
             let mut a = channel.answer_callback(Err("temporarily unable to verify".into()));
             a.status = 500;
-            return answer(a);
+            answer(a)
         }
-        Err(e) => {
+        CallbackReceipt::Refused(e) => {
             tracing::warn!(channel = %channel_name, error = %e, "callback refused");
-            return answer(channel.answer_callback(Err(e.to_string())));
+            answer(channel.answer_callback(Err(e.to_string())))
         }
-    };
-    let order_id = verified.order_id();
-    let command = match verified {
-        Notification::Payment(p) => PaymentOrderCommand::ReceiveChannelCallback {
-            channel: channel_name.clone(),
-            notify_id: p.notify_id,
-            channel_trade_no: p.channel_trade_no,
-            outcome: p.outcome,
-            received_at: Utc::now(),
-        },
-        // A refund outcome is recorded once; a repeated notification is a no-op in the aggregate.
-        Notification::Refund(r) => PaymentOrderCommand::RecordRefundOutcome {
-            refund_id: r.refund_id,
-            outcome: r.outcome,
-            recorded_at: Utc::now(),
-        },
-    };
-    let actor = format!("channel:{channel_name}");
-    match state.db.execute(order_id, command, &actor).await {
-        Ok(executed) => {
-            for e in &executed.events {
-                match &e.payload {
-                    payledger_domain::PaymentOrderEvent::PaymentAmountMismatch { expected, received, .. } => {
-                        tracing::warn!(%order_id, ?expected, ?received, "callback amount differs from the order: flagged");
-                    }
-                    // Money for an order already closed: kept (suspense), for a person to refund
-                    // or settle.
-                    payledger_domain::PaymentOrderEvent::PaymentSucceeded {
-                        amount,
-                        channel_trade_no,
-                        late: true,
-                        ..
-                    } => {
-                        tracing::warn!(%order_id, ?amount, %channel_trade_no, "late payment: the order was closed before the channel's success; kept in suspense");
-                    }
-                    _ => {}
-                }
-            }
-            // So that whoever looks at the order next (the payer's return page, the merchant)
-            // sees the payment.
-            state.wait_for_projection(order_id, executed.sequence).await;
-            answer(channel.answer_callback(Ok(())))
-        }
-        // A channel speaks only for its own orders: to it, another channel's order is unknown.
-        Err(ExecuteError::Rejected(e @ (OrderError::OrderNotFound | OrderError::WrongChannel { .. }))) => {
-            tracing::warn!(%order_id, channel = %channel_name, error = %e, "callback refused");
+        CallbackReceipt::UnknownOrder(e) => {
+            tracing::warn!(channel = %channel_name, error = %e, "callback refused");
             answer(channel.answer_callback(Err("unknown order".into())))
         }
-        Err(e) => {
-            tracing::error!(%order_id, error = %e, "recording a callback failed");
+        CallbackReceipt::NotRecorded(e) => {
+            tracing::error!(channel = %channel_name, error = %e, "recording a callback failed");
             // Not recorded: tell the channel to retry on its schedule.
             let mut a = channel.answer_callback(Err("temporarily unable to record".into()));
             a.status = match e {

@@ -191,6 +191,18 @@ impl From<ExecuteError> for ApiError {
     }
 }
 
+impl From<crate::flows::FlowError> for ApiError {
+    fn from(e: crate::flows::FlowError) -> Self {
+        use crate::flows::FlowError;
+        match e {
+            FlowError::OrderNotFound => Self::NotFound("order"),
+            FlowError::Invalid { field, message } => Self::field(field, message),
+            FlowError::Execute(e) => e.into(),
+            FlowError::Internal(detail) => Self::Internal(detail),
+        }
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         if e.is_unavailable() {

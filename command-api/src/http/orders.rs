@@ -8,10 +8,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use payledger_channel_adapters::{Capabilities, ChannelError, CreateChannelOrder};
-use payledger_domain::{
-    ids, parse_currency_code, ChannelOrderOutcome, CloseReason, Money, OrderStatus, OrderTerms, PaymentOrderCommand,
-};
+use payledger_channel_adapters::{Capabilities, ChannelError};
+use payledger_domain::{parse_currency_code, Money, OrderStatus, OrderTerms};
 use payledger_projections::queries::{self, OrderFilter};
 use payledger_projections::OrderView;
 use serde::Deserialize;
@@ -214,90 +212,28 @@ pub(crate) async fn create(
     JsonBody(req): JsonBody<CreateOrderRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let terms = terms_of(&state, &merchant.merchant_id, req).await?;
-    let order_id = ids::order_id(&merchant.merchant_id, &terms.out_trade_no);
     let actor = format!("merchant:{}", merchant.merchant_id);
-    let created = state
-        .execute(
-            order_id,
-            PaymentOrderCommand::CreateOrder {
-                order_id,
-                terms,
-                created_at: Utc::now(),
-            },
-            &actor,
-        )
-        .await?;
-    let is_new = !created.events.is_empty();
-    let mut sequence = created.sequence;
-    let order = created
-        .order
-        .order
-        .ok_or_else(|| ApiError::Internal("order missing after create".into()))?;
-
-    // Place the order at the channel unless that is already recorded (a retry after a crash
-    // between the two steps lands here too).
-    let mut channel_error = None;
-    if order.channel_order.is_none() && order.status == OrderStatus::AwaitingPayment {
-        let channel = state
-            .channels
-            .get(&order.terms.channel)
-            .ok_or_else(|| ApiError::Internal(format!("channel {} vanished", order.terms.channel)))?;
-        let request = CreateChannelOrder {
-            order_id,
-            amount: order.terms.amount,
-            method: order.terms.method.clone(),
-            subject: order.terms.subject.clone(),
-            expire_at: order.expire_at,
-            return_url: order.terms.return_url.clone(),
-            payer_id: order.terms.user_id.clone(),
-            payer_ip: None,
-        };
-        let created =
-            crate::metrics::timed_channel_call(&order.terms.channel, "create", channel.create(&request)).await;
-        let outcome = match created {
-            Ok(channel_order) => ChannelOrderOutcome::Opened(channel_order),
-            Err(e) => {
-                tracing::warn!(%order_id, error = %e, "channel order failed");
-                let code = match &e {
-                    ChannelError::Unavailable(_) => "channel_unavailable".to_string(),
-                    ChannelError::Timeout(_) => "channel_timeout".to_string(),
-                    ChannelError::Rejected { code, .. } => code.clone(),
-                    ChannelError::Unsupported { .. } => "unsupported".to_string(),
-                };
-                let outcome = ChannelOrderOutcome::Failed {
-                    code,
-                    message: e.to_string(),
-                    retryable: e.is_retryable(),
-                };
-                channel_error = Some(e);
-                outcome
-            }
-        };
-        let recorded = state
-            .execute(
-                order_id,
-                PaymentOrderCommand::RecordChannelOrder {
-                    outcome,
-                    recorded_at: Utc::now(),
-                },
-                &actor,
-            )
-            .await?;
-        sequence = recorded.sequence;
-    }
-    let view = state.order_view_at(&merchant.merchant_id, order_id, sequence).await?;
-    if view.status == OrderStatus::Failed && view.paid_amount == 0 && is_new {
+    let placed = state.flows.place_order(terms, &actor, Utc::now()).await?;
+    if let Some(e) = placed.failed_at_channel() {
         let detail = format!(
-            "order {order_id} was recorded as failed: {}",
-            view.failure_reason.as_deref().unwrap_or("channel error")
+            "order {} was recorded as failed: {}",
+            placed.order_id,
+            placed.failure_reason.as_deref().unwrap_or("channel error")
         );
-        return Err(match channel_error {
-            Some(ChannelError::Timeout(_)) => ApiError::ChannelTimeout(detail),
-            Some(ChannelError::Unavailable(_)) => ApiError::ChannelUnavailable(detail),
+        return Err(match e {
+            ChannelError::Timeout(_) => ApiError::ChannelTimeout(detail),
+            ChannelError::Unavailable(_) => ApiError::ChannelUnavailable(detail),
             _ => ApiError::BadGateway(detail),
         });
     }
-    let status = if is_new { StatusCode::CREATED } else { StatusCode::OK };
+    let view = state
+        .order_view_at(&merchant.merchant_id, placed.order_id, placed.sequence)
+        .await?;
+    let status = if placed.is_new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view)))
 }
 
@@ -433,17 +369,8 @@ pub(crate) async fn close(
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = parse_id(&order_id, "order")?;
-    state.owned_order(&merchant.merchant_id, order_id).await?;
-    let executed = state
-        .execute(
-            order_id,
-            PaymentOrderCommand::CloseOrder {
-                reason: CloseReason::Cancelled,
-                closed_at: Utc::now(),
-            },
-            &format!("merchant:{}", merchant.merchant_id),
-        )
-        .await?;
+    let actor = format!("merchant:{}", merchant.merchant_id);
+    let executed = state.flows.close_order(&merchant.merchant_id, order_id, &actor).await?;
     Ok(Json(
         state
             .order_view_at(&merchant.merchant_id, order_id, executed.sequence)

@@ -5,8 +5,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::Utc;
-use payledger_domain::{ids, Money, PaymentOrderCommand};
 use payledger_projections::queries;
 use payledger_projections::RefundView;
 use serde::Deserialize;
@@ -75,7 +73,6 @@ pub(crate) async fn create(
     JsonBody(req): JsonBody<RefundRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let order_id = parse_id(&order_id, "order")?;
-    let order = state.owned_order(&merchant.merchant_id, order_id).await?;
     let mut e = FieldErrors::default();
     validate::merchant_no(&mut e, "out_refund_no", &req.out_refund_no);
     let amount_minor = validate::amount_minor(&mut e, "amount", &req.amount);
@@ -83,22 +80,17 @@ pub(crate) async fn create(
         validate::text(&mut e, "reason", r, validate::SHORT_TEXT_CHARS_MAX, false);
     }
     e.finish()?;
-    let amount = amount_minor
-        .map(|a| Money::new(a, order.terms.amount.currency))
-        .transpose()
-        .map_err(|err| ApiError::field("amount", err.to_string()))?
-        .ok_or_else(|| ApiError::Internal("validated refund lacks an amount".into()))?;
-    let refund_id = ids::refund_id(order_id, &req.out_refund_no);
-    let executed = state
-        .execute(
+    let amount_minor = amount_minor.ok_or_else(|| ApiError::Internal("validated refund lacks an amount".into()))?;
+    let actor = format!("merchant:{}", merchant.merchant_id);
+    let (refund_id, executed) = state
+        .flows
+        .request_refund(
+            &merchant.merchant_id,
             order_id,
-            PaymentOrderCommand::RequestRefund {
-                out_refund_no: req.out_refund_no,
-                amount,
-                reason: req.reason,
-                requested_at: Utc::now(),
-            },
-            &format!("merchant:{}", merchant.merchant_id),
+            req.out_refund_no,
+            amount_minor,
+            req.reason,
+            &actor,
         )
         .await?;
     let view = state

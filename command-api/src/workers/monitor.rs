@@ -51,11 +51,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use payledger_channel_adapters::{Channel, ChannelError, ChannelPaymentStatus, Channels};
-use payledger_domain::{CallbackOutcome, CloseReason, OrderError, OrderStatus, PaymentOrderCommand};
+use payledger_channel_adapters::Channels;
 use payledger_store::time::fmt_ts;
-use payledger_store::{Database, ExecuteError};
+use payledger_store::Database;
 use uuid::Uuid;
+
+use crate::flows::{Flows, Settled};
 
 /// Actor name recorded on the monitor's events.
 pub const MONITOR_NAME: &str = "order_monitor";
@@ -104,22 +105,6 @@ impl Default for MonitorConfig {
     }
 }
 
-/// What the monitor did to one order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled {
-    /// The channel said paid: the payment was recorded.
-    Paid,
-    /// Closed here (and at the channel where it has a close).
-    Closed,
-    /// Left for the next round, with why.
-    Deferred(String),
-    /// Nothing to do (already settled, mismatch flagged, not yet due).
-    Skipped,
-    /// Queried before expiry and not paid at the channel (or the channel has no query): left
-    /// waiting, nothing recorded.
-    Waiting,
-}
-
 /// Counts of one round (both passes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoundReport {
@@ -157,8 +142,7 @@ impl Cursor {
 
 /// The order monitor role.
 pub struct OrderMonitor {
-    db: Database,
-    channels: Channels,
+    flows: Flows,
     config: MonitorConfig,
     /// One per [`MonitorConfig::query_schedule_ms`] point; `None` until the first round.
     cursors: Option<Vec<Cursor>>,
@@ -168,8 +152,7 @@ impl OrderMonitor {
     /// A monitor over `db` asking `channels`.
     pub fn new(db: Database, channels: Channels, config: MonitorConfig) -> Self {
         Self {
-            db,
-            channels,
+            flows: Flows::new(db, channels),
             config,
             cursors: None,
         }
@@ -236,7 +219,7 @@ impl OrderMonitor {
             .bind(&after.1)
             .bind(&after.0)
             .bind(PAGE_ORDERS_MAX)
-            .fetch_all(self.db.pool())
+            .fetch_all(self.flows.db.pool())
             .await?;
             let Some(last) = page.last() else { break };
             after = last.clone();
@@ -247,7 +230,7 @@ impl OrderMonitor {
                     tracing::error!(%order_id, "order_view holds an order id that is not a UUID");
                     continue;
                 };
-                match self.settle(order_id, now, cutoff).await {
+                match self.flows.settle_expired(order_id, now, cutoff, &actor()).await {
                     Settled::Paid => report.paid += 1,
                     Settled::Closed => report.closed += 1,
                     Settled::Deferred(why) => {
@@ -308,7 +291,7 @@ impl OrderMonitor {
                 .bind(&cursor.order_id)
                 .bind(fmt_ts(cutoff))
                 .bind(PAGE_ORDERS_MAX)
-                .fetch_all(self.db.pool())
+                .fetch_all(self.flows.db.pool())
                 .await
                 {
                     Ok(page) => page,
@@ -334,7 +317,7 @@ impl OrderMonitor {
                         tracing::error!(%order_id, "order_view holds an order id that is not a UUID");
                         continue;
                     };
-                    match self.query_before_expiry(order_id, now, cutoff).await {
+                    match self.flows.query_before_expiry(order_id, now, cutoff, &actor()).await {
                         Settled::Paid => report.paid += 1,
                         Settled::Skipped => report.skipped += 1,
                         Settled::Waiting | Settled::Closed | Settled::Deferred(_) => report.waiting += 1,
@@ -352,148 +335,6 @@ impl OrderMonitor {
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
-        }
-    }
-
-    /// Asks the channel about one awaiting order before its expiry (re-checked against the
-    /// event store) and records a payment it reports. Never closes.
-    pub async fn query_before_expiry(&self, order_id: Uuid, now: DateTime<Utc>, cutoff: DateTime<Utc>) -> Settled {
-        let order = match self.db.orders().load(order_id).await {
-            Ok(o) => o.order,
-            Err(e) => {
-                tracing::warn!(%order_id, error = %e, "order monitor: loading the order failed; not queried");
-                return Settled::Waiting;
-            }
-        };
-        let Some(order) = order else {
-            return Settled::Skipped;
-        };
-        // Due at expiry: the expiry pass settles it.
-        if order.status != OrderStatus::AwaitingPayment || order.expire_at <= cutoff || order.amount_mismatch {
-            return Settled::Skipped;
-        }
-        let channel_name = order.terms.channel.clone();
-        let Some(channel) = self.channels.get(&channel_name) else {
-            tracing::debug!(%order_id, channel = %channel_name, "order monitor: channel not enabled; not queried");
-            return Settled::Waiting;
-        };
-        match channel.query(order_id).await {
-            Ok(ChannelPaymentStatus::Paid {
-                channel_trade_no,
-                amount,
-                paid_at,
-            }) => self.record_queried_payment(order_id, channel_name, channel_trade_no, amount, paid_at, now).await.unwrap_or_else(|why| {
-                tracing::warn!(%order_id, why = %why, "order monitor: a payment found before expiry was not recorded; asked again later");
-                Settled::Waiting
-            }),
-            Ok(ChannelPaymentStatus::NotPaid | ChannelPaymentStatus::NotFound) | Err(ChannelError::Unsupported { .. }) => {
-                Settled::Waiting
-            }
-            Ok(ChannelPaymentStatus::Failed { reason }) => {
-                tracing::info!(%order_id, channel = %channel_name, reason = %reason, "order monitor: payment attempt failed at the channel; the order stays open until it expires");
-                Settled::Waiting
-            }
-            Ok(ChannelPaymentStatus::Closed) => {
-                tracing::warn!(%order_id, channel = %channel_name, "order monitor: the channel closed the order before its expiry here; it is closed here at expiry");
-                Settled::Waiting
-            }
-            Err(e) => {
-                tracing::warn!(%order_id, channel = %channel_name, error = %e, "order monitor: scheduled query failed; asked again at the next point or at expiry");
-                Settled::Waiting
-            }
-        }
-    }
-
-    /// Records a payment a query reported, as the channel's notification would have.
-    async fn record_queried_payment(
-        &self,
-        order_id: Uuid,
-        channel: String,
-        channel_trade_no: String,
-        amount: payledger_domain::Money,
-        paid_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<Settled, String> {
-        let command = PaymentOrderCommand::ReceiveChannelCallback {
-            channel,
-            notify_id: format!("query:{channel_trade_no}"),
-            channel_trade_no,
-            outcome: CallbackOutcome::Succeeded { amount, paid_at },
-            received_at: now,
-        };
-        match self.db.execute(order_id, command, &actor()).await {
-            Ok(_) => Ok(Settled::Paid),
-            Err(e) => Err(format!("recording the queried payment: {e}")),
-        }
-    }
-
-    /// Settles one order that `order_view` shows due; re-checked against the event store.
-    pub async fn settle(&self, order_id: Uuid, now: DateTime<Utc>, cutoff: DateTime<Utc>) -> Settled {
-        let order = match self.db.orders().load(order_id).await {
-            Ok(o) => o.order,
-            Err(e) => return Settled::Deferred(format!("loading the order failed: {e}")),
-        };
-        let Some(order) = order else {
-            return Settled::Skipped;
-        };
-        if order.status != OrderStatus::AwaitingPayment || order.expire_at > cutoff || order.amount_mismatch {
-            return Settled::Skipped;
-        }
-        let channel_name = order.terms.channel.clone();
-        let Some(channel) = self.channels.get(&channel_name) else {
-            // Not configured any more: we cannot ask whether money moved, so we do not close.
-            return Settled::Deferred(format!("channel {channel_name} is not enabled"));
-        };
-        match channel.query(order_id).await {
-            Ok(ChannelPaymentStatus::Paid {
-                channel_trade_no,
-                amount,
-                paid_at,
-            }) => self
-                .record_queried_payment(order_id, channel_name, channel_trade_no, amount, paid_at, now)
-                .await
-                .unwrap_or_else(Settled::Deferred),
-            Ok(ChannelPaymentStatus::Closed) | Err(ChannelError::Unsupported { .. }) => self.close(order_id, now).await,
-            Ok(
-                status @ (ChannelPaymentStatus::NotPaid
-                | ChannelPaymentStatus::NotFound
-                | ChannelPaymentStatus::Failed { .. }),
-            ) => {
-                self.close_at_channel_then_here(channel.as_ref(), order_id, &status, now)
-                    .await
-            }
-            Err(e) => Settled::Deferred(format!("query at {}: {e}", channel.name())),
-        }
-    }
-
-    async fn close_at_channel_then_here(
-        &self,
-        channel: &dyn Channel,
-        order_id: Uuid,
-        status: &ChannelPaymentStatus,
-        now: DateTime<Utc>,
-    ) -> Settled {
-        match channel.close(order_id).await {
-            Ok(()) | Err(ChannelError::Unsupported { .. }) => self.close(order_id, now).await,
-            // The channel never had the order: nothing can be paid there.
-            Err(ChannelError::Rejected { .. }) if *status == ChannelPaymentStatus::NotFound => {
-                self.close(order_id, now).await
-            }
-            // E.g. paid between our query and the close: the next round's query tells.
-            Err(e) => Settled::Deferred(format!("close at {}: {e}", channel.name())),
-        }
-    }
-
-    async fn close(&self, order_id: Uuid, now: DateTime<Utc>) -> Settled {
-        let command = PaymentOrderCommand::CloseOrder {
-            reason: CloseReason::Expired,
-            closed_at: now,
-        };
-        match self.db.execute(order_id, command, &actor()).await {
-            Ok(_) => Settled::Closed,
-            // A callback paid it meanwhile: nothing to settle.
-            Err(ExecuteError::Rejected(OrderError::AlreadyPaid)) => Settled::Skipped,
-            Err(e) => Settled::Deferred(format!("closing: {e}")),
         }
     }
 }

@@ -1,0 +1,92 @@
+//! The money workflow: what happens to an order between a caller and the event store.
+//!
+//! The rules of the money flow live in three places. `payledger_domain`'s aggregate decides
+//! (may this order be refunded by this much?). A flow here orchestrates one step of the
+//! workflow: it loads what it needs, calls the channel, and turns what happened into commands
+//! for the aggregate. A projection folds the events into read models. Nothing else holds a rule
+//! of the money flow: the HTTP handlers, the refund worker and the order monitor are thin
+//! callers that extract their input, call one flow, and map its outcome.
+//!
+//! | flow | caller | what it does |
+//! |---|---|---|
+//! | [`Flows::place_order`] | `POST /v1/orders` | create the order, place it at its channel, record the channel's answer |
+//! | [`Flows::close_order`] | `POST /v1/orders/{id}/close` | close an unpaid order of this merchant |
+//! | [`Flows::receive_callback`] | `POST /v1/callbacks/{channel}` | verify a channel's notification, record the payment or refund outcome |
+//! | [`Flows::request_refund`] | `POST /v1/orders/{id}/refunds` | record a refund request (the aggregate checks the refundable amount) |
+//! | [`Flows::execute_refund`] | the refund worker | send a requested refund to its channel, record the outcome |
+//! | [`Flows::query_before_expiry`] | the order monitor | ask the channel about a waiting order, record a payment it reports |
+//! | [`Flows::settle_expired`] | the order monitor | settle an expired order: record a late-found payment, or close it at the channel and here |
+
+mod callbacks;
+mod expiry;
+mod orders;
+mod refunds;
+
+pub use callbacks::CallbackReceipt;
+pub use expiry::Settled;
+pub use orders::Placed;
+pub use refunds::{RefundExecution, CHANNEL_ATTEMPTS_MAX};
+
+use payledger_channel_adapters::Channels;
+use payledger_domain::aggregate::OrderState;
+use payledger_store::{Database, ExecuteError};
+use uuid::Uuid;
+
+/// What every flow works with: the event store and the channels this process reaches (the
+/// adapters themselves, or remote ones through the channel service in NATS mode). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Flows {
+    /// The event store and the read models.
+    pub db: Database,
+    /// The enabled channels, live (configuration changes apply to the next call).
+    pub channels: Channels,
+}
+
+/// Why a flow did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// No such order for this merchant (another merchant's is indistinguishable from none).
+    #[error("order not found")]
+    OrderNotFound,
+    /// A field of the request cannot apply to this order (e.g. an amount in its currency).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The request's field, as the caller named it.
+        field: &'static str,
+        /// Why, for a person.
+        message: String,
+    },
+    /// The aggregate refused the command, or the event store failed.
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
+    /// Our own data is inconsistent (a bug or a configuration removed under a live order).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Flows {
+    /// A flow layer over `db` and `channels`.
+    pub fn new(db: Database, channels: Channels) -> Self {
+        Self { db, channels }
+    }
+
+    /// The order's current state, folded from its events.
+    ///
+    /// # Errors
+    /// [`ExecuteError`] when the event store fails.
+    pub async fn order(&self, order_id: Uuid) -> Result<Option<OrderState>, ExecuteError> {
+        Ok(self.db.orders().load(order_id).await?.order)
+    }
+
+    /// The order if it belongs to `merchant_id`.
+    ///
+    /// # Errors
+    /// [`FlowError::OrderNotFound`] for a missing order or another merchant's; store failures.
+    pub async fn owned_order(&self, merchant_id: &str, order_id: Uuid) -> Result<OrderState, FlowError> {
+        match self.order(order_id).await? {
+            Some(o) if o.terms.merchant_id == merchant_id => Ok(o),
+            _ => Err(FlowError::OrderNotFound),
+        }
+    }
+}
