@@ -368,11 +368,11 @@ mod tests {
     }
 
     #[test]
-    fn phase_counts_two_commands_per_order_and_one_per_callback() {
+    fn phase_counts_one_command_per_order_and_one_per_callback() {
         let p = phase(Load::ClosedLoop { concurrency: 4 }, 10, Some(1_000.0), 80.0);
         assert!((p.orders_per_s - 100.0).abs() < 1e-9);
-        assert!((p.commands_per_s - 300.0).abs() < 1e-9);
-        assert!((p.commands_ratio_to_pgbench.expect("pgbench") - 0.3).abs() < 1e-9);
+        assert!((p.commands_per_s - 200.0).abs() < 1e-9);
+        assert!((p.commands_ratio_to_pgbench.expect("pgbench") - 0.2).abs() < 1e-9);
         assert!(p.endpoint(Endpoint::Refund).is_none(), "no refund was called");
     }
 

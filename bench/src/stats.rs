@@ -18,8 +18,9 @@ const HISTOGRAM_DIGITS: u8 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
-    /// `POST /v1/orders`: `CreateOrder` then `RecordChannelOrder`, and the wait for the order's
-    /// read model before the answer.
+    /// `POST /v1/orders`: the channel's `create`, then `PlaceOrder` (the order and the
+    /// channel's answer in one append), and the wait for the order's read model before the
+    /// answer.
     CreateOrder,
     /// `POST /v1/callbacks/sandbox`: the sandbox channel's signed success callback,
     /// `ReceiveChannelCallback`.
@@ -51,11 +52,11 @@ impl Endpoint {
         }
     }
 
-    /// Event-store commands (one transaction each) the request commits before it answers.
+    /// Event-store commands (one transaction each) the request commits before it answers: one
+    /// per merchant-facing POST.
     pub fn commands(self) -> u64 {
         match self {
-            Endpoint::CreateOrder => 2,
-            Endpoint::Callback | Endpoint::Refund => 1,
+            Endpoint::CreateOrder | Endpoint::Callback | Endpoint::Refund => 1,
         }
     }
 }
@@ -218,8 +219,8 @@ mod tests {
         assert_eq!(create.latency_us.len(), 3, "failed calls have latencies too");
         assert_eq!(stats.ok(Endpoint::Callback), 1);
         assert_eq!(stats.endpoints[&Endpoint::Refund].errors.get("transport"), Some(&1));
-        // One created order (2 commands) and one callback (1).
-        assert_eq!(stats.commands(), 3);
+        // One created order and one callback, a command each.
+        assert_eq!(stats.commands(), 2);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod faults;
 pub mod flows;
 pub mod http;
 pub mod kv_config;

@@ -836,3 +836,94 @@ impl Drop for Receiver {
         self.task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_crash_between_the_channel_call_and_the_append_loses_no_order() {
+    crash_between_channel_call_and_append(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_crash_between_the_channel_call_and_the_append_loses_no_order() {
+    crash_between_channel_call_and_append(Backend::Postgres).await;
+}
+
+/// The process dies after the channel opened the order and before the order is recorded: nothing
+/// is recorded, and the merchant's retry after the restart places the same order once (the
+/// channel is asked again with the same id) and it can be paid.
+async fn crash_between_channel_call_and_append(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("server.log");
+    let key = merchants_add(dir.path(), &db.url, "shop").expect("merchant")["api_key"]
+        .as_str()
+        .expect("api_key")
+        .to_string();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let body =
+        json!({"out_trade_no": "CUT-1", "amount": 1999, "currency": "CNY", "channel": "sandbox", "subject": "cut"});
+    let create = || {
+        http.post(format!("{base}/v1/orders"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+
+    let faulty = payledger(dir.path(), &db.url)
+        .env(
+            payledger_command_api::faults::FAULT_ENV,
+            payledger_command_api::faults::AFTER_CHANNEL_CREATE,
+        )
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("payledger serve");
+    let mut faulty = Server(faulty);
+    wait_ready(&http, &base).await.expect("ready");
+    let cut = create().await;
+    assert!(cut.is_err(), "the process died before answering: {cut:?}");
+    let status = faulty.0.wait().expect("exit status");
+    assert!(!status.success(), "aborted at the fault point: {status:?}");
+
+    let store = Database::connect(Some(&db.url), PoolConfig::default())
+        .await
+        .expect("store");
+    let events = all_events(&store).await.expect("events");
+    assert!(events.is_empty(), "nothing is recorded before the append: {events:?}");
+
+    let _server = Server::start(dir.path(), &db.url, port, &log, &[]).expect("restart");
+    wait_ready(&http, &base).await.expect("ready after restart");
+    let retry = create().await.expect("retry");
+    assert_eq!(retry.status(), 201, "the retry creates the order");
+    let order: Value = retry.json().await.expect("order");
+    assert_eq!(order["status"], "awaiting_payment");
+    let again = create().await.expect("again");
+    assert_eq!(again.status(), 200, "the same request again is the same order");
+
+    let events = all_events(&store).await.expect("events");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match e.event {
+            PaymentOrderEvent::OrderCreated { .. } => "OrderCreated",
+            PaymentOrderEvent::ChannelOrderOpened { .. } => "ChannelOrderOpened",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["OrderCreated", "ChannelOrderOpened"], "one order, placed once");
+
+    let pay_url = order["pay_url"].as_str().expect("pay_url");
+    let paid: Value = http
+        .post(pay_url)
+        .json(&json!({"result": "success"}))
+        .send()
+        .await
+        .expect("pay")
+        .json()
+        .await
+        .expect("pay answer");
+    assert_eq!(paid["order_status"], "paid", "{paid}");
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -169,37 +169,64 @@ impl PaymentOrder {
         order
     }
 
+    /// `CreateOrder`'s rule: a new order is `OrderCreated`; the same terms again nothing; other
+    /// terms a conflict.
+    fn create(
+        &self,
+        order_id: Uuid,
+        terms: OrderTerms,
+        created_at: DateTime<Utc>,
+    ) -> Result<Vec<PaymentOrderEvent>, OrderError> {
+        if !terms.amount.is_valid() {
+            return Err(OrderError::InvalidAmount(format!("{:?}", terms.amount)));
+        }
+        match &self.order {
+            Some(existing) if existing.terms == terms => Ok(vec![]),
+            Some(_) => Err(OrderError::OutTradeNoConflict(terms.out_trade_no)),
+            None => {
+                let expire_at = terms.expire_at(created_at);
+                Ok(vec![PaymentOrderEvent::OrderCreated {
+                    order_id,
+                    terms,
+                    created_at,
+                    expire_at,
+                }])
+            }
+        }
+    }
+
     fn decide(&self, command: PaymentOrderCommand) -> Result<Vec<PaymentOrderEvent>, OrderError> {
         use PaymentOrderCommand as C;
         use PaymentOrderEvent as E;
 
-        if let C::CreateOrder {
-            order_id,
-            terms,
-            created_at,
-        } = command
-        {
-            if !terms.amount.is_valid() {
-                return Err(OrderError::InvalidAmount(format!("{:?}", terms.amount)));
-            }
-            return match &self.order {
-                Some(existing) if existing.terms == terms => Ok(vec![]),
-                Some(_) => Err(OrderError::OutTradeNoConflict(terms.out_trade_no)),
-                None => {
-                    let expire_at = created_at + Duration::seconds(i64::from(terms.expire_in_seconds));
-                    Ok(vec![E::OrderCreated {
-                        order_id,
-                        terms,
-                        created_at,
-                        expire_at,
-                    }])
+        match command {
+            C::CreateOrder {
+                order_id,
+                terms,
+                created_at,
+            } => return self.create(order_id, terms, created_at),
+            C::PlaceOrder {
+                order_id,
+                terms,
+                created_at,
+                outcome,
+                recorded_at,
+            } => {
+                let mut events = self.create(order_id, terms, created_at)?;
+                let unanswered = match &self.order {
+                    None => true,
+                    Some(o) => o.status == OrderStatus::AwaitingPayment && o.channel_order.is_none(),
+                };
+                if unanswered {
+                    events.push(channel_answer(outcome, recorded_at));
                 }
-            };
+                return Ok(events);
+            }
+            _ => {}
         }
-
         let order = self.order.as_ref().ok_or(OrderError::OrderNotFound)?;
         match command {
-            C::CreateOrder { .. } => unreachable!("handled above"),
+            C::CreateOrder { .. } | C::PlaceOrder { .. } => unreachable!("handled above"),
 
             C::RecordChannelOrder { outcome, recorded_at } => {
                 if order.status != OrderStatus::AwaitingPayment {
@@ -212,22 +239,7 @@ impl PaymentOrder {
                 if order.channel_order.is_some() {
                     return Ok(vec![]);
                 }
-                Ok(vec![match outcome {
-                    ChannelOrderOutcome::Opened(channel_order) => E::ChannelOrderOpened {
-                        channel_order,
-                        opened_at: recorded_at,
-                    },
-                    ChannelOrderOutcome::Failed {
-                        code,
-                        message,
-                        retryable,
-                    } => E::ChannelOrderFailed {
-                        code,
-                        message,
-                        retryable,
-                        failed_at: recorded_at,
-                    },
-                }])
+                Ok(vec![channel_answer(outcome, recorded_at)])
             }
 
             C::ReceiveChannelCallback {
@@ -556,5 +568,25 @@ impl Aggregate for PaymentOrder {
                 refund.status = RefundStatus::Failed;
             }
         }
+    }
+}
+
+/// The event recording the channel's answer to placing an order.
+fn channel_answer(outcome: ChannelOrderOutcome, recorded_at: DateTime<Utc>) -> PaymentOrderEvent {
+    match outcome {
+        ChannelOrderOutcome::Opened(channel_order) => PaymentOrderEvent::ChannelOrderOpened {
+            channel_order,
+            opened_at: recorded_at,
+        },
+        ChannelOrderOutcome::Failed {
+            code,
+            message,
+            retryable,
+        } => PaymentOrderEvent::ChannelOrderFailed {
+            code,
+            message,
+            retryable,
+            failed_at: recorded_at,
+        },
     }
 }

@@ -37,6 +37,15 @@ pub struct OrderTerms {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl OrderTerms {
+    /// When an order created at `created_at` on these terms stops being payable:
+    /// `created_at + expire_in_seconds`. The channel is told the same time when the order is
+    /// placed there, before the order exists.
+    pub fn expire_at(&self, created_at: DateTime<Utc>) -> DateTime<Utc> {
+        created_at + chrono::Duration::seconds(i64::from(self.expire_in_seconds))
+    }
+}
+
 /// What the channel returned when the order was placed there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChannelOrder {
@@ -99,6 +108,20 @@ pub enum PaymentOrderCommand {
         order_id: Uuid,
         terms: OrderTerms,
         created_at: DateTime<Utc>,
+    },
+    /// Create the order and record the channel's answer to placing it, in one append: the
+    /// channel was asked first (keyed by `order_id`, so asking again after a crash before this
+    /// command is idempotent at the channel). New order: `OrderCreated` and
+    /// `ChannelOrderOpened` (or `ChannelOrderFailed`). Same terms again: no event, unless the
+    /// order has no channel answer yet (created by `CreateOrder` and cut off before
+    /// `RecordChannelOrder`), which this answer then completes. Other terms:
+    /// [`crate::OrderError::OutTradeNoConflict`].
+    PlaceOrder {
+        order_id: Uuid,
+        terms: OrderTerms,
+        created_at: DateTime<Utc>,
+        outcome: ChannelOrderOutcome,
+        recorded_at: DateTime<Utc>,
     },
     /// Record the channel's answer to placing the order.
     RecordChannelOrder {

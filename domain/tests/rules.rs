@@ -75,6 +75,24 @@ fn create_order(terms: OrderTerms) -> C {
     }
 }
 
+fn place_order(terms: OrderTerms, outcome: ChannelOrderOutcome) -> C {
+    C::PlaceOrder {
+        order_id: order_id(),
+        terms,
+        created_at: at(0),
+        outcome,
+        recorded_at: at(1),
+    }
+}
+
+fn channel_failure() -> ChannelOrderOutcome {
+    ChannelOrderOutcome::Failed {
+        code: "channel_unavailable".to_string(),
+        message: "connect timeout".to_string(),
+        retryable: true,
+    }
+}
+
 fn record_channel_order_opened() -> C {
     C::RecordChannelOrder {
         outcome: ChannelOrderOutcome::Opened(channel_order()),
@@ -319,6 +337,84 @@ async fn create_order_with_other_terms_is_out_trade_no_conflict() {
         .when_async(create_order(other_subject))
         .await
         .then_expect_error(OrderError::OutTradeNoConflict(OUT_TRADE_NO.to_string()));
+}
+
+#[tokio::test]
+async fn place_order_creates_the_order_and_records_the_channel_answer_in_one_command() {
+    framework()
+        .given_no_previous_events()
+        .when_async(place_order(terms(), ChannelOrderOutcome::Opened(channel_order())))
+        .await
+        .then_expect_events(vec![order_created(), channel_order_opened()]);
+    framework()
+        .given_no_previous_events()
+        .when_async(place_order(terms(), channel_failure()))
+        .await
+        .then_expect_events(vec![order_created(), channel_order_failed()]);
+}
+
+#[tokio::test]
+async fn place_order_again_with_same_terms_emits_nothing_and_the_first_answer_stands() {
+    framework()
+        .given(vec![order_created(), channel_order_opened()])
+        .when_async(place_order(terms(), channel_failure()))
+        .await
+        .then_expect_events(vec![]);
+    framework()
+        .given(paid_order())
+        .when_async(place_order(terms(), ChannelOrderOutcome::Opened(channel_order())))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn place_order_completes_an_order_created_without_a_channel_answer() {
+    framework()
+        .given(vec![order_created()])
+        .when_async(place_order(terms(), ChannelOrderOutcome::Opened(channel_order())))
+        .await
+        .then_expect_events(vec![channel_order_opened()]);
+    // Closed before it was placed: nothing to place.
+    framework()
+        .given(vec![order_created(), order_closed()])
+        .when_async(place_order(terms(), ChannelOrderOutcome::Opened(channel_order())))
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn place_order_with_other_terms_is_out_trade_no_conflict_and_records_nothing() {
+    let other = OrderTerms {
+        amount: cny(ORDER_AMOUNT_MINOR + 1),
+        ..terms()
+    };
+    framework()
+        .given(vec![order_created()])
+        .when_async(place_order(other, ChannelOrderOutcome::Opened(channel_order())))
+        .await
+        .then_expect_error(OrderError::OutTradeNoConflict(OUT_TRADE_NO.to_string()));
+}
+
+#[tokio::test]
+async fn place_order_with_invalid_amount_is_rejected() {
+    let invalid = OrderTerms {
+        amount: Money {
+            amount_minor: 0,
+            currency: Currency::CNY,
+        },
+        ..terms()
+    };
+    framework()
+        .given_no_previous_events()
+        .when_async(place_order(invalid, ChannelOrderOutcome::Opened(channel_order())))
+        .await
+        .then_expect_error(OrderError::InvalidAmount(format!(
+            "{:?}",
+            Money {
+                amount_minor: 0,
+                currency: Currency::CNY
+            }
+        )));
 }
 
 #[tokio::test]

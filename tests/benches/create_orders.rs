@@ -1,5 +1,5 @@
-//! Throughput and latency of `POST /v1/orders`, end to end: HTTP, validation, the `CreateOrder`
-//! and `RecordChannelOrder` commands (two event-store commits), the sandbox channel, and the wait
+//! Throughput and latency of `POST /v1/orders`, end to end: HTTP, validation, the sandbox channel,
+//! the `PlaceOrder` command (one event-store commit), and the wait
 //! for the order's read model (read-your-writes) before the 201 is sent.
 //!
 //! A real server runs in this process (the same `app::start` that `payledger serve` runs) on a

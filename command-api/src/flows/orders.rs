@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use payledger_channel_adapters::{ChannelError, CreateChannelOrder};
 use payledger_domain::aggregate::OrderState;
-use payledger_domain::{ids, ChannelOrderOutcome, CloseReason, OrderStatus, OrderTerms, PaymentOrderCommand};
-use payledger_store::Executed;
+use payledger_domain::{
+    ids, ChannelOrderOutcome, CloseReason, OrderError, OrderStatus, OrderTerms, PaymentOrderCommand, PaymentOrderEvent,
+};
+use payledger_store::{ExecuteError, Executed};
 use uuid::Uuid;
 
 use super::{FlowError, Flows};
@@ -37,101 +39,132 @@ impl Placed {
 }
 
 impl Flows {
-    /// Creates the order of `terms` and places it at its channel: `CreateOrder`, the channel's
-    /// `create`, then `RecordChannelOrder` with what the channel answered (opened, or failed with
-    /// its code and whether a retry may work).
+    /// Creates the order of `terms` and places it at its channel, in one append when the order
+    /// is new: the channel's `create` first (keyed by our order id, which channels use as their
+    /// `out_trade_no`), then `PlaceOrder` with the order and the channel's answer (opened, or
+    /// failed with its code and whether a retry may work).
+    ///
+    /// Nothing is lost if the process dies between the channel call and the append: nothing was
+    /// recorded and no pay URL was handed out, so no one can pay; the merchant's retry asks the
+    /// channel again with the same id, which the channel answers for the same order.
     ///
     /// Idempotent: the order id comes from the merchant and `out_trade_no`, so the same request
-    /// again finds the order. An order created but not yet placed (a crash between the two
-    /// steps) is placed by the retry; channels de-duplicate on our order id.
+    /// again finds the order and returns it without asking the channel. An order recorded
+    /// without a channel answer (cut off between the two appends of earlier versions) is placed
+    /// by the retry.
     ///
     /// # Errors
-    /// The aggregate's refusal (e.g. `out_trade_no` taken with other terms), store failures;
-    /// [`FlowError::Internal`] if the order's channel is gone. A channel failure is not an
-    /// error: it is recorded and reported in [`Placed::channel_error`].
+    /// The aggregate's refusal (`out_trade_no` taken with other terms, an invalid amount),
+    /// store failures; [`FlowError::Internal`] if the order's channel is gone. A channel failure
+    /// is not an error: it is recorded and reported in [`Placed::channel_error`].
     pub async fn place_order(&self, terms: OrderTerms, actor: &str, now: DateTime<Utc>) -> Result<Placed, FlowError> {
         let order_id = ids::order_id(&terms.merchant_id, &terms.out_trade_no);
-        let created = self
-            .db
-            .execute(
-                order_id,
-                PaymentOrderCommand::CreateOrder {
+        let existing = self.db.orders().load(order_id).await?;
+        let answered = existing
+            .order
+            .as_ref()
+            .is_some_and(|o| o.channel_order.is_some() || o.status != OrderStatus::AwaitingPayment);
+        if answered || existing.order.as_ref().is_some_and(|o| o.terms != terms) {
+            // A repeat (no events) or a conflict (the aggregate's refusal): the channel is not
+            // asked.
+            let repeated = self
+                .db
+                .execute(
                     order_id,
-                    terms,
-                    created_at: now,
-                },
-                actor,
-            )
-            .await?;
-        let is_new = !created.events.is_empty();
-        let order = created
-            .order
-            .order
-            .ok_or_else(|| FlowError::Internal(format!("order {order_id} missing after create")))?;
-        if order.channel_order.is_some() || order.status != OrderStatus::AwaitingPayment {
+                    PaymentOrderCommand::CreateOrder {
+                        order_id,
+                        terms,
+                        created_at: now,
+                    },
+                    actor,
+                )
+                .await?;
+            let order = repeated
+                .order
+                .order
+                .ok_or_else(|| FlowError::Internal(format!("order {order_id} missing after create")))?;
             return Ok(Placed {
                 order_id,
-                is_new,
-                sequence: created.sequence,
+                is_new: false,
+                sequence: repeated.sequence,
                 order,
                 channel_error: None,
                 failure_reason: None,
             });
         }
-        let (outcome, channel_error) = self.open_at_channel(&order).await?;
+        if !terms.amount.is_valid() {
+            return Err(ExecuteError::Rejected(OrderError::InvalidAmount(format!("{:?}", terms.amount))).into());
+        }
+        let created_at = existing.order.as_ref().map_or(now, |o| o.created_at);
+        let (outcome, channel_error) = self
+            .open_at_channel(order_id, &terms, terms.expire_at(created_at))
+            .await?;
+        crate::faults::point(crate::faults::AFTER_CHANNEL_CREATE);
         let failure_reason = match &outcome {
             ChannelOrderOutcome::Failed { code, message, .. } => Some(format!("{code}: {message}")),
             ChannelOrderOutcome::Opened(_) => None,
         };
-        let recorded = self
+        let placed = self
             .db
             .execute(
                 order_id,
-                PaymentOrderCommand::RecordChannelOrder {
+                PaymentOrderCommand::PlaceOrder {
+                    order_id,
+                    terms,
+                    created_at: now,
                     outcome,
                     recorded_at: Utc::now(),
                 },
                 actor,
             )
             .await?;
-        let order = recorded
+        let is_new = placed
+            .events
+            .iter()
+            .any(|e| matches!(e.payload, PaymentOrderEvent::OrderCreated { .. }));
+        let order = placed
             .order
             .order
             .ok_or_else(|| FlowError::Internal(format!("order {order_id} missing after placing it")))?;
+        // A concurrent identical request may have recorded its answer first: ours is then not
+        // the order's, and neither is its failure.
+        let ours = !placed.events.is_empty();
         Ok(Placed {
             order_id,
             is_new,
-            sequence: recorded.sequence,
+            sequence: placed.sequence,
             order,
-            channel_error,
-            failure_reason,
+            channel_error: channel_error.filter(|_| ours),
+            failure_reason: failure_reason.filter(|_| ours),
         })
     }
 
     /// Asks the order's channel to open it; the outcome to record, and the channel's error.
     async fn open_at_channel(
         &self,
-        order: &OrderState,
+        order_id: Uuid,
+        terms: &OrderTerms,
+        expire_at: DateTime<Utc>,
     ) -> Result<(ChannelOrderOutcome, Option<ChannelError>), FlowError> {
-        let channel_name = &order.terms.channel;
+        let channel_name = &terms.channel;
         let channel = self
             .channels
             .get(channel_name)
             .ok_or_else(|| FlowError::Internal(format!("channel {channel_name} vanished")))?;
         let request = CreateChannelOrder {
-            order_id: order.order_id,
-            amount: order.terms.amount,
-            method: order.terms.method.clone(),
-            subject: order.terms.subject.clone(),
-            expire_at: order.expire_at,
-            return_url: order.terms.return_url.clone(),
-            payer_id: order.terms.user_id.clone(),
+            order_id,
+            amount: terms.amount,
+            method: terms.method.clone(),
+            subject: terms.subject.clone(),
+            expire_at,
+            return_url: terms.return_url.clone(),
+            payer_id: terms.user_id.clone(),
             payer_ip: None,
         };
         match crate::metrics::timed_channel_call(channel_name, "create", channel.create(&request)).await {
             Ok(channel_order) => Ok((ChannelOrderOutcome::Opened(channel_order), None)),
             Err(e) => {
-                tracing::warn!(order_id = %order.order_id, error = %e, "channel order failed");
+                tracing::warn!(%order_id, error = %e, "channel order failed");
                 let code = match &e {
                     ChannelError::Unavailable(_) => "channel_unavailable".to_string(),
                     ChannelError::Timeout(_) => "channel_timeout".to_string(),
