@@ -65,32 +65,7 @@ impl Flows {
             .as_ref()
             .is_some_and(|o| o.channel_order.is_some() || o.status != OrderStatus::AwaitingPayment);
         if answered || existing.order.as_ref().is_some_and(|o| o.terms != terms) {
-            // A repeat (no events) or a conflict (the aggregate's refusal): the channel is not
-            // asked.
-            let repeated = self
-                .db
-                .execute(
-                    order_id,
-                    PaymentOrderCommand::CreateOrder {
-                        order_id,
-                        terms,
-                        created_at: now,
-                    },
-                    actor,
-                )
-                .await?;
-            let order = repeated
-                .order
-                .order
-                .ok_or_else(|| FlowError::Internal(format!("order {order_id} missing after create")))?;
-            return Ok(Placed {
-                order_id,
-                is_new: false,
-                sequence: repeated.sequence,
-                order,
-                channel_error: None,
-                failure_reason: None,
-            });
+            return self.repeat_or_conflict(order_id, terms, actor, now).await;
         }
         if !terms.amount.is_valid() {
             return Err(ExecuteError::Rejected(OrderError::InvalidAmount(format!("{:?}", terms.amount))).into());
@@ -136,6 +111,35 @@ impl Flows {
             order,
             channel_error: channel_error.filter(|_| ours),
             failure_reason: failure_reason.filter(|_| ours),
+        })
+    }
+
+    /// The order exists with an answer from its channel, or with other terms: `CreateOrder`
+    /// finds the repeat (no events) or refuses the conflict. The channel is not asked.
+    async fn repeat_or_conflict(
+        &self,
+        order_id: Uuid,
+        terms: OrderTerms,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Placed, FlowError> {
+        let command = PaymentOrderCommand::CreateOrder {
+            order_id,
+            terms,
+            created_at: now,
+        };
+        let repeated = self.db.execute(order_id, command, actor).await?;
+        let order = repeated
+            .order
+            .order
+            .ok_or_else(|| FlowError::Internal(format!("order {order_id} missing after create")))?;
+        Ok(Placed {
+            order_id,
+            is_new: false,
+            sequence: repeated.sequence,
+            order,
+            channel_error: None,
+            failure_reason: None,
         })
     }
 
