@@ -25,8 +25,6 @@ pub struct Placed {
     /// The channel's error when placing the order failed in this call; the order is then
     /// recorded as failed (`ChannelOrderFailed`) with [`Placed::failure_reason`].
     pub channel_error: Option<ChannelError>,
-    /// The failure as recorded, `<code>: <message>`, when the channel failed in this call.
-    pub failure_reason: Option<String>,
 }
 
 impl Placed {
@@ -35,6 +33,30 @@ impl Placed {
     pub fn failed_at_channel(&self) -> Option<&ChannelError> {
         let failed_now = self.is_new && self.order.status == OrderStatus::Failed && self.order.paid_amount_minor == 0;
         failed_now.then_some(self.channel_error.as_ref()).flatten()
+    }
+
+    /// The channel's failure as the order records it, `<code>: <message>`.
+    pub fn failure_reason(&self) -> Option<String> {
+        match failed_outcome(self.channel_error.as_ref()?) {
+            ChannelOrderOutcome::Failed { code, message, .. } => Some(format!("{code}: {message}")),
+            ChannelOrderOutcome::Opened(_) => None,
+        }
+    }
+}
+
+/// What the order records when the channel could not open it: the channel's code (or ours for
+/// an unreachable, timed-out or unsupported channel), its message, and whether a retry may work.
+fn failed_outcome(e: &ChannelError) -> ChannelOrderOutcome {
+    let code = match e {
+        ChannelError::Unavailable(_) => "channel_unavailable".to_string(),
+        ChannelError::Timeout(_) => "channel_timeout".to_string(),
+        ChannelError::Rejected { code, .. } => code.clone(),
+        ChannelError::Unsupported { .. } => "unsupported".to_string(),
+    };
+    ChannelOrderOutcome::Failed {
+        code,
+        message: e.to_string(),
+        retryable: e.is_retryable(),
     }
 }
 
@@ -59,26 +81,21 @@ impl Flows {
     /// is not an error: it is recorded and reported in [`Placed::channel_error`].
     pub async fn place_order(&self, terms: OrderTerms, actor: &str, now: DateTime<Utc>) -> Result<Placed, FlowError> {
         let order_id = ids::order_id(&terms.merchant_id, &terms.out_trade_no);
-        let existing = self.db.orders().load(order_id).await?;
+        let existing = self.order(order_id).await?;
         let answered = existing
-            .order
             .as_ref()
             .is_some_and(|o| o.channel_order.is_some() || o.status != OrderStatus::AwaitingPayment);
-        if answered || existing.order.as_ref().is_some_and(|o| o.terms != terms) {
+        if answered || existing.as_ref().is_some_and(|o| o.terms != terms) {
             return self.repeat_or_conflict(order_id, terms, actor, now).await;
         }
         if !terms.amount.is_valid() {
             return Err(ExecuteError::Rejected(OrderError::InvalidAmount(format!("{:?}", terms.amount))).into());
         }
-        let created_at = existing.order.as_ref().map_or(now, |o| o.created_at);
+        let created_at = existing.as_ref().map_or(now, |o| o.created_at);
         let (outcome, channel_error) = self
             .open_at_channel(order_id, &terms, terms.expire_at(created_at))
             .await?;
         crate::faults::point(crate::faults::AFTER_CHANNEL_CREATE);
-        let failure_reason = match &outcome {
-            ChannelOrderOutcome::Failed { code, message, .. } => Some(format!("{code}: {message}")),
-            ChannelOrderOutcome::Opened(_) => None,
-        };
         let placed = self
             .db
             .execute(
@@ -110,7 +127,6 @@ impl Flows {
             sequence: placed.sequence,
             order,
             channel_error: channel_error.filter(|_| ours),
-            failure_reason: failure_reason.filter(|_| ours),
         })
     }
 
@@ -139,7 +155,6 @@ impl Flows {
             sequence: repeated.sequence,
             order,
             channel_error: None,
-            failure_reason: None,
         })
     }
 
@@ -169,18 +184,7 @@ impl Flows {
             Ok(channel_order) => Ok((ChannelOrderOutcome::Opened(channel_order), None)),
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "channel order failed");
-                let code = match &e {
-                    ChannelError::Unavailable(_) => "channel_unavailable".to_string(),
-                    ChannelError::Timeout(_) => "channel_timeout".to_string(),
-                    ChannelError::Rejected { code, .. } => code.clone(),
-                    ChannelError::Unsupported { .. } => "unsupported".to_string(),
-                };
-                let outcome = ChannelOrderOutcome::Failed {
-                    code,
-                    message: e.to_string(),
-                    retryable: e.is_retryable(),
-                };
-                Ok((outcome, Some(e)))
+                Ok((failed_outcome(&e), Some(e)))
             }
         }
     }

@@ -218,7 +218,7 @@ pub(crate) async fn create(
         let detail = format!(
             "order {} was recorded as failed: {}",
             placed.order_id,
-            placed.failure_reason.as_deref().unwrap_or("channel error")
+            placed.failure_reason().as_deref().unwrap_or("channel error")
         );
         return Err(match e {
             ChannelError::Timeout(_) => ApiError::ChannelTimeout(detail),
