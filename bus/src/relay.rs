@@ -522,7 +522,7 @@ impl Relay {
         self.metrics
             .checkpoint_position
             .store(from.global_position.max(0) as u64, Ordering::Relaxed);
-        let events = self.db.log().read_after(from, self.config.batch()).await?;
+        let events = self.db.tail().read_after(from, self.config.batch()).await?;
         let Some(first) = events.first() else {
             // Nothing to publish yet: still create the stream, which consumers wait for.
             if !self.stream_ready {

@@ -13,8 +13,11 @@ use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
 use payledger_notifier::{EventEnqueuer, NotifyEnqueuer, Sender, SenderConfig};
-use payledger_projections::{queries, JournalProjection, OrderProjection, OrderView};
-use payledger_store::subscription::{run_effects, run_transactional, EffectSubscriber};
+use payledger_projections::projection::PROJECTION_NAME;
+use payledger_projections::{JournalProjection, OrderProjection, OrderView};
+use payledger_store::subscription::{
+    checkpoint, run_effects, run_transactional, EffectSubscriber, TransactionalSubscriber,
+};
 use payledger_store::{settings, Database, PoolConfig};
 use rand::RngCore;
 use tokio::net::TcpListener;
@@ -36,11 +39,12 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 /// (WeChat Pay's encrypted resource, Alipay's form); the same bound as Alipay's own
 /// [`payledger_channel_adapters::alipay::notify::NOTIFY_BODY_BYTES_MAX`].
 pub const CALLBACK_BODY_LIMIT_BYTES: usize = 64 * 1024;
-/// How long a command waits for the order's read model to include its events before answering,
-/// so the client's next GET sees its own write. Past it the answer is built from the event log.
+/// How long a read of the read models (a list, a refund, stats, balances) waits for them to
+/// include every event committed before it (see [`AppState::read_models_current`]). Commands
+/// do not wait: they answer from the log.
 pub const READ_YOUR_WRITES_TIMEOUT_MS: u64 = 2_000;
-/// How often a process without the `projector` role re-reads `order_view` while it waits for
-/// its own write (no in-process notice comes from a projection running elsewhere).
+/// How often a process without the `projector` role re-reads the projection's checkpoint while
+/// a read waits for it (no in-process notice comes from a projection running elsewhere).
 pub const PROJECTION_POLL_MS: u64 = 20;
 /// Settings key of the sandbox channel's callback signing secret.
 pub const SANDBOX_SECRET_KEY: &str = "sandbox.callback_secret";
@@ -135,8 +139,8 @@ pub struct AppState {
     pub sandbox: Arc<SandboxChannel>,
     /// The order projection: its in-process notices when this process runs it.
     pub projection: Arc<OrderProjection>,
-    /// Whether this process runs the projector role. Without it, waits for the read model poll
-    /// `order_view` every [`PROJECTION_POLL_MS`].
+    /// Whether this process runs the projector role. Without it, reads that wait for the read
+    /// models poll the projection's checkpoint every [`PROJECTION_POLL_MS`].
     pub projector_here: bool,
     /// Configuration handlers read.
     pub config: Arc<ApiConfig>,
@@ -156,70 +160,51 @@ impl AppState {
         Ok(self.flows.owned_order(merchant_id, order_id).await?)
     }
 
-    /// Waits (bounded) until the read model holds the order at `sequence`: on the in-process
-    /// projection's notices, or by polling `order_view` when the projector runs elsewhere.
-    pub async fn wait_for_projection(&self, order_id: Uuid, sequence: usize) -> bool {
-        let timeout = Duration::from_millis(READ_YOUR_WRITES_TIMEOUT_MS);
-        let waited = if self.projector_here {
-            self.projection
-                .wait_for(self.db.pool(), order_id, sequence as i64, timeout)
-                .await
-        } else {
-            self.poll_projection(order_id, sequence as i64, timeout).await
-        };
-        match waited {
-            Ok(caught_up) => caught_up,
-            Err(e) => {
-                tracing::warn!(%order_id, error = %e, "waiting for the projection failed");
-                false
-            }
-        }
-    }
-
-    /// Re-reads the order's `last_sequence` every [`PROJECTION_POLL_MS`] until it reaches
-    /// `sequence` or `timeout` passes.
-    async fn poll_projection(&self, order_id: Uuid, sequence: i64, timeout: Duration) -> Result<bool, sqlx::Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let have: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM order_view WHERE order_id = $1")
-                .bind(order_id.to_string())
-                .fetch_optional(self.db.pool())
-                .await?;
-            if have.is_some_and(|s| s >= sequence) {
-                return Ok(true);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(PROJECTION_POLL_MS)).await;
-        }
-    }
-
-    /// The order view once it includes `sequence`: from the read model, or folded from the event
-    /// log if the projection is slower than [`READ_YOUR_WRITES_TIMEOUT_MS`].
+    /// The order as it stands now, folded from its events in the log (the source of truth): it
+    /// holds every write acknowledged before this call, in this process or another, without
+    /// waiting for the projection. One indexed read of the order's few events. This is how a
+    /// command answers (from what it appended) and how `GET /v1/orders/{id}` reads.
     ///
     /// # Errors
-    /// [`ApiError::NotFound`] for another merchant's order; internal errors.
-    pub async fn order_view_at(
-        &self,
-        merchant_id: &str,
-        order_id: Uuid,
-        sequence: usize,
-    ) -> Result<OrderView, ApiError> {
-        if self.wait_for_projection(order_id, sequence).await {
-            if let Some(v) = queries::order(self.db.pool(), merchant_id, order_id).await? {
-                if v.last_sequence >= sequence as i64 {
-                    return Ok(v);
-                }
-            }
-        }
-        tracing::warn!(%order_id, "projection behind; answering from the event log");
+    /// [`ApiError::NotFound`] for a missing order or another merchant's; internal errors.
+    pub async fn order_now(&self, merchant_id: &str, order_id: Uuid) -> Result<OrderView, ApiError> {
         let events = self.db.log().order_events(order_id).await?;
-        let view = OrderView::from_events(events.iter().map(|e| (e.sequence, &e.event)))
+        OrderView::from_events(events.iter().map(|e| (e.sequence, &e.event)))
             .map_err(ApiError::Internal)?
             .filter(|v| v.merchant_id == merchant_id)
-            .ok_or(ApiError::NotFound("order"))?;
-        Ok(view)
+            .ok_or(ApiError::NotFound("order"))
+    }
+
+    /// Waits, at most [`READ_YOUR_WRITES_TIMEOUT_MS`], until the read models (`order_view`,
+    /// `refund_view`, daily stats, the journal: one transaction per batch, one checkpoint
+    /// compared) hold every event committed before this call, so a list or a balance shows
+    /// every write acknowledged before it was asked, in any process. On this process's runner's
+    /// notices, or by polling the checkpoint every [`PROJECTION_POLL_MS`] when the projector
+    /// runs elsewhere. Past the timeout it answers from the read models as they are (logged).
+    ///
+    /// # Errors
+    /// Internal errors when the database fails.
+    pub async fn read_models_current(&self) -> Result<(), ApiError> {
+        let head = self.db.log().head().await?;
+        let timeout = Duration::from_millis(READ_YOUR_WRITES_TIMEOUT_MS);
+        let reached = if self.projector_here {
+            self.projection.wait_until(head, timeout).await
+        } else {
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                if checkpoint(self.db.pool(), PROJECTION_NAME).await? >= head {
+                    break true;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(PROJECTION_POLL_MS)).await;
+            }
+        };
+        if !reached {
+            tracing::warn!(?head, "read models behind the log past the timeout; answering from them as they are");
+        }
+        Ok(())
     }
 
     /// Comma-separated names of enabled channels.
@@ -439,21 +424,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     };
     let mut workers = Vec::new();
     workers.extend(channel_service);
+    // The read models and (embedded) the notify enqueuer: one transaction per batch for all.
+    let mut read_models: Vec<Arc<dyn TransactionalSubscriber>> = Vec::new();
     if roles.has(Role::Projector) {
-        workers.push(tokio::spawn(run_transactional(db.clone(), projection.clone())));
-        workers.push(tokio::spawn(run_transactional(
-            db.clone(),
-            Arc::new(JournalProjection::default()),
-        )));
+        read_models.push(projection.clone());
+        read_models.push(Arc::new(JournalProjection::default()));
     }
     if roles.has(Role::Notifier) {
         let from_nats = Arc::new(EventEnqueuer::new(db.clone(), queued.clone()));
-        workers.push(consume(&config.durables.notifier, "*", from_nats).unwrap_or_else(|| {
-            tokio::spawn(run_transactional(
-                db.clone(),
-                Arc::new(NotifyEnqueuer::new(db.log(), queued.clone())),
-            ))
-        }));
+        match consume(&config.durables.notifier, "*", from_nats) {
+            Some(task) => workers.push(task),
+            None => read_models.push(Arc::new(NotifyEnqueuer::new(db.log(), queued.clone()))),
+        }
+    }
+    if !read_models.is_empty() {
+        workers.push(tokio::spawn(run_transactional(db.clone(), read_models)));
     }
     if roles.has(Role::Refunds) {
         let worker = Arc::new(RefundWorker::new(db.clone(), channels.clone()));

@@ -10,10 +10,8 @@ use async_trait::async_trait;
 use payledger_store::subscription::{SubscriberError, TransactionalSubscriber};
 use payledger_store::time::fmt_ts;
 use payledger_store::{LogEvent, LogPosition};
-use sqlx::{AnyConnection, AnyPool};
-use std::sync::{Arc, Mutex};
-
-use tokio::sync::broadcast;
+use sqlx::AnyConnection;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::sql::{self, Value};
@@ -23,12 +21,6 @@ use crate::view::OrderView;
 /// Checkpoint name of this projection.
 pub const PROJECTION_NAME: &str = "order_view";
 
-/// How many committed batches a waiter may fall behind before it re-checks the table.
-pub const APPLIED_BROADCAST_CAPACITY: usize = 256;
-
-/// `(order_id, last_sequence)` of every order a committed batch changed.
-type AppliedBatch = Arc<Vec<(Uuid, i64)>>;
-
 /// Keeps `order_view`, `refund_view` and `merchant_daily_stats`. Share it in an `Arc`.
 ///
 /// Each batch costs three statements whatever its size: one load of the touched orders' views,
@@ -36,9 +28,8 @@ type AppliedBatch = Arc<Vec<(Uuid, i64)>>;
 pub struct OrderProjection {
     tables: Tables,
     checkpoint: String,
-    /// What the batch in progress changed; published once it commits.
-    pending: Mutex<Vec<(Uuid, i64)>>,
-    applied: broadcast::Sender<AppliedBatch>,
+    /// Where the last batch this process committed ended.
+    applied: watch::Sender<LogPosition>,
 }
 
 impl Default for OrderProjection {
@@ -53,51 +44,18 @@ impl OrderProjection {
         Self {
             checkpoint: tables.checkpoint(PROJECTION_NAME),
             tables,
-            pending: Mutex::new(vec![]),
-            applied: broadcast::channel(APPLIED_BROADCAST_CAPACITY).0,
+            applied: watch::channel(LogPosition::default()).0,
         }
     }
 
-    /// Waits until `order_view` holds order `order_id` at `sequence` or later, or `timeout`
-    /// passes. Used by the API so that a client reads its own writes; returns whether it did.
-    ///
-    /// One table lookup, then only the batches this process commits are inspected: a waiter
-    /// costs no query per batch. Falling behind the broadcast, it looks at the table again.
-    ///
-    /// # Errors
-    /// The database error of the check query.
-    pub async fn wait_for(
-        &self,
-        pool: &AnyPool,
-        order_id: Uuid,
-        sequence: i64,
-        timeout: Duration,
-    ) -> Result<bool, sqlx::Error> {
-        // Subscribe before looking, so a batch committed in between is still seen.
+    /// Waits until this process's runner of the projection has committed every event up to
+    /// `position`, or `timeout` passes; returns whether it did. Costs no query: the runner
+    /// publishes each committed batch's end. (A runner in another process: poll the checkpoint,
+    /// [`payledger_store::subscription::checkpoint`] of [`PROJECTION_NAME`].)
+    pub async fn wait_until(&self, position: LogPosition, timeout: Duration) -> bool {
         let mut applied = self.applied.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut look = true;
-        loop {
-            if look {
-                let have: Option<i64> = sqlx::query_scalar("SELECT last_sequence FROM order_view WHERE order_id = $1")
-                    .bind(order_id.to_string())
-                    .fetch_optional(pool)
-                    .await?;
-                if have.is_some_and(|s| s >= sequence) {
-                    return Ok(true);
-                }
-            }
-            match tokio::time::timeout_at(deadline, applied.recv()).await {
-                Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(false),
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => look = true,
-                Ok(Ok(batch)) => {
-                    if batch.iter().any(|(id, s)| *id == order_id && *s >= sequence) {
-                        return Ok(true);
-                    }
-                    look = false;
-                }
-            }
-        }
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|at| *at >= position)).await;
+        matches!(reached, Ok(Ok(_)))
     }
 }
 
@@ -321,14 +279,16 @@ impl TransactionalSubscriber for OrderProjection {
         let changed: Vec<&OrderView> = ids.iter().filter_map(|id| views.get(id)).collect();
         store_views(tx, &self.tables, &changed).await?;
         store_stats(tx, &self.tables, &stats).await?;
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) =
-            changed.iter().map(|v| (v.order_id, v.last_sequence)).collect();
         Ok(())
     }
 
-    fn committed(&self, _up_to: LogPosition) {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        // No receiver is fine: nobody is waiting.
-        let _ = self.applied.send(Arc::new(batch));
+    fn committed(&self, up_to: LogPosition) {
+        self.applied.send_if_modified(|at| {
+            let forward = up_to > *at;
+            if forward {
+                *at = up_to;
+            }
+            forward
+        });
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::log::GlobalLog;
 use crate::orders::OrderStore;
+use crate::tail::LogTail;
 
 /// The embedded default's database file, in the working directory.
 pub const DEFAULT_SQLITE_FILE: &str = "payledger.db";
@@ -111,6 +112,7 @@ pub struct Database {
     any: AnyPool,
     orders: Arc<OrderStore>,
     appended: Arc<watch::Sender<u64>>,
+    tail: Arc<LogTail>,
 }
 
 impl Database {
@@ -178,9 +180,11 @@ impl Database {
             .await?;
         Ok(Self {
             backend,
-            any,
             orders: Arc::new(orders),
             appended: Arc::new(watch::channel(0).0),
+            tail: Arc::new(LogTail::new(GlobalLog::new(backend, any.clone()))),
+            any,
+
         })
     }
 
@@ -216,6 +220,7 @@ impl Database {
     /// Executes `command` on order `order_id` on behalf of `actor` (`merchant:<id>`,
     /// `channel:<name>`, `worker:<name>`), which every stored event records as `metadata.actor`
     /// (see [`OrderStore::execute`]). When it stored events, wakes this process's subscribers.
+
     ///
     /// # Errors
     /// As [`OrderStore::execute`].
@@ -240,6 +245,12 @@ impl Database {
     /// The global, ordered log of every event.
     pub fn log(&self) -> GlobalLog {
         GlobalLog::new(self.backend, self.any.clone())
+    }
+
+    /// The log's tail as this process's subscribers read it: one database read per batch,
+    /// shared by all of them (see [`LogTail`]).
+    pub fn tail(&self) -> &LogTail {
+        &self.tail
     }
 
     /// Tells in-process subscribers that events were appended, so they read now rather than

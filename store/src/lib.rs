@@ -7,7 +7,8 @@
 //!   concurrency conflicts and returns the committed events and the resulting state.
 //! - [`GlobalLog`]: reads every event in commit order (PostgreSQL: `(transaction_id,
 //!   global_position)` below `pg_snapshot_xmin`; SQLite: `event_positions`).
-//! - [`subscription`]: checkpointed subscribers of the global log.
+//! - [`subscription`]: checkpointed subscribers of the global log, fed by [`tail`], the
+//!   process's one reader of the log's end.
 
 pub mod db;
 pub mod log;
@@ -15,6 +16,7 @@ pub mod merchants;
 pub mod orders;
 pub mod settings;
 pub mod subscription;
+pub mod tail;
 pub mod time;
 pub mod upcast;
 

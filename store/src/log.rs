@@ -200,6 +200,31 @@ impl GlobalLog {
         Ok(held)
     }
 
+    /// The position of the newest committed event (readable yet or not; the start of the log
+    /// when it is empty). A reader that has applied everything up to it has seen every write
+    /// acknowledged before this call.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlx`] when the database fails.
+    pub async fn head(&self) -> Result<LogPosition, DbError> {
+        // One backward probe of the global-order index (PostgreSQL) or the rowid (SQLite).
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT e.transaction_id::text::bigint, e.global_position FROM events e \
+                 ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1"
+            }
+            Backend::Sqlite => "SELECT 0, p.global_position FROM event_positions p ORDER BY p.global_position DESC LIMIT 1",
+        };
+        let row = sqlx::query(sql).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => LogPosition {
+                transaction_id: r.try_get(0)?,
+                global_position: r.try_get(1)?,
+            },
+            None => LogPosition::default(),
+        })
+    }
+
     /// Every event of one order, by sequence: the audit trail.
     ///
     /// # Errors

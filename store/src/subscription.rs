@@ -7,8 +7,14 @@
 //! - [`EffectSubscriber`]: effects are outside (a channel call, another command). At-least-once:
 //!   the checkpoint moves after the effect, so handlers must be idempotent.
 //!
+//! Every subscriber of a process reads the log through [`Database::tail`], so a batch is read
+//! and decoded once however many subscribers want it. The transactional subscribers of a process
+//! run together ([`run_transactional`]): one transaction per batch for all of them, each with its
+//! own checkpoint. Effect subscribers ([`run_effects`]) keep their position in memory and save
+//! it at most every [`EFFECT_CHECKPOINT_INTERVAL_MS`].
+//!
 //! One runner per subscriber name is expected; for transactional subscribers a second runner is
-//! harmless (the checkpoint row is locked for the batch and re-checked).
+//! harmless (the checkpoint rows are locked for the batch and re-checked).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,6 +155,9 @@ pub enum Progress {
     CaughtUp,
     /// Nothing to apply yet: committed events wait behind an open transaction.
     HeldBack,
+    /// Another runner (or a replay) moved a checkpoint since it was read: nothing was applied,
+    /// and the next step starts from the stored positions.
+    Moved,
 }
 
 async fn idle(db: &Database, from: LogPosition) -> Result<Progress, SubscriberError> {
@@ -159,7 +168,115 @@ async fn idle(db: &Database, from: LogPosition) -> Result<Progress, SubscriberEr
     })
 }
 
-/// Applies the next batch for `subscriber`.
+/// Locks the checkpoints of `names` (sorted, so two runners lock in the same order) for the
+/// rest of the transaction, creating missing ones at the start of the log, in one statement
+/// (see [`lock_checkpoint`]). Returns their positions in the order of `names`.
+async fn lock_checkpoints(tx: &mut AnyConnection, names: &[&str]) -> Result<Vec<LogPosition>, DbError> {
+    let values: Vec<String> = (0..names.len()).map(|i| format!("(${}, $1)", i + 2)).collect();
+    let sql = format!(
+        "INSERT INTO subscriber_checkpoint (name, updated_at) VALUES {} \
+         ON CONFLICT (name) DO UPDATE SET updated_at = subscriber_checkpoint.updated_at \
+         RETURNING name, transaction_id, global_position",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(fmt_ts(Utc::now()));
+    for name in names {
+        query = query.bind(*name);
+    }
+    let rows = query.fetch_all(&mut *tx).await?;
+    names
+        .iter()
+        .map(|name| {
+            let row = rows
+                .iter()
+                .find(|r| r.try_get::<String, _>(0).is_ok_and(|n| n == *name))
+                .ok_or_else(|| DbError::Corrupt(format!("checkpoint {name} was not returned by its upsert")))?;
+            Ok(LogPosition {
+                transaction_id: row.try_get(1)?,
+                global_position: row.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Moves the (locked) checkpoints of `names` to `position`, in one statement.
+async fn save_checkpoints(tx: &mut AnyConnection, names: &[&str], position: LogPosition) -> Result<(), DbError> {
+    let placeholders: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 4)).collect();
+    let sql = format!(
+        "UPDATE subscriber_checkpoint SET transaction_id = $1, global_position = $2, updated_at = $3 \
+         WHERE name IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(position.transaction_id)
+        .bind(position.global_position)
+        .bind(fmt_ts(Utc::now()));
+    for name in names {
+        query = query.bind(*name);
+    }
+    query.execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Applies the next batch of the log to every one of `subscribers` (sorted by name, names
+/// distinct) in one transaction: one read (through [`Database::tail`]), one statement locking
+/// every checkpoint, each subscriber's own writes for the events after its checkpoint, one
+/// statement moving the checkpoints, one commit. `at` caches the checkpoints between steps
+/// (`None`: read them); a runner that finds them moved by someone else refreshes it and
+/// answers [`Progress::Moved`].
+///
+/// The batch starts at the lowest checkpoint, so a subscriber far behind (one added by an
+/// upgrade) is caught up in full batches before the others see new events.
+async fn step_together(
+    db: &Database,
+    subscribers: &[&dyn TransactionalSubscriber],
+    at: &mut Option<Vec<LogPosition>>,
+) -> Result<Progress, SubscriberError> {
+    let names: Vec<&str> = subscribers.iter().map(|s| s.name()).collect();
+    let positions = match at.take() {
+        Some(p) => p,
+        None => {
+            let mut p = Vec::with_capacity(names.len());
+            for name in &names {
+                p.push(checkpoint(db.pool(), name).await?);
+            }
+            p
+        }
+    };
+    let Some(from) = positions.iter().min().copied() else {
+        return Ok(Progress::CaughtUp);
+    };
+    // Read before opening the transaction: an idle poll then costs no write (and no fsync).
+    let events = db.tail().read_after(from, BATCH_SIZE_MAX).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        *at = Some(positions);
+        return idle(db, from).await;
+    };
+    let mut tx: Transaction<'static, Any> = db.pool().begin().await?;
+    let locked = lock_checkpoints(&mut tx, &names).await?;
+    if locked != positions {
+        tx.rollback().await?;
+        *at = Some(locked);
+        return Ok(Progress::Moved);
+    }
+    let mut behind = Vec::with_capacity(names.len());
+    for (subscriber, position) in subscribers.iter().zip(&positions) {
+        let start = events.partition_point(|e| e.position <= *position);
+        if start < events.len() {
+            subscriber.apply(&mut tx, &events[start..]).await?;
+            behind.push(subscriber.name());
+        }
+    }
+    save_checkpoints(&mut tx, &behind, last).await?;
+    tx.commit().await?;
+    *at = Some(positions.iter().map(|p| (*p).max(last)).collect());
+    for subscriber in subscribers {
+        subscriber.committed(last);
+    }
+    Ok(Progress::Applied(events.len()))
+}
+
+/// Applies the next batch for `subscriber` alone (as [`run_transactional`] does for a group).
 ///
 /// # Errors
 /// The subscriber's or the database's error; nothing was committed.
@@ -167,106 +284,134 @@ pub async fn step_transactional(
     db: &Database,
     subscriber: &dyn TransactionalSubscriber,
 ) -> Result<Progress, SubscriberError> {
-    step_transactional_range(db, subscriber, None, BATCH_SIZE_MAX).await
+    step_together(db, &[subscriber], &mut None).await
 }
 
-/// As [`step_transactional`], with at most `batch` events, none after `until` when given.
-///
-/// # Errors
-/// As [`step_transactional`].
-pub async fn step_transactional_range(
-    db: &Database,
-    subscriber: &dyn TransactionalSubscriber,
-    until: Option<LogPosition>,
-    batch: i64,
-) -> Result<Progress, SubscriberError> {
-    let name = subscriber.name();
-    let from = checkpoint(db.pool(), name).await?;
-    if until.is_some_and(|u| from >= u) {
-        return Ok(Progress::CaughtUp);
-    }
-    // Read before opening the transaction: an idle poll then costs no write (and no fsync).
-    let events = db.log().read_range(from, until, batch).await?;
-    let Some(last) = events.last().map(|e| e.position) else {
-        return idle(db, from).await;
-    };
-    let mut tx: Transaction<'static, Any> = db.pool().begin().await?;
-    if lock_checkpoint(&mut tx, name).await? != from {
-        // Another runner moved it meanwhile: drop this batch and read again.
-        tx.rollback().await?;
-        return Ok(Progress::Applied(batch as usize));
-    }
-    subscriber.apply(&mut tx, &events).await?;
-    save_checkpoint(&mut *tx, name, last).await?;
-    tx.commit().await?;
-    subscriber.committed(last);
-    Ok(Progress::Applied(events.len()))
-}
-
-/// Handles the next batch for `subscriber`, one event at a time.
-///
-/// # Errors
-/// The first failing event's error; the checkpoint is saved just before it.
-pub async fn step_effects(db: &Database, subscriber: &dyn EffectSubscriber) -> Result<Progress, SubscriberError> {
-    let name = subscriber.name();
-    let from = checkpoint(db.pool(), name).await?;
-    let events = db.log().read_after(from, BATCH_SIZE_MAX).await?;
-    if events.is_empty() {
-        return idle(db, from).await;
-    }
-    let mut done = from;
-    for event in &events {
-        if let Err(e) = subscriber.handle(event).await {
-            if done != from {
-                save_checkpoint(db.pool(), name, done).await?;
-            }
-            return Err(e);
-        }
-        done = event.position;
-    }
-    if done != from {
-        save_checkpoint(db.pool(), name, done).await?;
-    }
-    Ok(Progress::Applied(events.len()))
-}
-
-/// Runs a transactional subscriber until the task is aborted (aborting is safe: an unfinished
-/// batch rolls back). A failed batch (the database unreachable, say) is logged and retried
+/// Runs `subscribers` together until the task is aborted (aborting is safe: an unfinished
+/// batch rolls back): each batch of the log is applied to all of them in one transaction with
+/// their checkpoints. A failed batch (the database unreachable, say) is logged and retried
 /// after [`ERROR_BACKOFF_MS`]; a batch is abandoned after [`STEP_TIMEOUT_MS`].
-pub async fn run_transactional(db: Database, subscriber: Arc<dyn TransactionalSubscriber>) {
+pub async fn run_transactional(db: Database, mut subscribers: Vec<Arc<dyn TransactionalSubscriber>>) {
+    subscribers.sort_by(|a, b| a.name().cmp(b.name()));
+    subscribers.dedup_by(|a, b| a.name() == b.name());
+    let names = subscribers.iter().map(|s| s.name()).collect::<Vec<_>>().join(",");
+    let subscribers: Vec<&dyn TransactionalSubscriber> = subscribers.iter().map(AsRef::as_ref).collect();
     let mut wake = db.appended();
+    let mut at = None;
     let step_timeout = Duration::from_millis(STEP_TIMEOUT_MS);
     loop {
-        let step = step_transactional(&db, subscriber.as_ref());
+        let step = step_together(&db, &subscribers, &mut at);
         let result = tokio::time::timeout(step_timeout, step)
             .await
             .unwrap_or(Err(SubscriberError::TimedOut));
-        pause_after(result, subscriber.name(), &mut wake).await;
+        if result.is_err() {
+            // The batch may or may not have committed: read the checkpoints again.
+            at = None;
+        }
+        pause_after(result, &names, &mut wake, None).await;
     }
+}
+
+/// Longest an effect subscriber's progress stays only in memory: its checkpoint is saved at
+/// most this often, not after every batch (a crash repeats at most this much, which an
+/// at-least-once handler must absorb anyway).
+pub const EFFECT_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+
+/// An effect subscriber's position: where it has handled up to, and what is stored.
+struct EffectProgress {
+    handled: LogPosition,
+    saved: LogPosition,
+    saved_at: tokio::time::Instant,
+}
+
+impl EffectProgress {
+    /// Stores the handled position if it moved and `force` or the interval passed.
+    async fn save(&mut self, db: &Database, name: &str, force: bool) -> Result<(), DbError> {
+        let due = self.saved_at.elapsed() >= Duration::from_millis(EFFECT_CHECKPOINT_INTERVAL_MS);
+        if self.handled != self.saved && (force || due) {
+            save_checkpoint(db.pool(), name, self.handled).await?;
+            self.saved = self.handled;
+            self.saved_at = tokio::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// When the unsaved progress must be saved, if there is any.
+    fn save_due(&self) -> Option<tokio::time::Instant> {
+        (self.handled != self.saved).then(|| self.saved_at + Duration::from_millis(EFFECT_CHECKPOINT_INTERVAL_MS))
+    }
+}
+
+/// Handles the next batch for `subscriber`, one event at a time, from `progress.handled`.
+async fn step_effects(
+    db: &Database,
+    subscriber: &dyn EffectSubscriber,
+    progress: &mut EffectProgress,
+) -> Result<Progress, SubscriberError> {
+    let events = db.tail().read_after(progress.handled, BATCH_SIZE_MAX).await?;
+    if events.is_empty() {
+        return idle(db, progress.handled).await;
+    }
+    for event in &events {
+        if let Err(e) = subscriber.handle(event).await {
+            progress.save(db, subscriber.name(), true).await?;
+            return Err(e);
+        }
+        progress.handled = event.position;
+    }
+    progress.save(db, subscriber.name(), false).await?;
+    Ok(Progress::Applied(events.len()))
 }
 
 /// Runs an effect subscriber until the task is aborted (at-least-once: an event whose effect
-/// ran but whose checkpoint did not is handled again).
+/// ran but whose checkpoint did not is handled again). Its checkpoint is saved at most every
+/// [`EFFECT_CHECKPOINT_INTERVAL_MS`]; progress made while the log is quiet is saved when that
+/// interval ends.
 pub async fn run_effects(db: Database, subscriber: Arc<dyn EffectSubscriber>) {
     let mut wake = db.appended();
+    let name = subscriber.name();
+    let mut progress = loop {
+        match checkpoint(db.pool(), name).await {
+            Ok(at) => {
+                break EffectProgress {
+                    handled: at,
+                    saved: at,
+                    saved_at: tokio::time::Instant::now(),
+                }
+            }
+            Err(e) => pause_after(Err(e.into()), name, &mut wake, None).await,
+        }
+    };
     loop {
-        let result = step_effects(&db, subscriber.as_ref()).await;
-        pause_after(result, subscriber.name(), &mut wake).await;
+        let result = step_effects(&db, subscriber.as_ref(), &mut progress).await;
+        let save_by = progress.save_due();
+        pause_after(result, name, &mut wake, save_by).await;
+        if let Err(e) = progress.save(&db, name, false).await {
+            tracing::warn!(subscriber = name, error = %e, "saving the checkpoint failed; retrying later");
+        }
     }
 }
 
+/// The one waiting rule of every subscriber loop: straight on after a full batch or a moved
+/// checkpoint; a few milliseconds when events are held back (the open transaction ending wakes
+/// nobody); otherwise until this process appends, [`POLL_INTERVAL_MS`] passes (other
+/// processes' appends) or `until` comes (a checkpoint to save); after a failure
+/// [`ERROR_BACKOFF_MS`].
 async fn pause_after(
     result: Result<Progress, SubscriberError>,
     name: &str,
     wake: &mut tokio::sync::watch::Receiver<u64>,
+    until: Option<tokio::time::Instant>,
 ) {
+    let poll = tokio::time::Instant::now() + Duration::from_millis(POLL_INTERVAL_MS);
     match result {
         Ok(Progress::Applied(n)) if n as i64 >= BATCH_SIZE_MAX => {}
+        Ok(Progress::Moved) => {}
         Ok(Progress::HeldBack) => tokio::time::sleep(Duration::from_millis(HELD_BACK_RETRY_MS)).await,
         Ok(_) => {
             tokio::select! {
                 _ = wake.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)) => {}
+                _ = tokio::time::sleep_until(until.map_or(poll, |u| u.min(poll))) => {}
             }
         }
         Err(e) => {

@@ -457,7 +457,7 @@ pub async fn catch_up(db: &Database, subscriber: &dyn payledger_store::subscript
     use payledger_store::subscription::{step_transactional, Progress};
     loop {
         match step_transactional(db, subscriber).await.expect("a subscriber batch") {
-            Progress::Applied(_) => {}
+            Progress::Applied(_) | Progress::Moved => {}
             Progress::HeldBack => tokio::time::sleep(Duration::from_millis(5)).await,
             Progress::CaughtUp => return,
         }

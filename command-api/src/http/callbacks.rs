@@ -81,12 +81,9 @@ pub(crate) async fn receive(
         .receive_callback(channel.as_ref(), &headers, &body, Utc::now())
         .await
     {
-        CallbackReceipt::Recorded { order_id, sequence } => {
-            // So that whoever looks at the order next (the payer's return page, the merchant)
-            // sees the payment.
-            state.wait_for_projection(order_id, sequence).await;
-            answer(channel.answer_callback(Ok(())))
-        }
+        // Whoever looks at the order next (the payer's return page, the merchant) reads it from
+        // the log, or from read models that wait for it: no need to wait here.
+        CallbackReceipt::Recorded { .. } => answer(channel.answer_callback(Ok(()))),
         CallbackReceipt::Unverified(e) => {
             tracing::error!(channel = %channel_name, error = %e, "callback not verified: the channel will send it again");
             let mut a = channel.answer_callback(Err("temporarily unable to verify".into()));

@@ -69,6 +69,7 @@ pub(crate) async fn daily(
         }
     }
     e.finish()?;
+    state.read_models_current().await?;
     let data = queries::daily_stats(
         state.db.pool(),
         &merchant.merchant_id,
@@ -98,6 +99,7 @@ pub(crate) async fn balances(
     State(state): State<AppState>,
     AuthMerchant(merchant): AuthMerchant,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.read_models_current().await?;
     let data = queries::balances(state.db.pool(), &merchant.merchant_id).await?;
     Ok(Json(json!({ "data": data })))
 }

@@ -226,9 +226,7 @@ pub(crate) async fn create(
             _ => ApiError::BadGateway(detail),
         });
     }
-    let view = state
-        .order_view_at(&merchant.merchant_id, placed.order_id, placed.sequence)
-        .await?;
+    let view = state.order_now(&merchant.merchant_id, placed.order_id).await?;
     let status = if placed.is_new {
         StatusCode::CREATED
     } else {
@@ -259,10 +257,7 @@ pub(crate) async fn show(
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = parse_id(&order_id, "order")?;
-    queries::order(state.db.pool(), &merchant.merchant_id, order_id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("order"))
+    Ok(Json(state.order_now(&merchant.merchant_id, order_id).await?))
 }
 
 /// Query of `GET /v1/orders`.
@@ -341,6 +336,7 @@ pub(crate) async fn list(
         created_from,
         created_to,
     };
+    state.read_models_current().await?;
     let page = queries::list_orders(state.db.pool(), &merchant.merchant_id, &filter, limit, cursor).await?;
     Ok(Json(page))
 }
@@ -370,12 +366,8 @@ pub(crate) async fn close(
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = parse_id(&order_id, "order")?;
     let actor = format!("merchant:{}", merchant.merchant_id);
-    let executed = state.flows.close_order(&merchant.merchant_id, order_id, &actor).await?;
-    Ok(Json(
-        state
-            .order_view_at(&merchant.merchant_id, order_id, executed.sequence)
-            .await?,
-    ))
+    state.flows.close_order(&merchant.merchant_id, order_id, &actor).await?;
+    Ok(Json(state.order_now(&merchant.merchant_id, order_id).await?))
 }
 
 /// `GET /v1/orders/{order_id}/events`: every event of the order, in order, with who caused it

@@ -93,9 +93,7 @@ pub(crate) async fn create(
             &actor,
         )
         .await?;
-    let view = state
-        .order_view_at(&merchant.merchant_id, order_id, executed.sequence)
-        .await?;
+    let view = state.order_now(&merchant.merchant_id, order_id).await?;
     let refund = view
         .refunds
         .into_iter()
@@ -131,6 +129,7 @@ pub(crate) async fn show(
     Path(refund_id): Path<String>,
 ) -> Result<Json<RefundView>, ApiError> {
     let refund_id = parse_id(&refund_id, "refund")?;
+    state.read_models_current().await?;
     queries::refund(state.db.pool(), &merchant.merchant_id, refund_id)
         .await?
         .map(Json)
