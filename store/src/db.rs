@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::log::GlobalLog;
 use crate::orders::OrderStore;
 use crate::tail::LogTail;
+use crate::turns::OrderTurns;
 
 /// The embedded default's database file, in the working directory.
 pub const DEFAULT_SQLITE_FILE: &str = "payledger.db";
@@ -113,6 +114,9 @@ pub struct Database {
     orders: Arc<OrderStore>,
     appended: Arc<watch::Sender<u64>>,
     tail: Arc<LogTail>,
+    order_turns: Arc<OrderTurns>,
+    /// SQLite only: this process's writers queue here before taking the file's write lock.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Database {
@@ -184,7 +188,8 @@ impl Database {
             appended: Arc::new(watch::channel(0).0),
             tail: Arc::new(LogTail::new(GlobalLog::new(backend, any.clone()))),
             any,
-
+            order_turns: Arc::new(OrderTurns::default()),
+            write_turn: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
         })
     }
 
@@ -220,7 +225,10 @@ impl Database {
     /// Executes `command` on order `order_id` on behalf of `actor` (`merchant:<id>`,
     /// `channel:<name>`, `worker:<name>`), which every stored event records as `metadata.actor`
     /// (see [`OrderStore::execute`]). When it stored events, wakes this process's subscribers.
-
+    ///
+    /// Commands on the same order wait their turn in this process ([`OrderTurns`]), so they do
+    /// not fail each other's version checks; on SQLite every append also waits for the
+    /// process's write turn ([`Database::write_turn`]).
     ///
     /// # Errors
     /// As [`OrderStore::execute`].
@@ -231,6 +239,8 @@ impl Database {
         actor: &str,
     ) -> Result<crate::Executed, crate::ExecuteError> {
         let metadata = std::collections::HashMap::from([("actor".to_string(), actor.to_string())]);
+        let _order_turn = self.order_turns.take(order_id).await;
+        let _write_turn = self.write_turn().await;
         let executed = self.orders.execute(order_id, command, metadata).await?;
         if !executed.events.is_empty() {
             self.notify_appended();
@@ -240,6 +250,17 @@ impl Database {
                 .increment(1);
         }
         Ok(executed)
+    }
+
+    /// On SQLite, waits for this process's turn to write and holds it until the guard drops:
+    /// take it before a write transaction so writers queue in memory rather than in SQLite's
+    /// busy handler (see [`crate::turns`]). `None` at once on PostgreSQL, which has no single
+    /// writer.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.write_turn {
+            Some(turn) => Some(turn.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// The global, ordered log of every event.

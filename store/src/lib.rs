@@ -18,6 +18,7 @@ pub mod settings;
 pub mod subscription;
 pub mod tail;
 pub mod time;
+pub mod turns;
 pub mod upcast;
 
 pub use db::{is_unavailable, Backend, Database, DbError, PoolConfig};

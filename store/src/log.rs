@@ -213,7 +213,9 @@ impl GlobalLog {
                 "SELECT e.transaction_id::text::bigint, e.global_position FROM events e \
                  ORDER BY e.transaction_id DESC, e.global_position DESC LIMIT 1"
             }
-            Backend::Sqlite => "SELECT 0, p.global_position FROM event_positions p ORDER BY p.global_position DESC LIMIT 1",
+            Backend::Sqlite => {
+                "SELECT 0, p.global_position FROM event_positions p ORDER BY p.global_position DESC LIMIT 1"
+            }
         };
         let row = sqlx::query(sql).fetch_optional(&self.pool).await?;
         Ok(match row {

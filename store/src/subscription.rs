@@ -252,6 +252,7 @@ async fn step_together(
         *at = Some(positions);
         return idle(db, from).await;
     };
+    let _write_turn = db.write_turn().await;
     let mut tx: Transaction<'static, Any> = db.pool().begin().await?;
     let locked = lock_checkpoints(&mut tx, &names).await?;
     if locked != positions {

@@ -165,7 +165,10 @@ mod tests {
         };
         run.extend(&[event(11)]);
         assert!(run.after(at(9), 10).is_none(), "before the run: events may be missing");
-        assert!(run.after(at(11), 10).is_none(), "at the end: the database may hold more");
+        assert!(
+            run.after(at(11), 10).is_none(),
+            "at the end: the database may hold more"
+        );
         assert!(run.after(at(20), 10).is_none());
     }
 

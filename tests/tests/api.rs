@@ -549,6 +549,36 @@ async fn concurrent_success_callbacks_pay_exactly_once(backend: Backend) {
     assert_eq!(get_order(&s, &m.api_key, &order_id).await.json["status"], "paid");
 }
 
+/// A careless client fires forty refunds of one paid order at once, under distinct numbers: within
+/// one process they take turns on the order instead of failing each other's version checks, so
+/// none is answered 503, and every one is recorded once (40 × 2 of 100).
+async fn forty_concurrent_refunds_of_one_order_queue_instead_of_failing(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let order_id = create_id(&s, &m.api_key, &order_body("T-1", 100)).await;
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    let path = format!("/v1/orders/{order_id}/refunds");
+    let bodies: Vec<Value> = (0..40)
+        .map(|i| json!({"out_refund_no": format!("R-{i}"), "amount": 2}))
+        .collect();
+    let replies =
+        futures::future::join_all(bodies.iter().map(|b| s.call("POST", &path, Some(&m.api_key), Some(b)))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let types = event_types(&s, &m.api_key, &order_id).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "RefundRequested").count(),
+        40,
+        "{types:?}"
+    );
+    let order = get_order(&s, &m.api_key, &order_id).await.json;
+    let refunds = order["refunds"].as_array().expect("refunds");
+    let requested: i64 = refunds.iter().map(|r| r["amount"].as_i64().expect("amount")).sum();
+    assert_eq!((refunds.len(), requested), (40, 80));
+}
+
 async fn a_queued_notification_survives_a_restart(mode: Mode) {
     let Some(mut s) = TestServer::start(mode).await else {
         return;
@@ -738,6 +768,7 @@ payledger_tests::both_backends!(
     forged_and_malformed_callbacks_do_not_touch_the_order,
     a_channel_cannot_pay_another_channels_order,
     concurrent_success_callbacks_pay_exactly_once,
+    forty_concurrent_refunds_of_one_order_queue_instead_of_failing,
     orders_list_newest_first_with_a_stable_cursor,
     the_pay_page_escapes_merchant_text,
     health_endpoints_answer,
