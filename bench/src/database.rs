@@ -115,6 +115,24 @@ pub async fn sandbox_secret(database_url: &str) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+/// PostgreSQL's next transaction id (`pg_snapshot_xmax` of a fresh snapshot). The difference
+/// of two readings is how many write transactions (each a commit with its WAL flush, or an
+/// abort) the whole server started in between: exact and immediate, unlike `pg_stat_database`,
+/// whose counters other sessions publish up to seconds late. Read-only transactions take no id.
+///
+/// # Errors
+/// When the server cannot be reached.
+pub async fn next_transaction_id(url: &str) -> anyhow::Result<i64> {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let next: i64 = sqlx::query_scalar("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    Ok(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

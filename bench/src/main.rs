@@ -114,7 +114,21 @@ async fn start(payledger: &Payledger, merchants: usize) -> anyhow::Result<Runnin
 }
 
 /// Runs `load` against `running` with resource sampling.
-async fn measure(running: &Running, run: &str, load: Load, cli: &Cli) -> anyhow::Result<(PhaseOutcome, usage::Usage)> {
+/// What [`measure`] saw: the load's outcome, the server's resource use and, on PostgreSQL, how
+/// many write transactions the server's database started during the measured time.
+struct Measured {
+    outcome: PhaseOutcome,
+    usage: usage::Usage,
+    write_transactions: Option<i64>,
+}
+
+async fn measure(
+    running: &Running,
+    run: &str,
+    load: Load,
+    cli: &Cli,
+    pg_url: Option<&str>,
+) -> anyhow::Result<Measured> {
     let clients = match load {
         Load::ClosedLoop { concurrency } => concurrency,
         Load::OpenLoop { rate_per_s } => (rate_per_s as usize).max(8),
@@ -134,6 +148,10 @@ async fn measure(running: &Running, run: &str, load: Load, cli: &Cli) -> anyhow:
             load::closed_loop(target(&format!("w{concurrency}"))?, concurrency, cli.warmup).await;
         }
     }
+    let xid_before = match pg_url {
+        Some(url) => Some(database::next_transaction_id(url).await?),
+        None => None,
+    };
     let sampler = usage::Sampler::start(running.server.pid)?;
     let outcome = match load {
         Load::ClosedLoop { concurrency } => {
@@ -142,17 +160,28 @@ async fn measure(running: &Running, run: &str, load: Load, cli: &Cli) -> anyhow:
         Load::OpenLoop { rate_per_s } => load::open_loop(target("open")?, rate_per_s, cli.duration).await,
     };
     let usage = sampler.finish().await?;
-    Ok((outcome, usage))
+    // The refund worker's outcome commands of the last refunds land just after: let them in.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let write_transactions = match (pg_url, xid_before) {
+        (Some(url), Some(before)) => Some(database::next_transaction_id(url).await? - before - 1),
+        _ => None,
+    };
+    Ok(Measured {
+        outcome,
+        usage,
+        write_transactions,
+    })
 }
 
 fn print_phase(p: &PhaseReport) {
     let create = p.endpoint(Endpoint::CreateOrder);
     eprintln!(
-        "  {}: {:.0} orders/s, {:.0} commands/s, pgbench {} tps, create p99 {} ms",
+        "  {}: {:.0} orders/s, {:.0} commands/s, pgbench {} tps, {} commits/POST, create p99 {} ms",
         p.label(),
         p.orders_per_s,
         p.commands_per_s,
         p.pgbench.as_ref().map_or("–".into(), |b| format!("{:.0}", b.tps)),
+        p.commits_per_post.map_or("–".into(), |c| format!("{c:.2}")),
         create.map_or("–".into(), |c| format!("{:.2}", c.p99_ms)),
     );
 }
@@ -195,10 +224,11 @@ async fn postgres_phases(
     let result = async {
         for &c in &cli.concurrency {
             let load = Load::ClosedLoop { concurrency: c };
-            let (outcome, usage) = measure(&running, run, load, cli).await?;
+            let m = measure(&running, run, load, cli, Some(&pgbench_db.url)).await?;
             eprintln!("  pgbench at {c} clients for {:?}", cli.duration);
             let bench = pgbench::run(&pgbench_db.url, &workdir.join("append.sql"), 1, c, cli.duration).await?;
-            let phase = PhaseReport::new(Backend::Postgres, load, &outcome, usage, Some(bench));
+            let phase = PhaseReport::new(Backend::Postgres, load, &m.outcome, m.usage, Some(bench))
+                .with_write_transactions(m.write_transactions);
             print_phase(&phase);
             report.phases.push(phase);
         }
@@ -220,8 +250,9 @@ async fn postgres_phases(
         if !cli.no_half_peak {
             if best > 0.0 {
                 let load = Load::OpenLoop { rate_per_s: best / 2.0 };
-                let (outcome, usage) = measure(&running, run, load, cli).await?;
-                let phase = PhaseReport::new(Backend::Postgres, load, &outcome, usage, None);
+                let m = measure(&running, run, load, cli, Some(&pgbench_db.url)).await?;
+                let phase = PhaseReport::new(Backend::Postgres, load, &m.outcome, m.usage, None)
+                    .with_write_transactions(m.write_transactions);
                 print_phase(&phase);
                 report.phases.push(phase);
             } else {
@@ -254,8 +285,8 @@ async fn sqlite_phases(cli: &Cli, binary: &Path, workdir: &Path, run: &str, repo
     let result = async {
         for &c in &cli.concurrency {
             let load = Load::ClosedLoop { concurrency: c };
-            let (outcome, usage) = measure(&running, run, load, cli).await?;
-            let phase = PhaseReport::new(Backend::Sqlite, load, &outcome, usage, None);
+            let m = measure(&running, run, load, cli, None).await?;
+            let phase = PhaseReport::new(Backend::Sqlite, load, &m.outcome, m.usage, None);
             print_phase(&phase);
             report.phases.push(phase);
         }

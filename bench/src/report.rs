@@ -16,6 +16,12 @@ pub const GOAL_RATIO_MIN: f64 = 0.70;
 pub const GOAL_CREATE_P99_MS_MAX: f64 = 10.0;
 /// Server resident set at peak, MiB.
 pub const GOAL_RSS_MIB_MAX: f64 = 150.0;
+/// Merchant-facing POSTs per second over pgbench's single-append tps, at the best concurrency.
+pub const GOAL_POSTS_RATIO_MIN: f64 = 0.70;
+/// Write transactions per POST at the best PostgreSQL concurrency.
+pub const GOAL_COMMITS_PER_POST_MAX: f64 = 1.5;
+/// p99 of `POST /v1/orders` on the embedded SQLite default at 32 clients, milliseconds.
+pub const GOAL_SQLITE_CREATE_P99_MS_MAX: f64 = 50.0;
 
 /// Which store a phase ran on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,6 +61,13 @@ pub struct PhaseReport {
     pub usage: Usage,
     /// Open loop: flows not started because too many were in flight.
     pub skipped_flows: u64,
+    /// PostgreSQL: write transactions (commits) the server's database started per successful
+    /// POST of the mix, during the measured time: appends, read-model batches, checkpoints, the
+    /// refund worker's outcome commands, notification bookkeeping. The pgbench database is idle
+    /// meanwhile, so every one is payledger's.
+    pub commits_per_post: Option<f64>,
+    /// Successful POSTs of the mix (each one command).
+    pub posts: u64,
 }
 
 impl PhaseReport {
@@ -90,7 +103,17 @@ impl PhaseReport {
             endpoints,
             usage,
             skipped_flows: outcome.skipped,
+            commits_per_post: None,
+            posts: outcome.stats.commands(),
         }
+    }
+
+    /// With the write transactions counted during the phase (see [`PhaseReport::commits_per_post`]).
+    pub fn with_write_transactions(mut self, write_transactions: Option<i64>) -> Self {
+        self.commits_per_post = write_transactions
+            .filter(|_| self.posts > 0)
+            .map(|w| w.max(0) as f64 / self.posts as f64);
+        self
     }
 
     /// The report of `endpoint`, if it was called.
@@ -213,6 +236,32 @@ pub fn goals(phases: &[PhaseReport]) -> Vec<Goal> {
         measured: rss,
         met: rss.map(|r| r <= GOAL_RSS_MIB_MAX),
     });
+    let best = phases
+        .iter()
+        .filter(|p| p.backend == Backend::Postgres && p.commands_ratio_to_pgbench.is_some())
+        .max_by(|a, b| a.commands_per_s.total_cmp(&b.commands_per_s));
+    let posts_ratio = best.and_then(|p| p.commands_ratio_to_pgbench);
+    goals.push(Goal {
+        goal: format!("merchant POSTs/s ≥ {GOAL_POSTS_RATIO_MIN} × pgbench single-append tps at the best concurrency (PostgreSQL)"),
+        measured: posts_ratio,
+        met: posts_ratio.map(|r| r >= GOAL_POSTS_RATIO_MIN),
+    });
+    let commits = best.and_then(|p| p.commits_per_post);
+    goals.push(Goal {
+        goal: format!("≤ {GOAL_COMMITS_PER_POST_MAX} commits per POST at the best concurrency (PostgreSQL)"),
+        measured: commits,
+        met: commits.map(|c| c <= GOAL_COMMITS_PER_POST_MAX),
+    });
+    let sqlite_p99 = phases
+        .iter()
+        .find(|p| p.backend == Backend::Sqlite && matches!(p.load, Load::ClosedLoop { concurrency: 32 }))
+        .and_then(|p| p.endpoint(Endpoint::CreateOrder))
+        .map(|e| e.p99_ms);
+    goals.push(Goal {
+        goal: format!("POST /v1/orders p99 ≤ {GOAL_SQLITE_CREATE_P99_MS_MAX} ms at 32 clients (embedded SQLite)"),
+        measured: sqlite_p99,
+        met: sqlite_p99.map(|p| p <= GOAL_SQLITE_CREATE_P99_MS_MAX),
+    });
     goals
 }
 
@@ -245,6 +294,7 @@ impl Report {
             "commands/s",
             "pgbench tps",
             "commands ÷ pgbench",
+            "commits/POST",
             "server RSS peak MiB",
             "server CPU %",
             "machine CPU busy %",
@@ -257,6 +307,7 @@ impl Report {
                 Cell::new(format!("{:.0}", p.commands_per_s)),
                 Cell::new(opt(p.pgbench.as_ref().map(|b| b.tps), 0)),
                 Cell::new(opt(p.commands_ratio_to_pgbench, 2)),
+                Cell::new(opt(p.commits_per_post, 2)),
                 Cell::new(format!("{:.1}", p.usage.server_rss_peak_mib)),
                 Cell::new(format!("{:.0}", p.usage.server_cpu_mean_percent)),
                 Cell::new(format!("{:.0}", p.usage.machine_cpu_busy_percent)),

@@ -19,8 +19,7 @@ const HISTOGRAM_DIGITS: u8 = 3;
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// `POST /v1/orders`: the channel's `create`, then `PlaceOrder` (the order and the
-    /// channel's answer in one append), and the wait for the order's read model before the
-    /// answer.
+    /// channel's answer in one append), answered from the order's events.
     CreateOrder,
     /// `POST /v1/callbacks/sandbox`: the sandbox channel's signed success callback,
     /// `ReceiveChannelCallback`.
