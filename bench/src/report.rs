@@ -432,11 +432,11 @@ mod tests {
         let phases = vec![
             // 4 clients at 10 ms: 400/s of 1,000 tps = 0.4; at 5 ms: 800/s = 0.8.
             phase(Load::ClosedLoop { concurrency: 4 }, 10, Some(1_000.0), 90.0),
-            phase(Load::ClosedLoop { concurrency: 4 }, 5, Some(1_000.0), 160.0),
+            phase(Load::ClosedLoop { concurrency: 4 }, 5, Some(1_000.0), 160.0).with_write_transactions(Some(250)),
             phase(Load::OpenLoop { rate_per_s: 400.0 }, 12, None, 100.0),
         ];
         let goals = goals(&phases);
-        assert_eq!(goals.len(), 5);
+        assert_eq!(goals.len(), 8);
         let create = &goals[0];
         assert!((create.measured.expect("measured") - 0.8).abs() < 0.01, "{create:?}");
         assert_eq!(create.met, Some(true));
@@ -447,6 +447,15 @@ mod tests {
         let rss = &goals[4];
         assert_eq!(rss.measured, Some(160.0));
         assert_eq!(rss.met, Some(false));
+        // 100 creates + 100 callbacks in 1 s = 200 POSTs/s of 1,000 tps.
+        let posts = &goals[5];
+        assert!((posts.measured.expect("measured") - 0.2).abs() < 1e-9, "{posts:?}");
+        assert_eq!(posts.met, Some(false));
+        // 250 write transactions for 200 POSTs.
+        let commits = &goals[6];
+        assert!((commits.measured.expect("measured") - 1.25).abs() < 1e-9, "{commits:?}");
+        assert_eq!(commits.met, Some(true));
+        assert_eq!(goals[7].met, None, "no SQLite phase");
     }
 
     #[test]

@@ -46,7 +46,7 @@ use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use chrono::Utc;
 use payledger_domain::PaymentOrderEvent;
-use payledger_store::subscription::{checkpoint, HELD_BACK_RETRY_MS, POLL_INTERVAL_MS};
+use payledger_store::subscription::{checkpoint, wait_after, Progress};
 use payledger_store::{Database, DbError, LogEvent, LogPosition};
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -572,18 +572,15 @@ impl Relay {
                 Err(e) => Err(e),
             };
             match result {
-                // Straight on: a short batch makes the next step find the end and wait.
-                Ok(RelayProgress::Published(_)) => backoff_ms = BACKOFF_MS_MIN,
-                Ok(RelayProgress::HeldBack) => {
+                Ok(progress) => {
                     backoff_ms = BACKOFF_MS_MIN;
-                    tokio::time::sleep(Duration::from_millis(HELD_BACK_RETRY_MS)).await;
-                }
-                Ok(RelayProgress::CaughtUp) => {
-                    backoff_ms = BACKOFF_MS_MIN;
-                    tokio::select! {
-                        _ = wake.changed() => {}
-                        _ = tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)) => {}
-                    }
+                    let progress = match progress {
+                        // Straight on: a short batch makes the next step find the end and wait.
+                        RelayProgress::Published(_) => Progress::Moved,
+                        RelayProgress::HeldBack => Progress::HeldBack,
+                        RelayProgress::CaughtUp => Progress::CaughtUp,
+                    };
+                    wait_after(progress, &mut wake, None).await;
                 }
                 Err(e) => {
                     self.metrics.failed_steps.fetch_add(1, Ordering::Relaxed);

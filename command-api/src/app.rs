@@ -18,7 +18,7 @@ use payledger_projections::{JournalProjection, OrderProjection, OrderView};
 use payledger_store::subscription::{
     checkpoint, run_effects, run_transactional, EffectSubscriber, TransactionalSubscriber,
 };
-use payledger_store::{settings, Database, PoolConfig};
+use payledger_store::{settings, wake, Database, PoolConfig};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
@@ -202,7 +202,10 @@ impl AppState {
             }
         };
         if !reached {
-            tracing::warn!(?head, "read models behind the log past the timeout; answering from them as they are");
+            tracing::warn!(
+                ?head,
+                "read models behind the log past the timeout; answering from them as they are"
+            );
         }
         Ok(())
     }
@@ -449,6 +452,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     }
     if roles.has(Role::Monitor) {
         workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
+    }
+    // Roles split over processes (PostgreSQL): appends wake the other processes' subscribers.
+    if let (false, Some(url)) = (roles.is_all(), &config.database_url) {
+        workers.extend(wake::spawn_announcer(db.clone()));
+        let subscribes = [Role::Projector, Role::Notifier, Role::Refunds, Role::Relay];
+        if subscribes.iter().any(|r| roles.has(*r)) {
+            workers.extend(wake::spawn_listener(db.clone(), url.clone()));
+        }
     }
     workers.extend(config_watch);
 

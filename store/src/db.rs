@@ -113,6 +113,8 @@ pub struct Database {
     any: AnyPool,
     orders: Arc<OrderStore>,
     appended: Arc<watch::Sender<u64>>,
+    /// Changes only on this process's own appends (what [`crate::wake`] announces).
+    appended_here: Arc<watch::Sender<u64>>,
     tail: Arc<LogTail>,
     order_turns: Arc<OrderTurns>,
     /// SQLite only: this process's writers queue here before taking the file's write lock.
@@ -186,6 +188,7 @@ impl Database {
             backend,
             orders: Arc::new(orders),
             appended: Arc::new(watch::channel(0).0),
+            appended_here: Arc::new(watch::channel(0).0),
             tail: Arc::new(LogTail::new(GlobalLog::new(backend, any.clone()))),
             any,
             order_turns: Arc::new(OrderTurns::default()),
@@ -244,6 +247,7 @@ impl Database {
         let executed = self.orders.execute(order_id, command, metadata).await?;
         if !executed.events.is_empty() {
             self.notify_appended();
+            self.appended_here.send_modify(|n| *n = n.wrapping_add(1));
         }
         for e in &executed.events {
             metrics::counter!(EVENTS_APPENDED_TOTAL, "event_type" => cqrs_es::DomainEvent::event_type(&e.payload))
@@ -275,9 +279,14 @@ impl Database {
     }
 
     /// Tells in-process subscribers that events were appended, so they read now rather than
-    /// at their next poll. Other processes poll.
+    /// at their next poll. Other processes learn of it through [`crate::wake`], or poll.
     pub fn notify_appended(&self) {
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever this process appends (not on wake-ups from others).
+    pub fn appended_here(&self) -> watch::Receiver<u64> {
+        self.appended_here.subscribe()
     }
 
     /// A receiver that changes whenever [`Database::notify_appended`] is called.

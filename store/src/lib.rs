@@ -20,6 +20,7 @@ pub mod tail;
 pub mod time;
 pub mod turns;
 pub mod upcast;
+pub mod wake;
 
 pub use db::{is_unavailable, Backend, Database, DbError, PoolConfig};
 pub use log::{GlobalLog, LogEvent, LogPosition};

@@ -393,28 +393,39 @@ pub async fn run_effects(db: Database, subscriber: Arc<dyn EffectSubscriber>) {
     }
 }
 
-/// The one waiting rule of every subscriber loop: straight on after a full batch or a moved
-/// checkpoint; a few milliseconds when events are held back (the open transaction ending wakes
-/// nobody); otherwise until this process appends, [`POLL_INTERVAL_MS`] passes (other
-/// processes' appends) or `until` comes (a checkpoint to save); after a failure
-/// [`ERROR_BACKOFF_MS`].
+/// The one waiting rule of every subscriber loop (the relay's too): straight on after a full
+/// batch or a moved checkpoint; a few milliseconds when events are held back (the open
+/// transaction ending wakes nobody); otherwise until this process appends or another announces
+/// an append ([`crate::wake`]), [`POLL_INTERVAL_MS`] passes, or `until` comes (a checkpoint to
+/// save).
+pub async fn wait_after(
+    progress: Progress,
+    wake: &mut tokio::sync::watch::Receiver<u64>,
+    until: Option<tokio::time::Instant>,
+) {
+    let poll = tokio::time::Instant::now() + Duration::from_millis(POLL_INTERVAL_MS);
+    match progress {
+        Progress::Applied(n) if n as i64 >= BATCH_SIZE_MAX => {}
+        Progress::Moved => {}
+        Progress::HeldBack => tokio::time::sleep(Duration::from_millis(HELD_BACK_RETRY_MS)).await,
+        Progress::Applied(_) | Progress::CaughtUp => {
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep_until(until.map_or(poll, |u| u.min(poll))) => {}
+            }
+        }
+    }
+}
+
+/// [`wait_after`], or after a failure (logged) [`ERROR_BACKOFF_MS`].
 async fn pause_after(
     result: Result<Progress, SubscriberError>,
     name: &str,
     wake: &mut tokio::sync::watch::Receiver<u64>,
     until: Option<tokio::time::Instant>,
 ) {
-    let poll = tokio::time::Instant::now() + Duration::from_millis(POLL_INTERVAL_MS);
     match result {
-        Ok(Progress::Applied(n)) if n as i64 >= BATCH_SIZE_MAX => {}
-        Ok(Progress::Moved) => {}
-        Ok(Progress::HeldBack) => tokio::time::sleep(Duration::from_millis(HELD_BACK_RETRY_MS)).await,
-        Ok(_) => {
-            tokio::select! {
-                _ = wake.changed() => {}
-                _ = tokio::time::sleep_until(until.map_or(poll, |u| u.min(poll))) => {}
-            }
-        }
+        Ok(progress) => wait_after(progress, wake, until).await,
         Err(e) => {
             tracing::error!(subscriber = name, error = %e, "subscriber batch failed; retrying");
             tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;

@@ -115,3 +115,48 @@ async fn the_sqlite_log_is_in_insert_order_and_never_held_back() {
         .is_err());
     db.close().await;
 }
+
+/// Roles split over processes: an append in one process wakes the subscribers of another at
+/// once (`LISTEN`/`NOTIFY`), and a wake-up received is not announced again.
+#[tokio::test]
+async fn an_append_in_one_process_wakes_the_subscribers_of_another() {
+    use payledger_store::wake;
+    use std::time::Duration;
+    let Some(test_db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let api = Database::connect(Some(&test_db.url), PoolConfig::default())
+        .await
+        .unwrap();
+    api.migrate().await.unwrap();
+    let worker = Database::connect(Some(&test_db.url), PoolConfig::default())
+        .await
+        .unwrap();
+    let mut woken = worker.appended();
+    let listener = wake::spawn_listener(worker.clone(), test_db.url.clone()).expect("postgres listens");
+    let announcer = wake::spawn_announcer(api.clone()).expect("postgres announces");
+    // The listener wakes its subscribers once when it starts listening.
+    tokio::time::timeout(Duration::from_secs(10), woken.changed())
+        .await
+        .expect("the listener started")
+        .unwrap();
+    let echoed = worker.appended_here();
+
+    let order_id = ids::order_id("m", "W");
+    let cmd = PaymentOrderCommand::CreateOrder {
+        order_id,
+        terms: terms("W"),
+        created_at: Utc::now(),
+    };
+    api.execute(order_id, cmd, "test").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken.changed())
+        .await
+        .expect("the other process's subscribers were not woken by the append")
+        .unwrap();
+    assert!(
+        !echoed.has_changed().unwrap(),
+        "a wake-up received counted as this process's own append"
+    );
+    listener.abort();
+    announcer.abort();
+}
