@@ -25,6 +25,9 @@ pub struct Placed {
     /// The channel's error when placing the order failed in this call; the order is then
     /// recorded as failed (`ChannelOrderFailed`) with [`Placed::failure_reason`].
     pub channel_error: Option<ChannelError>,
+    /// The order's whole history, `(sequence, event)` from 1, when this call appended it from
+    /// the first event: the answer can be folded from it without reading the log.
+    pub history: Option<Vec<(i64, PaymentOrderEvent)>>,
 }
 
 impl Placed {
@@ -121,12 +124,20 @@ impl Flows {
         // A concurrent identical request may have recorded its answer first: ours is then not
         // the order's, and neither is its failure.
         let ours = !placed.events.is_empty();
+        let history = (placed.events.first().map(|e| e.sequence) == Some(1)).then(|| {
+            placed
+                .events
+                .iter()
+                .map(|e| (e.sequence as i64, e.payload.clone()))
+                .collect()
+        });
         Ok(Placed {
             order_id,
             is_new,
             sequence: placed.sequence,
             order,
             channel_error: channel_error.filter(|_| ours),
+            history,
         })
     }
 
@@ -155,6 +166,7 @@ impl Flows {
             sequence: repeated.sequence,
             order,
             channel_error: None,
+            history: None,
         })
     }
 

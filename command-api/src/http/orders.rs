@@ -226,7 +226,13 @@ pub(crate) async fn create(
             _ => ApiError::BadGateway(detail),
         });
     }
-    let view = state.order_now(&merchant.merchant_id, placed.order_id).await?;
+    // A new order's answer folds the events just appended; a repeat reads the log.
+    let view = match &placed.history {
+        Some(history) => OrderView::from_events(history.iter().map(|(sequence, event)| (*sequence, event)))
+            .map_err(ApiError::Internal)?
+            .ok_or_else(|| ApiError::Internal(format!("order {} has no events", placed.order_id)))?,
+        None => state.order_now(&merchant.merchant_id, placed.order_id).await?,
+    };
     let status = if placed.is_new {
         StatusCode::CREATED
     } else {
