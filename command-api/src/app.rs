@@ -15,6 +15,7 @@ use payledger_domain::aggregate::OrderState;
 use payledger_notifier::{EventEnqueuer, NotifyEnqueuer, Sender, SenderConfig};
 use payledger_projections::projection::PROJECTION_NAME;
 use payledger_projections::{JournalProjection, OrderProjection, OrderView};
+use payledger_store::merchants::ApiKeyCache;
 use payledger_store::subscription::{
     checkpoint, run_effects, run_transactional, EffectSubscriber, TransactionalSubscriber,
 };
@@ -148,6 +149,8 @@ pub struct AppState {
     pub notify_queued: Arc<Notify>,
     /// Each merchant's request rate, charged by [`crate::http::extract::AuthMerchant`].
     pub rate_limit: MerchantRateLimit,
+    /// Recently authenticated API keys ([`crate::http::extract::AuthMerchant`]).
+    pub api_keys: Arc<ApiKeyCache>,
 }
 
 impl AppState {
@@ -495,6 +498,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }),
         notify_queued: queued,
         rate_limit: MerchantRateLimit::new(config.rate_limit),
+        api_keys: Arc::new(ApiKeyCache::default()),
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let app = router_for(state, roles.has(Role::Api));

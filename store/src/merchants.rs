@@ -73,6 +73,53 @@ pub async fn by_api_key(pool: &AnyPool, api_key: &str) -> Result<Option<Merchant
     }))
 }
 
+/// How long [`ApiKeyCache`] trusts a key it found, milliseconds. Merchants' keys are only ever
+/// added today; when keys can be rotated or revoked, this is how long an old key keeps working
+/// in a process that saw it just before.
+pub const API_KEY_CACHE_TTL_MS: u64 = 1_000;
+/// Keys [`ApiKeyCache`] holds; past it the cache starts again empty.
+pub const API_KEY_CACHE_ENTRIES_MAX: usize = 10_000;
+
+/// The merchants of recently seen API keys, for [`API_KEY_CACHE_TTL_MS`]: under load nearly
+/// every request skips the lookup (a statement and a round trip each). Only keys that were
+/// found are kept, so a wrong key always costs a lookup and never a cache entry.
+#[derive(Default)]
+pub struct ApiKeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Merchant, std::time::Instant)>>,
+}
+
+impl ApiKeyCache {
+    /// As [`by_api_key`], answered from the cache while the entry is fresh.
+    ///
+    /// # Errors
+    /// [`DbError::Sqlx`] when the database fails.
+    pub async fn merchant(&self, pool: &AnyPool, api_key: &str) -> Result<Option<Merchant>, DbError> {
+        let hash = api_key_hash(api_key);
+        let ttl = std::time::Duration::from_millis(API_KEY_CACHE_TTL_MS);
+        let fresh = self
+            .lock()
+            .get(&hash)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(m, _)| m.clone());
+        if fresh.is_some() {
+            return Ok(fresh);
+        }
+        let found = by_api_key(pool, api_key).await?;
+        if let Some(m) = &found {
+            let mut entries = self.lock();
+            if entries.len() >= API_KEY_CACHE_ENTRIES_MAX {
+                entries.clear();
+            }
+            entries.insert(hash, (m.clone(), std::time::Instant::now()));
+        }
+        Ok(found)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Merchant, std::time::Instant)>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The merchant `merchant_id`, if it exists.
 ///
 /// # Errors

@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use payledger_store::merchants::{self, Merchant};
+use payledger_store::merchants::Merchant;
 use serde::de::DeserializeOwned;
 
 use crate::app::{AppState, BODY_LIMIT_BYTES};
@@ -132,7 +132,9 @@ impl FromRequestParts<AppState> for AuthMerchant {
             .map(str::trim)
             .filter(|k| !k.is_empty() && k.len() <= API_KEY_BYTES_MAX)
             .ok_or(ApiError::Unauthorized)?;
-        let merchant = merchants::by_api_key(state.db.pool(), key)
+        let merchant = state
+            .api_keys
+            .merchant(state.db.pool(), key)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         state.rate_limit.check(&merchant.merchant_id)?;
