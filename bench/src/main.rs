@@ -11,6 +11,7 @@ mod load;
 mod pgbench;
 mod report;
 mod server;
+mod sqlite_probe;
 mod stats;
 mod usage;
 
@@ -281,6 +282,20 @@ async fn sqlite_phases(cli: &Cli, binary: &Path, workdir: &Path, run: &str, repo
         database_url: None,
         workdir: workdir.join("sqlite"),
     };
+    // The raw-append limit first, on a file of its own beside the server's.
+    let probe_db = Payledger {
+        binary: binary.to_path_buf(),
+        database_url: Some(format!(
+            "sqlite://{}",
+            workdir.join("sqlite-probe").join("payledger.db").display()
+        )),
+        workdir: workdir.join("sqlite-probe"),
+    };
+    probe_db.migrate().await.context("migrating the SQLite probe's file")?;
+    eprintln!("  SQLite raw-append probe: one writer for {:?}", cli.duration);
+    let probe = sqlite_probe::run(&workdir.join("sqlite-probe").join("payledger.db"), cli.duration).await?;
+    eprintln!("  SQLite raw appends: {:.0}/s", probe.tps);
+    report.sqlite_append_probe = Some(probe);
     let running = start(&payledger, cli.merchants).await?;
     let result = async {
         for &c in &cli.concurrency {
@@ -328,6 +343,7 @@ async fn main() -> anyhow::Result<()> {
         phase_duration_s: cli.duration.as_secs_f64(),
         phases: Vec::new(),
         group_commit_probe: None,
+        sqlite_append_probe: None,
         goals: Vec::new(),
         notes: Vec::new(),
         postgres: None,
@@ -351,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
         sqlite_phases(&cli, &binary, &workdir, &run, &mut report).await?;
     }
     report.goals = report::goals(&report.phases);
+    report.goals.extend(report::sqlite_goals(&report));
 
     println!("{}", report.render());
     if let Some(dir) = cli.json.parent().filter(|d| !d.as_os_str().is_empty()) {

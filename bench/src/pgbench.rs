@@ -17,10 +17,22 @@ use tokio::process::Command;
 
 /// One command's read: the order's events, as postgres-es loads them. `{ID}` is the order id.
 const SELECT_EVENTS: &str = "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata FROM events WHERE aggregate_type = 'PaymentOrder' AND aggregate_id = {ID} ORDER BY sequence;";
+/// An `OrderCreated` payload of the size the server writes (a macro so it can be `concat!`ed).
+macro_rules! sample_payload {
+    () => {
+        r#"{"OrderCreated": {"order_id": "6f1d8e2a-3b4c-5d6e-8f90-a1b2c3d4e5f6","merchant_id": "bench-01","out_trade_no": "bench-0001-00000001","amount": {"amount_minor": 1999,"currency": "CNY"},"channel": "sandbox","method": "page","subject": "benchmark order","user_id": null,"notify_url": null,"return_url": null,"metadata": {},"expire_at": "2026-11-21T10.30.00Z","created_at": "2026-11-21T10.00.00Z"}}"#
+    };
+}
+/// The payload of [`INSERT_EVENT`], also what the SQLite append probe inserts.
+pub const SAMPLE_PAYLOAD: &str = sample_payload!();
 /// One command's append: one event row with the next sequence (1: a new order). The payload is
 /// an `OrderCreated` of the size the server writes. pgbench reads `:name` anywhere as a variable,
 /// so the JSON has a space after each colon and its times none (jsonb does not check them).
-const INSERT_EVENT: &str = r#"INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('PaymentOrder', {ID}, 1, 'OrderCreated', '1', '{"OrderCreated": {"order_id": "6f1d8e2a-3b4c-5d6e-8f90-a1b2c3d4e5f6","merchant_id": "bench-01","out_trade_no": "bench-0001-00000001","amount": {"amount_minor": 1999,"currency": "CNY"},"channel": "sandbox","method": "page","subject": "benchmark order","user_id": null,"notify_url": null,"return_url": null,"metadata": {},"expire_at": "2026-11-21T10.30.00Z","created_at": "2026-11-21T10.00.00Z"}}', '{"actor": "merchant/bench-01"}');"#;
+const INSERT_EVENT: &str = concat!(
+    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('PaymentOrder', {ID}, 1, 'OrderCreated', '1', '",
+    sample_payload!(),
+    "', '{\"actor\": \"merchant/bench-01\"}');"
+);
 
 /// The pgbench script: one transaction of `appends` (read the order's events, append one event)
 /// pairs, each on a new order. `appends = 1` is one command's transaction, the yardstick; more is

@@ -186,6 +186,8 @@ pub struct Report {
     pub phases: Vec<PhaseReport>,
     /// See [`GroupCommitProbe`]; `None` with `--group-probe 0`.
     pub group_commit_probe: Option<GroupCommitProbe>,
+    /// The embedded default's raw-append limit; `None` without `--sqlite`.
+    pub sqlite_append_probe: Option<crate::sqlite_probe::SqliteAppendProbe>,
     pub goals: Vec<Goal>,
     /// Anything the reader must know (loaded machine, errors).
     pub notes: Vec<String>,
@@ -198,6 +200,29 @@ fn best_ratio(phases: &[PhaseReport], endpoint: Endpoint) -> Option<f64> {
         .filter(|p| p.backend == Backend::Postgres)
         .filter_map(|p| p.endpoint(endpoint)?.capacity_ratio_to_pgbench)
         .reduce(f64::max)
+}
+
+/// Share of its own raw-append limit the embedded SQLite default should reach.
+pub const GOAL_SQLITE_RATIO_MIN: f64 = 0.5;
+
+/// The SQLite goal that needs the append probe: POSTs/s at the best SQLite concurrency over
+/// the probe's appends/s.
+pub fn sqlite_goals(report: &Report) -> Vec<Goal> {
+    let Some(probe) = &report.sqlite_append_probe else {
+        return vec![];
+    };
+    let best = report
+        .phases
+        .iter()
+        .filter(|p| p.backend == Backend::Sqlite)
+        .map(|p| p.commands_per_s)
+        .reduce(f64::max);
+    let measured = best.and_then(|b| ratio(b, Some(probe.tps)));
+    vec![Goal {
+        goal: format!("merchant POSTs/s ≥ {GOAL_SQLITE_RATIO_MIN} × SQLite's raw-append limit (embedded, one writer)"),
+        measured,
+        met: measured.map(|m| m >= GOAL_SQLITE_RATIO_MIN),
+    }]
 }
 
 /// Checks the goals against `phases`.
@@ -379,6 +404,12 @@ impl Report {
                 g.clients, g.appends_per_transaction, g.appends_per_s, g.gain, g.single_append_tps
             ));
         }
+        if let Some(p) = &self.sqlite_append_probe {
+            out.push_str(&format!(
+                "SQLite raw-append probe: one writer, WAL, synchronous=FULL: {:.0} appends/s ({} in all)\n",
+                p.tps, p.transactions
+            ));
+        }
         for n in &self.notes {
             out.push_str(&format!("note: {n}\n"));
         }
@@ -469,6 +500,7 @@ mod tests {
             phase_duration_s: 1.0,
             goals: goals(&phases),
             phases,
+            sqlite_append_probe: None,
             group_commit_probe: Some(GroupCommitProbe::new(
                 4,
                 PgbenchResult {

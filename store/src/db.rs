@@ -11,7 +11,7 @@ use sqlx::AnyPool;
 use tokio::sync::watch;
 
 use crate::log::GlobalLog;
-use crate::orders::OrderStore;
+use crate::orders::{OrderStore, Start};
 use crate::tail::LogTail;
 use crate::turns::OrderTurns;
 
@@ -241,10 +241,34 @@ impl Database {
         command: payledger_domain::PaymentOrderCommand,
         actor: &str,
     ) -> Result<crate::Executed, crate::ExecuteError> {
+        self.execute_with(order_id, actor, Start::Load, |_| {
+            Ok::<_, crate::ExecuteError>(command.clone())
+        })
+        .await
+    }
+
+    /// As [`Database::execute`], with the command decided from the loaded order by `decide`
+    /// (which may refuse), starting from the empty order when `start` is [`Start::New`]: see
+    /// [`OrderStore::execute_with`]. A flow that would check the order and then execute loads
+    /// it once this way.
+    ///
+    /// # Errors
+    /// `decide`'s refusal; otherwise as [`OrderStore::execute`].
+    pub async fn execute_with<E, F>(
+        &self,
+        order_id: uuid::Uuid,
+        actor: &str,
+        start: Start,
+        decide: F,
+    ) -> Result<crate::Executed, E>
+    where
+        E: From<crate::ExecuteError>,
+        F: Fn(&payledger_domain::PaymentOrder) -> Result<payledger_domain::PaymentOrderCommand, E>,
+    {
         let metadata = std::collections::HashMap::from([("actor".to_string(), actor.to_string())]);
         let _order_turn = self.order_turns.take(order_id).await;
         let _write_turn = self.write_turn().await;
-        let executed = self.orders.execute(order_id, command, metadata).await?;
+        let executed = self.orders.execute_with(order_id, metadata, start, decide).await?;
         if !executed.events.is_empty() {
             self.notify_appended();
             self.appended_here.send_modify(|n| *n = n.wrapping_add(1));

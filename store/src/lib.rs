@@ -24,4 +24,4 @@ pub mod wake;
 
 pub use db::{is_unavailable, Backend, Database, DbError, PoolConfig};
 pub use log::{GlobalLog, LogEvent, LogPosition};
-pub use orders::{ExecuteError, Executed, OrderStore};
+pub use orders::{ExecuteError, Executed, OrderStore, Start};

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::EventStoreAggregateContext;
 use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use payledger_domain::{OrderError, PaymentOrder, PaymentOrderCommand};
@@ -124,11 +125,52 @@ impl OrderStore {
         command: PaymentOrderCommand,
         metadata: HashMap<String, String>,
     ) -> Result<Executed, ExecuteError> {
+        self.execute_with(order_id, metadata, Start::Load, |_| {
+            Ok::<_, ExecuteError>(command.clone())
+        })
+        .await
+    }
+
+    /// As [`OrderStore::execute`], with the command decided from the loaded order by `decide`,
+    /// which may refuse (its error is returned as is, nothing stored). On a conflict the order
+    /// is loaded again and `decide` runs again on it, so the decision always rests on the state
+    /// the append extends: one load per attempt, where checking the order first and then
+    /// executing would load it twice.
+    ///
+    /// `start` [`Start::New`] is for an order the caller has just seen not to exist: the first
+    /// attempt skips the load and decides on the empty order. Only an append is trusted from
+    /// that attempt (an order created meanwhile makes it conflict on its first sequence); any
+    /// other result is redone on the loaded order.
+    ///
+    /// # Errors
+    /// `decide`'s refusal; otherwise as [`OrderStore::execute`].
+    pub async fn execute_with<E, F>(
+        &self,
+        order_id: Uuid,
+        metadata: HashMap<String, String>,
+        start: Start,
+        decide: F,
+    ) -> Result<Executed, E>
+    where
+        E: From<ExecuteError>,
+        F: Fn(&PaymentOrder) -> Result<PaymentOrderCommand, E>,
+    {
         let id = order_id.to_string();
+        if start == Start::New {
+            let attempt = match self {
+                Self::Postgres(store, _) => try_execute(store, &id, true, &decide, metadata.clone()).await,
+                Self::Sqlite(store, _) => try_execute(store, &id, true, &decide, metadata.clone()).await,
+            };
+            if let Ok(Attempt::Done(executed)) = attempt {
+                if !executed.events.is_empty() {
+                    return Ok(*executed);
+                }
+            }
+        }
         for attempt in 0..=CONFLICT_RETRIES_MAX {
             let result = match self {
-                Self::Postgres(store, _) => try_execute(store, &id, command.clone(), metadata.clone()).await,
-                Self::Sqlite(store, _) => try_execute(store, &id, command.clone(), metadata.clone()).await,
+                Self::Postgres(store, _) => try_execute(store, &id, false, &decide, metadata.clone()).await,
+                Self::Sqlite(store, _) => try_execute(store, &id, false, &decide, metadata.clone()).await,
             };
             match result {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES_MAX => {
@@ -137,13 +179,14 @@ impl OrderStore {
                     tracing::debug!(%order_id, attempt, wait_ms, "optimistic lock conflict, retrying");
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                 }
-                Err(AggregateError::AggregateConflict) => return Err(ExecuteError::Contention),
-                Err(AggregateError::UserError(e)) => return Err(ExecuteError::Rejected(e)),
-                Err(e) => return Err(ExecuteError::from_store(e)),
-                Ok(executed) => return Ok(executed),
+                Err(AggregateError::AggregateConflict) => return Err(ExecuteError::Contention.into()),
+                Err(AggregateError::UserError(e)) => return Err(ExecuteError::Rejected(e).into()),
+                Err(e) => return Err(ExecuteError::from_store(e).into()),
+                Ok(Attempt::Refused(e)) => return Err(e),
+                Ok(Attempt::Done(executed)) => return Ok(*executed),
             }
         }
-        Err(ExecuteError::Contention)
+        Err(ExecuteError::Contention.into())
     }
 
     /// Loads the order's current state (an empty `PaymentOrder` when it does not exist).
@@ -161,13 +204,47 @@ impl OrderStore {
     }
 }
 
-async fn try_execute<R: PersistedEventRepository>(
+/// Where a command's first attempt starts (see [`OrderStore::execute_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Load the order's events.
+    Load,
+    /// The caller has just seen that the order does not exist: start from the empty order.
+    New,
+}
+
+/// One attempt's result short of a store failure.
+enum Attempt<E> {
+    Done(Box<Executed>),
+    /// `decide` refused.
+    Refused(E),
+}
+
+async fn try_execute<R, E, F>(
     store: &PersistedEventStore<R, PaymentOrder>,
     id: &str,
-    command: PaymentOrderCommand,
+    assume_new: bool,
+    decide: &F,
     metadata: HashMap<String, String>,
-) -> Result<Executed, AggregateError<OrderError>> {
-    let mut context = store.load_aggregate(id).await?;
+) -> Result<Attempt<E>, AggregateError<OrderError>>
+where
+    R: PersistedEventRepository,
+    F: Fn(&PaymentOrder) -> Result<PaymentOrderCommand, E>,
+{
+    let mut context = if assume_new {
+        EventStoreAggregateContext {
+            aggregate_id: id.to_string(),
+            aggregate: PaymentOrder::default(),
+            current_sequence: 0,
+            current_snapshot: None,
+        }
+    } else {
+        store.load_aggregate(id).await?
+    };
+    let command = match decide(context.aggregate()) {
+        Ok(c) => c,
+        Err(e) => return Ok(Attempt::Refused(e)),
+    };
     let sink = EventSink::default();
     context
         .aggregate()
@@ -178,18 +255,18 @@ async fn try_execute<R: PersistedEventRepository>(
     let events = sink.collect().await;
     let sequence = context.current_sequence + events.len();
     if events.is_empty() {
-        return Ok(Executed {
+        return Ok(Attempt::Done(Box::new(Executed {
             events: vec![],
             order,
             sequence,
-        });
+        })));
     }
     let events = store.commit(events, context, metadata).await?;
-    Ok(Executed {
+    Ok(Attempt::Done(Box::new(Executed {
         events,
         order,
         sequence,
-    })
+    })))
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use payledger_channel_adapters::{ChannelError, CreateChannelOrder};
 use payledger_domain::aggregate::OrderState;
 use payledger_domain::{
-    ids, ChannelOrderOutcome, CloseReason, OrderError, OrderStatus, OrderTerms, PaymentOrderCommand, PaymentOrderEvent,
+    ids, ChannelOrderOutcome, CloseReason, OrderError, OrderStatus, OrderTerms, PaymentOrder, PaymentOrderCommand,
+    PaymentOrderEvent,
 };
-use payledger_store::{ExecuteError, Executed};
+use payledger_store::{ExecuteError, Executed, Start};
 use uuid::Uuid;
 
 use super::{FlowError, Flows};
@@ -99,19 +100,19 @@ impl Flows {
             .open_at_channel(order_id, &terms, terms.expire_at(created_at))
             .await?;
         crate::faults::point(crate::faults::AFTER_CHANNEL_CREATE);
+        let command = PaymentOrderCommand::PlaceOrder {
+            order_id,
+            terms,
+            created_at: now,
+            outcome,
+            recorded_at: Utc::now(),
+        };
+        // The order was just seen not to exist: the append need not load it again (a
+        // concurrent create makes it conflict, and the retry loads).
+        let start = if existing.is_none() { Start::New } else { Start::Load };
         let placed = self
             .db
-            .execute(
-                order_id,
-                PaymentOrderCommand::PlaceOrder {
-                    order_id,
-                    terms,
-                    created_at: now,
-                    outcome,
-                    recorded_at: Utc::now(),
-                },
-                actor,
-            )
+            .execute_with(order_id, actor, start, |_| Ok::<_, ExecuteError>(command.clone()))
             .await?;
         let is_new = placed
             .events
@@ -208,11 +209,19 @@ impl Flows {
     /// [`FlowError::OrderNotFound`]; the aggregate's refusal (the order was paid); store
     /// failures.
     pub async fn close_order(&self, merchant_id: &str, order_id: Uuid, actor: &str) -> Result<Executed, FlowError> {
-        self.owned_order(merchant_id, order_id).await?;
-        let command = PaymentOrderCommand::CloseOrder {
-            reason: CloseReason::Cancelled,
-            closed_at: Utc::now(),
-        };
-        Ok(self.db.execute(order_id, command, actor).await?)
+        let closed_at = Utc::now();
+        self.db
+            .execute_with(order_id, actor, Start::Load, |order: &PaymentOrder| {
+                order
+                    .order
+                    .as_ref()
+                    .filter(|o| o.terms.merchant_id == merchant_id)
+                    .ok_or(FlowError::OrderNotFound)?;
+                Ok(PaymentOrderCommand::CloseOrder {
+                    reason: CloseReason::Cancelled,
+                    closed_at,
+                })
+            })
+            .await
     }
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use payledger_channel_adapters::{ChannelError, ChannelRefundRequest, ChannelRefundResult};
-use payledger_domain::{ids, Money, PaymentOrderCommand, RefundOutcome, RefundStatus};
-use payledger_store::Executed;
+use payledger_domain::{ids, Money, PaymentOrder, PaymentOrderCommand, RefundOutcome, RefundStatus};
+use payledger_store::{Executed, Start};
 use uuid::Uuid;
 
 use super::{FlowError, Flows};
@@ -46,19 +46,30 @@ impl Flows {
         reason: Option<String>,
         actor: &str,
     ) -> Result<(Uuid, Executed), FlowError> {
-        let order = self.owned_order(merchant_id, order_id).await?;
-        let amount = Money::new(amount_minor, order.terms.amount.currency).map_err(|e| FlowError::Invalid {
-            field: "amount",
-            message: e.to_string(),
-        })?;
         let refund_id = ids::refund_id(order_id, &out_refund_no);
-        let command = PaymentOrderCommand::RequestRefund {
-            out_refund_no,
-            amount,
-            reason,
-            requested_at: Utc::now(),
-        };
-        Ok((refund_id, self.db.execute(order_id, command, actor).await?))
+        let requested_at = Utc::now();
+        // One load: ownership and the currency are checked on the state the append extends.
+        let executed = self
+            .db
+            .execute_with(order_id, actor, Start::Load, |order: &PaymentOrder| {
+                let order = order
+                    .order
+                    .as_ref()
+                    .filter(|o| o.terms.merchant_id == merchant_id)
+                    .ok_or(FlowError::OrderNotFound)?;
+                let amount = Money::new(amount_minor, order.terms.amount.currency).map_err(|e| FlowError::Invalid {
+                    field: "amount",
+                    message: e.to_string(),
+                })?;
+                Ok::<_, FlowError>(PaymentOrderCommand::RequestRefund {
+                    out_refund_no: out_refund_no.clone(),
+                    amount,
+                    reason: reason.clone(),
+                    requested_at,
+                })
+            })
+            .await?;
+        Ok((refund_id, executed))
     }
 
     /// Sends a requested refund to its order's channel and records the outcome
