@@ -230,8 +230,8 @@ impl Database {
     /// (see [`OrderStore::execute`]). When it stored events, wakes this process's subscribers.
     ///
     /// Commands on the same order wait their turn in this process ([`OrderTurns`]), so they do
-    /// not fail each other's version checks; on SQLite every append also waits for the
-    /// process's write turn ([`Database::write_turn`]).
+    /// not fail each other's version checks; on SQLite every append (not the load before it)
+    /// also waits for the process's write turn ([`Database::write_turn`]).
     ///
     /// # Errors
     /// As [`OrderStore::execute`].
@@ -267,8 +267,10 @@ impl Database {
     {
         let metadata = std::collections::HashMap::from([("actor".to_string(), actor.to_string())]);
         let _order_turn = self.order_turns.take(order_id).await;
-        let _write_turn = self.write_turn().await;
-        let executed = self.orders.execute_with(order_id, metadata, start, decide).await?;
+        let executed = self
+            .orders
+            .execute_with(order_id, metadata, start, self.write_turn.as_deref(), decide)
+            .await?;
         if !executed.events.is_empty() {
             self.notify_appended();
             self.appended_here.send_modify(|n| *n = n.wrapping_add(1));

@@ -125,7 +125,7 @@ impl OrderStore {
         command: PaymentOrderCommand,
         metadata: HashMap<String, String>,
     ) -> Result<Executed, ExecuteError> {
-        self.execute_with(order_id, metadata, Start::Load, |_| {
+        self.execute_with(order_id, metadata, Start::Load, None, |_| {
             Ok::<_, ExecuteError>(command.clone())
         })
         .await
@@ -142,6 +142,9 @@ impl OrderStore {
     /// that attempt (an order created meanwhile makes it conflict on its first sequence); any
     /// other result is redone on the loaded order.
     ///
+    /// `write_turn`, when given, is taken for each append (after the load and the decision) and
+    /// released with its commit: SQLite's one writer is then held only for the write.
+    ///
     /// # Errors
     /// `decide`'s refusal; otherwise as [`OrderStore::execute`].
     pub async fn execute_with<E, F>(
@@ -149,6 +152,7 @@ impl OrderStore {
         order_id: Uuid,
         metadata: HashMap<String, String>,
         start: Start,
+        write_turn: Option<&tokio::sync::Mutex<()>>,
         decide: F,
     ) -> Result<Executed, E>
     where
@@ -158,8 +162,8 @@ impl OrderStore {
         let id = order_id.to_string();
         if start == Start::New {
             let attempt = match self {
-                Self::Postgres(store, _) => try_execute(store, &id, true, &decide, metadata.clone()).await,
-                Self::Sqlite(store, _) => try_execute(store, &id, true, &decide, metadata.clone()).await,
+                Self::Postgres(store, _) => try_execute(store, &id, true, write_turn, &decide, metadata.clone()).await,
+                Self::Sqlite(store, _) => try_execute(store, &id, true, write_turn, &decide, metadata.clone()).await,
             };
             if let Ok(Attempt::Done(executed)) = attempt {
                 if !executed.events.is_empty() {
@@ -169,8 +173,8 @@ impl OrderStore {
         }
         for attempt in 0..=CONFLICT_RETRIES_MAX {
             let result = match self {
-                Self::Postgres(store, _) => try_execute(store, &id, false, &decide, metadata.clone()).await,
-                Self::Sqlite(store, _) => try_execute(store, &id, false, &decide, metadata.clone()).await,
+                Self::Postgres(store, _) => try_execute(store, &id, false, write_turn, &decide, metadata.clone()).await,
+                Self::Sqlite(store, _) => try_execute(store, &id, false, write_turn, &decide, metadata.clone()).await,
             };
             match result {
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES_MAX => {
@@ -224,6 +228,7 @@ async fn try_execute<R, E, F>(
     store: &PersistedEventStore<R, PaymentOrder>,
     id: &str,
     assume_new: bool,
+    write_turn: Option<&tokio::sync::Mutex<()>>,
     decide: &F,
     metadata: HashMap<String, String>,
 ) -> Result<Attempt<E>, AggregateError<OrderError>>
@@ -261,7 +266,12 @@ where
             sequence,
         })));
     }
+    let turn = match write_turn {
+        Some(t) => Some(t.lock().await),
+        None => None,
+    };
     let events = store.commit(events, context, metadata).await?;
+    drop(turn);
     Ok(Attempt::Done(Box::new(Executed {
         events,
         order,
