@@ -448,6 +448,39 @@ where
     }
 }
 
+/// A fresh, migrated database of `backend` for a test that drives the store directly (no server),
+/// or `None` when PostgreSQL is unreachable outside CI. Keep the [`TestDb`]: dropping it drops
+/// the database.
+///
+/// # Panics
+/// When the database cannot be connected to or migrated.
+pub async fn migrated_database(backend: Backend) -> Option<(TestDb, Database)> {
+    let test_db = TestDb::create(backend).await?;
+    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
+        .await
+        .expect("connect to the test database");
+    db.migrate().await.expect("migrate the test database");
+    Some((test_db, db))
+}
+
+/// Sandbox order terms of merchant `m` for `amount` CNY minor units: for tests that execute
+/// commands on the store directly.
+pub fn sandbox_terms(out_trade_no: &str, amount: i64) -> payledger_domain::OrderTerms {
+    payledger_domain::OrderTerms {
+        merchant_id: "m".into(),
+        out_trade_no: out_trade_no.into(),
+        amount: payledger_domain::Money::new(amount, payledger_domain::Currency::CNY).expect("a valid amount"),
+        channel: "sandbox".into(),
+        method: "page".into(),
+        subject: "s".into(),
+        user_id: None,
+        notify_url: None,
+        return_url: None,
+        expire_in_seconds: 60,
+        metadata: Default::default(),
+    }
+}
+
 /// Runs `subscriber` until it has applied every committed event (waiting out events held back
 /// by open transactions: on PostgreSQL another session's open transaction holds the horizon).
 ///

@@ -1,42 +1,22 @@
 //! `Database::execute_with`: one load per attempt, and `Start::New` never trusted past an append.
 
 use chrono::Utc;
-use payledger_domain::{ids, Currency, Money, OrderTerms, PaymentOrder, PaymentOrderCommand};
-use payledger_store::{Database, ExecuteError, PoolConfig, Start};
-use payledger_tests::{Backend, TestDb};
-
-fn terms(out_trade_no: &str, amount: i64) -> OrderTerms {
-    OrderTerms {
-        merchant_id: "m".into(),
-        out_trade_no: out_trade_no.into(),
-        amount: Money::new(amount, Currency::CNY).unwrap(),
-        channel: "sandbox".into(),
-        method: "page".into(),
-        subject: "s".into(),
-        user_id: None,
-        notify_url: None,
-        return_url: None,
-        expire_in_seconds: 60,
-        metadata: Default::default(),
-    }
-}
+use payledger_domain::{ids, PaymentOrder, PaymentOrderCommand};
+use payledger_store::{ExecuteError, Start};
+use payledger_tests::{migrated_database, sandbox_terms, Backend};
 
 fn create(out_trade_no: &str, amount: i64) -> PaymentOrderCommand {
     PaymentOrderCommand::CreateOrder {
         order_id: ids::order_id("m", out_trade_no),
-        terms: terms(out_trade_no, amount),
+        terms: sandbox_terms(out_trade_no, amount),
         created_at: Utc::now(),
     }
 }
 
 async fn starting_new_is_trusted_only_for_an_append(backend: Backend) {
-    let Some(test_db) = TestDb::create(backend).await else {
+    let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
     let order_id = ids::order_id("m", "N-1");
     let new = |command: PaymentOrderCommand| {
         let db = db.clone();
@@ -64,13 +44,9 @@ async fn starting_new_is_trusted_only_for_an_append(backend: Backend) {
 }
 
 async fn a_refusal_of_decide_stores_nothing_and_is_returned_as_is(backend: Backend) {
-    let Some(test_db) = TestDb::create(backend).await else {
+    let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
     let order_id = ids::order_id("m", "D-1");
     db.execute(order_id, create("D-1", 100), "test").await.unwrap();
     #[derive(Debug, PartialEq)]

@@ -2,25 +2,13 @@
 //! commits late is never skipped, and readers are told when committed events are held back.
 
 use chrono::Utc;
-use payledger_domain::{ids, Currency, Money, OrderTerms, PaymentOrderCommand, PaymentOrderEvent};
+use payledger_domain::{ids, OrderTerms, PaymentOrderCommand, PaymentOrderEvent};
 use payledger_store::{Database, LogPosition, PoolConfig};
-use payledger_tests::{Backend, TestDb};
+use payledger_tests::{sandbox_terms, Backend, TestDb};
 use sqlx::Connection;
 
 fn terms(out_trade_no: &str) -> OrderTerms {
-    OrderTerms {
-        merchant_id: "m".into(),
-        out_trade_no: out_trade_no.into(),
-        amount: Money::new(100, Currency::CNY).unwrap(),
-        channel: "sandbox".into(),
-        method: "page".into(),
-        subject: "s".into(),
-        user_id: None,
-        notify_url: None,
-        return_url: None,
-        expire_in_seconds: 60,
-        metadata: Default::default(),
-    }
+    sandbox_terms(out_trade_no, 100)
 }
 
 #[tokio::test]

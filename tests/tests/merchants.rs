@@ -3,17 +3,12 @@
 use std::time::Duration;
 
 use payledger_store::merchants::{self, ApiKeyCache, API_KEY_CACHE_TTL_MS};
-use payledger_store::{Database, PoolConfig};
-use payledger_tests::{Backend, TestDb};
+use payledger_tests::{migrated_database, Backend};
 
 async fn the_cache_trusts_a_found_key_for_its_ttl_and_never_caches_a_miss(backend: Backend) {
-    let Some(test_db) = TestDb::create(backend).await else {
+    let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
     let cache = ApiKeyCache::default();
 
     // A miss is not remembered: the key works as soon as it exists.
