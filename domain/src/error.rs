@@ -3,8 +3,8 @@
 
 use uuid::Uuid;
 
-use crate::aggregate::OrderStatus;
 use crate::money::Money;
+use crate::status::OrderStatus;
 
 /// A command the `PaymentOrder` aggregate refused. Nothing was recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,9 +16,11 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod money;
+pub mod status;
 
-pub use aggregate::{OrderStatus, PaymentOrder, Refund, RefundStatus};
+pub use aggregate::{PaymentOrder, Refund};
 pub use commands::*;
 pub use error::OrderError;
 pub use events::*;
 pub use money::{parse_currency as parse_currency_code, Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
+pub use status::{OrderStatus, RefundStatus};

@@ -10,6 +10,7 @@
 //! - [`subscription`]: checkpointed subscribers of the global log, fed by [`tail`], the
 //!   process's one reader of the log's end.
 
+pub mod backend;
 pub mod db;
 pub mod log;
 pub mod merchants;
@@ -22,6 +23,7 @@ pub mod turns;
 pub mod upcast;
 pub mod wake;
 
-pub use db::{is_unavailable, Backend, Database, DbError, PoolConfig};
+pub use backend::{is_unavailable, Backend, DbError};
+pub use db::{Database, PoolConfig};
 pub use log::{GlobalLog, LogEvent, LogPosition};
 pub use orders::{ExecuteError, Executed, OrderStore, Start};

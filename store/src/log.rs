@@ -19,7 +19,7 @@ use sqlx::AnyConnection;
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
-use crate::db::{Backend, DbError};
+use crate::backend::{Backend, DbError};
 use crate::time::parse_ts;
 
 pub use crate::upcast::upcasters;

@@ -4,7 +4,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
-use crate::db::DbError;
+use crate::backend::DbError;
 use crate::time::fmt_ts;
 
 /// A merchant as stored (the API key itself is never stored, only its SHA-256).

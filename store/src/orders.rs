@@ -47,7 +47,7 @@ pub enum ExecuteError {
     /// one order. Safe to retry later.
     #[error("too many concurrent changes to this order; retry")]
     Contention,
-    /// The database is unreachable or overloaded (see [`crate::is_unavailable`]); nothing was
+    /// The database is unreachable or overloaded (see [`crate::backend::is_unavailable`]); nothing was
     /// stored by this attempt. Safe to retry later.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
@@ -63,9 +63,9 @@ impl ExecuteError {
     fn from_store(e: AggregateError<OrderError>) -> Self {
         let unavailable = match &e {
             AggregateError::DatabaseConnectionError(_) => true,
-            AggregateError::UnexpectedError(inner) => {
-                inner.downcast_ref::<sqlx::Error>().is_some_and(crate::is_unavailable)
-            }
+            AggregateError::UnexpectedError(inner) => inner
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(crate::backend::is_unavailable),
             _ => false,
         };
         if unavailable {

@@ -2,7 +2,7 @@
 
 use sqlx::AnyPool;
 
-use crate::db::DbError;
+use crate::backend::DbError;
 
 /// Returns the value of `key`, creating it with `make()` first if absent. Concurrent callers get
 /// the same value (insert-if-absent, then read).

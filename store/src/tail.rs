@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::Mutex;
 
-use crate::db::DbError;
+use crate::backend::DbError;
 use crate::log::{GlobalLog, LogEvent, LogPosition};
 
 /// Events the tail keeps in memory (oldest dropped first): about four full subscriber batches,
