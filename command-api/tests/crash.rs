@@ -399,14 +399,25 @@ impl Drop for NatsCheck {
 }
 
 /// Every event in the store, in log order.
+/// Every committed event, in log order. Waits out events held back by another session's open
+/// transaction (a server's read-model batch, say): an answer does not wait for the projection,
+/// so its events may still be behind the log's horizon for a few milliseconds.
 async fn all_events(store: &Database) -> Result<Vec<LogEvent>, String> {
     let log = store.log();
     let mut events: Vec<LogEvent> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let after = events.last().map_or(LogPosition::default(), |e| e.position);
         let page = log.read_after(after, 1_000).await.map_err(|e| e.to_string())?;
         if page.is_empty() {
-            return Ok(events);
+            if !log.held_back(after).await.map_err(|e| e.to_string())? {
+                return Ok(events);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err("committed events stayed held back for 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
         }
         events.extend(page);
     }

@@ -448,6 +448,35 @@ where
     }
 }
 
+/// Every committed event of `db`'s log, in log order, waiting out events held back by another
+/// session's open transaction (a server's read-model batch, say): commands answer without
+/// waiting for the projection, so their events may sit behind the log's horizon for a few
+/// milliseconds.
+///
+/// # Panics
+/// When the log cannot be read, or events stay held back for 30 s.
+pub async fn committed_events(db: &Database) -> Vec<payledger_store::LogEvent> {
+    let log = db.log();
+    let mut events: Vec<payledger_store::LogEvent> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = events.last().map(|e| e.position).unwrap_or_default();
+        let page = log.read_after(after, 10_000).await.expect("read the log");
+        if page.is_empty() {
+            if !log.held_back(after).await.expect("look for held-back events") {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "events stayed held back for 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        events.extend(page);
+    }
+}
+
 /// A fresh, migrated database of `backend` for a test that drives the store directly (no server),
 /// or `None` when PostgreSQL is unreachable outside CI. Keep the [`TestDb`]: dropping it drops
 /// the database.

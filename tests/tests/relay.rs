@@ -97,7 +97,7 @@ fn check_stream(
 
 /// The log's events and each order's merchant.
 async fn log_of(db: &Database) -> (Vec<LogEvent>, HashMap<Uuid, String>) {
-    let events = db.log().read_after(LogPosition::default(), 1_000_000).await.unwrap();
+    let events = payledger_tests::committed_events(db).await;
     let orders: Vec<Uuid> = events
         .iter()
         .map(|e| e.order_id)
