@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The payledger benchmark: builds the release binaries, checks PostgreSQL and pgbench, runs
-# payledger-bench (PostgreSQL at several concurrencies with pgbench beside each, the embedded
-# SQLite default, then half peak), prints the tables and writes bench/results.json.
+# payledger-bench (PostgreSQL at several concurrencies with pgbench beside each, half peak, NATS
+# mode at the best concurrency, the embedded SQLite default), prints the tables and writes
+# bench/results.json.
 #
 #   bench/run.sh            # 4,8,16,32 clients, 20 s each: about 4–5 minutes
 #   bench/run.sh --quick    # smoke test: 4 and 16 clients, 3 s each, about 30–60 s
@@ -9,17 +10,20 @@
 #
 # PostgreSQL: PAYLEDGER_BENCH_PG (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable),
 # a server on which the benchmark may create and drop databases; it should run with
-# synchronous_commit=on (the report says when it does not). CARGO_TARGET_DIR is honoured.
+# synchronous_commit=on (the report says when it does not). NATS: PAYLEDGER_BENCH_NATS (default
+# nats://127.0.0.1:4222, JetStream on; the NATS phase is skipped with a note when unreachable).
+# CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 pg="${PAYLEDGER_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 target="${CARGO_TARGET_DIR:-target}"
+nats="${PAYLEDGER_BENCH_NATS:-nats://127.0.0.1:4222}"
 
 args=(--concurrency 4,8,16,32 --duration 20s --warmup 3s --sqlite)
 case "${1:-}" in
   --quick) args=(--concurrency 4,16 --duration 3s --warmup 1s --merchants 4 --sqlite); shift ;;
-  --help | -h) sed -n '2,12p' "$0"; exit 0 ;;
+  --help | -h) sed -n '2,15p' "$0"; exit 0 ;;
 esac
 [[ "${1:-}" == "--" ]] && shift
 
@@ -35,4 +39,4 @@ sync_commit="$(psql "$pg" -Atqc 'show synchronous_commit')"
 
 cargo build --release --locked -p payledger-command-api -p payledger-bench --bin payledger --bin payledger-bench
 exec "$target/release/payledger-bench" --pg-admin-url "$pg" --payledger "$target/release/payledger" \
-  --json bench/results.json "${args[@]}" "$@"
+  --json bench/results.json --nats-url "$nats" "${args[@]}" "$@"

@@ -71,6 +71,10 @@ struct Cli {
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench/results.json")]
     json: PathBuf,
+    /// NATS server with JetStream: also run the mix in NATS mode at the best PostgreSQL
+    /// concurrency, on a fresh database and stream names of this run (removed afterwards).
+    #[arg(long)]
+    nats_url: Option<String>,
     /// Keep the fresh databases and the working directory (server logs, SQLite file).
     #[arg(long)]
     keep: bool,
@@ -211,6 +215,7 @@ async fn postgres_phases(
         binary: binary.to_path_buf(),
         database_url: Some(pgbench_db.url.clone()),
         workdir: workdir.join("pgbench"),
+        serve_args: vec![],
     }
     .migrate()
     .await
@@ -220,6 +225,7 @@ async fn postgres_phases(
         binary: binary.to_path_buf(),
         database_url: Some(database_url),
         workdir: workdir.join("postgres"),
+        serve_args: vec![],
     };
     let running = start(&payledger, cli.merchants).await?;
     let result = async {
@@ -275,12 +281,97 @@ async fn postgres_phases(
     stopped
 }
 
+/// NATS mode at the best PostgreSQL concurrency: a fresh database, this run's stream, subjects,
+/// durables and KV bucket; compared with the pgbench tps measured at that concurrency. The
+/// stream and bucket are deleted afterwards.
+async fn nats_phase(
+    cli: &Cli,
+    nats_url: &str,
+    binary: &Path,
+    workdir: &Path,
+    run: &str,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let best = report
+        .phases
+        .iter()
+        .filter(|p| p.backend == Backend::Postgres && p.pgbench.is_some())
+        .max_by(|a, b| a.orders_per_s.total_cmp(&b.orders_per_s))
+        .and_then(|p| match p.load {
+            Load::ClosedLoop { concurrency } => Some((concurrency, p.pgbench.clone())),
+            Load::OpenLoop { .. } => None,
+        });
+    let Some((concurrency, pgbench)) = best else {
+        report
+            .notes
+            .push("no PostgreSQL phase to compare NATS mode with: no NATS run".into());
+        return Ok(());
+    };
+    let client = match async_nats::connect(nats_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: NATS at {nats_url} unreachable ({e}): no NATS run");
+            report
+                .notes
+                .push(format!("NATS at {nats_url} unreachable: no NATS run"));
+            return Ok(());
+        }
+    };
+    eprintln!("PostgreSQL + NATS: concurrency {concurrency}, {:?}", cli.duration);
+    let db = database::create(&cli.pg_admin_url, &format!("{run}_nats")).await?;
+    let stream = format!("BENCH_{run}").to_uppercase();
+    let bucket = format!("bench_{run}_channels");
+    let serve_args: Vec<String> = [
+        ("--nats-url", nats_url.to_string()),
+        ("--nats-stream", stream.clone()),
+        ("--nats-subject-prefix", format!("bench.{run}.events")),
+        ("--nats-refunds-durable", format!("bench_{run}_refunds")),
+        ("--nats-notifier-durable", format!("bench_{run}_notifier")),
+        ("--channel-subject-prefix", format!("bench.{run}.channels")),
+        ("--config-bucket", bucket.clone()),
+        ("--nats-max-age", "1h".to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value])
+    .collect();
+    let payledger = Payledger {
+        binary: binary.to_path_buf(),
+        database_url: Some(db.url.clone()),
+        workdir: workdir.join("nats"),
+        serve_args,
+    };
+    let result = async {
+        let running = start(&payledger, cli.merchants).await?;
+        let load = Load::ClosedLoop { concurrency };
+        let measured = measure(&running, run, load, cli, Some(&db.url)).await;
+        let stopped = running.server.stop().await;
+        let m = measured?;
+        stopped?;
+        let phase = PhaseReport::new(Backend::PostgresNats, load, &m.outcome, m.usage, pgbench)
+            .with_write_transactions(m.write_transactions);
+        print_phase(&phase);
+        report.phases.push(phase);
+        anyhow::Ok(())
+    }
+    .await;
+    let js = async_nats::jetstream::new(client);
+    let _ = js.delete_stream(&stream).await;
+    let _ = js.delete_key_value(&bucket).await;
+    if !cli.keep {
+        if let Err(e) = database::drop(&cli.pg_admin_url, &db).await {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    result
+}
+
 /// The embedded SQLite default (no DATABASE_URL, payledger.db in its own directory).
 async fn sqlite_phases(cli: &Cli, binary: &Path, workdir: &Path, run: &str, report: &mut Report) -> anyhow::Result<()> {
     let payledger = Payledger {
         binary: binary.to_path_buf(),
         database_url: None,
         workdir: workdir.join("sqlite"),
+        serve_args: vec![],
     };
     // The raw-append limit first, on a file of its own beside the server's.
     let probe_db = Payledger {
@@ -290,6 +381,7 @@ async fn sqlite_phases(cli: &Cli, binary: &Path, workdir: &Path, run: &str, repo
             workdir.join("sqlite-probe").join("payledger.db").display()
         )),
         workdir: workdir.join("sqlite-probe"),
+        serve_args: vec![],
     };
     probe_db.migrate().await.context("migrating the SQLite probe's file")?;
     eprintln!("  SQLite raw-append probe: one writer for {:?}", cli.duration);
@@ -362,12 +454,16 @@ async fn main() -> anyhow::Result<()> {
 
     eprintln!("PostgreSQL: concurrency {:?}, {:?} each", cli.concurrency, cli.duration);
     postgres_phases(&cli, &binary, &workdir, &run, &mut report).await?;
+    if let Some(nats_url) = &cli.nats_url {
+        nats_phase(&cli, nats_url, &binary, &workdir, &run, &mut report).await?;
+    }
     if cli.sqlite {
         eprintln!("SQLite (embedded default): concurrency {:?}", cli.concurrency);
         sqlite_phases(&cli, &binary, &workdir, &run, &mut report).await?;
     }
     report.goals = report::goals(&report.phases);
     report.goals.extend(report::sqlite_goals(&report));
+    report.goals.extend(report::nats_goals(&report));
 
     println!("{}", report.render());
     if let Some(dir) = cli.json.parent().filter(|d| !d.as_os_str().is_empty()) {

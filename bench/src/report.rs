@@ -30,6 +30,9 @@ pub enum Backend {
     Postgres,
     /// The embedded default (`payledger.db`).
     Sqlite,
+    /// PostgreSQL with NATS: the relay publishes every event, the refund worker and the notifier
+    /// consume the stream, the channels are called over NATS.
+    PostgresNats,
 }
 
 /// How a phase drove the server.
@@ -126,6 +129,7 @@ impl PhaseReport {
         let backend = match self.backend {
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
+            Backend::PostgresNats => "postgres+nats",
         };
         match self.load {
             Load::ClosedLoop { concurrency } => format!("{backend} c={concurrency}"),
@@ -202,6 +206,9 @@ fn best_ratio(phases: &[PhaseReport], endpoint: Endpoint) -> Option<f64> {
         .reduce(f64::max)
 }
 
+/// Share of pgbench's single-append tps NATS mode should reach (at the same concurrency).
+pub const GOAL_NATS_RATIO_MIN: f64 = 0.6;
+
 /// Share of its own raw-append limit the embedded SQLite default should reach.
 pub const GOAL_SQLITE_RATIO_MIN: f64 = 0.5;
 
@@ -222,6 +229,21 @@ pub fn sqlite_goals(report: &Report) -> Vec<Goal> {
         goal: format!("merchant POSTs/s ≥ {GOAL_SQLITE_RATIO_MIN} × SQLite's raw-append limit (embedded, one writer)"),
         measured,
         met: measured.map(|m| m >= GOAL_SQLITE_RATIO_MIN),
+    }]
+}
+
+/// The NATS-mode goal: its POSTs/s over the pgbench tps of the same concurrency, if it ran.
+pub fn nats_goals(report: &Report) -> Vec<Goal> {
+    let Some(phase) = report.phases.iter().find(|p| p.backend == Backend::PostgresNats) else {
+        return vec![];
+    };
+    let measured = phase.commands_ratio_to_pgbench;
+    vec![Goal {
+        goal: format!(
+            "NATS mode: merchant POSTs/s ≥ {GOAL_NATS_RATIO_MIN} × pgbench single-append tps (same concurrency)"
+        ),
+        measured,
+        met: measured.map(|m| m >= GOAL_NATS_RATIO_MIN),
     }]
 }
 

@@ -25,6 +25,8 @@ pub struct Payledger {
     pub database_url: Option<String>,
     /// Working directory: the SQLite file and `server.log` live here.
     pub workdir: PathBuf,
+    /// More arguments for `payledger serve` (NATS mode's flags).
+    pub serve_args: Vec<String>,
 }
 
 /// A merchant of the run, as `payledger merchants add` printed it (other fields ignored).
@@ -95,6 +97,7 @@ impl Payledger {
         let mut child = self
             .command()
             .args(["serve", "--roles", "all", "--listen", "127.0.0.1:0"])
+            .args(&self.serve_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
