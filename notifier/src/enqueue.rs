@@ -32,12 +32,18 @@ pub fn notification_type(event: &PaymentOrderEvent) -> Option<&'static str> {
 pub struct NotifyEnqueuer {
     log: GlobalLog,
     queued: Arc<Notify>,
+    /// Whether the batch in progress queued a job (the sender is woken once it commits).
+    queued_in_batch: std::sync::atomic::AtomicBool,
 }
 
 impl NotifyEnqueuer {
     /// `queued` is notified after each batch that queued something (wakes the [`crate::Sender`]).
     pub fn new(log: GlobalLog, queued: Arc<Notify>) -> Self {
-        Self { log, queued }
+        Self {
+            log,
+            queued,
+            queued_in_batch: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 }
 
@@ -102,13 +108,17 @@ impl TransactionalSubscriber for NotifyEnqueuer {
 
     async fn apply(&self, tx: &mut AnyConnection, events: &[LogEvent]) -> Result<(), SubscriberError> {
         for e in events {
-            enqueue(&self.log, tx, e).await?;
+            if enqueue(&self.log, tx, e).await? {
+                self.queued_in_batch.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Ok(())
     }
 
     fn committed(&self, _up_to: LogPosition) {
-        self.queued.notify_one();
+        if self.queued_in_batch.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.queued.notify_one();
+        }
     }
 }
 

@@ -70,7 +70,10 @@ pub trait TransactionalSubscriber: Send + Sync + 'static {
     /// Any error rolls the batch back; it is retried after [`ERROR_BACKOFF_MS`].
     async fn apply(&self, tx: &mut AnyConnection, events: &[LogEvent]) -> Result<(), SubscriberError>;
 
-    /// Called after a batch committed (e.g. to wake readers waiting for it).
+    /// Called with a position up to which every event is applied and committed: after each
+    /// batch commits, and when a step finds nothing after its checkpoint (so a runner that
+    /// starts on an up-to-date checkpoint says so before any new event arrives). Used to wake
+    /// readers waiting for the read model; never moves backwards in a runner.
     fn committed(&self, _up_to: LogPosition) {}
 }
 
@@ -249,6 +252,10 @@ async fn step_together(
     // Read before opening the transaction: an idle poll then costs no write (and no fsync).
     let events = db.tail().read_after(from, BATCH_SIZE_MAX).await?;
     let Some(last) = events.last().map(|e| e.position) else {
+        // Read to the end: each subscriber has applied everything up to its checkpoint.
+        for (subscriber, position) in subscribers.iter().zip(&positions) {
+            subscriber.committed(*position);
+        }
         *at = Some(positions);
         return idle(db, from).await;
     };
