@@ -9,6 +9,7 @@
 //! | name | type | labels | what |
 //! |------|------|--------|------|
 //! | `payledger_events_appended_total` | counter | `event_type` | events appended to the store |
+//! | `payledger_append_batch_commands` | histogram | | commands per append transaction (group commit; 1 when idle) |
 //! | `payledger_notifications_total` | counter | `outcome` (`delivered`, `failed`, `abandoned`), `status_class` (`2xx`…`5xx`, `none`) | notification attempts |
 //! | `payledger_notification_latency_seconds` | histogram | `status_class` | one attempt's duration |
 //! | `payledger_channel_call_seconds` | histogram | `channel`, `operation` (`create`, `refund`), `outcome` (`ok`, `rejected`, `unavailable`, `timeout`, `unsupported`) | a call to a payment channel |
@@ -49,6 +50,8 @@ pub const NOTIFY_QUEUE_JOBS: &str = "payledger_notify_queue_jobs";
 /// Histogram buckets of every `*_seconds` metric: 5 ms to 30 s, covering a local channel
 /// simulator and a merchant that takes the whole request timeout.
 const SECONDS_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Buckets of [`payledger_store::append::APPEND_BATCH_COMMANDS`], up to the batch limit.
+const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 /// How often histograms are compacted when nobody scrapes (the exporter's upkeep).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -58,8 +61,15 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new();
-        let builder = match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS) {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(payledger_store::append::APPEND_BATCH_COMMANDS.into()),
+                    &BATCH_BUCKETS,
+                )
+            });
+        let builder = match builder {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "histogram buckets refused; histograms render as summaries");
@@ -92,6 +102,10 @@ fn describe() {
     describe_counter!(
         payledger_store::db::EVENTS_APPENDED_TOTAL,
         "Events appended to the store by this process, by event type."
+    );
+    describe_histogram!(
+        payledger_store::append::APPEND_BATCH_COMMANDS,
+        "Commands appended per event-store transaction (group commit)."
     );
     describe_counter!(
         payledger_notifier::NOTIFICATIONS_TOTAL,

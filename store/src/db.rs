@@ -86,6 +86,7 @@ impl Database {
             .map(str::to_string)
             .unwrap_or_else(|| format!("sqlite://{DEFAULT_SQLITE_FILE}"));
         let acquire_timeout = Duration::from_millis(pools.acquire_timeout_ms);
+        let write_turn = Arc::new(tokio::sync::Mutex::new(()));
         let (backend, orders) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let idle_in_tx = IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string();
             let options = PgConnectOptions::from_str(&url)?
@@ -110,7 +111,7 @@ impl Database {
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
-            (Backend::Sqlite, OrderStore::sqlite(pool))
+            (Backend::Sqlite, OrderStore::sqlite(pool, write_turn.clone()))
         } else {
             return Err(DbError::UnsupportedUrl(url));
         };
@@ -144,7 +145,7 @@ impl Database {
             tail: Arc::new(LogTail::new(GlobalLog::new(backend, any.clone()))),
             any,
             order_turns: Arc::new(OrderTurns::default()),
-            write_turn: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            write_turn: (backend == Backend::Sqlite).then_some(write_turn),
         })
     }
 
@@ -182,8 +183,9 @@ impl Database {
     /// (see [`OrderStore::execute`]). When it stored events, wakes this process's subscribers.
     ///
     /// Commands on the same order wait their turn in this process ([`OrderTurns`]), so they do
-    /// not fail each other's version checks; on SQLite every append (not the load before it)
-    /// also waits for the process's write turn ([`Database::write_turn`]).
+    /// not fail each other's version checks; their appends are group-committed with other
+    /// orders' ([`crate::append`]), on SQLite inside the process's write turn
+    /// ([`Database::write_turn`]), which the load before it does not take.
     ///
     /// # Errors
     /// As [`OrderStore::execute`].
@@ -219,10 +221,7 @@ impl Database {
     {
         let metadata = std::collections::HashMap::from([("actor".to_string(), actor.to_string())]);
         let _order_turn = self.order_turns.take(order_id).await;
-        let executed = self
-            .orders
-            .execute_with(order_id, metadata, start, self.write_turn.as_deref(), decide)
-            .await?;
+        let executed = self.orders.execute_with(order_id, metadata, start, decide).await?;
         if !executed.events.is_empty() {
             self.notify_appended();
             self.appended_here.send_modify(|n| *n = n.wrapping_add(1));

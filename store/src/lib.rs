@@ -4,12 +4,14 @@
 //! - [`Database`]: connects to PostgreSQL (postgres-es) or the embedded SQLite file
 //!   (sqlite-es), runs the migrations of `schemas/`, and hands out the pieces below.
 //! - [`OrderStore`]: executes `PaymentOrder` commands with bounded retry on optimistic
-//!   concurrency conflicts and returns the committed events and the resulting state.
+//!   concurrency conflicts and returns the committed events and the resulting state; its
+//!   appends are group-committed by [`append`] (many commands, one transaction).
 //! - [`GlobalLog`]: reads every event in commit order (PostgreSQL: `(transaction_id,
 //!   global_position)` below `pg_snapshot_xmin`; SQLite: `event_positions`).
 //! - [`subscription`]: checkpointed subscribers of the global log, fed by [`tail`], the
 //!   process's one reader of the log's end.
 
+pub mod append;
 pub mod backend;
 pub mod db;
 pub mod log;

@@ -3,14 +3,16 @@
 //! cqrs-es's `CqrsFramework::execute` returns `()`: it tells neither which events a command
 //! emitted (the API must answer 201 for a new order and 200 for a repeat) nor the resulting state,
 //! and it never retries an optimistic-lock conflict. So we drive its event store directly, in
-//! event-store mode only (its snapshot modes apply events twice in 0.5.0).
+//! event-store mode only (its snapshot modes apply events twice in 0.5.0): cqrs-es loads the
+//! order, the aggregate decides, and the events are appended through [`crate::append`]'s group
+//! commit (cqrs-es's own `commit` writes one transaction per command, one statement per event).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::EventStoreAggregateContext;
-use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
+use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
 use payledger_domain::{OrderError, PaymentOrder, PaymentOrderCommand};
 use postgres_es::PostgresEventRepository;
@@ -18,6 +20,8 @@ use rand::Rng;
 use sqlite_es::SqliteEventRepository;
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
+
+use crate::append::{AppendError, Appender, WritePool};
 
 /// How many times a command is re-run after an optimistic-concurrency conflict before the caller
 /// gets [`ExecuteError::Contention`]. Each retry reloads the order, so a duplicate callback that
@@ -47,6 +51,10 @@ pub enum ExecuteError {
     /// one order. Safe to retry later.
     #[error("too many concurrent changes to this order; retry")]
     Contention,
+    /// The append queue is full ([`crate::append::APPEND_QUEUE_MAX`] commands wait already):
+    /// the store is at its limit. Nothing was stored; safe to retry later.
+    #[error("the event store is at capacity; retry")]
+    Overloaded,
     /// The database is unreachable or overloaded (see [`crate::backend::is_unavailable`]); nothing was
     /// stored by this attempt. Safe to retry later.
     #[error("event store unavailable: {0}")]
@@ -60,6 +68,14 @@ impl ExecuteError {
     /// Sorts a failure of cqrs-es that is not a business rule or a conflict: a lost or refused
     /// connection is [`ExecuteError::Unavailable`], the rest [`ExecuteError::Store`]. postgres-es
     /// and sqlite-es box the `sqlx::Error` they got, so it is looked at there.
+    pub(crate) fn from_sqlx(e: &sqlx::Error) -> Self {
+        if crate::backend::is_unavailable(e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Store(e.to_string())
+        }
+    }
+
     fn from_store(e: AggregateError<OrderError>) -> Self {
         let unavailable = match &e {
             AggregateError::DatabaseConnectionError(_) => true,
@@ -79,35 +95,54 @@ impl ExecuteError {
 type PgStore = PersistedEventStore<PostgresEventRepository, PaymentOrder>;
 type LiteStore = PersistedEventStore<SqliteEventRepository, PaymentOrder>;
 
-/// The `PaymentOrder` event store on either backend.
-pub enum OrderStore {
-    /// postgres-es.
+/// The `PaymentOrder` event store on either backend: cqrs-es loads, [`Appender`] appends.
+pub struct OrderStore {
+    events: Events,
+    appender: Appender,
+}
+
+/// cqrs-es's event store, for loading.
+enum Events {
     Postgres(PgStore, PgPool),
-    /// sqlite-es.
     Sqlite(LiteStore, SqlitePool),
 }
 
 impl OrderStore {
+    /// Starts the committers (see [`Appender::start`]), so it must run inside a Tokio runtime.
     pub(crate) fn postgres(pool: PgPool) -> Self {
         let repo = PostgresEventRepository::new(pool.clone());
-        Self::Postgres(
-            PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
-            pool,
-        )
+        Self {
+            events: Events::Postgres(
+                PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
+                pool.clone(),
+            ),
+            appender: Appender::start(WritePool::Postgres(pool), None),
+        }
     }
 
-    pub(crate) fn sqlite(pool: SqlitePool) -> Self {
+    /// As [`OrderStore::postgres`]; each batch takes `write_turn` (the process's SQLite writer
+    /// turn) for its transaction.
+    pub(crate) fn sqlite(pool: SqlitePool, write_turn: std::sync::Arc<tokio::sync::Mutex<()>>) -> Self {
         let repo = SqliteEventRepository::new(pool.clone());
-        Self::Sqlite(
-            PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
-            pool,
-        )
+        Self {
+            events: Events::Sqlite(
+                PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
+                pool.clone(),
+            ),
+            appender: Appender::start(WritePool::Sqlite(pool), Some(write_turn)),
+        }
+    }
+
+    /// Where this store's appends are group-committed. Commands go through
+    /// [`OrderStore::execute_with`]; this is for tests and tools that write rows directly.
+    pub fn appender(&self) -> &Appender {
+        &self.appender
     }
 
     pub(crate) async fn close(&self) {
-        match self {
-            Self::Postgres(_, pool) => pool.close().await,
-            Self::Sqlite(_, pool) => pool.close().await,
+        match &self.events {
+            Events::Postgres(_, pool) => pool.close().await,
+            Events::Sqlite(_, pool) => pool.close().await,
         }
     }
 
@@ -117,15 +152,16 @@ impl OrderStore {
     ///
     /// # Errors
     /// [`ExecuteError::Rejected`] for a business-rule refusal (nothing stored),
-    /// [`ExecuteError::Contention`] when retries ran out, [`ExecuteError::Unavailable`] when the
-    /// database cannot be reached, [`ExecuteError::Store`] otherwise.
+    /// [`ExecuteError::Contention`] when retries ran out, [`ExecuteError::Overloaded`] when the
+    /// append queue is full, [`ExecuteError::Unavailable`] when the database cannot be reached,
+    /// [`ExecuteError::Store`] otherwise.
     pub async fn execute(
         &self,
         order_id: Uuid,
         command: PaymentOrderCommand,
         metadata: HashMap<String, String>,
     ) -> Result<Executed, ExecuteError> {
-        self.execute_with(order_id, metadata, Start::Load, None, |_| {
+        self.execute_with(order_id, metadata, Start::Load, |_| {
             Ok::<_, ExecuteError>(command.clone())
         })
         .await
@@ -142,8 +178,8 @@ impl OrderStore {
     /// that attempt (an order created meanwhile makes it conflict on its first sequence); any
     /// other result is redone on the loaded order.
     ///
-    /// `write_turn`, when given, is taken for each append (after the load and the decision) and
-    /// released with its commit: SQLite's one writer is then held only for the write.
+    /// The append is queued for group commit ([`crate::append`]) after the load and the
+    /// decision; SQLite's one writer is held only for the batch's write.
     ///
     /// # Errors
     /// `decide`'s refusal; otherwise as [`OrderStore::execute`].
@@ -152,7 +188,6 @@ impl OrderStore {
         order_id: Uuid,
         metadata: HashMap<String, String>,
         start: Start,
-        write_turn: Option<&tokio::sync::Mutex<()>>,
         decide: F,
     ) -> Result<Executed, E>
     where
@@ -161,9 +196,13 @@ impl OrderStore {
     {
         let id = order_id.to_string();
         if start == Start::New {
-            let attempt = match self {
-                Self::Postgres(store, _) => try_execute(store, &id, true, write_turn, &decide, metadata.clone()).await,
-                Self::Sqlite(store, _) => try_execute(store, &id, true, write_turn, &decide, metadata.clone()).await,
+            let attempt = match &self.events {
+                Events::Postgres(store, _) => {
+                    try_execute(store, &self.appender, &id, true, &decide, metadata.clone()).await
+                }
+                Events::Sqlite(store, _) => {
+                    try_execute(store, &self.appender, &id, true, &decide, metadata.clone()).await
+                }
             };
             if let Ok(Attempt::Done(executed)) = attempt {
                 if !executed.events.is_empty() {
@@ -172,20 +211,23 @@ impl OrderStore {
             }
         }
         for attempt in 0..=CONFLICT_RETRIES_MAX {
-            let result = match self {
-                Self::Postgres(store, _) => try_execute(store, &id, false, write_turn, &decide, metadata.clone()).await,
-                Self::Sqlite(store, _) => try_execute(store, &id, false, write_turn, &decide, metadata.clone()).await,
+            let result = match &self.events {
+                Events::Postgres(store, _) => {
+                    try_execute(store, &self.appender, &id, false, &decide, metadata.clone()).await
+                }
+                Events::Sqlite(store, _) => {
+                    try_execute(store, &self.appender, &id, false, &decide, metadata.clone()).await
+                }
             };
             match result {
-                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES_MAX => {
+                Err(Failure::Conflict) if attempt < CONFLICT_RETRIES_MAX => {
                     let bound_ms = CONFLICT_BACKOFF_STEP_MS * u64::from(attempt + 1);
                     let wait_ms = rand::thread_rng().gen_range(0..=bound_ms);
                     tracing::debug!(%order_id, attempt, wait_ms, "optimistic lock conflict, retrying");
                     tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                 }
-                Err(AggregateError::AggregateConflict) => return Err(ExecuteError::Contention.into()),
-                Err(AggregateError::UserError(e)) => return Err(ExecuteError::Rejected(e).into()),
-                Err(e) => return Err(ExecuteError::from_store(e).into()),
+                Err(Failure::Conflict) => return Err(ExecuteError::Contention.into()),
+                Err(Failure::Execute(e)) => return Err(e.into()),
                 Ok(Attempt::Refused(e)) => return Err(e),
                 Ok(Attempt::Done(executed)) => return Ok(*executed),
             }
@@ -200,9 +242,9 @@ impl OrderStore {
     /// when it fails otherwise or an event does not decode.
     pub async fn load(&self, order_id: Uuid) -> Result<PaymentOrder, ExecuteError> {
         let id = order_id.to_string();
-        let result = match self {
-            Self::Postgres(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
-            Self::Sqlite(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
+        let result = match &self.events {
+            Events::Postgres(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
+            Events::Sqlite(store, _) => store.load_aggregate(&id).await.map(|mut c| c.aggregate().clone()),
         };
         result.map_err(ExecuteError::from_store)
     }
@@ -217,6 +259,24 @@ pub enum Start {
     New,
 }
 
+/// Why one attempt did not finish.
+enum Failure {
+    /// Another writer appended to the order first: load again and retry.
+    Conflict,
+    /// Anything else, final.
+    Execute(ExecuteError),
+}
+
+impl From<AggregateError<OrderError>> for Failure {
+    fn from(e: AggregateError<OrderError>) -> Self {
+        match e {
+            AggregateError::AggregateConflict => Self::Conflict,
+            AggregateError::UserError(e) => Self::Execute(ExecuteError::Rejected(e)),
+            e => Self::Execute(ExecuteError::from_store(e)),
+        }
+    }
+}
+
 /// One attempt's result short of a store failure.
 enum Attempt<E> {
     Done(Box<Executed>),
@@ -226,12 +286,12 @@ enum Attempt<E> {
 
 async fn try_execute<R, E, F>(
     store: &PersistedEventStore<R, PaymentOrder>,
+    appender: &Appender,
     id: &str,
     assume_new: bool,
-    write_turn: Option<&tokio::sync::Mutex<()>>,
     decide: &F,
     metadata: HashMap<String, String>,
-) -> Result<Attempt<E>, AggregateError<OrderError>>
+) -> Result<Attempt<E>, Failure>
 where
     R: PersistedEventRepository,
     F: Fn(&PaymentOrder) -> Result<PaymentOrderCommand, E>,
@@ -266,12 +326,27 @@ where
             sequence,
         })));
     }
-    let turn = match write_turn {
-        Some(t) => Some(t.lock().await),
-        None => None,
-    };
-    let events = store.commit(events, context, metadata).await?;
-    drop(turn);
+    let events: Vec<EventEnvelope<PaymentOrder>> = events
+        .into_iter()
+        .zip(context.current_sequence + 1..)
+        .map(|(payload, sequence)| EventEnvelope {
+            aggregate_id: id.to_string(),
+            sequence,
+            payload,
+            metadata: metadata.clone(),
+        })
+        .collect();
+    let rows = events
+        .iter()
+        .map(SerializedEvent::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::Execute(ExecuteError::Store(format!("an event does not serialize: {e}"))))?;
+    match appender.append(id.to_string(), rows).await {
+        Ok(()) => {}
+        Err(AppendError::Conflict) => return Err(Failure::Conflict),
+        Err(AppendError::Overloaded) => return Err(Failure::Execute(ExecuteError::Overloaded)),
+        Err(AppendError::Failed(e)) => return Err(Failure::Execute(e)),
+    }
     Ok(Attempt::Done(Box::new(Executed {
         events,
         order,

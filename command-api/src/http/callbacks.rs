@@ -103,7 +103,7 @@ pub(crate) async fn receive(
             // Not recorded: tell the channel to retry on its schedule.
             let mut a = channel.answer_callback(Err("temporarily unable to record".into()));
             a.status = match e {
-                ExecuteError::Unavailable(_) | ExecuteError::Contention => 503,
+                ExecuteError::Unavailable(_) | ExecuteError::Contention | ExecuteError::Overloaded => 503,
                 _ => 500,
             };
             answer(a)

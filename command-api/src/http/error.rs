@@ -184,7 +184,7 @@ impl From<ExecuteError> for ApiError {
     fn from(e: ExecuteError) -> Self {
         match e {
             ExecuteError::Rejected(e) => e.into(),
-            ExecuteError::Contention => Self::Unavailable(e.to_string()),
+            ExecuteError::Contention | ExecuteError::Overloaded => Self::Unavailable(e.to_string()),
             ExecuteError::Unavailable(detail) => Self::database_unavailable(detail),
             ExecuteError::Store(detail) => Self::Internal(detail),
         }
