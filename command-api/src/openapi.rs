@@ -337,21 +337,23 @@ problem_responses! {
 
 /// Schema of an order's `metadata` in a request, with the limits of [`crate::validate::metadata`].
 pub fn metadata_schema() -> Object {
-    let text = |min: usize, max: usize| {
+    let text = |min: usize, max: usize, pattern: &str| {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .min_length(Some(min))
             .max_length(Some(max))
+            .pattern(Some(pattern))
     };
     ObjectBuilder::new()
         .schema_type(Type::Object)
         .description(Some(format!(
-            "Merchant data kept with the order: at most {METADATA_KEYS_MAX} keys of 1–{METADATA_KEY_CHARS_MAX} \
-             characters, values at most {METADATA_VALUE_CHARS_MAX} characters."
+            "Merchant data kept with the order: at most {METADATA_KEYS_MAX} distinct keys of \
+             1–{METADATA_KEY_CHARS_MAX} characters without control characters, values at most \
+             {METADATA_VALUE_CHARS_MAX} characters without NUL."
         )))
         .max_properties(Some(METADATA_KEYS_MAX))
-        .property_names(Some(text(1, METADATA_KEY_CHARS_MAX)))
-        .additional_properties(Some(text(0, METADATA_VALUE_CHARS_MAX)))
+        .property_names(Some(text(1, METADATA_KEY_CHARS_MAX, "^[^\\x00-\\x1f\\x7f-\\x9f]*$")))
+        .additional_properties(Some(text(0, METADATA_VALUE_CHARS_MAX, "^[^\\x00]*$")))
         .build()
 }
 

@@ -146,7 +146,10 @@ pub fn amount_minor(errors: &mut FieldErrors, field: &str, value: &Value) -> Opt
 }
 
 /// Checks `metadata`: at most [`METADATA_KEYS_MAX`] keys, each 1 to [`METADATA_KEY_CHARS_MAX`]
-/// characters, each value at most [`METADATA_VALUE_CHARS_MAX`] characters.
+/// characters without control characters, each value at most [`METADATA_VALUE_CHARS_MAX`]
+/// characters without NUL (PostgreSQL's text cannot hold it, so it is refused on both backends;
+/// other control characters, a line break say, are the merchant's data). Duplicate keys are
+/// refused while parsing ([`unique_keys`]).
 pub fn metadata(errors: &mut FieldErrors, value: &BTreeMap<String, String>) {
     if value.len() > METADATA_KEYS_MAX {
         errors.add("metadata", format!("at most {METADATA_KEYS_MAX} keys"));
@@ -157,14 +160,52 @@ pub fn metadata(errors: &mut FieldErrors, value: &BTreeMap<String, String>) {
                 "metadata",
                 format!("keys must be 1 to {METADATA_KEY_CHARS_MAX} characters"),
             );
+        } else if k.chars().any(char::is_control) {
+            errors.add("metadata", "keys must not contain control characters");
         }
         if v.chars().count() > METADATA_VALUE_CHARS_MAX {
             errors.add(
                 "metadata",
                 format!("values must be at most {METADATA_VALUE_CHARS_MAX} characters"),
             );
+        } else if v.contains('\0') {
+            errors.add("metadata", "values must not contain the NUL character");
         }
     }
+}
+
+/// Deserialises a JSON object of strings, refusing a key that comes twice (serde keeps the last
+/// one silently, where a struct's duplicate field is an error): for `metadata`.
+///
+/// # Errors
+/// The deserializer's error for a duplicate key or a value that is not a string.
+pub fn unique_keys<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of string values")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, v)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&k) {
+                    return Err(serde::de::Error::custom(format!(
+                        "duplicate key `{}`",
+                        k.escape_debug()
+                    )));
+                }
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Keys)
 }
 
 fn is_private(ip: IpAddr) -> bool {
@@ -185,12 +226,17 @@ fn is_private(ip: IpAddr) -> bool {
 }
 
 /// Checks a merchant URL (`notify_url`, `return_url`): absolute http(s), at most
-/// [`URL_BYTES_MAX`]. With `allow_private == false`, hosts that are or resolve to loopback,
+/// [`URL_BYTES_MAX`], no control characters, no credentials. With `allow_private == false`, hosts that are or resolve to loopback,
 /// private, link-local or CGNAT addresses are refused (so notifications cannot be aimed at our
 /// own network).
 pub async fn merchant_url(errors: &mut FieldErrors, field: &str, value: &str, allow_private: bool) {
     if value.len() > URL_BYTES_MAX {
         errors.add(field, format!("must be at most {URL_BYTES_MAX} bytes"));
+        return;
+    }
+    // The URL parser would drop or escape them, but the text as given is what is stored.
+    if value.chars().any(char::is_control) {
+        errors.add(field, "must not contain control characters");
         return;
     }
     let url = match Url::parse(value) {

@@ -93,6 +93,8 @@ pub fn decode_cursor(cursor: &str) -> Result<(String, String), InvalidCursor> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
     let text = String::from_utf8(raw).map_err(|_| InvalidCursor)?;
     let (created_at, order_id) = text.split_once('|').ok_or(InvalidCursor)?;
+    // Only what encode_cursor wrote: a timestamp and a uuid, so no crafted text reaches a query.
+    chrono::DateTime::parse_from_rfc3339(created_at).map_err(|_| InvalidCursor)?;
     Uuid::parse_str(order_id).map_err(|_| InvalidCursor)?;
     Ok((created_at.to_string(), order_id.to_string()))
 }

@@ -62,18 +62,20 @@ pub struct CreateOrderRequest {
     /// The payer's id at the channel (WeChat Pay `openid` for `jsapi`): 1–256 characters.
     #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub user_id: Option<String>,
-    /// Where payledger POSTs notifications of this order: absolute http(s), at most 2048 bytes.
-    #[schema(max_length = 2048)]
+    /// Where payledger POSTs notifications of this order: absolute http(s), at most 2048 bytes,
+    /// no control characters.
+    #[schema(max_length = 2048, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub notify_url: Option<String>,
-    /// Where the channel sends the payer after paying: absolute http(s), at most 2048 bytes.
-    #[schema(max_length = 2048)]
+    /// Where the channel sends the payer after paying: absolute http(s), at most 2048 bytes, no
+    /// control characters.
+    #[schema(max_length = 2048, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub return_url: Option<String>,
     /// Seconds until the order expires unpaid (default 7200).
     #[schema(minimum = 60, maximum = 1_296_000)]
     pub expire_in_seconds: Option<i64>,
-    /// Merchant data kept with the order: at most 20 keys of 1–40 characters, values at most 500
-    /// characters.
-    #[serde(default)]
+    /// Merchant data kept with the order: at most 20 distinct keys of 1–40 characters without
+    /// control characters, values at most 500 characters without NUL.
+    #[serde(default, deserialize_with = "validate::unique_keys")]
     #[schema(schema_with = crate::openapi::metadata_schema)]
     pub metadata: BTreeMap<String, String>,
 }
