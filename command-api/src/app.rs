@@ -237,7 +237,7 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         return Router::new()
             .merge(crate::http::health::router())
             .layer(deadline)
-            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .layer(trace_layer())
             .with_state(state);
     }
     Router::new()
@@ -254,8 +254,22 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         // other error.
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(deadline)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(trace_layer())
         .with_state(state)
+}
+
+/// Request tracing that records the method and the path only: never the query string (a
+/// client may put an API key there, which is refused but must not reach the log) nor headers
+/// (`Authorization`).
+fn trace_layer() -> tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&axum::http::Request<axum::body::Body>) -> tracing::Span,
+> {
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span)
+}
+
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
 }
 
 /// A running server and its background roles.
@@ -521,4 +535,47 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         workers,
         relay_metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what a `fmt` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_request_span_never_carries_the_query_string_or_headers() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let request = axum::http::Request::get("/v1/orders?api_key=plk_secret_in_query&limit=5")
+                .header("authorization", "Bearer plk_secret_in_header")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let span = super::request_span(&request);
+            let _entered = span.enter();
+            tracing::debug!("handled");
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("path=/v1/orders"), "{log}");
+        assert!(!log.contains("plk_secret"), "{log}");
+        assert!(!log.contains("api_key"), "{log}");
+    }
 }

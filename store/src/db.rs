@@ -58,6 +58,35 @@ impl Default for PoolConfig {
     }
 }
 
+/// Creates the SQLite file at `path` readable and writable by its owner only (0600) when it
+/// does not exist yet, before SQLite opens it: SQLite gives the `-wal` and `-shm` files the
+/// database file's permissions, so the ledger's data is never readable by other users of the
+/// machine. An existing file is left as it is, with a warning when others may read it. A failure
+/// here is left to SQLite's own open to report.
+fn create_private(path: &std::path::Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return;
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the database file is readable by other users; chmod 600 it"
+            );
+        }
+        Ok(_) => {}
+        Err(_) => {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+        }
+    }
+}
+
 /// A connected, migrated-on-demand database.
 #[derive(Clone)]
 pub struct Database {
@@ -100,7 +129,9 @@ impl Database {
         } else if url.starts_with("sqlite:") {
             // FULL: a payment ledger must not lose a committed event on power loss, which
             // NORMAL allows in WAL mode. WAL lets readers run beside the single writer.
-            let options = SqliteConnectOptions::from_str(&url)?
+            let options = SqliteConnectOptions::from_str(&url)?;
+            create_private(options.get_filename());
+            let options = options
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
