@@ -261,12 +261,15 @@ pub fn router_for(state: AppState, api: bool) -> Router {
 /// Request tracing that records the method and the path only: never the query string (a
 /// client may put an API key there, which is refused but must not reach the log) nor headers
 /// (`Authorization`).
-fn trace_layer() -> tower_http::trace::TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
-    fn(&axum::http::Request<axum::body::Body>) -> tracing::Span,
-> {
-    tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span)
+fn trace_layer() -> TraceLayer {
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span as MakeSpan)
 }
+
+type TraceLayer = tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    MakeSpan,
+>;
+type MakeSpan = fn(&axum::http::Request<axum::body::Body>) -> tracing::Span;
 
 fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
