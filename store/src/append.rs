@@ -3,9 +3,9 @@
 //! Every command's events reach the store through one [`Appender`] per process. A command
 //! queues its serialized events and waits; a committer task takes everything queued (up to
 //! [`APPEND_BATCH_COMMANDS_MAX`] commands) and writes it in one transaction with one multi-row
-//! `INSERT … ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence`. Under load the queue
-//! fills while the previous batch commits, so one commit (one WAL flush) carries many commands;
-//! alone, a command is a batch of one, as before.
+//! `INSERT … ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence`. When every committer is
+//! busy the queue fills while they commit, so one commit (one WAL flush) carries many commands;
+//! below that, a command is a batch of one, as before.
 //!
 //! Each command stays optimistic on its own order. Its rows are keyed
 //! `(aggregate_type, aggregate_id, sequence)`, and the statement reports which rows it inserted:
@@ -43,9 +43,13 @@ pub const APPEND_QUEUE_MAX: usize = 1_024;
 pub const APPEND_BATCH_COMMANDS_MAX: usize = 64;
 /// Rows per `INSERT` statement (7 parameters each: 3,500 parameters, under SQLite's 32,766).
 pub const APPEND_STATEMENT_ROWS_MAX: usize = 500;
-/// Committer tasks on PostgreSQL: while one batch commits the next is written. SQLite has one
+/// Committer tasks on PostgreSQL, as many as the store pool's default connections: below that
+/// many concurrent appends every command finds an idle committer and commits at once, as it would
+/// alone; past it, commands queue and go in together. (Two committers batched earlier and cost
+/// latency at moderate load: p99 of `POST /v1/orders` at half the peak rate 65–103 ms against
+/// 12–17 ms without group commit; with eight it is 19.6 ms at a higher rate.) SQLite has one
 /// writer, so one committer.
-pub const POSTGRES_COMMITTERS: usize = 2;
+pub const POSTGRES_COMMITTERS: usize = 8;
 
 /// Histogram of commands per committed transaction (`1` when the system is idle).
 pub const APPEND_BATCH_COMMANDS: &str = "payledger_append_batch_commands";

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use payledger_store::append::{AppendError, SerializedEvent, APPEND_BATCH_COMMANDS_MAX, APPEND_QUEUE_MAX};
+use payledger_store::append::{
+    AppendError, SerializedEvent, APPEND_BATCH_COMMANDS_MAX, APPEND_QUEUE_MAX, POSTGRES_COMMITTERS,
+};
 use payledger_store::Database;
 use payledger_tests::{migrated_database, Backend};
 use sqlx::Row;
@@ -76,8 +78,13 @@ async fn a_conflict_answers_only_its_own_command(backend: Backend) {
     appender.append("X".into(), rows("X", &[1])).await.unwrap();
     appender.append("Y".into(), rows("Y", &[2])).await.unwrap();
 
-    // Held back, so that the four queue up and are written in one batch.
+    // Held back, so that the four queue up and are written in one batch: fillers first keep
+    // every committer busy (each takes one and waits on the hold).
     let hold = hold_appends(&db).await;
+    let fillers: Vec<_> = (0..POSTGRES_COMMITTERS)
+        .map(|i| spawn_append(&db, &format!("F-{i}"), &[1]))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let a = spawn_append(&db, "A", &[1]);
     let x = spawn_append(&db, "X", &[1]); // stale: X's 1 is taken, nothing of it may land
     let b = spawn_append(&db, "B", &[1, 2]);
@@ -85,14 +92,19 @@ async fn a_conflict_answers_only_its_own_command(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(hold);
 
+    for filler in fillers {
+        filler.await.unwrap().unwrap();
+    }
     assert!(a.await.unwrap().is_ok());
     assert!(matches!(x.await.unwrap(), Err(AppendError::Conflict)));
     assert!(b.await.unwrap().is_ok());
     assert!(matches!(y.await.unwrap(), Err(AppendError::Conflict)));
-    let expected: Vec<(String, i64)> = [("A", 1), ("B", 1), ("B", 2), ("X", 1), ("Y", 2)]
+    let mut expected: Vec<(String, i64)> = [("A", 1), ("B", 1), ("B", 2), ("X", 1), ("Y", 2)]
         .iter()
         .map(|(a, s)| (a.to_string(), *s))
         .collect();
+    expected.extend((0..POSTGRES_COMMITTERS).map(|i| (format!("F-{i}"), 1)));
+    expected.sort();
     assert_eq!(stored(&db).await, expected, "the stored rows");
 }
 
@@ -101,22 +113,29 @@ async fn queued_commands_share_transactions(backend: Backend) {
         return;
     };
     let hold = hold_appends(&db).await;
-    let appends: Vec<_> = (0..40).map(|i| spawn_append(&db, &format!("G-{i}"), &[1, 2])).collect();
+    let commands = 200;
+    let appends: Vec<_> = (0..commands)
+        .map(|i| spawn_append(&db, &format!("G-{i}"), &[1, 2]))
+        .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(hold);
     for append in appends {
         append.await.unwrap().unwrap();
     }
-    assert_eq!(stored(&db).await.len(), 80);
+    assert_eq!(stored(&db).await.len(), 2 * commands);
     if backend == Backend::Postgres {
-        // Each committer had taken at most one batch before the hold; the rest waited in the
-        // queue and went in together.
+        // Each committer had taken one batch before the hold; the rest waited in the queue and
+        // went in together, up to a batch's limit each.
         let transactions: i64 = sqlx::query("SELECT count(DISTINCT transaction_id)::bigint FROM events")
             .fetch_one(db.pool())
             .await
             .unwrap()
             .get(0);
-        assert!(transactions <= 4, "40 commands in {transactions} transactions");
+        let most = POSTGRES_COMMITTERS + commands.div_ceil(APPEND_BATCH_COMMANDS_MAX);
+        assert!(
+            transactions as usize <= most,
+            "{commands} commands in {transactions} transactions"
+        );
     }
 }
 
@@ -126,7 +145,7 @@ async fn a_full_queue_answers_overloaded_and_loses_nothing_it_accepted(backend: 
     };
     let hold = hold_appends(&db).await;
     // More than the committers can hold (one batch each) plus the queue.
-    let total = APPEND_QUEUE_MAX + 2 * APPEND_BATCH_COMMANDS_MAX + 50;
+    let total = APPEND_QUEUE_MAX + POSTGRES_COMMITTERS * APPEND_BATCH_COMMANDS_MAX + 50;
     let appends: Vec<_> = (0..total).map(|i| spawn_append(&db, &format!("Q-{i}"), &[1])).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(hold);
