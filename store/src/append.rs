@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The row shape an [`Appender`] writes (cqrs-es's serialized event).
 pub use cqrs_es::persist::SerializedEvent;
@@ -50,6 +51,15 @@ pub const APPEND_STATEMENT_ROWS_MAX: usize = 500;
 /// 12–17 ms without group commit; with eight it is 19.6 ms at a higher rate.) SQLite has one
 /// writer, so one committer.
 pub const POSTGRES_COMMITTERS: usize = 8;
+
+/// How long one batch's transaction may take before its commands are answered
+/// [`ExecuteError::Unavailable`] (a half-open connection would otherwise hold a committer, its
+/// callers and the log's horizon for minutes). Below the HTTP request deadline.
+pub const APPEND_TIMEOUT_MS: u64 = 10_000;
+
+/// Called after each commit with the events of the commands it appended (wakes subscribers,
+/// counts events).
+pub(crate) type OnCommit = Arc<dyn Fn(&[&SerializedEvent]) + Send + Sync>;
 
 /// Histogram of commands per committed transaction (`1` when the system is idle).
 pub const APPEND_BATCH_COMMANDS: &str = "payledger_append_batch_commands";
@@ -89,7 +99,7 @@ impl Appender {
     /// Starts the committer tasks on `pool` (which must run inside a Tokio runtime). On SQLite,
     /// `write_turn` is taken around each batch. The tasks end when the last `Appender` clone is
     /// dropped.
-    pub(crate) fn start(pool: WritePool, write_turn: Option<Arc<Mutex<()>>>) -> Self {
+    pub(crate) fn start(pool: WritePool, write_turn: Option<Arc<Mutex<()>>>, on_commit: OnCommit) -> Self {
         let (queue, receiver) = mpsc::channel(APPEND_QUEUE_MAX);
         let receiver = Arc::new(Mutex::new(receiver));
         let committers = match pool {
@@ -97,13 +107,20 @@ impl Appender {
             WritePool::Sqlite(_) => 1,
         };
         for _ in 0..committers {
-            tokio::spawn(commit_loop(receiver.clone(), pool.clone(), write_turn.clone()));
+            tokio::spawn(commit_loop(
+                receiver.clone(),
+                pool.clone(),
+                write_turn.clone(),
+                on_commit.clone(),
+            ));
         }
         Self { queue }
     }
 
     /// Appends `events` (all of one aggregate, consecutive sequences, the first one after the
-    /// aggregate's last stored event) and waits for the commit.
+    /// aggregate's last stored event) and waits for the commit. A caller that stops waiting
+    /// before its batch is written (a request past its deadline, a client gone) is dropped from
+    /// the batch: nothing of it is stored, as when a transaction of its own was dropped.
     ///
     /// # Errors
     /// See [`AppendError`].
@@ -135,6 +152,7 @@ async fn commit_loop(
     receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
     pool: WritePool,
     write_turn: Option<Arc<Mutex<()>>>,
+    on_commit: OnCommit,
 ) {
     loop {
         let batch = {
@@ -155,7 +173,9 @@ async fn commit_loop(
             Some(turn) => Some(turn.lock().await),
             None => None,
         };
-        commit_batch(&pool, batch).await;
+        let mut batch = one_per_aggregate(batch);
+        batch.retain(|pending| !pending.reply.is_closed());
+        write_and_answer(&pool, batch, &on_commit, true).await;
     }
 }
 
@@ -187,54 +207,101 @@ macro_rules! write_batch {
     }};
 }
 
-/// Writes `batch` (see the module docs) and answers every command in it.
-async fn commit_batch(pool: &WritePool, batch: Vec<Pending>) {
-    let mut batch = one_per_aggregate(batch);
-    while !batch.is_empty() {
-        let written = match pool {
-            WritePool::Postgres(pool) => write_batch!(pool, &batch, Postgres),
-            WritePool::Sqlite(pool) => write_batch!(pool, &batch, Sqlite),
-        };
-        match written {
-            Written::Committed(outcomes) => {
-                metrics::histogram!(APPEND_BATCH_COMMANDS).record(batch.len() as f64);
-                for (pending, appended) in batch.into_iter().zip(outcomes) {
+/// Writes `batch` (see the module docs) and answers every command in it. When the transaction
+/// fails for a reason that is neither transient nor a conflict (a row the database refuses) and
+/// `split` is set, each command is written again on its own, so only the faulty one fails.
+fn write_and_answer<'a>(
+    pool: &'a WritePool,
+    mut batch: Vec<Pending>,
+    on_commit: &'a OnCommit,
+    split: bool,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+    Box::pin(async move {
+        while !batch.is_empty() {
+            let timeout = Duration::from_millis(APPEND_TIMEOUT_MS);
+            let written = match pool {
+                WritePool::Postgres(pool) => {
+                    tokio::time::timeout(timeout, async { write_batch!(pool, &batch, Postgres) }).await
+                }
+                WritePool::Sqlite(pool) => {
+                    tokio::time::timeout(timeout, async { write_batch!(pool, &batch, Sqlite) }).await
+                }
+            };
+            let Ok(written) = written else {
+                // Dropping the attempt dropped its transaction; if the time ran out during
+                // COMMIT, the outcome is unknown. Retrying a command is safe: it reloads first.
+                tracing::error!(
+                    commands = batch.len(),
+                    timeout_ms = APPEND_TIMEOUT_MS,
+                    "an append batch timed out; it may or may not have committed"
+                );
+                for pending in batch {
                     let _ = pending
                         .reply
-                        .send(if appended { Ok(()) } else { Err(AppendError::Conflict) });
+                        .send(Err(AppendError::Failed(ExecuteError::Unavailable(format!(
+                            "the event store did not answer within {APPEND_TIMEOUT_MS} ms"
+                        )))));
                 }
                 return;
-            }
-            Written::RolledBack { partial } => {
-                // Answer the partly conflicting commands and write the others again.
-                let mut rest = Vec::with_capacity(batch.len());
-                for (pending, partial) in batch.into_iter().zip(partial) {
-                    if partial {
-                        let _ = pending.reply.send(Err(AppendError::Conflict));
-                    } else {
-                        rest.push(pending);
+            };
+            match written {
+                Written::Committed(outcomes) => {
+                    metrics::histogram!(APPEND_BATCH_COMMANDS).record(batch.len() as f64);
+                    let appended: Vec<&SerializedEvent> = batch
+                        .iter()
+                        .zip(&outcomes)
+                        .filter(|(_, &appended)| appended)
+                        .flat_map(|(pending, _)| pending.events.iter())
+                        .collect();
+                    if !appended.is_empty() {
+                        on_commit(&appended);
                     }
+                    for (pending, appended) in batch.into_iter().zip(outcomes) {
+                        let _ = pending
+                            .reply
+                            .send(if appended { Ok(()) } else { Err(AppendError::Conflict) });
+                    }
+                    return;
                 }
-                batch = rest;
-            }
-            Written::Failed(e) => {
-                let conflict = e
-                    .as_database_error()
-                    .and_then(|d| d.code())
-                    .is_some_and(|code| code == "40P01" || code == "40001");
-                tracing::warn!(error = %e, commands = batch.len(), "appending a batch failed");
-                for pending in batch {
-                    let _ = pending.reply.send(Err(if conflict {
-                        // A deadlock with another process's batch: nothing stored, decide again.
-                        AppendError::Conflict
-                    } else {
-                        AppendError::Failed(ExecuteError::from_sqlx(&e))
-                    }));
+                Written::RolledBack { partial } => {
+                    // Answer the partly conflicting commands and write the others again.
+                    let mut rest = Vec::with_capacity(batch.len());
+                    for (pending, partial) in batch.into_iter().zip(partial) {
+                        if partial {
+                            let _ = pending.reply.send(Err(AppendError::Conflict));
+                        } else {
+                            rest.push(pending);
+                        }
+                    }
+                    batch = rest;
                 }
-                return;
+                Written::Failed(e) => {
+                    let conflict = e
+                        .as_database_error()
+                        .and_then(|d| d.code())
+                        .is_some_and(|code| code == "40P01" || code == "40001");
+                    let transient = conflict || crate::backend::is_unavailable(&e);
+                    if split && !transient && batch.len() > 1 {
+                        tracing::warn!(error = %e, commands = batch.len(), "an append batch was refused; writing its commands one by one");
+                        for pending in batch {
+                            write_and_answer(pool, vec![pending], on_commit, false).await;
+                        }
+                        return;
+                    }
+                    tracing::warn!(error = %e, commands = batch.len(), "appending a batch failed");
+                    for pending in batch {
+                        let _ = pending.reply.send(Err(if conflict {
+                            // A deadlock with another process's batch: nothing stored, decide again.
+                            AppendError::Conflict
+                        } else {
+                            AppendError::Failed(ExecuteError::from_sqlx(&e))
+                        }));
+                    }
+                    return;
+                }
             }
         }
-    }
+    })
 }
 
 /// Keeps the first command per aggregate; a later one in the same batch would claim the same

@@ -58,6 +58,21 @@ impl Default for PoolConfig {
     }
 }
 
+/// What the committers do after each commit: wake this process's subscribers (`appended`), tell
+/// the announcer of [`crate::wake`] (`appended_here`), and count the events by type.
+fn announce_commits(
+    appended: Arc<watch::Sender<u64>>,
+    appended_here: Arc<watch::Sender<u64>>,
+) -> crate::append::OnCommit {
+    Arc::new(move |events| {
+        appended.send_modify(|n| *n = n.wrapping_add(1));
+        appended_here.send_modify(|n| *n = n.wrapping_add(1));
+        for e in events {
+            metrics::counter!(EVENTS_APPENDED_TOTAL, "event_type" => e.event_type.clone()).increment(1);
+        }
+    })
+}
+
 /// Creates the SQLite file at `path` readable and writable by its owner only (0600) when it
 /// does not exist yet, before SQLite opens it: SQLite gives the `-wal` and `-shm` files the
 /// database file's permissions, so the ledger's data is never readable by other users of the
@@ -116,6 +131,9 @@ impl Database {
             .unwrap_or_else(|| format!("sqlite://{DEFAULT_SQLITE_FILE}"));
         let acquire_timeout = Duration::from_millis(pools.acquire_timeout_ms);
         let write_turn = Arc::new(tokio::sync::Mutex::new(()));
+        let appended = Arc::new(watch::channel(0).0);
+        let appended_here = Arc::new(watch::channel(0).0);
+        let on_commit = announce_commits(appended.clone(), appended_here.clone());
         let (backend, orders) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let idle_in_tx = IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string();
             let options = PgConnectOptions::from_str(&url)?
@@ -125,7 +143,7 @@ impl Database {
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
-            (Backend::Postgres, OrderStore::postgres(pool))
+            (Backend::Postgres, OrderStore::postgres(pool, on_commit))
         } else if url.starts_with("sqlite:") {
             // FULL: a payment ledger must not lose a committed event on power loss, which
             // NORMAL allows in WAL mode. WAL lets readers run beside the single writer.
@@ -142,7 +160,7 @@ impl Database {
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
-            (Backend::Sqlite, OrderStore::sqlite(pool, write_turn.clone()))
+            (Backend::Sqlite, OrderStore::sqlite(pool, write_turn.clone(), on_commit))
         } else {
             return Err(DbError::UnsupportedUrl(url));
         };
@@ -171,8 +189,8 @@ impl Database {
         Ok(Self {
             backend,
             orders: Arc::new(orders),
-            appended: Arc::new(watch::channel(0).0),
-            appended_here: Arc::new(watch::channel(0).0),
+            appended,
+            appended_here,
             tail: Arc::new(LogTail::new(GlobalLog::new(backend, any.clone()))),
             any,
             order_turns: Arc::new(OrderTurns::default()),
@@ -211,7 +229,8 @@ impl Database {
 
     /// Executes `command` on order `order_id` on behalf of `actor` (`merchant:<id>`,
     /// `channel:<name>`, `worker:<name>`), which every stored event records as `metadata.actor`
-    /// (see [`OrderStore::execute`]). When it stored events, wakes this process's subscribers.
+    /// (see [`OrderStore::execute`]). When it stored events, this process's subscribers are woken
+    /// (by the committer, after the commit).
     ///
     /// Commands on the same order wait their turn in this process ([`OrderTurns`]), so they do
     /// not fail each other's version checks; their appends are group-committed with other
@@ -252,16 +271,9 @@ impl Database {
     {
         let metadata = std::collections::HashMap::from([("actor".to_string(), actor.to_string())]);
         let _order_turn = self.order_turns.take(order_id).await;
-        let executed = self.orders.execute_with(order_id, metadata, start, decide).await?;
-        if !executed.events.is_empty() {
-            self.notify_appended();
-            self.appended_here.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        for e in &executed.events {
-            metrics::counter!(EVENTS_APPENDED_TOTAL, "event_type" => cqrs_es::DomainEvent::event_type(&e.payload))
-                .increment(1);
-        }
-        Ok(executed)
+        // Subscribers are woken and events counted by the committer, right after the commit
+        // (`announce_commits`), even when this caller has stopped waiting.
+        self.orders.execute_with(order_id, metadata, start, decide).await
     }
 
     /// On SQLite, waits for this process's turn to write and holds it until the guard drops:

@@ -109,27 +109,31 @@ enum Events {
 
 impl OrderStore {
     /// Starts the committers (see [`Appender::start`]), so it must run inside a Tokio runtime.
-    pub(crate) fn postgres(pool: PgPool) -> Self {
+    pub(crate) fn postgres(pool: PgPool, on_commit: crate::append::OnCommit) -> Self {
         let repo = PostgresEventRepository::new(pool.clone());
         Self {
             events: Events::Postgres(
                 PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
                 pool.clone(),
             ),
-            appender: Appender::start(WritePool::Postgres(pool), None),
+            appender: Appender::start(WritePool::Postgres(pool), None, on_commit),
         }
     }
 
     /// As [`OrderStore::postgres`]; each batch takes `write_turn` (the process's SQLite writer
     /// turn) for its transaction.
-    pub(crate) fn sqlite(pool: SqlitePool, write_turn: std::sync::Arc<tokio::sync::Mutex<()>>) -> Self {
+    pub(crate) fn sqlite(
+        pool: SqlitePool,
+        write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+        on_commit: crate::append::OnCommit,
+    ) -> Self {
         let repo = SqliteEventRepository::new(pool.clone());
         Self {
             events: Events::Sqlite(
                 PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
                 pool.clone(),
             ),
-            appender: Appender::start(WritePool::Sqlite(pool), Some(write_turn)),
+            appender: Appender::start(WritePool::Sqlite(pool), Some(write_turn), on_commit),
         }
     }
 

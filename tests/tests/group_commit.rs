@@ -81,10 +81,7 @@ async fn a_conflict_answers_only_its_own_command(backend: Backend) {
     // Held back, so that the four queue up and are written in one batch: fillers first keep
     // every committer busy (each takes one and waits on the hold).
     let hold = hold_appends(&db).await;
-    let fillers: Vec<_> = (0..POSTGRES_COMMITTERS)
-        .map(|i| spawn_append(&db, &format!("F-{i}"), &[1]))
-        .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fillers = occupy_committers(&db).await;
     let a = spawn_append(&db, "A", &[1]);
     let x = spawn_append(&db, "X", &[1]); // stale: X's 1 is taken, nothing of it may land
     let b = spawn_append(&db, "B", &[1, 2]);
@@ -106,6 +103,50 @@ async fn a_conflict_answers_only_its_own_command(backend: Backend) {
     expected.extend((0..POSTGRES_COMMITTERS).map(|i| (format!("F-{i}"), 1)));
     expected.sort();
     assert_eq!(stored(&db).await, expected, "the stored rows");
+}
+
+/// Spawns one append per committer and waits until each committer holds one (they block on
+/// the hold), so that what is spawned next queues up for one batch.
+async fn occupy_committers(db: &Database) -> Vec<tokio::task::JoinHandle<Result<(), AppendError>>> {
+    let mut fillers = Vec::new();
+    for i in 0..POSTGRES_COMMITTERS {
+        fillers.push(spawn_append(db, &format!("F-{i}"), &[1]));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fillers
+}
+
+async fn a_refused_row_fails_only_its_command_and_a_caller_gone_stores_nothing(backend: Backend) {
+    let Some((_test_db, db)) = migrated_database(backend).await else {
+        return;
+    };
+    let hold = hold_appends(&db).await;
+    let fillers = occupy_committers(&db).await;
+    let a = spawn_append(&db, "A", &[1]);
+    let refused = spawn_append(&db, "Z", &[0]); // sequence 0 breaks the table's CHECK
+    let gone = spawn_append(&db, "C", &[1]);
+    let b = spawn_append(&db, "B", &[1]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gone.abort(); // its caller stops waiting before the batch is written
+    drop(hold);
+
+    for filler in fillers {
+        filler.await.unwrap().unwrap();
+    }
+    assert!(a.await.unwrap().is_ok(), "a good command beside a refused row commits");
+    assert!(b.await.unwrap().is_ok(), "a good command beside a refused row commits");
+    assert!(matches!(refused.await.unwrap(), Err(AppendError::Failed(_))));
+    let names: Vec<String> = stored(&db).await.into_iter().map(|(a, _)| a).collect();
+    assert!(
+        names.contains(&"A".to_string()) && names.contains(&"B".to_string()),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"Z".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"C".to_string()),
+        "an abandoned append was stored: {names:?}"
+    );
 }
 
 async fn queued_commands_share_transactions(backend: Backend) {
@@ -164,6 +205,7 @@ async fn a_full_queue_answers_overloaded_and_loses_nothing_it_accepted(backend: 
 
 payledger_tests::both_backends!(
     a_conflict_answers_only_its_own_command,
+    a_refused_row_fails_only_its_command_and_a_caller_gone_stores_nothing,
     queued_commands_share_transactions,
     a_full_queue_answers_overloaded_and_loses_nothing_it_accepted
 );

@@ -57,9 +57,11 @@ fn failed_outcome(e: &ChannelError) -> ChannelOrderOutcome {
         ChannelError::Rejected { code, .. } => code.clone(),
         ChannelError::Unsupported { .. } => "unsupported".to_string(),
     };
+    // The channel's text goes into an event: NUL cannot be stored in PostgreSQL's jsonb.
+    let clean = |text: String| text.replace('\0', "\u{fffd}");
     ChannelOrderOutcome::Failed {
-        code,
-        message: e.to_string(),
+        code: clean(code),
+        message: clean(e.to_string()),
         retryable: e.is_retryable(),
     }
 }
