@@ -34,7 +34,7 @@ pub use cqrs_es::persist::SerializedEvent;
 use sqlx::{Database as SqlxDatabase, Encode, PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool, Type};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::orders::ExecuteError;
+use crate::error::ExecuteError;
 
 /// Commands that may wait for a committer at once; one more is refused with
 /// [`AppendError::Overloaded`]. About a second of appends at the machine's measured peak.

@@ -21,7 +21,8 @@ pub const DEFAULT_SQLITE_FILE: &str = "payledger.db";
 pub use crate::backend::{is_unavailable, Backend, DbError};
 
 /// Counter of events this process appended to the store, labelled `event_type` (e.g.
-/// `PaymentSucceeded`). Every command goes through [`Database::execute`], so this counts them all.
+/// `PaymentSucceeded`), counted by the committers after each commit ([`crate::append`]), which
+/// every append goes through.
 pub const EVENTS_APPENDED_TOTAL: &str = "payledger_events_appended_total";
 
 /// Default of [`PoolConfig::acquire_timeout_ms`]: while PostgreSQL is unreachable every request

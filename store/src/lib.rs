@@ -14,6 +14,7 @@
 pub mod append;
 pub mod backend;
 pub mod db;
+pub mod error;
 pub mod log;
 pub mod merchants;
 pub mod orders;
