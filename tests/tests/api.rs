@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use payledger_channel_adapters::sandbox::{SandboxCallback, SandboxChannel};
+use payledger_command_api::app::{BODY_LIMIT_BYTES, CALLBACK_BODY_LIMIT_BYTES};
 use payledger_tests::flows::{
     count, create, create_id, get_order, order_body, pay, sandbox_with_installation_secret, success_callback,
     wait_status, WAIT,
@@ -257,9 +258,17 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
     assert_problem(&r, 400);
     let r = s.post_raw("/v1/orders", Some(key), "text/plain", b"{}".to_vec()).await;
     assert_problem(&r, 415);
-    let huge = format!("{{\"subject\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    // An oversized body is exactly one byte over: the server has to read every
+    // byte to know, so it answers after the client has written them all. A larger
+    // body races the answer: the server answers and closes at the limit, and the
+    // client, still writing, sees a broken pipe instead of the 413.
     let r = s
-        .post_raw("/v1/orders", Some(key), "application/json", huge.into_bytes())
+        .post_raw(
+            "/v1/orders",
+            Some(key),
+            "application/json",
+            vec![b' '; BODY_LIMIT_BYTES + 1],
+        )
         .await;
     assert_problem(&r, 413);
     // Exactly at the limit is read, then judged on its content.
@@ -276,7 +285,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {
             "/v1/callbacks/sandbox",
             None,
             "application/json",
-            vec![b' '; 1024 * 1024 + 1],
+            vec![b' '; CALLBACK_BODY_LIMIT_BYTES + 1],
         )
         .await;
     assert_eq!(r.status, 413, "{}", r.text);
