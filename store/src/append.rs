@@ -155,7 +155,7 @@ async fn commit_loop(
     on_commit: OnCommit,
 ) {
     loop {
-        let batch = {
+        let mut batch = {
             let mut receiver = receiver.lock().await;
             let Some(first) = receiver.recv().await else {
                 return;
@@ -173,8 +173,10 @@ async fn commit_loop(
             Some(turn) => Some(turn.lock().await),
             None => None,
         };
-        let mut batch = one_per_aggregate(batch);
+        // Callers who stopped waiting go first, so that an abandoned command cannot take
+        // its order's place in the batch from a live one behind it.
         batch.retain(|pending| !pending.reply.is_closed());
+        let batch = one_per_aggregate(batch);
         write_and_answer(&pool, batch, &on_commit, true).await;
     }
 }

@@ -129,8 +129,9 @@ impl OrderStore {
     ///
     /// `start` [`Start::New`] is for an order the caller has just seen not to exist: the first
     /// attempt skips the load and decides on the empty order. Only an append is trusted from
-    /// that attempt (an order created meanwhile makes it conflict on its first sequence); any
-    /// other result is redone on the loaded order.
+    /// that attempt (an order created meanwhile makes it conflict on its first sequence); an
+    /// error of the store (overloaded, unavailable) is the answer; a conflict or a refusal is
+    /// redone on the loaded order.
     ///
     /// The append is queued for group commit ([`crate::append`]) after the load and the
     /// decision; SQLite's one writer is held only for the batch's write.
@@ -158,10 +159,13 @@ impl OrderStore {
                     try_execute(store, &self.appender, &id, true, &decide, metadata.clone()).await
                 }
             };
-            if let Ok(Attempt::Done(executed)) = attempt {
-                if !executed.events.is_empty() {
-                    return Ok(*executed);
-                }
+            match attempt {
+                Ok(Attempt::Done(executed)) if !executed.events.is_empty() => return Ok(*executed),
+                // Overloaded, unavailable or failed: the same append would meet the same
+                // answer, so it is the command's answer (queueing it again would double the
+                // load exactly when the queue is full).
+                Err(Failure::Execute(e)) => return Err(e.into()),
+                _ => {}
             }
         }
         for attempt in 0..=CONFLICT_RETRIES_MAX {
