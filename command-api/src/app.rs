@@ -61,7 +61,9 @@ pub struct ServeConfig {
     /// `postgres://…` or `sqlite://…`; `None`: `sqlite://payledger.db`.
     pub database_url: Option<String>,
     /// Accept `notify_url` / `return_url` on loopback and private networks (a self-hosted
-    /// merchant often runs next door). Default true.
+    /// merchant often runs next door). Default true. When false, it is checked when an order is
+    /// created and again, on the address connected to, at every notification attempt
+    /// (`SenderConfig::allow_private_targets`, which `start` sets from it).
     pub allow_private_urls: bool,
     /// Notifier behaviour (retry schedule, timeouts).
     pub sender: SenderConfig,
@@ -496,7 +498,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         });
 
     let sender = if roles.has(Role::Notifier) {
-        let task = tokio::spawn(Sender::new(db.pool().clone(), config.sender.clone(), queued.clone())?.run(stop));
+        let sender_config = SenderConfig {
+            allow_private_targets: config.allow_private_urls,
+            ..config.sender.clone()
+        };
+        let task = tokio::spawn(Sender::new(db.pool().clone(), sender_config, queued.clone())?.run(stop));
         Some((task, config.sender.stop_timeout()))
     } else {
         None

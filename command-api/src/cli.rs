@@ -145,7 +145,9 @@ pub struct ServeArgs {
     /// Public base URL for pay pages and channel callbacks (default: http://<listen>).
     #[arg(long, env = "PAYLEDGER_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Refuse notify_url/return_url on loopback, private and link-local addresses.
+    /// Refuse notify_url/return_url on loopback, private, link-local and other non-public
+    /// addresses: when an order is created, and at every notification attempt on the address
+    /// actually connected to.
     #[arg(long, env = "PAYLEDGER_DENY_PRIVATE_URLS")]
     pub deny_private_urls: bool,
     /// Delays between notification attempts, e.g. "15s,15s,30s,3m" (default: WeChat Pay's ten).

@@ -209,26 +209,14 @@ where
 }
 
 fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
-        }
-    }
+    !payledger_notifier::outbound::is_public(ip)
 }
 
 /// Checks a merchant URL (`notify_url`, `return_url`): absolute http(s), at most
-/// [`URL_BYTES_MAX`], no control characters, no credentials. With `allow_private == false`, hosts that are or resolve to loopback,
-/// private, link-local or CGNAT addresses are refused (so notifications cannot be aimed at our
-/// own network).
+/// [`URL_BYTES_MAX`], no control characters, no credentials. With `allow_private == false`, hosts that are or resolve to
+/// non-public addresses (loopback, private, link-local, CGNAT, reserved…: see
+/// `payledger_notifier::outbound`) are refused, so notifications cannot be aimed at our own
+/// network; the notifier checks again when it connects, since a name can change its answer.
 pub async fn merchant_url(errors: &mut FieldErrors, field: &str, value: &str, allow_private: bool) {
     if value.len() > URL_BYTES_MAX {
         errors.add(field, format!("must be at most {URL_BYTES_MAX} bytes"));
@@ -337,13 +325,24 @@ mod tests {
             "http://[::1]/",
             "http://localhost/",
             "http://192.168.0.1/",
+            // The forms a review found accepted (IPv4-compatible, NAT64, 6to4, site-local,
+            // multicast, benchmarking, IETF protocol block, reserved).
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[fec0::1]/",
+            "http://[ff02::1]/",
+            "http://224.0.0.1/",
+            "http://198.18.0.1/",
+            "http://192.0.0.1/",
+            "http://240.0.0.1/",
         ] {
             let mut e = FieldErrors::default();
             merchant_url(&mut e, "notify_url", private, false).await;
             assert!(!e.0.is_empty(), "{private} accepted with private addresses refused");
         }
         let mut e = FieldErrors::default();
-        merchant_url(&mut e, "notify_url", "https://203.0.113.9/n", false).await;
+        merchant_url(&mut e, "notify_url", "https://8.8.8.8/n", false).await;
         assert!(e.0.is_empty());
     }
 }

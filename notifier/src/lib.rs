@@ -10,12 +10,15 @@
 //!   A 2xx answer delivers it; otherwise it is retried on the [`RetrySchedule`] and abandoned
 //!   after the last attempt. Every attempt is recorded in `notify_attempt`.
 //!
+//! - [`outbound`]: the guard that keeps `notify_url` from reaching our own network.
+//!
 //! - [`queries`]: the merchant's view of the queue (`GET /v1/notifications`) and resend.
 //!
 //! Notification body: `{"id", "type", "created_at", "data": <order view>}` (+ `refund_id` for
 //! refund types); `id` is stable across attempts (the event's id), so merchants de-duplicate on it.
 
 pub mod enqueue;
+pub mod outbound;
 pub mod queries;
 pub mod send;
 pub mod signature;

@@ -11,6 +11,7 @@ use payledger_store::DbError;
 use sqlx::AnyPool;
 use tokio::sync::{watch, Notify, Semaphore};
 
+use crate::outbound::{check_target, is_refused, PublicOnly, NO_ANSWER, REFUSED_TARGET};
 use crate::signature::{sign, SIGNATURE_HEADER};
 
 /// Counter of finished delivery attempts, labelled `outcome` (`delivered`; `failed`: retried
@@ -83,6 +84,10 @@ pub struct SenderConfig {
     pub lease_ms: u64,
     /// How often the queue is checked when nothing wakes the sender.
     pub poll_interval_ms: u64,
+    /// Whether a `notify_url` may reach a non-public address (loopback, private, link-local…,
+    /// see [`crate::outbound`]). When `false`, the address is checked when each request
+    /// connects (IP literals before it, names by the resolver), and no proxy is used.
+    pub allow_private_targets: bool,
 }
 
 impl SenderConfig {
@@ -100,6 +105,7 @@ impl Default for SenderConfig {
             concurrency_max: 16,
             lease_ms: 60_000,
             poll_interval_ms: 1_000,
+            allow_private_targets: true,
         }
     }
 }
@@ -132,12 +138,16 @@ impl Sender {
     pub fn new(pool: AnyPool, mut config: SenderConfig, queued: Arc<Notify>) -> Result<Self, reqwest::Error> {
         // A lease shorter than a request would let a second sender deliver a job still in flight.
         config.lease_ms = config.lease_ms.max(config.request_timeout_ms + 5_000);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(5_000)))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("payledger-notifier/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("payledger-notifier/", env!("CARGO_PKG_VERSION")));
+        if !config.allow_private_targets {
+            // A proxy would resolve the name in our stead, past the guard.
+            http = http.dns_resolver(Arc::new(PublicOnly)).no_proxy();
+        }
+        let http = http.build()?;
         Ok(Self {
             pool,
             http,
@@ -226,24 +236,48 @@ impl Sender {
         Ok(claimed_count)
     }
 
-    /// What the attempt log says about a request that got no answer: a timeout by name (a
-    /// merchant that hangs), otherwise the error with its causes (reqwest's own message names
-    /// only the URL).
-    fn attempt_error(&self, e: &reqwest::Error) -> String {
-        if e.is_timeout() {
-            return format!(
-                "timed out after {} ms without an answer",
-                self.config.request_timeout_ms
-            );
-        }
-        let mut message = e.to_string();
+    /// What the attempt log (which the merchant reads) says about a request that got no
+    /// answer: a timeout by name (a merchant that hangs), a refused target, or one generic
+    /// [`NO_ANSWER`]: the socket-level error would tell an open port from a closed one. The
+    /// whole error, with its causes, goes to the operator's log.
+    fn attempt_error(&self, notification_id: &str, e: &reqwest::Error) -> String {
+        let mut detail = e.to_string();
         let mut source = std::error::Error::source(e);
         while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
             source = cause.source();
         }
-        message
+        tracing::info!(notification_id, error = %detail, "notification got no answer");
+        if is_refused(e) {
+            REFUSED_TARGET.to_string()
+        } else if e.is_timeout() {
+            format!(
+                "timed out after {} ms without an answer",
+                self.config.request_timeout_ms
+            )
+        } else {
+            NO_ANSWER.to_string()
+        }
+    }
+
+    /// POSTs the signed notification to `notify_url`; the answer's status, or what the attempt
+    /// log says when there is none.
+    async fn post(&self, job: &Job, webhook_secret: &str) -> Result<u16, String> {
+        let url = reqwest::Url::parse(&job.notify_url).map_err(|_| NO_ANSWER.to_string())?;
+        if !self.config.allow_private_targets && check_target(&url).is_err() {
+            return Err(REFUSED_TARGET.to_string());
+        }
+        let t = Utc::now().timestamp();
+        self.http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(SIGNATURE_HEADER, sign(webhook_secret, t, job.body.as_bytes()))
+            .body(job.body.clone())
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| self.attempt_error(&job.notification_id, &e))
     }
 
     async fn deliver(&self, job: Job) -> Result<(), DbError> {
@@ -251,18 +285,7 @@ impl Sender {
         let started = Instant::now();
         let result: Result<u16, String> = match merchants::get(&self.pool, &job.merchant_id).await? {
             None => Err(format!("merchant {} no longer exists", job.merchant_id)),
-            Some(m) => {
-                let t = Utc::now().timestamp();
-                self.http
-                    .post(&job.notify_url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .header(SIGNATURE_HEADER, sign(&m.webhook_secret, t, job.body.as_bytes()))
-                    .body(job.body.clone())
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .map_err(|e| self.attempt_error(&e))
-            }
+            Some(m) => self.post(&job, &m.webhook_secret).await,
         };
         let latency = started.elapsed();
         let latency_ms = latency.as_millis() as i64;

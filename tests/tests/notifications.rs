@@ -373,7 +373,86 @@ async fn metrics_count_appended_events_notifications_and_channel_calls(backend: 
     assert!(metric(&after, "payledger_notify_queue_jobs", &[("status", "delivered")]) >= 1.0);
 }
 
-payledger_tests::both_backends!(metrics_count_appended_events_notifications_and_channel_calls,);
+/// `--deny-private-urls` is checked on the address each attempt connects to, not only when
+/// the order was created: orders created while private targets were allowed (an IP literal,
+/// and a name that resolves to loopback, as a rebinding name would) are refused after a
+/// restart with the flag, and nothing reaches them. The attempt log shows the merchant a
+/// generic message, never the socket-level error that would make it a port scanner.
+async fn a_private_notify_url_is_refused_when_each_attempt_connects(backend: Backend) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let allow = Arc::new(AtomicBool::new(true));
+    let flag = allow.clone();
+    let Some(mut s) = TestServer::start_with_config(backend, move |c| {
+        c.allow_private_urls = flag.load(Ordering::SeqCst);
+        // Room for the restart before the second attempts.
+        c.sender.schedule = "3s,500ms".parse().expect("schedule");
+    })
+    .await
+    else {
+        return;
+    };
+    let m = s.add_merchant("shop1").await;
+    let key = m.api_key.as_str();
+    // The first attempt of each is answered 500, so each has a retry due after the restart.
+    let hook = WebhookReceiver::start(vec![500, 500]).await;
+    assert!(hook.url.contains("127.0.0.1"), "{}", hook.url);
+    let by_name = hook.url.replace("127.0.0.1", "localhost");
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let literal = paid_order(&s, key, "T-LITERAL", &hook.url).await;
+    let name = paid_order(&s, key, "T-NAME", &by_name).await;
+    let closed = paid_order(&s, key, "T-CLOSED", &format!("http://127.0.0.1:{closed_port}/n")).await;
+    assert_eq!(hook.wait_for(2, WAIT).await.len(), 2);
+    let first_error = |order_id: String| {
+        let s = &s;
+        async move {
+            wait_json(
+                s,
+                key,
+                &format!("/v1/notifications?order_id={order_id}"),
+                "a failed attempt",
+                |p| p["data"][0]["attempts"].as_i64().is_some_and(|a| a >= 1),
+            )
+            .await["data"][0]["last_error"]
+                .clone()
+        }
+    };
+    assert_eq!(
+        first_error(closed.clone()).await,
+        payledger_notifier::outbound::NO_ANSWER,
+        "a closed port is not told apart from any other failure"
+    );
+
+    allow.store(false, Ordering::SeqCst);
+    s.restart().await;
+    // A new order cannot aim at loopback any more.
+    let mut body = order_body("T-AFTER", 100);
+    body["notify_url"] = json!(hook.url);
+    assert_problem(&s.call("POST", "/v1/orders", Some(key), Some(&body)).await, 422);
+
+    for order_id in [&literal, &name, &closed] {
+        let page = wait_json(
+            &s,
+            key,
+            &format!("/v1/notifications?order_id={order_id}"),
+            "abandoned",
+            |p| p["data"][0]["status"] == "abandoned",
+        )
+        .await;
+        let n = &page["data"][0];
+        assert_eq!(n["last_error"], payledger_notifier::outbound::REFUSED_TARGET, "{n}");
+        assert_eq!(n["last_status_code"], Value::Null, "{n}");
+    }
+    assert_eq!(hook.received().len(), 2, "nothing reached loopback after the restart");
+}
+
+payledger_tests::both_backends!(
+    metrics_count_appended_events_notifications_and_channel_calls,
+    a_private_notify_url_is_refused_when_each_attempt_connects,
+);
 
 // The notifier, embedded and on its JetStream consumer (NATS mode).
 payledger_tests::all_modes!(
