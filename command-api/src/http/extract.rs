@@ -128,8 +128,7 @@ impl FromRequestParts<AppState> for AuthMerchant {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .filter(|k| !k.is_empty() && k.len() <= API_KEY_BYTES_MAX)
             .ok_or(ApiError::Unauthorized)?;
         let merchant = state
@@ -142,10 +141,28 @@ impl FromRequestParts<AppState> for AuthMerchant {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value. The scheme is matched without regard
+/// to case (RFC 9110 §11.1: `bearer`, `BEARER` are `Bearer`), separated from the token by one or
+/// more spaces; surrounding whitespace is trimmed. `None` for another scheme or no token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("Bearer").then(|| token.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn the_bearer_scheme_matches_without_regard_to_case() {
+        for value in ["Bearer k1", "bearer k1", "BEARER k1", "BeArEr   k1 ", " Bearer k1"] {
+            assert_eq!(bearer_token(value), Some("k1"), "{value:?}");
+        }
+        for value in ["Basic k1", "Bearerk1", "Bearer", "Token k1", "Bear k1"] {
+            assert_eq!(bearer_token(value).filter(|t| !t.is_empty()), None, "{value:?}");
+        }
+    }
 
     fn nested(depth: usize) -> String {
         format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
