@@ -1,7 +1,10 @@
 //! The sandbox channel: a stand-in payment channel that behaves like a real one.
 //!
-//! - `create` returns a `pay_url` to payledger's own sandbox page (`/sandbox/pay/{order_id}`);
-//!   for method `qr`, the same URL is also the `qr_code` content.
+//! - `create` returns a `pay_url` to payledger's own sandbox page
+//!   (`/sandbox/pay/{order_id}?token=<pay token>`); for method `qr`, the same URL is also the
+//!   `qr_code` content. The token ([`SandboxChannel::pay_token`]) is what makes the URL
+//!   unguessable, as a real channel's pay URL is: order ids are derived from the merchant id and
+//!   `out_trade_no`, so without it anyone knowing both could pay or fail the order.
 //! - [`SandboxChannel::pay`] is what the page's button does: it POSTs a callback to
 //!   `{public_base_url}/v1/callbacks/sandbox`, as a real channel would, with the header
 //!   `Sandbox-Signature: v1=<hex HMAC-SHA256(secret, body)>`. The secret is per installation.
@@ -52,6 +55,13 @@ pub struct SandboxCallback {
     pub sent_at: DateTime<Utc>,
 }
 
+/// Length of a pay page token ([`SandboxChannel::pay_token`]) in hex characters.
+pub const PAY_TOKEN_HEX_LEN: usize = 32;
+
+fn pay_token_input(order_id: Uuid) -> Vec<u8> {
+    format!("sandbox-pay-page:{order_id}").into_bytes()
+}
+
 /// The sandbox channel.
 pub struct SandboxChannel {
     public_base_url: String,
@@ -76,6 +86,27 @@ impl SandboxChannel {
     /// Hex HMAC-SHA256 of `body` with the installation secret.
     pub fn sign(&self, body: &[u8]) -> String {
         hex::encode(self.mac(body).finalize().into_bytes())
+    }
+
+    /// The pay page's token of `order_id`: 32 hex characters (128 bits) of
+    /// HMAC-SHA256(installation secret, `"sandbox-pay-page:" + order_id`). The page and its POST
+    /// refuse a request without it ([`SandboxChannel::verify_pay_token`]).
+    pub fn pay_token(&self, order_id: Uuid) -> String {
+        let mut hex = hex::encode(self.mac(&pay_token_input(order_id)).finalize().into_bytes());
+        hex.truncate(PAY_TOKEN_HEX_LEN);
+        hex
+    }
+
+    /// Whether `token` is `order_id`'s pay token, compared in constant time.
+    pub fn verify_pay_token(&self, order_id: Uuid, token: &str) -> bool {
+        let Ok(bytes) = hex::decode(token) else {
+            return false;
+        };
+        bytes.len() * 2 == PAY_TOKEN_HEX_LEN
+            && self
+                .mac(&pay_token_input(order_id))
+                .verify_truncated_left(&bytes)
+                .is_ok()
     }
 
     fn mac(&self, body: &[u8]) -> Hmac<Sha256> {
@@ -148,7 +179,12 @@ impl Channel for SandboxChannel {
     }
 
     async fn create(&self, request: &CreateChannelOrder) -> Result<ChannelOrder, ChannelError> {
-        let pay_url = format!("{}/sandbox/pay/{}", self.public_base_url, request.order_id);
+        let pay_url = format!(
+            "{}/sandbox/pay/{}?token={}",
+            self.public_base_url,
+            request.order_id,
+            self.pay_token(request.order_id)
+        );
         Ok(ChannelOrder {
             qr_code: (request.method == "qr").then(|| pay_url.clone()),
             pay_url: Some(pay_url),
@@ -280,6 +316,25 @@ mod tests {
             }
         );
         assert_eq!(v.notify_id, "n1");
+    }
+
+    #[test]
+    fn the_pay_token_belongs_to_one_order_and_one_installation() {
+        let sandbox = sandbox();
+        let order = Uuid::new_v4();
+        let token = sandbox.pay_token(order);
+        assert_eq!(token.len(), PAY_TOKEN_HEX_LEN);
+        assert!(sandbox.verify_pay_token(order, &token));
+        assert!(
+            !sandbox.verify_pay_token(Uuid::new_v4(), &token),
+            "another order's token"
+        );
+        let other = SandboxChannel::new("http://127.0.0.1:1", b"other-secret");
+        assert!(!other.verify_pay_token(order, &token), "another installation's token");
+        let flipped = format!("{}{}", if token.starts_with('0') { '1' } else { '0' }, &token[1..]);
+        for bad in ["", "zz", &token[..30], &format!("{token}00"), &flipped] {
+            assert!(!sandbox.verify_pay_token(order, bad), "{bad:?}");
+        }
     }
 
     #[test]

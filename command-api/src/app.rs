@@ -226,7 +226,8 @@ impl AppState {
     }
 }
 
-/// The router with every resource, the body limit and request tracing.
+/// The router with every resource, the body limit, the security headers
+/// ([`crate::http::security`]) and request tracing.
 pub fn router(state: AppState) -> Router {
     router_for(state, true)
 }
@@ -236,13 +237,12 @@ pub fn router(state: AppState) -> Router {
 pub fn router_for(state: AppState, api: bool) -> Router {
     let deadline = axum::middleware::from_fn_with_state(state.clone(), crate::http::deadline::deadline);
     if !api {
-        return Router::new()
-            .merge(crate::http::health::router())
+        return crate::http::security::layer(Router::new().merge(crate::http::health::router()))
             .layer(deadline)
             .layer(trace_layer())
             .with_state(state);
     }
-    Router::new()
+    let resources = Router::new()
         .merge(crate::http::orders::router())
         .merge(crate::http::refunds::router())
         .merge(crate::http::ledger::router())
@@ -251,7 +251,8 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         .merge(crate::http::callbacks::router().layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)))
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())
-        .merge(crate::openapi::router())
+        .merge(crate::openapi::router());
+    crate::http::security::layer(resources)
         // Enforced where bodies are read (our extractors), so a 413 is problem+json like every
         // other error.
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

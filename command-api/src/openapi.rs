@@ -213,7 +213,7 @@ async fn openapi_json() -> impl IntoResponse {
     tag = "operations",
     responses((status = 200, description = "An HTML page rendering this document.", content_type = "text/html", body = String)),
 )]
-async fn docs() -> Html<&'static str> {
+async fn docs() -> impl IntoResponse {
     static PAGE: LazyLock<String> = LazyLock::new(|| {
         let config = serde_json::json!({
             "content": document(),
@@ -228,7 +228,8 @@ async fn docs() -> Html<&'static str> {
         scalar_api_reference::scalar_html(&config, Some(DOCS_SCRIPT_PATH))
             .replace("<title>Scalar API Reference</title>", "<title>payledger API</title>")
     });
-    Html(PAGE.as_str())
+    static CSP: LazyLock<String> = LazyLock::new(|| crate::http::security::docs_csp(&PAGE));
+    ([(header::CONTENT_SECURITY_POLICY, CSP.as_str())], Html(PAGE.as_str()))
 }
 
 /// `GET /docs/scalar.js`: the viewer script of `/docs`.

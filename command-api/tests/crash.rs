@@ -630,13 +630,13 @@ impl Client {
             "out_trade_no": out_trade_no, "amount": amount, "currency": "CNY", "channel": "sandbox",
             "subject": "crash test", "notify_url": self.notify_url,
         });
-        let order_id = match self.send("POST", "/v1/orders", true, &body).await {
-            Answer::Ok(code @ (200 | 201), v, resent) => match v["order_id"].as_str() {
-                Some(id) => {
+        let (order_id, pay_url) = match self.send("POST", "/v1/orders", true, &body).await {
+            Answer::Ok(code @ (200 | 201), v, resent) => match (v["order_id"].as_str(), v["pay_url"].as_str()) {
+                (Some(id), Some(pay_url)) => {
                     self.lost_answer(code, resent);
-                    id.to_string()
+                    (id.to_string(), pay_url.to_string())
                 }
-                None => return self.fail(format!("create {out_trade_no}: no order_id in {v}")),
+                _ => return self.fail(format!("create {out_trade_no}: no order_id or pay_url in {v}")),
             },
             Answer::Ok(code, v, _) => return self.fail(format!("create {out_trade_no}: {code} {v}")),
             Answer::Failed(e) => return self.fail(format!("create {out_trade_no}: {e}")),
@@ -652,7 +652,11 @@ impl Client {
             }
         }
 
-        let path = format!("/sandbox/pay/{order_id}");
+        // The pay URL's path and token, on this run's address (which a restart keeps).
+        let path = pay_url
+            .split_once("/sandbox/")
+            .map(|(_, rest)| format!("/sandbox/{rest}"))
+            .unwrap_or_default();
         match self.send("POST", &path, false, &json!({"result": "success"})).await {
             Answer::Ok(200, v, _) if v["order_status"] == "paid" => {
                 self.acked.lock().expect("lock").pays.insert(order_id.clone());

@@ -39,11 +39,23 @@ pub async fn count(s: &TestServer, table: &str) -> i64 {
 pub async fn pay(s: &TestServer, order_id: &str, result: &str) -> Reply {
     s.call(
         "POST",
-        &format!("/sandbox/pay/{order_id}"),
+        &pay_path(s, order_id).await,
         None,
         Some(&json!({ "result": result })),
     )
     .await
+}
+
+/// The sandbox pay page's path of `order_id`, with its pay token (what the order's `pay_url`
+/// holds); a text that is not a UUID gets no token.
+pub async fn pay_path(s: &TestServer, order_id: &str) -> String {
+    match Uuid::parse_str(order_id) {
+        Ok(id) => {
+            let token = sandbox_with_installation_secret(s).await.pay_token(id);
+            format!("/sandbox/pay/{order_id}?token={token}")
+        }
+        Err(_) => format!("/sandbox/pay/{order_id}"),
+    }
 }
 
 pub async fn get_order(s: &TestServer, key: &str, order_id: &str) -> Reply {

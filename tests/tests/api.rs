@@ -7,7 +7,7 @@ use chrono::Utc;
 use payledger_channel_adapters::sandbox::{SandboxCallback, SandboxChannel};
 use payledger_command_api::app::{BODY_LIMIT_BYTES, CALLBACK_BODY_LIMIT_BYTES};
 use payledger_tests::flows::{
-    count, create, create_id, get_order, order_body, pay, sandbox_with_installation_secret, success_callback,
+    count, create, create_id, get_order, order_body, pay, pay_path, sandbox_with_installation_secret, success_callback,
     wait_status, WAIT,
 };
 use payledger_tests::{eventually, Backend, Mode, Reply, TestServer, WebhookReceiver};
@@ -68,7 +68,8 @@ async fn new_user_flow_works_end_to_end(backend: Backend) {
     assert_eq!(created.json["status"], "awaiting_payment");
     assert_eq!(created.json["amount"], 1000);
     let pay_url = created.json["pay_url"].as_str().expect("pay_url");
-    assert_eq!(pay_url, format!("{}/sandbox/pay/{order_id}", s.base));
+    assert_eq!(pay_url, format!("{}{}", s.base, pay_path(&s, &order_id).await));
+    sandbox_pay_page_needs_its_token(&s, pay_url, &order_id).await;
 
     // The same request again is the same order; the answers (folded from the appended events,
     // then from the log) and the read model (once it caught up) all show the same order.
@@ -190,6 +191,65 @@ async fn new_user_flow_works_end_to_end(backend: Backend) {
         .await;
     assert_eq!(list.json["data"].as_array().map(Vec::len), Some(1), "{}", list.text);
     assert_eq!(list.json["data"][0]["order_id"], order_id.as_str());
+}
+
+/// The pay page and its POST answer 404 without the order's pay token or with another order's
+/// (the order id alone, derivable from the merchant id and out_trade_no, is not enough); the
+/// page sends its own Content-Security-Policy with a nonce and no referrer. Every other answer
+/// carries the default headers.
+async fn sandbox_pay_page_needs_its_token(s: &TestServer, pay_url: &str, order_id: &str) {
+    let http = reqwest::Client::new();
+    let other = uuid::Uuid::new_v4();
+    let other_token = sandbox_with_installation_secret(s).await.pay_token(other);
+    let bare = format!("{}/sandbox/pay/{order_id}", s.base);
+    for url in [
+        bare.clone(),
+        format!("{bare}?token="),
+        format!("{bare}?token={other_token}"),
+        format!("{bare}?token=00000000000000000000000000000000"),
+    ] {
+        let page = http.get(&url).send().await.expect("page");
+        assert_eq!(page.status(), 404, "GET {url}");
+        let post = http
+            .post(&url)
+            .json(&json!({"result": "success"}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(post.status(), 404, "POST {url}");
+    }
+    let page = http.get(pay_url).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        csp.contains("script-src 'nonce-") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .expect("nonce");
+    let html = page.text().await.expect("html");
+    assert!(
+        html.contains(&format!("<script nonce=\"{nonce}\">")),
+        "the page's script carries the nonce"
+    );
+    assert!(
+        !html.contains("onclick"),
+        "no inline handlers, which the policy would block"
+    );
+    let api = http.get(format!("{}/v1/orders", s.base)).send().await.expect("api");
+    assert_eq!(
+        api.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    assert_eq!(api.headers()["x-frame-options"], "DENY");
 }
 
 async fn bad_input_gets_a_clear_error_and_changes_nothing(backend: Backend) {

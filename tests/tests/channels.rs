@@ -18,7 +18,7 @@ use payledger_channel_adapters::CreateChannelOrder;
 use payledger_command_api::config::ChannelAccounts;
 use payledger_command_api::workers::monitor::MonitorConfig;
 use payledger_domain::{ids, Currency, Money, OrderTerms, PaymentOrderCommand};
-use payledger_tests::flows::{get_order, wait_status, WAIT};
+use payledger_tests::flows::{get_order, pay_path, wait_status, WAIT};
 use payledger_tests::{eventually, Backend, MerchantCreds, Reply, TestServer};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
@@ -727,7 +727,7 @@ async fn an_expired_sandbox_order_is_closed_by_the_monitor_and_cannot_be_paid(ba
     let r =
         w.s.call(
             "POST",
-            &format!("/sandbox/pay/{order_id}"),
+            &pay_path(&w.s, &order_id.to_string()).await,
             None,
             Some(&json!({"result": "success"})),
         )

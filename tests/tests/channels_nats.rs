@@ -16,7 +16,7 @@ use payledger_channel_adapters::CreateChannelOrder;
 use payledger_command_api::app::{self, Running, ServeConfig};
 use payledger_command_api::config::ChannelAccounts;
 use payledger_store::PoolConfig;
-use payledger_tests::flows::{create, create_id, get_order, order_body, pay, wait_status, WAIT};
+use payledger_tests::flows::{create, create_id, get_order, order_body, pay, pay_path, wait_status, WAIT};
 use payledger_tests::nats::{nats_url, TestStream};
 use payledger_tests::{eventually, Backend, MerchantCreds, Reply, TestServer};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
@@ -129,7 +129,10 @@ async fn a_process_without_channels_pays_and_refunds_through_the_channels_proces
     let r = create(&api, key, &order_body("N-1", 1500)).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let order_id = r.json["order_id"].as_str().expect("order_id").to_string();
-    assert_eq!(r.json["pay_url"], format!("{}/sandbox/pay/{order_id}", api.base));
+    assert_eq!(
+        r.json["pay_url"],
+        format!("{}{}", api.base, pay_path(&api, &order_id).await)
+    );
     // The sandbox's signed callback is verified by the channels process (parse_callback).
     let paid = pay(&api, &order_id, "success").await;
     assert_eq!(paid.status, 200, "{}", paid.text);

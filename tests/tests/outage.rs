@@ -108,16 +108,12 @@ async fn client(
         let order_id = matches!(created.status, Some(200 | 201))
             .then(|| created.body["order_id"].as_str().map(str::to_string))
             .flatten();
+        let pay_url = created.body["pay_url"].as_str().unwrap_or_default().to_string();
         let failed = order_id.is_none();
         ledger.lock().expect("lock").answers.push(created);
         if let Some(order_id) = order_id {
             ledger.lock().expect("lock").accepted.push((order_id.clone(), amount));
-            let paid = send(
-                "pay",
-                http.post(format!("{base}/sandbox/pay/{order_id}"))
-                    .json(&json!({"result": "success"})),
-            )
-            .await;
+            let paid = send("pay", http.post(pay_url.as_str()).json(&json!({"result": "success"}))).await;
             let ok = paid.status == Some(200);
             let mut l = ledger.lock().expect("lock");
             l.answers.push(paid);

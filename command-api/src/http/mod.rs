@@ -12,6 +12,7 @@ pub mod orders;
 pub mod rate_limit;
 pub mod refunds;
 pub mod sandbox;
+pub mod security;
 
 use uuid::Uuid;
 

@@ -2,12 +2,17 @@
 //! buttons; `POST /sandbox/pay/{order_id}` with `{"result":"success"|"fail"}` makes the sandbox
 //! send its signed callback to `/v1/callbacks/sandbox`, exactly as a real channel would.
 //!
+//! Both need the order's pay token (`?token=`, in the `pay_url` the order was created with;
+//! `SandboxChannel::pay_token`): without it, or with another order's, they answer 404 as for an
+//! order that does not exist. The page sends its own Content-Security-Policy (a nonce for its
+//! one script and style) and no referrer, so the token does not leave with a link.
+//!
 //! Like a real channel after `time_expire`, the page refuses payment once the order's
 //! `expire_at` has passed (409 `order-expired`). A closed order that has not expired can still be
 //! paid: that is how a late payment (money that moved after a close) is tried out.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -27,8 +32,26 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/sandbox/pay/{order_id}", get(page).post(pay))
 }
 
-async fn sandbox_order(state: &AppState, order_id: &str) -> Result<OrderState, ApiError> {
+/// Query of the sandbox pay page and its POST.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PayPageQuery {
+    /// The order's pay token, from its `pay_url`: 32 hex characters. Required: without it the
+    /// answer is 404.
+    #[param(pattern = "^[0-9a-fA-F]{32}$")]
+    pub token: Option<String>,
+}
+
+type PayPageQueryResult = Result<Query<PayPageQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The sandbox order `order_id`, when `query` holds its pay token; 404 otherwise (the token is
+/// checked before the order is looked up, so guessing costs no database work).
+async fn sandbox_order(state: &AppState, order_id: &str, query: PayPageQueryResult) -> Result<OrderState, ApiError> {
     let order_id = parse_id(order_id, "order")?;
+    let token = query.ok().and_then(|Query(q)| q.token).unwrap_or_default();
+    if !state.sandbox.verify_pay_token(order_id, &token) {
+        return Err(ApiError::NotFound("order"));
+    }
     let order = state
         .db
         .orders()
@@ -71,7 +94,7 @@ fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
     get,
     path = "/sandbox/pay/{order_id}",
     tag = "channels",
-    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id."), PayPageQuery),
     responses(
         (status = 200, description = "An HTML page with the order and Pay / Fail buttons.", content_type = "text/html", body = String),
         (status = 404, response = crate::openapi::NotFound),
@@ -82,15 +105,18 @@ fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
 pub(crate) async fn page(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
-) -> Result<Html<String>, ApiError> {
-    let order = sandbox_order(&state, &order_id).await?;
+    query: PayPageQueryResult,
+) -> Result<impl IntoResponse, ApiError> {
+    let order = sandbox_order(&state, &order_id, query).await?;
+    let nonce = crate::http::security::nonce();
     let money = order.terms.amount;
     let amount = minor_to_display(money.amount_minor, money.currency.exponent().unwrap_or(2));
     let return_url = script_json(&order.terms.return_url);
-    Ok(Html(format!(
+    let csp = crate::http::security::pay_page_csp(&nonce);
+    let html = Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>payledger sandbox — pay</title>
-<style>body{{font-family:sans-serif;max-width:28rem;margin:3rem auto}}button{{font-size:1.1rem;margin-right:1rem}}</style>
+<style nonce="{nonce}">body{{font-family:sans-serif;max-width:28rem;margin:3rem auto}}button{{font-size:1.1rem;margin-right:1rem}}</style>
 </head><body>
 <h1>Sandbox payment</h1>
 <p>This page stands in for a payment channel. No real money moves.</p>
@@ -98,12 +124,14 @@ pub(crate) async fn page(
 <dt>Subject</dt><dd>{subject}</dd>
 <dt>Amount</dt><dd>{amount} {currency}</dd>
 <dt>Status</dt><dd id="status">{status}</dd></dl>
-<button onclick="pay('success')">Pay</button><button onclick="pay('fail')">Fail the payment</button>
-<p id="result"></p>
-<script>
+<button id="pay" type="button">Pay</button><button id="fail" type="button">Fail the payment</button>
+<p id="result" role="status"></p>
+<script nonce="{nonce}">
 const returnUrl = {return_url};
+document.getElementById('pay').addEventListener('click', () => pay('success'));
+document.getElementById('fail').addEventListener('click', () => pay('fail'));
 async function pay(result) {{
-  const r = await fetch(location.pathname, {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, body: JSON.stringify({{result}})}});
+  const r = await fetch(location.pathname + location.search, {{method: 'POST', headers: {{'Content-Type': 'application/json'}}, body: JSON.stringify({{result}})}});
   const body = await r.json();
   document.getElementById('result').textContent = r.ok ? 'Callback sent: ' + body.order_status : 'Failed: ' + (body.detail || r.status);
   if (r.ok && returnUrl) {{ location.href = returnUrl; }}
@@ -114,7 +142,8 @@ async function pay(result) {{
         subject = encode_text(&order.terms.subject),
         currency = money.currency.code(),
         status = order.status,
-    )))
+    ));
+    Ok(([(header::CONTENT_SECURITY_POLICY, csp)], html))
 }
 
 /// Body of `POST /sandbox/pay/{order_id}`.
@@ -132,7 +161,7 @@ pub struct PayRequest {
     post,
     path = "/sandbox/pay/{order_id}",
     tag = "channels",
-    params(("order_id" = String, Path, format = Uuid, description = "The order's id.")),
+    params(("order_id" = String, Path, format = Uuid, description = "The order's id."), PayPageQuery),
     request_body = PayRequest,
     responses(
         (status = 200, description = "The callback was sent and recorded.", body = crate::openapi::SandboxPayResult),
@@ -150,6 +179,7 @@ pub struct PayRequest {
 pub(crate) async fn pay(
     State(state): State<AppState>,
     Path(order_id): Path<String>,
+    query: PayPageQueryResult,
     JsonBody(req): JsonBody<PayRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let succeed = match req.result.as_str() {
@@ -157,7 +187,7 @@ pub(crate) async fn pay(
         "fail" => false,
         _ => return Err(ApiError::field("result", "must be \"success\" or \"fail\"")),
     };
-    let order = sandbox_order(&state, &order_id).await?;
+    let order = sandbox_order(&state, &order_id, query).await?;
     let now = Utc::now();
     if now >= order.expire_at {
         return Err(ApiError::Conflict {
