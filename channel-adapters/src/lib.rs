@@ -8,12 +8,15 @@
 //! - [`sandbox::SandboxChannel`]: the built-in channel for development and tests.
 //! - [`wechatpay::WechatPayChannel`] (WeChat Pay API v3) and [`alipay::AlipayChannel`] (Alipay
 //!   OpenAPI, RSA2); [`simulator`] (feature `simulators`) speaks their protocols for tests.
+//! - [`rsa_sign`]: the RSA private key both channels sign with ([`rsa_sign::SigningKey`], held by
+//!   *ring*).
 //! - [`statement`]: parsers of channel settlement statements for reconciliation.
 //! - [`Channels`]: the enabled channels by name; [`Channels::remote`] reaches them through a
 //!   channel service instead ([`remote`]: the wire protocol and [`remote::RemoteChannel`]).
 
 pub mod alipay;
 pub mod remote;
+pub mod rsa_sign;
 pub mod sandbox;
 #[cfg(feature = "simulators")]
 pub mod simulator;

@@ -15,6 +15,7 @@ use payledger_channel_adapters::alipay::account::{parse_private_key, parse_publi
 use payledger_channel_adapters::alipay::sign::{rsa2_sign, rsa2_verify};
 use payledger_channel_adapters::alipay::types::format_beijing;
 use payledger_channel_adapters::alipay::{AlipayAccount, AlipayChannel};
+use payledger_channel_adapters::rsa_sign::SigningKey;
 use payledger_channel_adapters::simulator::alipay::{
     AlipaySimulator, NotifyFaults, ResponseFault, SimulatorKeys, SIM_SELLER_ID,
 };
@@ -23,7 +24,6 @@ use payledger_channel_adapters::{
     CreateChannelOrder, Notification,
 };
 use payledger_domain::{CallbackOutcome, Currency, Money, RefundOutcome};
-use rsa::RsaPrivateKey;
 use uuid::Uuid;
 
 const APP_ID: &str = "2021000000000001";
@@ -38,8 +38,8 @@ fn fixture_text(name: &str) -> String {
     std::fs::read_to_string(fixture(name)).unwrap()
 }
 
-fn app_private_key() -> &'static RsaPrivateKey {
-    static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
+fn app_private_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
     KEY.get_or_init(|| parse_private_key(&fixture_text("app_private_pkcs8.pem")).unwrap())
 }
 
@@ -81,8 +81,8 @@ async fn receive(State(state): State<ReceiverState>, headers: HeaderMap, body: B
         .into_response()
 }
 
-async fn harness_with(app_key: RsaPrivateKey) -> Harness {
-    let sim = AlipaySimulator::start(APP_ID, app_private_key().to_public_key())
+async fn harness_with(app_key: SigningKey) -> Harness {
+    let sim = AlipaySimulator::start(APP_ID, app_private_key().public_key().clone())
         .await
         .unwrap();
     let slot = Arc::new(OnceLock::new());
@@ -694,7 +694,7 @@ async fn response_verification_uses_the_raw_node_text() {
     let h = harness().await;
     let keys = SimulatorKeys::shared();
     let node = r#"{"code":"10000",   "msg":"Success","trade_status":"WAIT_BUYER_PAY"}"#;
-    let sign = rsa2_sign(&keys.alipay_private_key, node);
+    let sign = rsa2_sign(&keys.alipay_private_key, node).unwrap();
     let body = format!(r#"{{"alipay_trade_query_response":{node},"sign":"{sign}"}}"#);
     let parsed = h.channel.verify_query_response(&body).unwrap().unwrap();
     assert_eq!(parsed.trade_status.as_deref(), Some("WAIT_BUYER_PAY"));
@@ -790,15 +790,14 @@ async fn an_unreachable_gateway_is_unavailable() {
 #[test]
 fn every_key_format_alipay_hands_out_loads_the_same_key() {
     let pkcs8 = parse_private_key(&fixture_text("app_private_pkcs8.pem")).unwrap();
-    assert_eq!(
-        parse_private_key(&fixture_text("app_private_pkcs1.pem")).unwrap(),
-        pkcs8
-    );
-    assert_eq!(
-        parse_private_key(&fixture_text("app_private_pkcs8.b64")).unwrap(),
-        pkcs8
-    );
-    let public = pkcs8.to_public_key();
+    let content = fixture_text("sign_vector_content.txt");
+    let signature = rsa2_sign(&pkcs8, &content).unwrap();
+    for name in ["app_private_pkcs1.pem", "app_private_pkcs8.b64"] {
+        let key = parse_private_key(&fixture_text(name)).unwrap();
+        assert_eq!(key.public_key(), pkcs8.public_key(), "{name}");
+        assert_eq!(rsa2_sign(&key, &content).unwrap(), signature, "{name}");
+    }
+    let public = pkcs8.public_key().clone();
     for name in ["app_public_spki.pem", "app_public_pkcs1.pem", "app_public_spki.b64"] {
         assert_eq!(parse_public_key(&fixture_text(name)).unwrap(), public, "{name}");
     }
@@ -861,7 +860,7 @@ fn our_rsa2_signature_matches_openssl_byte_for_byte() {
     let key = parse_private_key(&fixture_text("app_private_pkcs8.pem")).unwrap();
     let content = fixture_text("sign_vector_content.txt");
     let expected = fixture_text("sign_vector_openssl.b64").trim().to_string();
-    assert_eq!(rsa2_sign(&key, &content), expected);
+    assert_eq!(rsa2_sign(&key, &content).unwrap(), expected);
     let public = parse_public_key(&fixture_text("app_public_spki.b64")).unwrap();
     assert!(rsa2_verify(&public, &content, &expected));
     assert!(!rsa2_verify(&public, &content.replace("88.88", "88.89"), &expected));
@@ -876,12 +875,14 @@ fn request_parameters_are_the_documented_public_parameters_signed() {
         "main",
         APP_ID,
         app_private_key().clone(),
-        app_private_key().to_public_key(),
+        app_private_key().public_key().clone(),
         "https://pay.example.com/notify",
     );
     let channel = AlipayChannel::new(account).unwrap();
     let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2014, 7, 23, 19, 7, 50).unwrap();
-    let params = channel.signed_params("alipay.trade.query", r#"{"out_trade_no":"1"}"#, &[], now);
+    let params = channel
+        .signed_params("alipay.trade.query", r#"{"out_trade_no":"1"}"#, &[], now)
+        .unwrap();
     let keys: Vec<&str> = params.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -911,9 +912,5 @@ fn request_parameters_are_the_documented_public_parameters_signed() {
         "app_id={APP_ID}&biz_content={{\"out_trade_no\":\"1\"}}&charset=utf-8&format=JSON&method=alipay.trade.query\
          &notify_url=https://pay.example.com/notify&sign_type=RSA2&timestamp=2014-07-24 03:07:50&version=1.0"
     );
-    assert!(rsa2_verify(
-        &app_private_key().to_public_key(),
-        &content,
-        &params["sign"]
-    ));
+    assert!(rsa2_verify(app_private_key().public_key(), &content, &params["sign"]));
 }

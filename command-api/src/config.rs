@@ -331,7 +331,7 @@ fn wechatpay_account(
     };
     let account = WechatPayAccount::from_pem(ids, &private_pem, &public_pem, e.api_v3_key.as_bytes()).map_err(
         |err| match err {
-            AccountError::PrivateKey => (private_key.clone(), err.to_string()),
+            AccountError::PrivateKey | AccountError::PrivateKeyUnusable(_) => (private_key.clone(), err.to_string()),
             AccountError::PublicKey => (public_key.clone(), err.to_string()),
             AccountError::ApiV3KeyLength(_) => (key("api_v3_key"), err.to_string()),
             AccountError::Empty(field) => (key(field), err.to_string()),

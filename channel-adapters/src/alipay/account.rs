@@ -9,16 +9,18 @@ use std::fmt;
 use std::path::Path;
 
 use base64::Engine as _;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use rsa::RsaPublicKey;
+
+use crate::rsa_sign::{SigningKey, SigningKeyError};
 
 /// Alipay's production gateway.
 pub const DEFAULT_GATEWAY_URL: &str = "https://openapi.alipay.com/gateway.do";
 
 /// RSA2 keys are 2048-bit (<https://opendocs.alipay.com/common/02kipl>); shorter ones are refused.
-pub const RSA_KEY_BITS_MIN: usize = 2048;
+pub const RSA_KEY_BITS_MIN: usize = crate::rsa_sign::RSA_SIGNING_BITS_MIN;
 
 /// The longest key file we read, in bytes (a 4096-bit PKCS#8 PEM is about 3.3 KB).
 pub const KEY_FILE_BYTES_MAX: u64 = 16 * 1024;
@@ -35,6 +37,11 @@ pub enum KeyError {
     /// Fewer than [`RSA_KEY_BITS_MIN`] bits.
     #[error("{which} key has {bits} bits; RSA2 needs at least {RSA_KEY_BITS_MIN}")]
     TooShort { which: &'static str, bits: usize },
+    /// A well-formed RSA private key of a usable size that *ring* will not sign with (modulus
+    /// over 4096 bits or not a multiple of 512, public exponent under 65537, inconsistent
+    /// components); `reason` is [`SigningKeyError::Rejected`]'s text.
+    #[error("{which} key cannot sign RSA2: {reason}")]
+    Unusable { which: &'static str, reason: String },
 }
 
 /// An Alipay application (`app_id`) we collect payments with.
@@ -47,8 +54,8 @@ pub struct AlipayAccount {
     /// The application id Alipay assigned, e.g. `2014072300007148`; sent as `app_id` and
     /// required in every notification.
     pub app_id: String,
-    /// Signs our requests (RSA2 = SHA256withRSA).
-    pub app_private_key: RsaPrivateKey,
+    /// Signs our requests (RSA2 = SHA256withRSA, with *ring*).
+    pub app_private_key: SigningKey,
     /// Verifies Alipay's responses and notifications.
     pub alipay_public_key: RsaPublicKey,
     /// Where requests go; [`DEFAULT_GATEWAY_URL`] unless set (the sandbox or a simulator).
@@ -83,7 +90,7 @@ impl AlipayAccount {
     pub fn new(
         account_id: &str,
         app_id: &str,
-        app_private_key: RsaPrivateKey,
+        app_private_key: SigningKey,
         alipay_public_key: RsaPublicKey,
         notify_url: &str,
     ) -> Self {
@@ -102,7 +109,7 @@ impl AlipayAccount {
     /// `PUBLIC KEY`, `RSA PUBLIC KEY`) or the bare base64 DER the open platform's key tool shows.
     ///
     /// # Errors
-    /// [`KeyError::Format`], [`KeyError::TooShort`].
+    /// [`KeyError::Format`], [`KeyError::TooShort`], [`KeyError::Unusable`].
     pub fn from_pem(
         account_id: &str,
         app_id: &str,
@@ -123,7 +130,7 @@ impl AlipayAccount {
     ///
     /// # Errors
     /// [`KeyError::Io`] (also for files over [`KEY_FILE_BYTES_MAX`]), [`KeyError::Format`],
-    /// [`KeyError::TooShort`].
+    /// [`KeyError::TooShort`], [`KeyError::Unusable`].
     pub fn from_pem_files(
         account_id: &str,
         app_id: &str,
@@ -171,27 +178,31 @@ fn bare_base64(text: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(compact).ok()
 }
 
-/// An RSA private key from PKCS#8 or PKCS#1, PEM or bare base64 DER.
+/// An RSA private key from PKCS#8 or PKCS#1, PEM or bare base64 DER, loaded into *ring* for
+/// signing ([`SigningKey`]).
 ///
 /// # Errors
-/// [`KeyError::Format`], [`KeyError::TooShort`].
-pub fn parse_private_key(text: &str) -> Result<RsaPrivateKey, KeyError> {
+/// [`KeyError::Format`], [`KeyError::TooShort`], [`KeyError::Unusable`].
+pub fn parse_private_key(text: &str) -> Result<SigningKey, KeyError> {
     const WHICH: &str = "application private";
     let text = text.trim();
     let key = if text.starts_with("-----BEGIN") {
-        RsaPrivateKey::from_pkcs8_pem(text)
-            .ok()
-            .or_else(|| RsaPrivateKey::from_pkcs1_pem(text).ok())
+        SigningKey::from_pem(text)
     } else {
-        bare_base64(text).and_then(|der| {
-            RsaPrivateKey::from_pkcs8_der(&der)
-                .ok()
-                .or_else(|| RsaPrivateKey::from_pkcs1_der(&der).ok())
-        })
-    }
-    .ok_or(KeyError::Format { which: WHICH })?;
-    check_bits(WHICH, key.size())?;
-    Ok(key)
+        match bare_base64(text) {
+            // PKCS#8 first, as Alipay's key tool shows; PKCS#1 when it is not a PKCS#8 wrapper.
+            Some(der) => match SigningKey::from_pkcs8_der(&der) {
+                Err(SigningKeyError::Format) => SigningKey::from_pkcs1_der(&der),
+                other => other,
+            },
+            None => Err(SigningKeyError::Format),
+        }
+    };
+    key.map_err(|e| match e {
+        SigningKeyError::Format => KeyError::Format { which: WHICH },
+        SigningKeyError::TooShort { bits } => KeyError::TooShort { which: WHICH, bits },
+        SigningKeyError::Rejected(reason) => KeyError::Unusable { which: WHICH, reason },
+    })
 }
 
 /// An RSA public key from SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`), PEM or bare base64

@@ -58,13 +58,16 @@ impl GatewayClient {
     }
 
     /// The public parameters, `biz_content` and `extra` (e.g. `return_url`), signed.
+    ///
+    /// # Errors
+    /// [`ChannelError::Unavailable`] if the private key cannot sign (*ring* failed).
     pub(crate) fn signed_params(
         &self,
         method: &str,
         biz_content: &str,
         extra: &[(&str, &str)],
         now: DateTime<Utc>,
-    ) -> BTreeMap<String, String> {
+    ) -> Result<BTreeMap<String, String>, ChannelError> {
         let mut params: BTreeMap<String, String> = [
             ("app_id", self.account.app_id.as_str()),
             ("method", method),
@@ -80,16 +83,18 @@ impl GatewayClient {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         params.insert("timestamp".into(), format_beijing(now));
-        let sign = rsa2_sign(&self.account.app_private_key, &request_sign_content(&params));
+        let sign = rsa2_sign(&self.account.app_private_key, &request_sign_content(&params))
+            .map_err(|e| ChannelError::Unavailable(format!("cannot sign the request: {e}")))?;
         params.insert("sign".into(), sign);
-        params
+        Ok(params)
     }
 
     /// A signed GET URL to the gateway, for the methods the payer's browser opens (page.pay,
     /// wap.pay: 「不是服务端调用」, the gateway renders the cashier).
     ///
     /// # Errors
-    /// [`ChannelError::Rejected`] when the configured gateway URL is not a URL.
+    /// [`ChannelError::Rejected`] when the configured gateway URL is not a URL,
+    /// [`ChannelError::Unavailable`] when the request cannot be signed.
     pub(crate) fn pay_url(
         &self,
         method: &str,
@@ -102,7 +107,7 @@ impl GatewayClient {
             message: e.to_string(),
         })?;
         url.query_pairs_mut()
-            .extend_pairs(self.signed_params(method, biz_content, extra, now));
+            .extend_pairs(self.signed_params(method, biz_content, extra, now)?);
         Ok(url.to_string())
     }
 
@@ -113,11 +118,11 @@ impl GatewayClient {
     /// SDKs send them.
     ///
     /// # Errors
-    /// [`ChannelError::Unavailable`]: transport error, timeout, non-200 status, oversized or
+    /// [`ChannelError::Unavailable`]: the request cannot be signed, transport error, timeout, non-200 status, oversized or
     /// unparsable body, missing or bad response signature. Outer `Ok(Err(_))`: Alipay answered
     /// with a `code` other than `10000`.
     pub(crate) async fn call<T: DeserializeOwned>(&self, method: &str, biz_content: &str) -> CallResult<T> {
-        let mut params = self.signed_params(method, biz_content, &[], Utc::now());
+        let mut params = self.signed_params(method, biz_content, &[], Utc::now())?;
         let biz = params.remove("biz_content").unwrap_or_default();
         let mut url = url::Url::parse(&self.account.gateway_url)
             .map_err(|e| ChannelError::Unavailable(format!("gateway URL: {e}")))?;

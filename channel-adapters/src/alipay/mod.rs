@@ -101,13 +101,16 @@ impl AlipayChannel {
 
     /// The signed parameters of a request (public parameters, `biz_content`, `extra`, `sign`),
     /// as sent; for tests and diagnostics.
+    ///
+    /// # Errors
+    /// [`ChannelError::Unavailable`] if the private key cannot sign (*ring* failed).
     pub fn signed_params(
         &self,
         method: &str,
         biz_content: &str,
         extra: &[(&str, &str)],
         now: DateTime<Utc>,
-    ) -> std::collections::BTreeMap<String, String> {
+    ) -> Result<std::collections::BTreeMap<String, String>, ChannelError> {
         self.client.signed_params(method, biz_content, extra, now)
     }
 

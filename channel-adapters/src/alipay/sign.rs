@@ -13,11 +13,13 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
-use rsa::signature::{SignatureEncoding, Signer, Verifier};
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::signature::Verifier;
+use rsa::RsaPublicKey;
 use serde_json::value::RawValue;
 use sha2::Sha256;
+
+pub use crate::rsa_sign::{SignError, SigningKey};
 
 /// The only `sign_type` we send or accept.
 pub const SIGN_TYPE: &str = "RSA2";
@@ -53,14 +55,19 @@ fn join_sorted<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Str
     out
 }
 
-/// Base64 of the RSA2 signature of the UTF-8 bytes of `content`.
-pub fn rsa2_sign(key: &RsaPrivateKey, content: &str) -> String {
-    let signature = SigningKey::<Sha256>::new(key.clone()).sign(content.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())
+/// Base64 of the RSA2 signature of the UTF-8 bytes of `content`, made by *ring*
+/// ([`SigningKey::sign_pkcs1_sha256`]).
+///
+/// # Errors
+/// [`SignError`] if *ring* cannot sign (not expected with a key that loaded).
+pub fn rsa2_sign(key: &SigningKey, content: &str) -> Result<String, SignError> {
+    key.sign_pkcs1_sha256(content.as_bytes())
+        .map(|signature| base64::engine::general_purpose::STANDARD.encode(signature))
 }
 
 /// Whether `sign_base64` is a valid RSA2 signature of `content` by `key`. Anything that is not
-/// base64 or not a signature of the key's size is simply invalid.
+/// base64 or not a signature of the key's size is simply invalid. A public-key operation, left
+/// on `rsa` (RUSTSEC-2023-0071 concerns private keys only).
 pub fn rsa2_verify(key: &RsaPublicKey, content: &str, sign_base64: &str) -> bool {
     let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(sign_base64.trim()) else {
         return false;

@@ -39,7 +39,10 @@ use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use rsa::RsaPublicKey;
+
+use super::{generate_key, signing_key_of};
+use crate::rsa_sign::SigningKey;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -63,12 +66,12 @@ pub const SIM_KEY_BITS: usize = 2048;
 /// The simulator's keys: the "Alipay" key pair it signs with, and an unrelated key for the
 /// wrong-key faults. Generated once per process (RSA-2048 generation is slow in debug builds).
 pub struct SimulatorKeys {
-    /// Signs responses and notifications, as Alipay's key does.
-    pub alipay_private_key: RsaPrivateKey,
+    /// Signs responses and notifications, as Alipay's key does (with *ring*).
+    pub alipay_private_key: SigningKey,
     /// What the adapter must be configured with as `alipay_public_key`.
     pub alipay_public_key: RsaPublicKey,
     /// A key Alipay does not hold (forgeries).
-    pub wrong_private_key: RsaPrivateKey,
+    pub wrong_private_key: SigningKey,
 }
 
 impl SimulatorKeys {
@@ -79,11 +82,10 @@ impl SimulatorKeys {
     pub fn shared() -> &'static SimulatorKeys {
         static KEYS: OnceLock<SimulatorKeys> = OnceLock::new();
         KEYS.get_or_init(|| {
-            let mut rng = rand::rngs::OsRng;
-            let alipay_private_key = RsaPrivateKey::new(&mut rng, SIM_KEY_BITS).expect("RSA key generation");
-            let wrong_private_key = RsaPrivateKey::new(&mut rng, SIM_KEY_BITS).expect("RSA key generation");
+            let alipay_private_key = signing_key_of(&generate_key(SIM_KEY_BITS));
+            let wrong_private_key = signing_key_of(&generate_key(SIM_KEY_BITS));
             SimulatorKeys {
-                alipay_public_key: alipay_private_key.to_public_key(),
+                alipay_public_key: alipay_private_key.public_key().clone(),
                 alipay_private_key,
                 wrong_private_key,
             }
@@ -509,7 +511,7 @@ pub fn sign_notification(params: &BTreeMap<String, String>, faults: &NotifyFault
         &keys.alipay_private_key
     };
     let content = crate::alipay::sign::notify_sign_content(params, false);
-    let mut sign = rsa2_sign(key, &content);
+    let mut sign = rsa2_sign(key, &content).expect("RSA-2048 signs");
     if faults.tamper_signature {
         sign = tamper_base64_signature(&sign);
     }
@@ -684,17 +686,17 @@ fn render(node_name: &str, answer: Answer, fault: Option<ResponseFault>) -> Resp
     let body = match (signed, fault) {
         (false, _) | (_, Some(ResponseFault::Unsigned)) => format!("{{\"{node_name}\":{text}}}"),
         (true, Some(ResponseFault::WrongKey)) => {
-            let sign = rsa2_sign(&keys.wrong_private_key, &text);
+            let sign = rsa2_sign(&keys.wrong_private_key, &text).expect("RSA-2048 signs");
             format!("{{\"{node_name}\":{text},\"sign\":\"{sign}\"}}")
         }
         (true, Some(ResponseFault::TamperSignature)) => {
-            let sign = rsa2_sign(&keys.alipay_private_key, &text);
+            let sign = rsa2_sign(&keys.alipay_private_key, &text).expect("RSA-2048 signs");
             // The text changes after signing ("Success" → "success"): what a meddler would do.
             let tampered = text.replacen("Success", "success", 1);
             format!("{{\"{node_name}\":{tampered},\"sign\":\"{sign}\"}}")
         }
         (true, _) => {
-            let sign = rsa2_sign(&keys.alipay_private_key, &text);
+            let sign = rsa2_sign(&keys.alipay_private_key, &text).expect("RSA-2048 signs");
             format!("{{\"{node_name}\":{text},\"sign\":\"{sign}\"}}")
         }
     };

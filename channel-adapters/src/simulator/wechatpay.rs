@@ -21,8 +21,9 @@
 //! (tampered or wrong-key signature, stale timestamp, unknown serial, bad AES tag, another
 //! amount, mchid or appid). [`NotificationBuilder`] builds the same notifications without HTTP.
 //!
-//! Keys: RSA-2048 generation is slow in debug builds, so [`test_platform_keys`],
-//! [`test_merchant_key`] and [`test_wrong_key`] generate once per process.
+//! Keys: RSA-2048 generation (by the `rsa` crate, test-only) is slow in debug builds, so
+//! [`test_platform_keys`], [`test_merchant_key`] and [`test_wrong_key`] generate once per
+//! process. Everything the simulator signs is signed by *ring*, as the adapter signs.
 //!
 //! Protocol: <https://pay.weixin.qq.com/wiki/doc/apiv3/wechatpay/wechatpay4_0.shtml> (signatures),
 //! `wechatpay4_2.shtml` (resource encryption), `apis/chapter3_4_*.shtml` (Native API).
@@ -40,6 +41,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rsa::{RsaPrivateKey, RsaPublicKey};
+
+use super::{generate_key, signing_key_of};
+use crate::rsa_sign::SigningKey;
 use serde::Serialize;
 
 use crate::wechatpay::sign::{self, Authorization, HEADER_NONCE, HEADER_SERIAL, HEADER_SIGNATURE, HEADER_TIMESTAMP};
@@ -73,7 +77,8 @@ pub const NOTIFY_TIMEOUT_MS: u64 = 5_000;
 /// A platform key pair and the serial WeChat Pay names it by.
 #[derive(Clone)]
 pub struct PlatformKeys {
-    pub private_key: RsaPrivateKey,
+    /// Signs answers and notifications (with *ring*, as the adapter signs).
+    pub private_key: SigningKey,
     pub public_key: RsaPublicKey,
     pub serial_no: String,
 }
@@ -86,33 +91,36 @@ impl std::fmt::Debug for PlatformKeys {
     }
 }
 
-fn generate_key() -> RsaPrivateKey {
-    RsaPrivateKey::new(&mut rand::rngs::OsRng, KEY_BITS).expect("RSA key generation with the OS generator")
-}
-
 /// The simulator's platform keys, generated once per process, serial [`TEST_PLATFORM_SERIAL`].
 pub fn test_platform_keys() -> &'static PlatformKeys {
     static KEYS: OnceLock<PlatformKeys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let private_key = generate_key();
+        let private_key = signing_key_of(&generate_key(KEY_BITS));
         PlatformKeys {
-            public_key: private_key.to_public_key(),
+            public_key: private_key.public_key().clone(),
             private_key,
             serial_no: TEST_PLATFORM_SERIAL.into(),
         }
     })
 }
 
-/// A merchant API private key for tests, generated once per process.
+/// A merchant API private key for tests, generated once per process; an `rsa` key so that tests
+/// can write it out as PEM (the account signs with [`test_merchant_signing_key`]).
 pub fn test_merchant_key() -> &'static RsaPrivateKey {
     static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(generate_key)
+    KEY.get_or_init(|| generate_key(KEY_BITS))
+}
+
+/// [`test_merchant_key`] loaded into *ring*: what [`test_account`] signs with.
+pub fn test_merchant_signing_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| signing_key_of(test_merchant_key()))
 }
 
 /// A key nobody trusts, for "signed with a wrong key" faults; generated once per process.
-pub fn test_wrong_key() -> &'static RsaPrivateKey {
-    static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(generate_key)
+pub fn test_wrong_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| signing_key_of(&generate_key(KEY_BITS)))
 }
 
 /// The test account: [`TEST_MCH_ID`], [`TEST_APP_ID`], [`test_merchant_key`], trusting
@@ -128,7 +136,7 @@ pub fn test_account(base_url: &str, notify_url: &str) -> WechatPayAccount {
     };
     WechatPayAccount::new(
         ids,
-        test_merchant_key().clone(),
+        test_merchant_signing_key().clone(),
         test_platform_keys().public_key.clone(),
         TEST_API_V3_KEY,
     )
@@ -171,7 +179,7 @@ impl SimulatorConfig {
             mch_id: account.mch_id.clone(),
             app_id: account.app_id.clone(),
             merchant_serial_no: account.merchant_serial_no.clone(),
-            merchant_public_key: account.merchant_private_key.to_public_key(),
+            merchant_public_key: account.merchant_private_key.public_key().clone(),
             api_v3_key: account.api_v3_key,
             platform,
         }

@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
-use rsa::{RsaPrivateKey, RsaPublicKey};
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::RsaPublicKey;
+
+use crate::rsa_sign::{SigningKey, SigningKeyError};
 
 /// WeChat Pay's production API host.
 pub const DEFAULT_BASE_URL: &str = "https://api.mch.weixin.qq.com";
@@ -20,6 +22,10 @@ pub enum AccountError {
     /// The merchant private key is neither PKCS#8 (`BEGIN PRIVATE KEY`) nor PKCS#1 PEM.
     #[error("merchant private key is not a PKCS#8 or PKCS#1 RSA PEM")]
     PrivateKey,
+    /// The merchant private key is an RSA PEM but cannot sign `SHA256-RSA2048`: shorter than
+    /// 2048 bits, or refused by *ring* (see [`SigningKeyError`]).
+    #[error("merchant private key cannot sign: {0}")]
+    PrivateKeyUnusable(SigningKeyError),
     /// The platform public key is neither SPKI (`BEGIN PUBLIC KEY`) nor PKCS#1 PEM.
     #[error("platform public key is not an SPKI or PKCS#1 RSA PEM")]
     PublicKey,
@@ -63,8 +69,8 @@ pub struct WechatPayAccount {
     pub mch_id: String,
     /// Serial number of the merchant API certificate.
     pub merchant_serial_no: String,
-    /// The merchant API private key (`apiclient_key.pem`): signs requests.
-    pub merchant_private_key: RsaPrivateKey,
+    /// The merchant API private key (`apiclient_key.pem`): signs requests (with *ring*).
+    pub merchant_private_key: SigningKey,
     /// Platform certificate serial or WeChat Pay public key id expected in `Wechatpay-Serial`.
     pub platform_serial_no: String,
     /// The WeChat Pay platform public key: verifies responses and notifications.
@@ -102,7 +108,7 @@ impl WechatPayAccount {
     /// [`AccountError::ApiV3KeyLength`], [`AccountError::Empty`].
     pub fn new(
         ids: WechatPayIds,
-        merchant_private_key: RsaPrivateKey,
+        merchant_private_key: SigningKey,
         platform_public_key: RsaPublicKey,
         api_v3_key: &[u8],
     ) -> Result<Self, AccountError> {
@@ -141,16 +147,19 @@ impl WechatPayAccount {
     /// PKCS#1 also accepted).
     ///
     /// # Errors
-    /// [`AccountError`] for an unreadable key, a wrong APIv3 key length or an empty id.
+    /// [`AccountError`] for an unreadable key ([`AccountError::PrivateKey`] when the private key
+    /// is not such a PEM, [`AccountError::PrivateKeyUnusable`] when it is one *ring* cannot sign
+    /// with, e.g. under 2048 bits), a wrong APIv3 key length or an empty id.
     pub fn from_pem(
         ids: WechatPayIds,
         merchant_private_key_pem: &str,
         platform_public_key_pem: &str,
         api_v3_key: &[u8],
     ) -> Result<Self, AccountError> {
-        let private = RsaPrivateKey::from_pkcs8_pem(merchant_private_key_pem)
-            .or_else(|_| RsaPrivateKey::from_pkcs1_pem(merchant_private_key_pem))
-            .map_err(|_| AccountError::PrivateKey)?;
+        let private = SigningKey::from_pem(merchant_private_key_pem).map_err(|e| match e {
+            SigningKeyError::Format => AccountError::PrivateKey,
+            unusable => AccountError::PrivateKeyUnusable(unusable),
+        })?;
         let public = RsaPublicKey::from_public_key_pem(platform_public_key_pem)
             .or_else(|_| RsaPublicKey::from_pkcs1_pem(platform_public_key_pem))
             .map_err(|_| AccountError::PublicKey)?;

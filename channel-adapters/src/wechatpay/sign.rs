@@ -15,8 +15,10 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use rand::RngCore;
-use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
+use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha2::{Digest, Sha256};
+
+pub use crate::rsa_sign::{SignError, SigningKey};
 
 /// The `Authorization` scheme of API v3.
 pub const AUTH_SCHEME: &str = "WECHATPAY2-SHA256-RSA2048";
@@ -30,11 +32,6 @@ pub const HEADER_NONCE: &str = "Wechatpay-Nonce";
 pub const HEADER_SERIAL: &str = "Wechatpay-Serial";
 /// Length of the nonces we generate, in characters (WeChat's examples use 32 hex digits).
 pub const NONCE_LEN: usize = 32;
-
-/// A signature could not be made (the private key failed; not expected with a valid key).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("RSA signing failed: {0}")]
-pub struct SignError(String);
 
 /// The message a request signature covers: `METHOD\nURL\ntimestamp\nnonce\nbody\n`.
 ///
@@ -63,18 +60,17 @@ pub fn jsapi_pay_message(app_id: &str, timestamp: i64, nonce: &str, package: &st
     format!("{app_id}\n{timestamp}\n{nonce}\n{package}\n").into_bytes()
 }
 
-/// Base64 SHA256withRSA (PKCS#1 v1.5) signature of `message`.
+/// Base64 SHA256withRSA (PKCS#1 v1.5) signature of `message`, made by *ring*
+/// ([`SigningKey::sign_pkcs1_sha256`]).
 ///
 /// # Errors
-/// [`SignError`] if the key cannot sign (e.g. a key too small for a SHA-256 DigestInfo).
-pub fn sign(key: &RsaPrivateKey, message: &[u8]) -> Result<String, SignError> {
-    let digest = Sha256::digest(message);
-    key.sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
-        .map(|signature| BASE64.encode(signature))
-        .map_err(|e| SignError(e.to_string()))
+/// [`SignError`] if *ring* cannot sign (not expected with a key that loaded).
+pub fn sign(key: &SigningKey, message: &[u8]) -> Result<String, SignError> {
+    key.sign_pkcs1_sha256(message).map(|signature| BASE64.encode(signature))
 }
 
-/// Whether `signature` (base64) is a valid SHA256withRSA signature of `message` by `key`.
+/// Whether `signature` (base64) is a valid SHA256withRSA signature of `message` by `key`
+/// (a public-key operation, left on `rsa`: RUSTSEC-2023-0071 concerns private keys only).
 /// Bad base64, a wrong length or a wrong signature are all `false`.
 pub fn verify(key: &RsaPublicKey, message: &[u8], signature: &str) -> bool {
     let Ok(signature) = BASE64.decode(signature.trim()) else {

@@ -2,6 +2,7 @@
 //! (`tests/fixtures/wechatpay/`), used here as both the merchant and the platform key.
 
 use super::*;
+use crate::rsa_sign::{SigningKey, SigningKeyError};
 use crate::wechatpay::sign::{HEADER_NONCE, HEADER_SERIAL, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use crate::wechatpay::types::{
     EncryptedResource, NotificationEnvelope, RefundAmount, RefundResource, TransactionAmount,
@@ -9,7 +10,6 @@ use crate::wechatpay::types::{
 use crate::VerifiedCallback;
 use chrono::TimeZone;
 use payledger_domain::{CallbackOutcome, Currency, RefundOutcome};
-use rsa::pkcs1::DecodeRsaPrivateKey;
 
 const DOC_KEY_PKCS1: &str = include_str!("../../tests/fixtures/wechatpay/wechatpay_doc_test_key.pem");
 const DOC_KEY_PKCS8: &str = include_str!("../../tests/fixtures/wechatpay/wechatpay_doc_test_key_pkcs8.pem");
@@ -57,7 +57,7 @@ fn order(method: &str) -> CreateChannelOrder {
 /// merchant 1230000109 signed at 1554208460 with nonce 593BEC0C930BF1AFEB40B4A08C8FB242.
 #[test]
 fn request_signature_matches_wechatpay_published_example() {
-    let key = rsa::RsaPrivateKey::from_pkcs1_pem(DOC_KEY_PKCS1).unwrap();
+    let key = SigningKey::from_pem(DOC_KEY_PKCS1).unwrap();
     let body = r#"{"appid":"wxd678efh567hg6787","mchid":"1230000109","description":"Image形象店-深圳腾大-QQ公仔","out_trade_no":"1217752501201407033233368018","notify_url":"https://www.weixin.qq.com/wxpay/pay.php","amount":{"total":100,"currency":"CNY"},"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}"#;
     let message = sign::request_message(
         "POST",
@@ -68,17 +68,22 @@ fn request_signature_matches_wechatpay_published_example() {
     );
     let expected = "gEuexJ547PHFV77TQ6eiE4tphVYfWfUe1Wc2dBmVnoMYU2rl/M4zhw+b3vBhuMw6AC7pteNkryLA7UWU2h+umo0OdSuuLm1++O3NckQPCSfm6dypsjn4GYm84KMqXWFrhFmyxEwIdEJDr3w1UYfxOcu55OQupfLkrt/ZzuOspnliJFrPzGQFUk7lGqMMtpz3EfbDUNxnVsHblORg3hVmuYNmbGWnS2ovU30Y2Q+iKFDxzkaXBk8LTy6HzvxizRo6Q+J4SVM7O0hKXfgo1QdI68kpzNULb3EVBXlhTyPUzhkHzzLxECL1qHl3HH2hEv8++C+4wBlsagF3j/O6PABojA==";
     assert_eq!(sign::sign(&key, &message).unwrap(), expected);
-    assert!(sign::verify(&key.to_public_key(), &message, expected));
+    assert!(sign::verify(key.public_key(), &message, expected));
     let mut altered = message.clone();
     altered[0] = b'G';
-    assert!(!sign::verify(&key.to_public_key(), &altered, expected));
+    assert!(!sign::verify(key.public_key(), &altered, expected));
 }
 
 #[test]
 fn keys_load_from_pkcs8_or_pkcs1_pem_and_from_files() {
     let a = WechatPayAccount::from_pem(ids(), DOC_KEY_PKCS1, DOC_PUB_SPKI, API_V3_KEY).unwrap();
     let b = WechatPayAccount::from_pem(ids(), DOC_KEY_PKCS8, DOC_PUB_SPKI, API_V3_KEY).unwrap();
-    assert_eq!(a.merchant_private_key, b.merchant_private_key);
+    assert_eq!(a.merchant_private_key.public_key(), b.merchant_private_key.public_key());
+    let message = sign::request_message("GET", "/v3/certificates", 1554208460, "N", b"");
+    assert_eq!(
+        sign::sign(&a.merchant_private_key, &message).unwrap(),
+        sign::sign(&b.merchant_private_key, &message).unwrap()
+    );
     assert_eq!(a.base_url, DEFAULT_BASE_URL);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wechatpay");
     let c = WechatPayAccount::from_pem_files(
@@ -88,7 +93,7 @@ fn keys_load_from_pkcs8_or_pkcs1_pem_and_from_files() {
         API_V3_KEY,
     )
     .unwrap();
-    assert_eq!(c.platform_public_key, a.merchant_private_key.to_public_key());
+    assert_eq!(&c.platform_public_key, a.merchant_private_key.public_key());
     assert!(matches!(
         WechatPayAccount::from_pem_files(ids(), &dir.join("missing.pem"), &dir.join("x"), API_V3_KEY),
         Err(AccountError::Io { .. })
@@ -104,6 +109,18 @@ fn bad_keys_and_wrong_api_v3_key_length_are_refused() {
     assert_eq!(
         WechatPayAccount::from_pem(ids(), DOC_KEY_PKCS8, DOC_KEY_PKCS8, API_V3_KEY).unwrap_err(),
         AccountError::PublicKey
+    );
+    // An RSA-1024 key was accepted while `rsa` signed; ring (and WECHATPAY2-SHA256-RSA2048) need
+    // 2048 bits, and the error says so.
+    let short = include_str!("../../tests/fixtures/alipay/short_1024_private.pem");
+    let err = WechatPayAccount::from_pem(ids(), short, DOC_PUB_SPKI, API_V3_KEY).unwrap_err();
+    assert_eq!(
+        err,
+        AccountError::PrivateKeyUnusable(SigningKeyError::TooShort { bits: 1024 })
+    );
+    assert_eq!(
+        err.to_string(),
+        "merchant private key cannot sign: 1024-bit RSA key; at least 2048 bits are needed"
     );
     assert_eq!(
         WechatPayAccount::from_pem(ids(), DOC_KEY_PKCS8, DOC_PUB_SPKI, b"short").unwrap_err(),
@@ -316,7 +333,7 @@ fn notification(
         },
     };
     let body = serde_json::to_vec(&envelope).unwrap();
-    let key = rsa::RsaPrivateKey::from_pkcs1_pem(DOC_KEY_PKCS1).unwrap();
+    let key = SigningKey::from_pem(DOC_KEY_PKCS1).unwrap();
     let ts = timestamp.to_string();
     let signature = sign::sign(&key, &sign::response_message(&ts, "NONCE1", &body)).unwrap();
     let mut headers = http::HeaderMap::new();
