@@ -21,7 +21,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
-RUN useradd --system --home-dir /var/lib/payledger --create-home payledger
+RUN useradd --system --home-dir /var/lib/payledger --create-home payledger \
+    && install -d -o payledger -m 0700 /var/lib/payledger/keys
 COPY --from=builder /usr/local/bin/payledger /usr/local/bin/payledger
 USER payledger
 # Without DATABASE_URL the embedded SQLite file payledger.db lands here.

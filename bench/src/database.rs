@@ -97,11 +97,12 @@ pub async fn durability(url: &str) -> anyhow::Result<Durability> {
 }
 
 /// The sandbox callback secret the server stored at start, read from its database (`postgres://…`
-/// or `sqlite://FILE`).
+/// or `sqlite://FILE`) and opened with the server's secrets key file `key_file`.
 ///
 /// # Errors
-/// When the database cannot be read or holds no secret yet.
-pub async fn sandbox_secret(database_url: &str) -> anyhow::Result<String> {
+/// When the database cannot be read, holds no secret yet, or the key does not open it.
+pub async fn sandbox_secret(database_url: &str, key_file: &std::path::Path) -> anyhow::Result<String> {
+    let keyring = payledger_store::sealed::Keyring::load_file(key_file)?;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(database_url)
         .await
@@ -112,7 +113,8 @@ pub async fn sandbox_secret(database_url: &str) -> anyhow::Result<String> {
         .await
         .context("reading the sandbox secret from settings")?;
     conn.close().await.ok();
-    Ok(secret)
+    let place = payledger_store::settings::secret_place(SANDBOX_SECRET_KEY);
+    Ok(keyring.open(&secret, &place)?)
 }
 
 /// PostgreSQL's next transaction id (`pg_snapshot_xmax` of a fresh snapshot). The difference

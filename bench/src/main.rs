@@ -104,7 +104,8 @@ async fn start(payledger: &Payledger, merchants: usize) -> anyhow::Result<Runnin
         added.push(payledger.add_merchant(&format!("bench-{i:02}")).await?);
     }
     let server = payledger.serve().await?;
-    let secret = database::sandbox_secret(&payledger.database_url_for_reading()).await?;
+    let key_file = payledger.workdir.join(payledger_store::sealed::KEY_FILE_DEFAULT);
+    let secret = database::sandbox_secret(&payledger.database_url_for_reading(), &key_file).await?;
     eprintln!(
         "server pid {} at {} ({})",
         server.pid,

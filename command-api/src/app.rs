@@ -15,7 +15,8 @@ use payledger_domain::aggregate::OrderState;
 use payledger_notifier::{EventEnqueuer, NotifyEnqueuer, Sender, SenderConfig};
 use payledger_projections::projection::PROJECTION_NAME;
 use payledger_projections::{JournalProjection, OrderProjection, OrderView};
-use payledger_store::merchants::ApiKeyCache;
+use payledger_store::merchants::{self, ApiKeyCache};
+use payledger_store::sealed::{KeySource, Keyring};
 use payledger_store::subscription::{
     checkpoint, run_effects, run_transactional, EffectSubscriber, TransactionalSubscriber,
 };
@@ -60,6 +61,9 @@ pub struct ServeConfig {
     pub public_url: Option<String>,
     /// `postgres://…` or `sqlite://…`; `None`: `sqlite://payledger.db`.
     pub database_url: Option<String>,
+    /// The key that seals stored secrets (webhook secrets, the sandbox's callback secret; see
+    /// `payledger_store::sealed`); default the file `payledger.key`, created when missing.
+    pub secrets_key: KeySource,
     /// Accept `notify_url` / `return_url` on loopback and private networks (a self-hosted
     /// merchant often runs next door). Default true. When false, it is checked when an order is
     /// created and again, on the address connected to, at every notification attempt
@@ -102,6 +106,7 @@ impl ServeConfig {
             listen,
             public_url: None,
             database_url,
+            secrets_key: KeySource::default(),
             allow_private_urls: true,
             sender: SenderConfig::default(),
             pools: PoolConfig::default(),
@@ -153,6 +158,8 @@ pub struct AppState {
     pub rate_limit: MerchantRateLimit,
     /// Recently authenticated API keys ([`crate::http::extract::AuthMerchant`]).
     pub api_keys: Arc<ApiKeyCache>,
+    /// Opens and seals stored secrets.
+    pub keyring: Arc<Keyring>,
 }
 
 impl AppState {
@@ -286,6 +293,8 @@ pub struct Running {
     pub public_url: String,
     /// The database it uses.
     pub db: Database,
+    /// The keyring its stored secrets are sealed with.
+    pub keyring: Arc<Keyring>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     /// Stops the notifier's sender and the JetStream consumers gracefully.
@@ -393,8 +402,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     }
     // Install the process's metrics recorder before anything records.
     crate::metrics::handle();
+    let keyring = Arc::new(config.secrets_key.load()?);
     let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
     db.migrate().await?;
+    let sealed = merchants::seal_stored(db.pool(), &keyring).await?;
+    if sealed > 0 {
+        tracing::info!(
+            sealed,
+            key_id = keyring.current_id(),
+            "sealed or re-wrapped stored webhook secrets"
+        );
+    }
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let public_url = config.public_url.clone().unwrap_or_else(|| {
@@ -407,7 +425,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     });
     let public_url = public_url.trim_end_matches('/').to_string();
 
-    let secret = settings::get_or_init(db.pool(), SANDBOX_SECRET_KEY, || {
+    let secret = settings::get_or_init_secret(db.pool(), &keyring, SANDBOX_SECRET_KEY, || {
         let mut bytes = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut bytes);
         hex::encode(bytes)
@@ -503,7 +521,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             allow_private_targets: config.allow_private_urls,
             ..config.sender.clone()
         };
-        let task = tokio::spawn(Sender::new(db.pool().clone(), sender_config, queued.clone())?.run(stop));
+        let task =
+            tokio::spawn(Sender::new(db.pool().clone(), keyring.clone(), sender_config, queued.clone())?.run(stop));
         Some((task, config.sender.stop_timeout()))
     } else {
         None
@@ -523,6 +542,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         notify_queued: queued,
         rate_limit: MerchantRateLimit::new(config.rate_limit),
         api_keys: Arc::new(ApiKeyCache::default()),
+        keyring: keyring.clone(),
     };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let app = router_for(state, roles.has(Role::Api));
@@ -538,6 +558,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         addr,
         public_url,
         db,
+        keyring,
         shutdown: Some(shutdown_tx),
         server,
         stop: stop_tx,

@@ -5,6 +5,7 @@
 //! real definition (`compose.yaml`'s roles, flags and environment variables).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use payledger_notifier::RetrySchedule;
 use payledger_projections::rebuild::Projection;
+use payledger_store::sealed::{KeySource, KEY_FILE_DEFAULT};
 use payledger_store::{merchants, Database, PoolConfig};
 use rand::RngCore;
 
@@ -33,6 +35,23 @@ pub struct Cli {
     /// embedded SQLite file payledger.db in the working directory.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+
+    /// File of the key that seals stored secrets (webhook secrets, the sandbox's callback
+    /// secret): `<key id> <base64 of 32 bytes>` per line, the first current, older ones to open
+    /// older values (rotation: put a new line first and restart). Created (mode 0600) when
+    /// missing; refused when others may read it. Every process of an installation needs it.
+    #[arg(long, env = "PAYLEDGER_SECRETS_KEY_FILE", global = true, default_value = KEY_FILE_DEFAULT)]
+    pub secrets_key_file: PathBuf,
+
+    /// The key text itself (same format, `;` between lines); wins over --secrets-key-file.
+    #[arg(
+        long,
+        env = "PAYLEDGER_SECRETS_KEY",
+        global = true,
+        hide_env_values = true,
+        hide = true
+    )]
+    pub secrets_key: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -321,9 +340,15 @@ impl ServeArgs {
 /// malformed statement, a port in use. The caller prints the chain of causes (`{:#}`).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database_url = cli.database_url;
+    let secrets_key = match cli.secrets_key {
+        Some(text) => KeySource::Inline(text),
+        None => KeySource::File(cli.secrets_key_file),
+    };
     match cli.command {
         Command::Serve(args) => {
-            let mut running = app::start(args.into_config(database_url)?).await?;
+            let mut config = args.into_config(database_url)?;
+            config.secrets_key = secrets_key;
+            let mut running = app::start(config).await?;
             eprintln!(
                 "payledger listening on http://{} (public URL {})",
                 running.addr, running.public_url
@@ -390,10 +415,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some((field, messages)) = e.0.into_iter().next() {
                 anyhow::bail!("invalid {field}: {}", messages.join("; "));
             }
+            let keyring = secrets_key.load()?;
             let db = connect(database_url.as_deref()).await?;
             let api_key = random_token("plk_");
             let webhook_secret = random_token("whsec_");
-            merchants::add(db.pool(), &merchant_id, &api_key, &webhook_secret).await?;
+            merchants::add(db.pool(), &keyring, &merchant_id, &api_key, &webhook_secret).await?;
             db.close().await;
             println!(
                 "{}",

@@ -38,6 +38,12 @@ fn merchants_add_prints_credentials_and_refuses_duplicates_and_bad_ids() {
         dir.path().join("payledger.db").exists(),
         "the embedded default is ./payledger.db"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key = std::fs::metadata(dir.path().join("payledger.key")).expect("./payledger.key, created");
+        assert_eq!(key.permissions().mode() & 0o777, 0o600, "the secrets key is private");
+    }
 
     let dup = payledger(dir.path())
         .args(["merchants", "add", "shop_1"])
@@ -210,8 +216,22 @@ fn user_errors_print_their_cause_without_a_backtrace_even_with_rust_backtrace_se
     std::fs::write(&config, "[wechatpay\nmch_id = 1\n").unwrap();
     let statement = statement.to_str().unwrap();
     let config = config.to_str().unwrap();
+    let open_key = dir.path().join("open.key");
+    std::fs::write(&open_key, "k1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let open_key = open_key.to_str().unwrap();
 
-    let cases: [(&str, Vec<&str>, i32, &str); 5] = [
+    let cases: [(&str, Vec<&str>, i32, &str); 6] = [
+        (
+            "a world-readable secrets key file",
+            vec!["--secrets-key-file", open_key, "merchants", "add", "shop_9"],
+            1,
+            "chmod 600",
+        ),
         (
             "a malformed statement",
             vec!["reconcile", "--statement", statement, "--channel", "sandbox"],

@@ -109,7 +109,9 @@ async fn start() -> (app::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("payledger.db").display());
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    (app::start(ServeConfig::new(listen, Some(url))).await.unwrap(), dir)
+    let mut config = ServeConfig::new(listen, Some(url));
+    config.secrets_key = payledger_store::sealed::KeySource::File(dir.path().join("payledger.key"));
+    (app::start(config).await.unwrap(), dir)
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use payledger_store::merchants;
+use payledger_store::sealed::Keyring;
 use payledger_store::time::fmt_ts;
 use payledger_store::DbError;
 use sqlx::AnyPool;
@@ -114,6 +115,7 @@ impl Default for SenderConfig {
 #[derive(Clone)]
 pub struct Sender {
     pool: AnyPool,
+    keyring: Arc<Keyring>,
     http: reqwest::Client,
     config: Arc<SenderConfig>,
     queued: Arc<Notify>,
@@ -135,7 +137,13 @@ impl Sender {
     ///
     /// # Errors
     /// When the HTTP client cannot be built (TLS roots unavailable).
-    pub fn new(pool: AnyPool, mut config: SenderConfig, queued: Arc<Notify>) -> Result<Self, reqwest::Error> {
+    /// `keyring` opens the merchants' sealed webhook secrets.
+    pub fn new(
+        pool: AnyPool,
+        keyring: Arc<Keyring>,
+        mut config: SenderConfig,
+        queued: Arc<Notify>,
+    ) -> Result<Self, reqwest::Error> {
         // A lease shorter than a request would let a second sender deliver a job still in flight.
         config.lease_ms = config.lease_ms.max(config.request_timeout_ms + 5_000);
         let mut http = reqwest::Client::builder()
@@ -150,6 +158,7 @@ impl Sender {
         let http = http.build()?;
         Ok(Self {
             pool,
+            keyring,
             http,
             permits: Arc::new(Semaphore::new(config.concurrency_max)),
             config: Arc::new(config),
@@ -283,7 +292,7 @@ impl Sender {
     async fn deliver(&self, job: Job) -> Result<(), DbError> {
         let attempt = job.attempts + 1;
         let started = Instant::now();
-        let result: Result<u16, String> = match merchants::get(&self.pool, &job.merchant_id).await? {
+        let result: Result<u16, String> = match merchants::get(&self.pool, &self.keyring, &job.merchant_id).await? {
             None => Err(format!("merchant {} no longer exists", job.merchant_id)),
             Some(m) => self.post(&job, &m.webhook_secret).await,
         };

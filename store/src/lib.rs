@@ -18,6 +18,7 @@ pub mod error;
 pub mod log;
 pub mod merchants;
 pub mod orders;
+pub mod sealed;
 pub mod settings;
 pub mod subscription;
 pub mod tail;

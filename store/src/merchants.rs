@@ -1,10 +1,15 @@
 //! Merchants: who may call the API, and the secret their notifications are signed with.
+//!
+//! The webhook secret is stored sealed ([`crate::sealed`], place
+//! `merchants.webhook_secret/<merchant_id>`): every function that writes or reads it takes the
+//! process's [`Keyring`].
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
 use crate::backend::DbError;
+use crate::sealed::Keyring;
 use crate::time::fmt_ts;
 
 /// A merchant as stored (the API key itself is never stored, only its SHA-256).
@@ -30,12 +35,18 @@ pub fn api_key_hash(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
 }
 
-/// Stores a new merchant with the hash of `api_key`.
+/// Where a merchant's webhook secret is sealed (the associated data of [`Keyring::seal`]).
+pub fn webhook_secret_place(merchant_id: &str) -> String {
+    format!("merchants.webhook_secret/{merchant_id}")
+}
+
+/// Stores a new merchant with the hash of `api_key` and `webhook_secret` sealed by `keyring`.
 ///
 /// # Errors
 /// [`AddMerchantError::Exists`] when `merchant_id` is taken; [`AddMerchantError::Db`] otherwise.
 pub async fn add(
     pool: &AnyPool,
+    keyring: &Keyring,
     merchant_id: &str,
     api_key: &str,
     webhook_secret: &str,
@@ -46,7 +57,7 @@ pub async fn add(
     )
     .bind(merchant_id)
     .bind(api_key_hash(api_key))
-    .bind(webhook_secret)
+    .bind(keyring.seal(webhook_secret, &webhook_secret_place(merchant_id)))
     .bind(fmt_ts(Utc::now()))
     .execute(pool)
     .await
@@ -60,17 +71,54 @@ pub async fn add(
 /// The merchant whose API key is `api_key`, if any.
 ///
 /// # Errors
-/// [`DbError::Sqlx`] when the database fails.
-pub async fn by_api_key(pool: &AnyPool, api_key: &str) -> Result<Option<Merchant>, DbError> {
+/// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when the webhook secret does
+/// not open with `keyring`.
+pub async fn by_api_key(pool: &AnyPool, keyring: &Keyring, api_key: &str) -> Result<Option<Merchant>, DbError> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants WHERE api_key_sha256 = $1")
             .bind(api_key_hash(api_key))
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(merchant_id, webhook_secret)| Merchant {
+    row.map(|row| opened(keyring, row)).transpose()
+}
+
+fn opened(keyring: &Keyring, (merchant_id, stored): (String, String)) -> Result<Merchant, DbError> {
+    let webhook_secret = keyring
+        .open(&stored, &webhook_secret_place(&merchant_id))
+        .map_err(|e| DbError::Corrupt(format!("merchant {merchant_id}: {e}")))?;
+    Ok(Merchant {
         merchant_id,
         webhook_secret,
-    }))
+    })
+}
+
+/// Seals the webhook secrets stored before sealing existed and re-wraps those sealed under an
+/// older key of `keyring` under its current one (key rotation); returns how many changed. Each
+/// row changes only if it still holds what was read, so processes doing this at once agree.
+///
+/// # Errors
+/// [`DbError::Sqlx`]; [`DbError::Corrupt`] for a secret that does not open with `keyring`.
+pub async fn seal_stored(pool: &AnyPool, keyring: &Keyring) -> Result<u64, DbError> {
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants")
+        .fetch_all(pool)
+        .await?;
+    let mut changed = 0;
+    for (merchant_id, stored) in rows {
+        let now = keyring
+            .rewrap(&stored, &webhook_secret_place(&merchant_id))
+            .map_err(|e| DbError::Corrupt(format!("merchant {merchant_id}: {e}")))?;
+        if let Some(now) = now {
+            changed +=
+                sqlx::query("UPDATE merchants SET webhook_secret = $1 WHERE merchant_id = $2 AND webhook_secret = $3")
+                    .bind(now)
+                    .bind(&merchant_id)
+                    .bind(&stored)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+        }
+    }
+    Ok(changed)
 }
 
 /// How long [`ApiKeyCache`] trusts a key it found, milliseconds. Merchants' keys are only ever
@@ -93,7 +141,12 @@ impl ApiKeyCache {
     ///
     /// # Errors
     /// [`DbError::Sqlx`] when the database fails.
-    pub async fn merchant(&self, pool: &AnyPool, api_key: &str) -> Result<Option<Merchant>, DbError> {
+    pub async fn merchant(
+        &self,
+        pool: &AnyPool,
+        keyring: &Keyring,
+        api_key: &str,
+    ) -> Result<Option<Merchant>, DbError> {
         let hash = api_key_hash(api_key);
         let ttl = std::time::Duration::from_millis(API_KEY_CACHE_TTL_MS);
         let fresh = self
@@ -104,7 +157,7 @@ impl ApiKeyCache {
         if fresh.is_some() {
             return Ok(fresh);
         }
-        let found = by_api_key(pool, api_key).await?;
+        let found = by_api_key(pool, keyring, api_key).await?;
         if let Some(m) = &found {
             let mut entries = self.lock();
             if entries.len() >= API_KEY_CACHE_ENTRIES_MAX {
@@ -123,15 +176,13 @@ impl ApiKeyCache {
 /// The merchant `merchant_id`, if it exists.
 ///
 /// # Errors
-/// [`DbError::Sqlx`] when the database fails.
-pub async fn get(pool: &AnyPool, merchant_id: &str) -> Result<Option<Merchant>, DbError> {
+/// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when the webhook secret does
+/// not open with `keyring`.
+pub async fn get(pool: &AnyPool, keyring: &Keyring, merchant_id: &str) -> Result<Option<Merchant>, DbError> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants WHERE merchant_id = $1")
             .bind(merchant_id)
             .fetch_optional(pool)
             .await?;
-    Ok(row.map(|(merchant_id, webhook_secret)| Merchant {
-        merchant_id,
-        webhook_secret,
-    }))
+    row.map(|row| opened(keyring, row)).transpose()
 }

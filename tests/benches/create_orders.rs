@@ -151,6 +151,7 @@ async fn main() {
         );
     };
     let mut config = ServeConfig::new("127.0.0.1:0".parse().expect("address"), Some(db.url.clone()));
+    config.secrets_key = payledger_tests::secrets_key_for(&db.url);
     config.pools = PoolConfig {
         store_connections_max: connections,
         query_connections_max: connections,
@@ -161,9 +162,15 @@ async fn main() {
 
     let api_key = format!("plk_bench_{}", uuid::Uuid::new_v4().simple());
     let webhook_secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
-    merchants::add(running.db.pool(), MERCHANT_ID, &api_key, &webhook_secret)
-        .await
-        .expect("add the benchmark merchant");
+    merchants::add(
+        running.db.pool(),
+        &running.keyring,
+        MERCHANT_ID,
+        &api_key,
+        &webhook_secret,
+    )
+    .await
+    .expect("add the benchmark merchant");
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)

@@ -443,20 +443,18 @@ async fn main() {
         .await
         .expect("checkpoint");
     }
+    let keyring = payledger_tests::secrets_key_for(&test_db.url).load().expect("keyring");
     for i in 0..MERCHANTS {
         let m = merchant(i);
-        merchants::add(db.pool(), &m, &api_key(&m), "whsec_bench")
+        merchants::add(db.pool(), &keyring, &m, &api_key(&m), "whsec_bench")
             .await
             .expect("merchant");
     }
     sqlx::query("ANALYZE").execute(db.pool()).await.expect("analyze");
 
-    let running = app::start(ServeConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Some(test_db.url.clone()),
-    ))
-    .await
-    .expect("server");
+    let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), Some(test_db.url.clone()));
+    config.secrets_key = payledger_tests::secrets_key_for(&test_db.url);
+    let running = app::start(config).await.expect("server");
     let base = format!("http://{}", running.addr);
     queries(&base, start, per_endpoint, concurrency).await;
     steady_load(&base, &db, rate, seconds).await;

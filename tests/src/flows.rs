@@ -73,11 +73,15 @@ pub async fn wait_status(s: &TestServer, key: &str, order_id: &str, status: &str
 }
 
 pub async fn sandbox_with_installation_secret(s: &TestServer) -> SandboxChannel {
-    let secret: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+    let stored: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
         .bind(SANDBOX_SECRET_KEY)
         .fetch_one(s.database().pool())
         .await
         .expect("the installation's sandbox secret");
+    let keyring = &s.running.as_ref().expect("running").keyring;
+    let secret = keyring
+        .open(&stored, &payledger_store::settings::secret_place(SANDBOX_SECRET_KEY))
+        .expect("the sandbox secret opens");
     SandboxChannel::new(&s.base, secret.as_bytes())
 }
 

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use payledger_bus::RelayConfig;
 use payledger_command_api::app::{self, Running, ServeConfig};
 use payledger_notifier::RetrySchedule;
+use payledger_store::sealed::KeySource;
 use payledger_store::{merchants, Database, PoolConfig};
 use serde_json::Value;
 
@@ -174,6 +175,7 @@ impl TestServer {
             .with_test_writer()
             .try_init();
         let mut config = ServeConfig::new(listen, Some(url.to_string()));
+        config.secrets_key = secrets_key_for(url);
         config.sender.schedule = schedule.clone();
         config.sender.poll_interval_ms = 100;
         // Short requests make the delivery lease short (request timeout + 5 s), for crash tests.
@@ -241,6 +243,7 @@ impl TestServer {
         };
         merchants::add(
             self.database().pool(),
+            &self.running.as_ref().expect("running").keyring,
             merchant_id,
             &creds.api_key,
             &creds.webhook_secret,
@@ -307,6 +310,19 @@ impl Reply {
             text,
         }
     }
+}
+
+/// The secrets key of every test server on the database at `database_url`: derived from the
+/// URL, so a second process a test starts on the same database (roles split) opens the same
+/// secrets, and no key file is written into the test's working directory.
+pub fn secrets_key_for(database_url: &str) -> KeySource {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let key = sha2::Sha256::digest(format!("payledger test secrets key {database_url}").as_bytes());
+    KeySource::Inline(format!(
+        "test {}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    ))
 }
 
 /// One request a [`WebhookReceiver`] got.

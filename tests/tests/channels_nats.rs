@@ -47,6 +47,7 @@ async fn caller(
 /// API's (so pay URLs and notify URLs point at the API process).
 async fn channel_service(api: &TestServer, relay: RelayConfig, channels: ChannelAccounts) -> Running {
     let mut config = ServeConfig::new("127.0.0.1:0".parse().expect("addr"), Some(api.db.url.clone()));
+    config.secrets_key = payledger_tests::secrets_key_for(&api.db.url);
     config.roles = "channels".parse().expect("roles");
     config.relay = Some(relay);
     config.public_url = Some(api.base.clone());

@@ -15,6 +15,7 @@ async fn split_roles_serve_the_whole_flow(backend: Backend) {
         return;
     };
     let mut config = ServeConfig::new("127.0.0.1:0".parse().expect("addr"), Some(api.db.url.clone()));
+    config.secrets_key = payledger_tests::secrets_key_for(&api.db.url);
     config.roles = "projector,notifier,refunds,monitor".parse::<Roles>().expect("roles");
     config.sender.schedule = "1s,1s".parse().expect("schedule");
     config.sender.poll_interval_ms = 100;

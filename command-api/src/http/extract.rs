@@ -133,7 +133,7 @@ impl FromRequestParts<AppState> for AuthMerchant {
             .ok_or(ApiError::Unauthorized)?;
         let merchant = state
             .api_keys
-            .merchant(state.db.pool(), key)
+            .merchant(state.db.pool(), &state.keyring, key)
             .await?
             .ok_or(ApiError::Unauthorized)?;
         state.rate_limit.check(&merchant.merchant_id)?;
