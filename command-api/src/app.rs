@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::config::ChannelAccounts;
 use crate::flows::Flows;
 use crate::http::error::ApiError;
-use crate::http::rate_limit::{MerchantRateLimit, RateLimitConfig};
+use crate::http::rate_limit::{AddressRateLimit, MerchantRateLimit, RateLimitConfig};
 use crate::roles::{Role, Roles};
 use crate::workers::monitor::{self, MonitorConfig};
 use crate::workers::refunds::RefundWorker;
@@ -94,6 +94,10 @@ pub struct ServeConfig {
     /// Requests per second per merchant (`--rate-limit`, `--rate-limit-burst`); default 200/s,
     /// burst 400.
     pub rate_limit: RateLimitConfig,
+    /// Unauthenticated requests per second per client address (`--unauthenticated-rate-limit`,
+    /// `--unauthenticated-rate-limit-burst`): wrong API keys, the sandbox pay page, refused
+    /// channel callbacks (see [`crate::http::rate_limit`]); default 20/s, burst 40.
+    pub unauthenticated_rate_limit: RateLimitConfig,
     /// Whole-request deadline in milliseconds; past it the answer is 503 (see
     /// [`crate::http::deadline`]). Default [`crate::http::deadline::REQUEST_TIMEOUT_MS_DEFAULT`].
     pub request_timeout_ms: u64,
@@ -117,6 +121,7 @@ impl ServeConfig {
             config_bucket: crate::kv_config::BUCKET_DEFAULT.to_string(),
             roles: Roles::all(),
             rate_limit: RateLimitConfig::default(),
+            unauthenticated_rate_limit: RateLimitConfig::unauthenticated_default(),
             request_timeout_ms: crate::http::deadline::REQUEST_TIMEOUT_MS_DEFAULT,
         }
     }
@@ -156,6 +161,9 @@ pub struct AppState {
     pub notify_queued: Arc<Notify>,
     /// Each merchant's request rate, charged by [`crate::http::extract::AuthMerchant`].
     pub rate_limit: MerchantRateLimit,
+    /// Each client address's rate of unauthenticated requests (wrong API keys, the sandbox pay
+    /// page, refused callbacks; see [`crate::http::rate_limit`]).
+    pub address_limit: AddressRateLimit,
     /// Recently authenticated API keys ([`crate::http::extract::AuthMerchant`]).
     pub api_keys: Arc<ApiKeyCache>,
     /// Opens and seals stored secrets.
@@ -541,13 +549,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }),
         notify_queued: queued,
         rate_limit: MerchantRateLimit::new(config.rate_limit),
+        address_limit: AddressRateLimit::new(config.unauthenticated_rate_limit),
         api_keys: Arc::new(ApiKeyCache::default()),
         keyring: keyring.clone(),
     };
+    // The limiters' buckets of idle keys go once a minute (bounded memory under many addresses).
+    workers.push(crate::http::rate_limit::spawn_retention(
+        state.rate_limit.clone(),
+        state.address_limit.clone(),
+    ));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let app = router_for(state, roles.has(Role::Api));
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        // The peer address of each connection, for the per-address limit (`ClientAddr`).
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async {
                 let _ = shutdown_rx.await;
             })

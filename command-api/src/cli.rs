@@ -256,6 +256,23 @@ pub struct ServeArgs {
     /// Requests a merchant may send at once after being idle (the bucket's size).
     #[arg(long, env = "PAYLEDGER_RATE_LIMIT_BURST", default_value_t = rate_limit::RATE_LIMIT_BURST_DEFAULT)]
     pub rate_limit_burst: u32,
+    /// Unauthenticated requests per second each client address may make: wrong or missing API
+    /// keys, the sandbox pay page, channel callbacks refused for their signature or content;
+    /// over it, 429 with Retry-After. The address is the TCP peer's (X-Forwarded-For is not
+    /// trusted): behind a reverse proxy, raise it or turn it off. 0 turns the limit off.
+    #[arg(
+        long,
+        env = "PAYLEDGER_UNAUTHENTICATED_RATE_LIMIT",
+        default_value_t = rate_limit::UNAUTHENTICATED_RATE_LIMIT_PER_SECOND_DEFAULT
+    )]
+    pub unauthenticated_rate_limit: u32,
+    /// Unauthenticated requests a client address may send at once after being idle.
+    #[arg(
+        long,
+        env = "PAYLEDGER_UNAUTHENTICATED_RATE_LIMIT_BURST",
+        default_value_t = rate_limit::UNAUTHENTICATED_RATE_LIMIT_BURST_DEFAULT
+    )]
+    pub unauthenticated_rate_limit_burst: u32,
 }
 
 /// A duration as whole milliseconds, saturating (a flag of 600 million years is "forever").
@@ -326,6 +343,10 @@ impl ServeArgs {
         config.rate_limit = RateLimitConfig {
             per_second: self.rate_limit,
             burst: self.rate_limit_burst,
+        };
+        config.unauthenticated_rate_limit = RateLimitConfig {
+            per_second: self.unauthenticated_rate_limit,
+            burst: self.unauthenticated_rate_limit_burst,
         };
         Ok(config)
     }

@@ -16,6 +16,7 @@
 //! | `payledger_log_head_position` | gauge | | global position of the newest event in the log |
 //! | `payledger_subscriber_lag_events` | gauge | `subscriber` | head position minus the subscriber's checkpoint: an estimate of the events it has yet to apply (positions may have gaps, and on PostgreSQL commit order is not position order) |
 //! | `payledger_notify_queue_jobs` | gauge | `status` | notify queue jobs by status |
+//! | `payledger_rate_limited_total` | counter | `limit` (`merchant`, `address`) | requests refused with 429 by a rate limit ([`crate::http::rate_limit`]) |
 //!
 //! | `payledger_events_published_total` | counter | | events JetStream acknowledged (relay) |
 //! | `payledger_events_published_duplicate_total` | counter | | acknowledgements marked duplicate: re-publishes after a crash |
@@ -106,6 +107,10 @@ fn describe() {
     describe_histogram!(
         payledger_store::append::APPEND_BATCH_COMMANDS,
         "Commands appended per event-store transaction (group commit)."
+    );
+    describe_counter!(
+        crate::http::rate_limit::RATE_LIMITED_TOTAL,
+        "Requests refused with 429 by a rate limit: per merchant, or per client address for unauthenticated requests."
     );
     describe_counter!(
         payledger_notifier::NOTIFICATIONS_TOTAL,

@@ -325,7 +325,7 @@ problem_responses! {
     /// 422.
     ValidationFailed => "Invalid fields: `errors` maps each field to its messages.";
     /// 429.
-    TooManyRequests => "This merchant is over its request rate (`serve --rate-limit`); other merchants are not affected.", header("Retry-After", "Seconds to wait.");
+    TooManyRequests => "Over a request rate: this merchant's (`serve --rate-limit`; other merchants are not affected) or, for a request that is not authenticated (a missing or wrong API key, the sandbox pay page), the client address's (`serve --unauthenticated-rate-limit`; a merchant's authenticated requests never count there). `detail` names the limit.", header("Retry-After", "Seconds to wait.");
     /// 500.
     InternalError => "An unexpected failure (the database failed); the detail is logged, not returned.";
     /// 502.

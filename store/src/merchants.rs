@@ -168,6 +168,14 @@ impl ApiKeyCache {
         Ok(found)
     }
 
+    /// Whether a lookup of this process found `api_key` before (its entry may since have gone
+    /// stale; entries go only when the cache is full and starts again). Answered from memory:
+    /// the HTTP layer charges keys it does not know against the client address's rate limit
+    /// before their lookup, and never a key known here.
+    pub fn known(&self, api_key: &str) -> bool {
+        self.lock().contains_key(&api_key_hash(api_key))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Merchant, std::time::Instant)>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -3,10 +3,15 @@
 //! Answered in the channel's own format: a refused callback with the channel's failure answer; one
 //! that could not be verified or recorded now with a failure and HTTP 500, so that the channel
 //! sends it again on its schedule.
+//!
+//! A callback refused for its signature or content is charged against the client address's rate
+//! limit of unauthenticated requests ([`crate::http::rate_limit::AddressRateLimit`]); past it,
+//! the refusal is answered 429 with `Retry-After`, still in the channel's format. Only refusals
+//! are charged, after verification: a channel's valid callbacks are never throttled by address.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -16,6 +21,8 @@ use payledger_store::ExecuteError;
 
 use crate::app::AppState;
 use crate::flows::CallbackReceipt;
+use crate::http::error::ApiError;
+use crate::http::rate_limit::ClientAddr;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -51,6 +58,10 @@ fn answer(a: CallbackAnswer) -> Response {
         )),
         (status = 404, description = "No such channel enabled.", content_type = "text/plain", body = String),
         (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 429, description = "Refused (as for 400), and this client address has sent too many refused callbacks (`serve --unauthenticated-rate-limit`); in the channel's format, with `Retry-After`. Verified callbacks are never answered 429.", content(
+            (Object = "application/json"),
+            (String = "text/plain"),
+        ), headers(("Retry-After" = String, description = "Seconds to wait."))),
         (status = 500, description = "Verified but not recorded; the channel retries on its schedule. In the channel's format.", content(
             (Object = "application/json"),
             (String = "text/plain"),
@@ -63,6 +74,7 @@ fn answer(a: CallbackAnswer) -> Response {
 )]
 pub(crate) async fn receive(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     Path(channel_name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -92,6 +104,18 @@ pub(crate) async fn receive(
         }
         CallbackReceipt::Refused(e) => {
             tracing::warn!(channel = %channel_name, error = %e, "callback refused");
+            if let Err(ApiError::TooManyRequests {
+                retry_after_seconds, ..
+            }) = state.address_limit.check(addr)
+            {
+                let mut a = channel.answer_callback(Err("too many refused callbacks from this address".into()));
+                a.status = 429;
+                let mut response = answer(a);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+                return response;
+            }
             answer(channel.answer_callback(Err(e.to_string())))
         }
         CallbackReceipt::UnknownOrder(e) => {

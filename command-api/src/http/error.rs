@@ -37,7 +37,8 @@ pub enum ApiError {
     /// 415: not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
-    /// 429: the merchant's request rate is over its quota (see [`crate::http::rate_limit`]);
+    /// 429: the merchant's request rate, or the client address's rate of unauthenticated
+    /// requests, is over its quota (see [`crate::http::rate_limit`]);
     /// answered with `Retry-After: <retry_after_seconds>`.
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_seconds: u64 },

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::{AppState, BODY_LIMIT_BYTES};
 use crate::http::error::ApiError;
+use crate::http::rate_limit::ClientAddr;
 
 /// Deepest nesting of arrays and objects a JSON request body may have; the top-level object is
 /// level 1. Our requests need 2 (`metadata`); serde_json alone would go to 128, and every level
@@ -118,24 +119,42 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// The merchant authenticated by `Authorization: Bearer <api_key>`; 401 otherwise (also for a
 /// key longer than [`API_KEY_BYTES_MAX`]). Then charged one request against the merchant's rate
 /// limit ([`crate::http::rate_limit`]): 429 when over it.
+///
+/// A request that is not authenticated is charged against its client address instead
+/// ([`crate::http::rate_limit::AddressRateLimit`]), 429 past that limit: a missing or malformed
+/// key at once; a key this process has never found *before* its lookup, so an address over its
+/// limit costs no database query however many made-up keys it sends; a key found before (a
+/// merchant's) is looked up uncharged and charged only if it is no longer found. A merchant's
+/// authenticated requests never charge the address, so merchants sharing an address (a NAT) with
+/// a client sending wrong keys are still served: at most a key's first use in a process is
+/// counted there.
 pub struct AuthMerchant(pub Merchant);
 
 impl FromRequestParts<AppState> for AuthMerchant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let addr = ClientAddr::of(parts).0;
         let key = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token)
-            .filter(|k| !k.is_empty() && k.len() <= API_KEY_BYTES_MAX)
-            .ok_or(ApiError::Unauthorized)?;
-        let merchant = state
-            .api_keys
-            .merchant(state.db.pool(), &state.keyring, key)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+            .filter(|k| !k.is_empty() && k.len() <= API_KEY_BYTES_MAX);
+        let Some(key) = key else {
+            state.address_limit.check(addr)?;
+            return Err(ApiError::Unauthorized);
+        };
+        let known = state.api_keys.known(key);
+        if !known {
+            state.address_limit.check(addr)?;
+        }
+        let Some(merchant) = state.api_keys.merchant(state.db.pool(), &state.keyring, key).await? else {
+            if known {
+                state.address_limit.check(addr)?;
+            }
+            return Err(ApiError::Unauthorized);
+        };
         state.rate_limit.check(&merchant.merchant_id)?;
         Ok(AuthMerchant(merchant))
     }

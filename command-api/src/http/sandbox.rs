@@ -7,6 +7,9 @@
 //! order that does not exist. The page sends its own Content-Security-Policy (a nonce for its
 //! one script and style) and no referrer, so the token does not leave with a link.
 //!
+//! Both are unauthenticated by design, so every request is charged against the client address's
+//! rate limit before anything else ([`crate::http::rate_limit::AddressRateLimit`]): 429 past it.
+//!
 //! Like a real channel after `time_expire`, the page refuses payment once the order's
 //! `expire_at` has passed (409 `order-expired`). A closed order that has not expired can still be
 //! paid: that is how a late payment (money that moved after a close) is tried out.
@@ -26,6 +29,7 @@ use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::http::parse_id;
+use crate::http::rate_limit::AddressCharged;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -98,12 +102,14 @@ fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
     responses(
         (status = 200, description = "An HTML page with the order and Pay / Fail buttons.", content_type = "text/html", body = String),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::InternalError),
         (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
 pub(crate) async fn page(
     State(state): State<AppState>,
+    _: AddressCharged,
     Path(order_id): Path<String>,
     query: PayPageQueryResult,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -171,6 +177,7 @@ pub struct PayRequest {
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 415, response = crate::openapi::UnsupportedMediaType),
         (status = 422, response = crate::openapi::ValidationFailed),
+        (status = 429, response = crate::openapi::TooManyRequests),
         (status = 500, response = crate::openapi::InternalError),
         (status = 503, response = crate::openapi::ServiceUnavailable),
         (status = 502, response = crate::openapi::BadGateway),
@@ -178,6 +185,7 @@ pub struct PayRequest {
 )]
 pub(crate) async fn pay(
     State(state): State<AppState>,
+    _: AddressCharged,
     Path(order_id): Path<String>,
     query: PayPageQueryResult,
     JsonBody(req): JsonBody<PayRequest>,
