@@ -257,7 +257,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PAYLEDGER_RATE_LIMIT_BURST", default_value_t = rate_limit::RATE_LIMIT_BURST_DEFAULT)]
     pub rate_limit_burst: u32,
     /// Unauthenticated requests per second each client address may make: wrong or missing API
-    /// keys, the sandbox pay page, channel callbacks refused for their signature or content;
+    /// keys, sandbox pay page requests with a wrong pay token, channel callbacks refused for
+    /// their signature or content;
     /// over it, 429 with Retry-After. The address is the TCP peer's (X-Forwarded-For is not
     /// trusted): behind a reverse proxy, raise it or turn it off. 0 turns the limit off.
     #[arg(

@@ -98,17 +98,26 @@ async fn wrong_api_keys_are_limited_per_address_and_merchants_are_still_served(b
     }
 }
 
-async fn the_sandbox_pay_page_is_limited_per_address(backend: Backend) {
+/// Guessed pay tokens are charged against the address (404, then 429); the payer holding the
+/// order's token is never charged, however often it loads the page.
+async fn sandbox_pay_page_guesses_are_limited_per_address_and_the_payer_is_not(backend: Backend) {
     let Some(s) = start(backend).await else {
         return;
     };
     let key = s.add_merchant("shop1").await.api_key;
     let order_id = create_id(&s, &key, &order_body("T-1", 100)).await;
     let page = format!("{}{}", s.base, pay_path(&s, &order_id).await);
-
-    let (refused, served) = until_refused(|| s.http.get(&page), 200).await;
-    assert!(served >= 1, "the page was never served");
+    for i in 0..BURST * 3 {
+        assert_eq!(send(s.http.get(&page)).await.status, 200, "the payer's request {i}");
+    }
+    let guess = format!(
+        "{}/sandbox/pay/{order_id}?token=00000000000000000000000000000000",
+        s.base
+    );
+    let (refused, guessed) = until_refused(|| s.http.get(&guess), 404).await;
+    assert!(guessed >= 1, "a guess is answered 404 before the limit");
     assert_rate_limited_problem(&refused);
+    assert_eq!(send(s.http.get(&page)).await.status, 200, "the payer is still served");
 }
 
 async fn unsigned_callbacks_are_limited_per_address_and_signed_ones_are_accepted(backend: Backend) {
@@ -149,6 +158,6 @@ async fn unsigned_callbacks_are_limited_per_address_and_signed_ones_are_accepted
 
 payledger_tests::both_backends!(
     wrong_api_keys_are_limited_per_address_and_merchants_are_still_served,
-    the_sandbox_pay_page_is_limited_per_address,
+    sandbox_pay_page_guesses_are_limited_per_address_and_the_payer_is_not,
     unsigned_callbacks_are_limited_per_address_and_signed_ones_are_accepted,
 );

@@ -15,8 +15,9 @@
 //!     `payledger_store::merchants::ApiKeyCache::known`) is looked up without a charge and
 //!     charged only if it is no longer found. Hence a merchant's key is charged once, on its
 //!     first use in a process, and never after.
-//!   - every request to the sandbox pay page, `GET` and `POST /sandbox/pay/{order_id}`
-//!     ([`crate::http::sandbox`]): unauthenticated by design, charged before anything else.
+//!   - a request to the sandbox pay page, `GET` and `POST /sandbox/pay/{order_id}`
+//!     ([`crate::http::sandbox`]), whose pay token does not check (a guess): the token
+//!     authenticates the payer, so a payer holding it is never charged.
 //!   - a channel callback whose signature or content is refused ([`crate::http::callbacks`]):
 //!     charged after verification, because a channel's valid callbacks must never be throttled by
 //!     address (a channel calls from few addresses, and a refused callback is lost money); the
@@ -50,7 +51,6 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
 use crate::http::error::ApiError;
 
 /// Default sustained rate, requests per second per merchant (`serve --rate-limit`).
@@ -309,21 +309,6 @@ impl ClientAddr {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(peer)| peer.ip()),
         )
-    }
-}
-
-/// Charges one request against the client address's unauthenticated limit before anything else
-/// of the request is read: 429 past it. For routes unauthenticated by design (the sandbox pay
-/// page).
-#[derive(Debug, Clone, Copy)]
-pub struct AddressCharged;
-
-impl FromRequestParts<AppState> for AddressCharged {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        state.address_limit.check(ClientAddr::of(parts).0)?;
-        Ok(Self)
     }
 }
 

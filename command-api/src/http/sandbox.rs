@@ -7,8 +7,10 @@
 //! order that does not exist. The page sends its own Content-Security-Policy (a nonce for its
 //! one script and style) and no referrer, so the token does not leave with a link.
 //!
-//! Both are unauthenticated by design, so every request is charged against the client address's
-//! rate limit before anything else ([`crate::http::rate_limit::AddressRateLimit`]): 429 past it.
+//! The token is what authenticates the payer, so a request whose token does not check (a
+//! guess) is charged against the client address's rate limit
+//! ([`crate::http::rate_limit::AddressRateLimit`]): 429 past it, 404 before. A payer with the
+//! right token is never charged (a load test paying many orders from one machine is served).
 //!
 //! Like a real channel after `time_expire`, the page refuses payment once the order's
 //! `expire_at` has passed (409 `order-expired`). A closed order that has not expired can still be
@@ -29,7 +31,7 @@ use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::JsonBody;
 use crate::http::parse_id;
-use crate::http::rate_limit::AddressCharged;
+use crate::http::rate_limit::ClientAddr;
 
 /// Routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -48,14 +50,23 @@ pub struct PayPageQuery {
 
 type PayPageQueryResult = Result<Query<PayPageQuery>, axum::extract::rejection::QueryRejection>;
 
-/// The sandbox order `order_id`, when `query` holds its pay token; 404 otherwise (the token is
-/// checked before the order is looked up, so guessing costs no database work).
-async fn sandbox_order(state: &AppState, order_id: &str, query: PayPageQueryResult) -> Result<OrderState, ApiError> {
-    let order_id = parse_id(order_id, "order")?;
+/// The sandbox order `order_id`, when `query` holds its pay token; 404 otherwise, charged
+/// against `addr`'s rate limit (429 past it). The token is checked before the order is looked
+/// up, so guessing costs no database work.
+async fn sandbox_order(
+    state: &AppState,
+    addr: ClientAddr,
+    order_id: &str,
+    query: PayPageQueryResult,
+) -> Result<OrderState, ApiError> {
     let token = query.ok().and_then(|Query(q)| q.token).unwrap_or_default();
-    if !state.sandbox.verify_pay_token(order_id, &token) {
-        return Err(ApiError::NotFound("order"));
-    }
+    let order_id = match parse_id(order_id, "order") {
+        Ok(id) if state.sandbox.verify_pay_token(id, &token) => id,
+        _ => {
+            state.address_limit.check(addr.0)?;
+            return Err(ApiError::NotFound("order"));
+        }
+    };
     let order = state
         .db
         .orders()
@@ -109,11 +120,11 @@ fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
 )]
 pub(crate) async fn page(
     State(state): State<AppState>,
-    _: AddressCharged,
+    addr: ClientAddr,
     Path(order_id): Path<String>,
     query: PayPageQueryResult,
 ) -> Result<impl IntoResponse, ApiError> {
-    let order = sandbox_order(&state, &order_id, query).await?;
+    let order = sandbox_order(&state, addr, &order_id, query).await?;
     let nonce = crate::http::security::nonce();
     let money = order.terms.amount;
     let amount = minor_to_display(money.amount_minor, money.currency.exponent().unwrap_or(2));
@@ -185,7 +196,7 @@ pub struct PayRequest {
 )]
 pub(crate) async fn pay(
     State(state): State<AppState>,
-    _: AddressCharged,
+    addr: ClientAddr,
     Path(order_id): Path<String>,
     query: PayPageQueryResult,
     JsonBody(req): JsonBody<PayRequest>,
@@ -195,7 +206,7 @@ pub(crate) async fn pay(
         "fail" => false,
         _ => return Err(ApiError::field("result", "must be \"success\" or \"fail\"")),
     };
-    let order = sandbox_order(&state, &order_id, query).await?;
+    let order = sandbox_order(&state, addr, &order_id, query).await?;
     let now = Utc::now();
     if now >= order.expire_at {
         return Err(ApiError::Conflict {
