@@ -24,6 +24,10 @@ if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
 fi
 [ ! -e payledger.db ] || { echo "payledger.db exists already: this check needs a fresh checkout" >&2; exit 1; }
 
+# The secrets key the run creates beside payledger.db goes with it (one already there is kept).
+had_key=0
+[ ! -e payledger.key ] || had_key=1
+
 log="$(mktemp)"
 server_pid=""
 cleanup() {
@@ -32,6 +36,7 @@ cleanup() {
         wait "$server_pid" 2>/dev/null || true
     fi
     rm -f payledger.db payledger.db-shm payledger.db-wal "$log"
+    [ "$had_key" = 1 ] || rm -f payledger.key
 }
 trap cleanup EXIT
 

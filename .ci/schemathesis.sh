@@ -39,6 +39,7 @@ trap cleanup EXIT
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port"
 export DATABASE_URL="sqlite://$work/payledger.db"
+export PAYLEDGER_SECRETS_KEY_FILE="$work/payledger.key"
 export RUST_LOG="${RUST_LOG:-warn}"
 
 api_key="$("$bin" merchants add schemathesis | python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')"
