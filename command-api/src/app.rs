@@ -252,8 +252,7 @@ pub fn router(state: AppState) -> Router {
 pub fn router_for(state: AppState, api: bool) -> Router {
     let deadline = axum::middleware::from_fn_with_state(state.clone(), crate::http::deadline::deadline);
     if !api {
-        return crate::http::security::layer(Router::new().merge(crate::http::health::router()))
-            .layer(deadline)
+        return crate::http::security::layer(Router::new().merge(crate::http::health::router()).layer(deadline))
             .layer(trace_layer())
             .with_state(state);
     }
@@ -267,11 +266,11 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())
         .merge(crate::openapi::router());
-    crate::http::security::layer(resources)
-        // Enforced where bodies are read (our extractors), so a 413 is problem+json like every
-        // other error.
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(deadline)
+    // Enforced where bodies are read (our extractors), so a 413 is problem+json like every
+    // other error.
+    let limited = resources.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)).layer(deadline);
+    // Outside the deadline, so its 503 carries the headers too.
+    crate::http::security::layer(limited)
         .layer(trace_layer())
         .with_state(state)
 }
@@ -391,6 +390,37 @@ async fn channel_calls(config: &ServeConfig, local: Channels) -> anyhow::Result<
     Ok((local.remote(requester, prefix), None))
 }
 
+/// The keyring of the installation whose database is `db`, from `source`.
+///
+/// When the database already holds a sealed secret (the sandbox's, stored at the first `serve`,
+/// or a merchant's), the key must already exist and must open it: a missing key file is an
+/// error, never created (`serve` or `merchants add` run from another directory would otherwise
+/// seal new secrets under a key no other process has). A new installation's missing key file
+/// is created ([`KeySource::load`]).
+///
+/// # Errors
+/// The key cannot be read, or does not open the installation's secrets (the message names the
+/// key id it lacks).
+pub async fn installation_keyring(source: &KeySource, db: &Database) -> anyhow::Result<Keyring> {
+    let sandbox = settings::get(db.pool(), SANDBOX_SECRET_KEY).await?;
+    let sealed = match sandbox {
+        Some(stored) => Some((settings::secret_place(SANDBOX_SECRET_KEY), stored)),
+        None => merchants::any_sealed(db.pool())
+            .await?
+            .map(|(id, stored)| (merchants::webhook_secret_place(&id), stored)),
+    };
+    let Some((place, stored)) = sealed else {
+        return Ok(source.load()?);
+    };
+    let keyring = source.load_existing().map_err(|e| {
+        anyhow::anyhow!("{e}; this installation's secrets are already sealed, so its own key is needed")
+    })?;
+    keyring
+        .open(&stored, &place)
+        .map_err(|e| anyhow::anyhow!("the secrets key does not open this installation's secrets: {e}"))?;
+    Ok(keyring)
+}
+
 /// Connects and migrates the database, starts the roles of `config.roles` (projections,
 /// notifier, refund worker, order monitor, relay, channel service), and serves HTTP on `config.listen`: the API
 /// with the sandbox and the configured channels when it runs `api`, the operations endpoints
@@ -410,9 +440,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     }
     // Install the process's metrics recorder before anything records.
     crate::metrics::handle();
-    let keyring = Arc::new(config.secrets_key.load()?);
     let db = Database::connect(config.database_url.as_deref(), config.pools).await?;
     db.migrate().await?;
+    let keyring = Arc::new(installation_keyring(&config.secrets_key, &db).await?);
     let sealed = merchants::seal_stored(db.pool(), &keyring).await?;
     if sealed > 0 {
         tracing::info!(

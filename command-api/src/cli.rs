@@ -15,7 +15,7 @@ use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use payledger_notifier::RetrySchedule;
 use payledger_projections::rebuild::Projection;
-use payledger_store::sealed::{KeySource, KEY_FILE_DEFAULT};
+use payledger_store::sealed::{KeySource, KEY_FILE_DEFAULT, SECRETS_KEY_ENV};
 use payledger_store::{merchants, Database, PoolConfig};
 use rand::RngCore;
 
@@ -37,21 +37,13 @@ pub struct Cli {
     pub database_url: Option<String>,
 
     /// File of the key that seals stored secrets (webhook secrets, the sandbox's callback
-    /// secret): `<key id> <base64 of 32 bytes>` per line, the first current, older ones to open
-    /// older values (rotation: put a new line first and restart). Created (mode 0600) when
-    /// missing; refused when others may read it. Every process of an installation needs it.
+    /// secret): `<key id> <base64 of 32 bytes>` per line, the first current, older ones only to
+    /// open older values (rotation: docs/configuration.md). Created (mode 0600) when missing and
+    /// the database holds no sealed secret yet; refused when others may read it or its group may
+    /// write it. Every process of an installation needs the same file. The environment variable
+    /// PAYLEDGER_SECRETS_KEY (the key text itself, `;` between lines) wins over it.
     #[arg(long, env = "PAYLEDGER_SECRETS_KEY_FILE", global = true, default_value = KEY_FILE_DEFAULT)]
     pub secrets_key_file: PathBuf,
-
-    /// The key text itself (same format, `;` between lines); wins over --secrets-key-file.
-    #[arg(
-        long,
-        env = "PAYLEDGER_SECRETS_KEY",
-        global = true,
-        hide_env_values = true,
-        hide = true
-    )]
-    pub secrets_key: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -362,9 +354,10 @@ impl ServeArgs {
 /// malformed statement, a port in use. The caller prints the chain of causes (`{:#}`).
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database_url = cli.database_url;
-    let secrets_key = match cli.secrets_key {
-        Some(text) => KeySource::Inline(text),
-        None => KeySource::File(cli.secrets_key_file),
+    // The key text only from the environment, never a flag: a command line shows in `ps`.
+    let secrets_key = match std::env::var(SECRETS_KEY_ENV) {
+        Ok(text) if !text.trim().is_empty() => KeySource::Inline(text),
+        _ => KeySource::File(cli.secrets_key_file),
     };
     match cli.command {
         Command::Serve(args) => {
@@ -437,8 +430,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some((field, messages)) = e.0.into_iter().next() {
                 anyhow::bail!("invalid {field}: {}", messages.join("; "));
             }
-            let keyring = secrets_key.load()?;
             let db = connect(database_url.as_deref()).await?;
+            let keyring = app::installation_keyring(&secrets_key, &db).await?;
             let api_key = random_token("plk_");
             let webhook_secret = random_token("whsec_");
             merchants::add(db.pool(), &keyring, &merchant_id, &api_key, &webhook_secret).await?;

@@ -44,6 +44,20 @@ fn merchants_add_prints_credentials_and_refuses_duplicates_and_bad_ids() {
         let key = std::fs::metadata(dir.path().join("payledger.key")).expect("./payledger.key, created");
         assert_eq!(key.permissions().mode() & 0o777, 0o600, "the secrets key is private");
     }
+    // From another directory, on the same (now sealed) database: refused, and no new key made.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("payledger.db").display());
+    let stray = payledger(elsewhere.path())
+        .args(["--database-url", &url, "merchants", "add", "shop_2"])
+        .output()
+        .unwrap();
+    assert!(!stray.status.success());
+    let stderr = String::from_utf8_lossy(&stray.stderr);
+    assert!(stderr.contains("already sealed"), "{stderr}");
+    assert!(
+        !elsewhere.path().join("payledger.key").exists(),
+        "no stray key is created"
+    );
 
     let dup = payledger(dir.path())
         .args(["merchants", "add", "shop_1"])

@@ -85,7 +85,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     // IETF protocol assignments 2001::/23 (Teredo, benchmarking…) and documentation
     // (2001:db8::/32, 3fff::/20).
     let ietf_or_documentation = s[0] == 0x2001 && (s[1] < 0x0200 || s[1] == 0x0db8);
-    !(ietf_or_documentation || (s[0] & 0xfff0) == 0x3ff0)
+    !(ietf_or_documentation || (s[0] == 0x3fff && s[1] & 0xf000 == 0))
 }
 
 /// Refuses a URL whose host is a non-public IP literal. Names are left to [`PublicOnly`].
@@ -201,6 +201,7 @@ mod tests {
             "2001:2::1",
             "2001:db8::1",
             "3fff::1",
+            "3fff:fff::1",
             "fc00::1",
             "fd12:3456::1",
             "fe80::1",
@@ -227,6 +228,8 @@ mod tests {
             "2002:808:808::1",
             "2606:4700:4700::1111",
             "2a00:1450:4001::1",
+            "3fff:1000::1",
+            "3ff0::1",
         ] {
             assert!(public(s), "{s} must pass");
         }

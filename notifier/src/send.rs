@@ -134,10 +134,10 @@ struct Job {
 
 impl Sender {
     /// A sender over the notify queue in `pool`; `queued` wakes it (see [`crate::NotifyEnqueuer`]).
+    /// `keyring` opens the merchants' sealed webhook secrets.
     ///
     /// # Errors
     /// When the HTTP client cannot be built (TLS roots unavailable).
-    /// `keyring` opens the merchants' sealed webhook secrets.
     pub fn new(
         pool: AnyPool,
         keyring: Arc<Keyring>,
@@ -292,9 +292,20 @@ impl Sender {
     async fn deliver(&self, job: Job) -> Result<(), DbError> {
         let attempt = job.attempts + 1;
         let started = Instant::now();
-        let result: Result<u16, String> = match merchants::get(&self.pool, &self.keyring, &job.merchant_id).await? {
-            None => Err(format!("merchant {} no longer exists", job.merchant_id)),
-            Some(m) => self.post(&job, &m.webhook_secret).await,
+        let result: Result<u16, String> = match merchants::get(&self.pool, &self.keyring, &job.merchant_id).await {
+            Ok(None) => Err(format!("merchant {} no longer exists", job.merchant_id)),
+            Ok(Some(m)) => self.post(&job, &m.webhook_secret).await,
+            // The secret does not open with this process's key (a key rotated elsewhere, the
+            // wrong key file): an attempt that failed, retried on the schedule and visible in
+            // the attempt log, not a job leased again forever.
+            Err(DbError::Corrupt(detail)) => {
+                tracing::error!(notification_id = %job.notification_id, %detail, "cannot sign the notification");
+                Err(
+                    "not sent: the webhook secret could not be opened to sign it (operator: check the secrets key)"
+                        .into(),
+                )
+            }
+            Err(e) => return Err(e),
         };
         let latency = started.elapsed();
         let latency_ms = latency.as_millis() as i64;

@@ -12,12 +12,21 @@ use crate::backend::DbError;
 use crate::sealed::Keyring;
 use crate::time::fmt_ts;
 
-/// A merchant as stored (the API key itself is never stored, only its SHA-256).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A merchant as stored (the API key itself is never stored, only its SHA-256). `Debug` never
+/// shows the webhook secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Merchant {
     pub merchant_id: String,
-    /// HMAC-SHA256 key for `Payledger-Signature` on notifications.
+    /// HMAC-SHA256 key for `Payledger-Signature` on notifications (opened: stored sealed).
     pub webhook_secret: String,
+}
+
+impl std::fmt::Debug for Merchant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Merchant")
+            .field("merchant_id", &self.merchant_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why adding a merchant failed.
@@ -92,21 +101,41 @@ fn opened(keyring: &Keyring, (merchant_id, stored): (String, String)) -> Result<
     })
 }
 
-/// Seals the webhook secrets stored before sealing existed and re-wraps those sealed under an
-/// older key of `keyring` under its current one (key rotation); returns how many changed. Each
-/// row changes only if it still holds what was read, so processes doing this at once agree.
+/// One merchant whose webhook secret is stored sealed, as `(merchant_id, stored value)`, if any:
+/// a sign that the installation already has a secrets key.
 ///
 /// # Errors
-/// [`DbError::Sqlx`]; [`DbError::Corrupt`] for a secret that does not open with `keyring`.
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn any_sealed(pool: &AnyPool) -> Result<Option<(String, String)>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT merchant_id, webhook_secret FROM merchants WHERE webhook_secret LIKE 'sealed1:%' \
+         ORDER BY merchant_id LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Seals the webhook secrets stored before sealing existed and re-wraps those sealed under an
+/// older key of `keyring` under its current one (key rotation); returns how many changed. Each
+/// row changes only if it still holds what was read, so processes doing this at once agree. A
+/// secret that does not open with `keyring` is logged (error) and left as it is: one damaged
+/// row must not stop the installation (that merchant's notifications fail, visibly, instead).
+///
+/// # Errors
+/// [`DbError::Sqlx`].
 pub async fn seal_stored(pool: &AnyPool, keyring: &Keyring) -> Result<u64, DbError> {
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants")
         .fetch_all(pool)
         .await?;
     let mut changed = 0;
     for (merchant_id, stored) in rows {
-        let now = keyring
-            .rewrap(&stored, &webhook_secret_place(&merchant_id))
-            .map_err(|e| DbError::Corrupt(format!("merchant {merchant_id}: {e}")))?;
+        let now = match keyring.rewrap(&stored, &webhook_secret_place(&merchant_id)) {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::error!(%merchant_id, error = %e, "a webhook secret does not open; left as it is");
+                continue;
+            }
+        };
         if let Some(now) = now {
             changed +=
                 sqlx::query("UPDATE merchants SET webhook_secret = $1 WHERE merchant_id = $2 AND webhook_secret = $3")

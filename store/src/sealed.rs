@@ -14,9 +14,9 @@
 //!
 //! The operator's keys come from a key file or the `PAYLEDGER_SECRETS_KEY` environment variable
 //! ([`Keyring::parse`]: one `<key id> <base64 of 32 bytes>` per line or `;`-separated, the first
-//! is current, the others only open older values). A key file readable or writable by others
-//! than its owner and group is refused ([`Keyring::load_file`]); a missing default key file is
-//! created with mode 0600 ([`Keyring::load_or_create`]).
+//! is current, the others only open older values). A key file others may read or write, or its
+//! group may write, is refused ([`Keyring::load_file`]); a missing key file is created with mode
+//! 0600 ([`Keyring::load_or_create`]) only while the database holds no sealed secret yet.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,8 +42,8 @@ pub enum KeyringError {
         source: std::io::Error,
     },
     #[error(
-        "secrets key file {path} is readable or writable by other users (mode {mode:o}); \
-         make it private: chmod 600 {path}"
+        "secrets key file {path} is open to other users (mode {mode:o}: others may read or write \
+         it, or its group may write it); make it private: chmod 600 {path}"
     )]
     Exposed { path: String, mode: u32 },
     #[error("secrets key {0}: expected `<key id> <base64 of 32 bytes>` per line")]
@@ -65,6 +65,8 @@ pub enum KeySource {
 
 /// The default key file, in the working directory (beside the default SQLite database).
 pub const KEY_FILE_DEFAULT: &str = "payledger.key";
+/// The environment variable holding the key text itself ([`KeySource::Inline`]).
+pub const SECRETS_KEY_ENV: &str = "PAYLEDGER_SECRETS_KEY";
 
 impl Default for KeySource {
     fn default() -> Self {
@@ -82,8 +84,21 @@ impl fmt::Debug for KeySource {
 }
 
 impl KeySource {
-    /// The keyring. A key file created now is logged (warning): its owner must keep it and
-    /// give it to every process of the installation.
+    /// The keyring of an installation that already holds sealed secrets: a missing key file is
+    /// an error here, never created (a new key could open none of them).
+    ///
+    /// # Errors
+    /// As [`Keyring::load_file`] or [`Keyring::parse`].
+    pub fn load_existing(&self) -> Result<Keyring, KeyringError> {
+        match self {
+            Self::Inline(text) => Keyring::parse(text),
+            Self::File(path) => Keyring::load_file(path),
+        }
+    }
+
+    /// The keyring; a missing key file is created, which is logged (warning): its owner must
+    /// keep it and give it to every process of the installation. For a new installation only
+    /// (see [`KeySource::load_existing`]).
     ///
     /// # Errors
     /// As [`Keyring::load_or_create`] or [`Keyring::parse`].
@@ -171,7 +186,8 @@ impl Keyring {
     /// A keyring from the file at `path`.
     ///
     /// # Errors
-    /// [`KeyringError::Exposed`] when others (not owner, not group) may read or write it;
+    /// [`KeyringError::Exposed`] when others may read or write it, or its group may write it
+    /// (and so put in a key of its own);
     /// [`KeyringError::Io`] when it cannot be read; else as [`Keyring::parse`].
     pub fn load_file(path: &Path) -> Result<Self, KeyringError> {
         let io = |source| KeyringError::Io {
@@ -183,7 +199,7 @@ impl Keyring {
         {
             use std::os::unix::fs::PermissionsExt as _;
             let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o007 != 0 {
+            if mode & 0o027 != 0 {
                 return Err(KeyringError::Exposed {
                     path: path.display().to_string(),
                     mode,

@@ -23,6 +23,17 @@ pub async fn get_or_init(pool: &AnyPool, key: &str, make: impl FnOnce() -> Strin
     Ok(value)
 }
 
+/// The stored value of `key`, if any (a secret setting as stored: sealed).
+///
+/// # Errors
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn get(pool: &AnyPool, key: &str) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?)
+}
+
 /// Where the secret setting `key` is sealed (the associated data of [`Keyring::seal`]).
 pub fn secret_place(key: &str) -> String {
     format!("settings/{key}")

@@ -6,9 +6,10 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
+use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_command_api::app::{self, ServeConfig, SANDBOX_SECRET_KEY};
 use payledger_store::sealed::{KeySource, Keyring};
-use payledger_tests::flows::{create_id, order_body, pay, WAIT};
+use payledger_tests::flows::{create_id, order_body, pay, sandbox_with_installation_secret, WAIT};
 use payledger_tests::{secrets_key_for, Backend, TestServer, WebhookReceiver};
 use serde_json::json;
 
@@ -83,7 +84,20 @@ async fn secrets_are_sealed_migrated_and_rotated(backend: Backend) {
     .execute(s.database().pool())
     .await
     .expect("legacy row");
+    // So is a sandbox secret stored in plain text.
+    sqlx::query("UPDATE settings SET value = 'plain-sandbox-secret' WHERE key = $1")
+        .bind(SANDBOX_SECRET_KEY)
+        .execute(s.database().pool())
+        .await
+        .expect("legacy sandbox secret");
     s.restart().await;
+    let sandbox_stored = stored_sandbox_secret(&s).await;
+    assert!(sandbox_stored.starts_with("sealed1:test:"), "{sandbox_stored}");
+    assert_eq!(
+        sandbox_with_installation_secret(&s).await.sign(b"x"),
+        SandboxChannel::new(&s.base, b"plain-sandbox-secret").sign(b"x"),
+        "the same sandbox secret, now sealed"
+    );
     let legacy = stored_webhook_secret(&s, "legacy").await;
     assert!(
         legacy.starts_with("sealed1:test:") && !legacy.contains("whsec_plain_legacy"),
@@ -108,8 +122,23 @@ async fn secrets_are_sealed_migrated_and_rotated(backend: Backend) {
     s.restart().await;
     notification_is_signed_with(&s, &m.api_key, &hook, "T-3", &m.webhook_secret).await;
     notification_is_signed_with(&s, "plk_legacy", &hook, "T-4", "whsec_plain_legacy").await;
-    // The sandbox still verifies its own callbacks (the pay above went through it), and the
-    // pay page token derives from the same secret.
+
+    // A damaged row (tampered, or sealed elsewhere) does not stop the installation: the restart
+    // goes on, the other merchants are served and notified; the damaged one's key gets 500.
+    let damaged = stored_webhook_secret(&s, "legacy")
+        .await
+        .replacen("sealed1:k2:", "sealed1:k2:A", 1);
+    sqlx::query("UPDATE merchants SET webhook_secret = $1 WHERE merchant_id = 'legacy'")
+        .bind(&damaged)
+        .execute(s.database().pool())
+        .await
+        .expect("damage");
+    s.restart().await;
+    notification_is_signed_with(&s, &m.api_key, &hook, "T-5", &m.webhook_secret).await;
+    let refused = s
+        .call("POST", "/v1/orders", Some("plk_legacy"), Some(&order_body("T-6", 100)))
+        .await;
+    assert_eq!(refused.status, 500, "{}", refused.text);
 
     // A process with another key refuses to start and names the key id it lacks.
     s.stop().await;
