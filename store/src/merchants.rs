@@ -83,12 +83,28 @@ pub async fn add(
 /// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when the webhook secret does
 /// not open with `keyring`.
 pub async fn by_api_key(pool: &AnyPool, keyring: &Keyring, api_key: &str) -> Result<Option<Merchant>, DbError> {
+    by_key_hash(pool, keyring, &ApiKeyHash::of(api_key)).await
+}
+
+async fn by_key_hash(pool: &AnyPool, keyring: &Keyring, hash: &ApiKeyHash) -> Result<Option<Merchant>, DbError> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants WHERE api_key_sha256 = $1")
-            .bind(api_key_hash(api_key))
+            .bind(&hash.0)
             .fetch_optional(pool)
             .await?;
     row.map(|row| opened(keyring, row)).transpose()
+}
+
+/// An API key's [`api_key_hash`], computed once per request and used for every lookup of it
+/// ([`ApiKeyCache::known`], [`ApiKeyCache::merchant`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ApiKeyHash(String);
+
+impl ApiKeyHash {
+    /// The hash of `api_key`.
+    pub fn of(api_key: &str) -> Self {
+        Self(api_key_hash(api_key))
+    }
 }
 
 fn opened(keyring: &Keyring, (merchant_id, stored): (String, String)) -> Result<Merchant, DbError> {
@@ -166,43 +182,44 @@ pub struct ApiKeyCache {
 }
 
 impl ApiKeyCache {
-    /// As [`by_api_key`], answered from the cache while the entry is fresh.
+    /// As [`by_api_key`] for the key whose hash is `hash`, answered from the cache while the
+    /// entry is fresh.
     ///
     /// # Errors
-    /// [`DbError::Sqlx`] when the database fails.
+    /// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when the webhook secret
+    /// does not open with `keyring`.
     pub async fn merchant(
         &self,
         pool: &AnyPool,
         keyring: &Keyring,
-        api_key: &str,
+        hash: &ApiKeyHash,
     ) -> Result<Option<Merchant>, DbError> {
-        let hash = api_key_hash(api_key);
         let ttl = std::time::Duration::from_millis(API_KEY_CACHE_TTL_MS);
         let fresh = self
             .lock()
-            .get(&hash)
+            .get(&hash.0)
             .filter(|(_, at)| at.elapsed() < ttl)
             .map(|(m, _)| m.clone());
         if fresh.is_some() {
             return Ok(fresh);
         }
-        let found = by_api_key(pool, keyring, api_key).await?;
+        let found = by_key_hash(pool, keyring, hash).await?;
         if let Some(m) = &found {
             let mut entries = self.lock();
             if entries.len() >= API_KEY_CACHE_ENTRIES_MAX {
                 entries.clear();
             }
-            entries.insert(hash, (m.clone(), std::time::Instant::now()));
+            entries.insert(hash.0.clone(), (m.clone(), std::time::Instant::now()));
         }
         Ok(found)
     }
 
-    /// Whether a lookup of this process found `api_key` before (its entry may since have gone
-    /// stale; entries go only when the cache is full and starts again). Answered from memory:
-    /// the HTTP layer charges keys it does not know against the client address's rate limit
-    /// before their lookup, and never a key known here.
-    pub fn known(&self, api_key: &str) -> bool {
-        self.lock().contains_key(&api_key_hash(api_key))
+    /// Whether a lookup of this process found the key whose hash is `hash` before (its entry
+    /// may since have gone stale; entries go only when the cache is full and starts again).
+    /// Answered from memory: the HTTP layer charges keys it does not know against the client
+    /// address's rate limit before their lookup, and never a key known here.
+    pub fn known(&self, hash: &ApiKeyHash) -> bool {
+        self.lock().contains_key(&hash.0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Merchant, std::time::Instant)>> {

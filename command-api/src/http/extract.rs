@@ -6,7 +6,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use payledger_store::merchants::Merchant;
+use payledger_store::merchants::{ApiKeyHash, Merchant};
 use serde::de::DeserializeOwned;
 
 use crate::app::{AppState, BODY_LIMIT_BYTES};
@@ -145,11 +145,13 @@ impl FromRequestParts<AppState> for AuthMerchant {
             state.address_limit.check(addr)?;
             return Err(ApiError::Unauthorized);
         };
-        let known = state.api_keys.known(key);
+        // Hashed once: the cache check and the lookup both use it.
+        let hash = ApiKeyHash::of(key);
+        let known = state.api_keys.known(&hash);
         if !known {
             state.address_limit.check(addr)?;
         }
-        let Some(merchant) = state.api_keys.merchant(state.db.pool(), &state.keyring, key).await? else {
+        let Some(merchant) = state.api_keys.merchant(state.db.pool(), &state.keyring, &hash).await? else {
             if known {
                 state.address_limit.check(addr)?;
             }
