@@ -54,7 +54,7 @@ done
 curl -fsS "$base/healthz" >/dev/null || { cat "$log" >&2; echo "no /healthz from the README's run command" >&2; exit 1; }
 
 json() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-key="$(${cli_cmd} merchants add readme_check | json api_key)"
+key="$(${cli_cmd} merchants add readme_check | json test_api_key)"
 order="$(curl -fsS -X POST "$base/v1/orders" \
     -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
     -d '{"out_trade_no":"A-1001","amount":1999,"currency":"CNY","channel":"sandbox","subject":"Coffee beans 1kg"}')"

@@ -42,7 +42,7 @@ export DATABASE_URL="sqlite://$work/payledger.db"
 export PAYLEDGER_SECRETS_KEY_FILE="$work/payledger.key"
 export RUST_LOG="${RUST_LOG:-warn}"
 
-api_key="$("$bin" merchants add schemathesis | python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')"
+api_key="$("$bin" merchants add schemathesis | python3 -c 'import json, sys; print(json.load(sys.stdin)["test_api_key"])')"
 # The fuzzer sends thousands of unauthenticated requests (pay pages, unsigned callbacks) from one
 # address: the per-address limit would answer them 429 before their content is judged.
 "$bin" serve --listen "127.0.0.1:$port" --unauthenticated-rate-limit 0 >"$work/server.log" 2>&1 &

@@ -32,7 +32,9 @@ pub struct Payledger {
 /// A merchant of the run, as `payledger merchants add` printed it (other fields ignored).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Merchant {
-    /// Its bearer token for the merchant endpoints.
+    /// Its test-mode bearer token for the merchant endpoints: the benchmark's orders are sandbox
+    /// orders.
+    #[serde(rename = "test_api_key")]
     pub api_key: String,
 }
 

@@ -9,6 +9,7 @@
 //!   "event_version": "1.0",                    // version of `payload`'s shape (after upcasting)
 //!   "order_id": "6f1e…",
 //!   "merchant_id": "m_1",
+//!   "mode": "live",                            // test or live: never mix them downstream
 //!   "sequence": 3,                             // 1-based, dense per order
 //!   "position": {"transaction_id": 812, "global_position": 40312},
 //!   "recorded_at": "2026-01-02T03:04:05.123456Z",  // when the database stored it
@@ -19,8 +20,8 @@
 //! ```
 
 use chrono::{DateTime, Utc};
-use payledger_domain::PaymentOrderEvent;
-use payledger_store::{LogEvent, LogPosition};
+use payledger_domain::{Mode, PaymentOrderEvent};
+use payledger_store::{LogEvent, LogPosition, OrderOwner};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -53,6 +54,10 @@ pub struct Envelope {
     pub order_id: Uuid,
     /// The merchant that owns the order (also the subject's third token).
     pub merchant_id: String,
+    /// The order's mode, `test` or `live` (also the `Payledger-Mode` header). Every message the
+    /// relay publishes has it; absent only in messages published before modes existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     /// 1-based position of the event in its order; dense, so a gap means a missed message.
     pub sequence: i64,
     /// Position in the global log; increases in commit order across all orders.
@@ -68,11 +73,11 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The envelope of `event`, owned by `merchant_id`.
+    /// The envelope of `event`, whose order belongs to `owner`.
     ///
     /// # Errors
     /// [`EnvelopeError`] when the event does not serialise (a bug, not bad input).
-    pub fn new(event: &LogEvent, merchant_id: &str) -> Result<Self, EnvelopeError> {
+    pub fn new(event: &LogEvent, owner: &OrderOwner) -> Result<Self, EnvelopeError> {
         // cqrs-es stores `{"<EventType>": {fields}}`; the envelope names the type once, in
         // `event_type`, and carries the fields alone.
         let payload = match serde_json::to_value(&event.event)? {
@@ -91,7 +96,8 @@ impl Envelope {
             event_type: event.event.name().to_string(),
             event_version: event.event.version().to_string(),
             order_id: event.order_id,
-            merchant_id: merchant_id.to_string(),
+            merchant_id: owner.merchant_id.clone(),
+            mode: Some(owner.mode),
             sequence: event.sequence,
             position: event.position,
             recorded_at: event.recorded_at,
@@ -143,6 +149,9 @@ impl Envelope {
         msg_id(self.order_id, self.sequence)
     }
 }
+
+/// The header every message carries the order's mode in: `test` or `live`.
+pub const MODE_HEADER: &str = "Payledger-Mode";
 
 /// `Nats-Msg-Id` of event `sequence` of order `order_id`: `<order_id>:<sequence>`.
 pub fn msg_id(order_id: Uuid, sequence: i64) -> String {
@@ -230,7 +239,12 @@ mod tests {
             metadata: serde_json::json!({"actor": "worker:monitor"}),
             recorded_at: closed_at,
         };
-        let envelope = Envelope::new(&event, "m_1").expect("envelope");
+        let owner = OrderOwner {
+            merchant_id: "m_1".into(),
+            mode: Mode::Test,
+        };
+        let envelope = Envelope::new(&event, &owner).expect("envelope");
+        assert_eq!(envelope.mode, Some(Mode::Test));
         let body = serde_json::to_vec(&envelope).expect("json");
         let decoded = Envelope::from_slice(&body)
             .expect("decodes")
@@ -247,6 +261,7 @@ mod tests {
             event_version: "1.0".into(),
             order_id: Uuid::nil(),
             merchant_id: "m".into(),
+            mode: Some(Mode::Live),
             sequence: 1,
             position: LogPosition::default(),
             recorded_at: Utc::now(),

@@ -1,8 +1,10 @@
 //! The relay: a subscriber of the global log that publishes every event to JetStream.
 //!
 //! Each event goes to stream [`RelayConfig::stream`] (default `PAYLEDGER_EVENTS`), subject
-//! `<prefix>.<merchant_id>.<event_type>` (prefix default `payledger.events`), header
-//! `Nats-Msg-Id: <order_id>:<sequence>`, body the [`Envelope`] as JSON.
+//! `<prefix>.<merchant_id>.<event_type>` (prefix default `payledger.events`), headers
+//! `Nats-Msg-Id: <order_id>:<sequence>` and `Payledger-Mode: test|live` (the order's mode, also
+//! the envelope's `mode`: a downstream system that must never see test money filters on it),
+//! body the [`Envelope`] as JSON.
 //!
 //! # Batches, acks in flight, checkpoint
 //! One step reads up to [`RelayConfig::batch_events_max`] events after the relay's checkpoint,
@@ -45,9 +47,9 @@ use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::jetstream::{self, Context};
 use bytes::Bytes;
 use chrono::Utc;
-use payledger_domain::PaymentOrderEvent;
+use payledger_domain::{Mode, PaymentOrderEvent};
 use payledger_store::subscription::{checkpoint, wait_after, Progress};
-use payledger_store::{Database, DbError, LogEvent, LogPosition};
+use payledger_store::{Database, DbError, LogEvent, LogPosition, OrderOwner};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -87,7 +89,7 @@ pub const RELAY_FAILED_STEPS_TOTAL: &str = "payledger_relay_failed_steps_total";
 
 const CONNECT_POLL_MS: u64 = 10;
 /// Orders whose merchant the relay remembers (about 100 bytes each). Past it the oldest entry
-/// goes; a miss costs one batched query per batch ([`payledger_store::GlobalLog::merchants_of`]).
+/// goes; a miss costs one batched query per batch ([`payledger_store::GlobalLog::owners_of`]).
 pub const MERCHANT_CACHE_ORDERS_MAX: usize = 100_000;
 
 /// Where and how the relay publishes. Its `Debug` hides credentials in the URL.
@@ -252,16 +254,16 @@ pub struct Published {
     pub rounds: usize,
 }
 
-/// Order → merchant, bounded; evicts the oldest insertion first.
+/// Order → owner (merchant and mode), bounded; evicts the oldest insertion first.
 #[derive(Default)]
 struct MerchantCache {
-    map: HashMap<Uuid, String>,
+    map: HashMap<Uuid, OrderOwner>,
     order: VecDeque<Uuid>,
 }
 
 impl MerchantCache {
-    fn insert(&mut self, order_id: Uuid, merchant_id: String) {
-        if self.map.insert(order_id, merchant_id).is_none() {
+    fn insert(&mut self, order_id: Uuid, owner: OrderOwner) {
+        if self.map.insert(order_id, owner).is_none() {
             self.order.push_back(order_id);
             while self.order.len() > MERCHANT_CACHE_ORDERS_MAX {
                 if let Some(old) = self.order.pop_front() {
@@ -274,6 +276,7 @@ impl MerchantCache {
 
 struct Message {
     subject: String,
+    mode: Mode,
     msg_id: String,
     body: Bytes,
 }
@@ -407,9 +410,9 @@ impl Relay {
         Ok(())
     }
 
-    /// The merchant of each event's order: from the cache, or from `OrderCreated` in the store
-    /// in one batched read for the misses.
-    async fn merchants(&self, events: &[LogEvent]) -> Result<HashMap<Uuid, String>, RelayError> {
+    /// The owner (merchant and mode) of each event's order: from the cache, or from
+    /// `OrderCreated` in the store in one batched read for the misses.
+    async fn merchants(&self, events: &[LogEvent]) -> Result<HashMap<Uuid, OrderOwner>, RelayError> {
         let mut cache = self.merchants.lock().await;
         let mut found = HashMap::new();
         let mut missing = Vec::new();
@@ -418,7 +421,7 @@ impl Relay {
                 continue;
             }
             if let PaymentOrderEvent::OrderCreated { terms, .. } = &e.event {
-                cache.insert(e.order_id, terms.merchant_id.clone());
+                cache.insert(e.order_id, OrderOwner::of(terms));
             }
             match cache.map.get(&e.order_id) {
                 Some(m) => {
@@ -429,7 +432,7 @@ impl Relay {
             }
         }
         if !missing.is_empty() {
-            let read = self.db.log().merchants_of(&missing).await?;
+            let read = self.db.log().owners_of(&missing).await?;
             for id in missing {
                 let m = read.get(&id).ok_or(RelayError::UnknownMerchant(id))?;
                 cache.insert(id, m.clone());
@@ -439,16 +442,15 @@ impl Relay {
         Ok(found)
     }
 
-    fn messages(&self, events: &[LogEvent], merchants: &HashMap<Uuid, String>) -> Result<Vec<Message>, RelayError> {
+    fn messages(&self, events: &[LogEvent], owners: &HashMap<Uuid, OrderOwner>) -> Result<Vec<Message>, RelayError> {
         events
             .iter()
             .map(|e| {
-                let merchant = merchants
-                    .get(&e.order_id)
-                    .ok_or(RelayError::UnknownMerchant(e.order_id))?;
-                let envelope = Envelope::new(e, merchant)?;
+                let owner = owners.get(&e.order_id).ok_or(RelayError::UnknownMerchant(e.order_id))?;
+                let envelope = Envelope::new(e, owner)?;
                 Ok(Message {
-                    subject: envelope::subject(&self.config.subject_prefix, merchant, &envelope.event_type),
+                    subject: envelope::subject(&self.config.subject_prefix, &owner.merchant_id, &envelope.event_type),
+                    mode: owner.mode,
                     msg_id: envelope.msg_id(),
                     body: Bytes::from(serde_json::to_vec(&envelope).map_err(EnvelopeError::from)?),
                 })
@@ -474,7 +476,10 @@ impl Relay {
             let mut acks = Vec::with_capacity(round.len());
             for i in round {
                 let m = &messages[i];
-                let publish = PublishMessage::build().payload(m.body.clone()).message_id(&m.msg_id);
+                let publish = PublishMessage::build()
+                    .payload(m.body.clone())
+                    .message_id(&m.msg_id)
+                    .header(envelope::MODE_HEADER, m.mode.as_str());
                 let ack = js
                     .send_publish(m.subject.clone(), publish)
                     .await
@@ -713,7 +718,11 @@ mod tests {
     fn the_merchant_cache_forgets_the_oldest_order_past_its_bound() {
         let mut cache = MerchantCache::default();
         for i in 0..=MERCHANT_CACHE_ORDERS_MAX as u128 {
-            cache.insert(Uuid::from_u128(i), "m".into());
+            let owner = OrderOwner {
+                merchant_id: "m".into(),
+                mode: Mode::Live,
+            };
+            cache.insert(Uuid::from_u128(i), owner);
         }
         assert_eq!(cache.map.len(), MERCHANT_CACHE_ORDERS_MAX);
         assert!(!cache.map.contains_key(&Uuid::from_u128(0)));

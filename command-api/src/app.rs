@@ -12,7 +12,8 @@ use payledger_bus::{Consumer, ConsumerConfig, Relay, RelayConfig, RelayMetrics};
 use payledger_channel_adapters::sandbox::SandboxChannel;
 use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
-use payledger_notifier::{EventEnqueuer, NotifyEnqueuer, Sender, SenderConfig};
+use payledger_domain::Mode;
+use payledger_notifier::{EventEnqueuer, NotifyEnqueuer, PrivateTargets, Sender, SenderConfig};
 use payledger_projections::projection::PROJECTION_NAME;
 use payledger_projections::{JournalProjection, OrderProjection, OrderView};
 use payledger_store::merchants::{self, ApiKeyCache};
@@ -20,7 +21,7 @@ use payledger_store::sealed::{KeySource, Keyring};
 use payledger_store::subscription::{
     checkpoint, run_effects, run_transactional, EffectSubscriber, TransactionalSubscriber,
 };
-use payledger_store::{settings, wake, Database, PoolConfig};
+use payledger_store::{settings, wake, Database, OrderOwner, PoolConfig};
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
@@ -64,11 +65,13 @@ pub struct ServeConfig {
     /// The key that seals stored secrets (webhook secrets, the sandbox's callback secret; see
     /// `payledger_store::sealed`); default the file `payledger.key`, created when missing.
     pub secrets_key: KeySource,
-    /// Accept `notify_url` / `return_url` on loopback and private networks (a self-hosted
-    /// merchant often runs next door). Default true. When false, it is checked when an order is
-    /// created and again, on the address connected to, at every notification attempt
-    /// (`SenderConfig::allow_private_targets`, which `start` sets from it).
-    pub allow_private_urls: bool,
+    /// Per mode, whether `notify_url` / `return_url` may be on loopback and private networks.
+    /// Default: test mode may (a developer receives notifications on localhost), live mode may
+    /// not (`--allow-private-live-urls` for merchants on the installation's own network;
+    /// `--deny-private-urls` refuses them in test mode too). Where refused, it is checked when an
+    /// order is created and again, on the address connected to, at every notification attempt
+    /// (`SenderConfig::private_targets`, which `start` sets from it).
+    pub private_urls: PrivateTargets,
     /// Notifier behaviour (retry schedule, timeouts).
     pub sender: SenderConfig,
     /// Pool sizes.
@@ -111,7 +114,7 @@ impl ServeConfig {
             public_url: None,
             database_url,
             secrets_key: KeySource::default(),
-            allow_private_urls: true,
+            private_urls: PrivateTargets::default(),
             sender: SenderConfig::default(),
             pools: PoolConfig::default(),
             channels: ChannelAccounts::default(),
@@ -130,8 +133,8 @@ impl ServeConfig {
 /// Configuration handlers read.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// See [`ServeConfig::allow_private_urls`].
-    pub allow_private_urls: bool,
+    /// See [`ServeConfig::private_urls`].
+    pub private_urls: PrivateTargets,
     /// See [`ServeConfig::request_timeout_ms`].
     pub request_timeout_ms: u64,
 }
@@ -176,8 +179,8 @@ impl AppState {
     ///
     /// # Errors
     /// [`ApiError::NotFound`], or an internal error.
-    pub async fn owned_order(&self, merchant_id: &str, order_id: Uuid) -> Result<OrderState, ApiError> {
-        Ok(self.flows.owned_order(merchant_id, order_id).await?)
+    pub async fn owned_order(&self, owner: &OrderOwner, order_id: Uuid) -> Result<OrderState, ApiError> {
+        Ok(self.flows.owned_order(owner, order_id).await?)
     }
 
     /// The order as it stands now, folded from its events in the log (the source of truth): it
@@ -186,12 +189,13 @@ impl AppState {
     /// command answers (from what it appended) and how `GET /v1/orders/{id}` reads.
     ///
     /// # Errors
-    /// [`ApiError::NotFound`] for a missing order or another merchant's; internal errors.
-    pub async fn order_now(&self, merchant_id: &str, order_id: Uuid) -> Result<OrderView, ApiError> {
+    /// [`ApiError::NotFound`] for a missing order, another merchant's or one of the other mode;
+    /// internal errors.
+    pub async fn order_now(&self, owner: &OrderOwner, order_id: Uuid) -> Result<OrderView, ApiError> {
         let events = self.db.log().order_events(order_id).await?;
         OrderView::from_events(events.iter().map(|e| (e.sequence, &e.event)))
             .map_err(ApiError::Internal)?
-            .filter(|v| v.merchant_id == merchant_id)
+            .filter(|v| v.merchant_id == owner.merchant_id && v.mode == owner.mode)
             .ok_or(ApiError::NotFound("order"))
     }
 
@@ -231,11 +235,12 @@ impl AppState {
     }
 
     /// Comma-separated names of enabled channels.
-    pub fn channel_names(&self) -> String {
+    pub fn channel_names(&self, mode: Mode) -> String {
         self.channels
             .list()
             .iter()
             .map(|c| c.channel)
+            .filter(|c| mode.reaches(c))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -556,7 +561,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let sender = if roles.has(Role::Notifier) {
         let sender_config = SenderConfig {
-            allow_private_targets: config.allow_private_urls,
+            private_targets: config.private_urls,
             ..config.sender.clone()
         };
         let task =
@@ -568,13 +573,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let state = AppState {
         db: db.clone(),
-        flows: Flows::new(db.clone(), channels.clone()),
+        flows: Flows::open(db.clone(), channels.clone()).await?,
         channels,
         sandbox,
         projection,
         projector_here: roles.has(Role::Projector),
         config: Arc::new(ApiConfig {
-            allow_private_urls: config.allow_private_urls,
+            private_urls: config.private_urls,
             request_timeout_ms: config.request_timeout_ms,
         }),
         notify_queued: queued,

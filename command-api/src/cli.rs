@@ -13,7 +13,7 @@ use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
-use payledger_notifier::RetrySchedule;
+use payledger_notifier::{PrivateTargets, RetrySchedule};
 use payledger_projections::rebuild::Projection;
 use payledger_store::sealed::{KeySource, KEY_FILE_DEFAULT, SECRETS_KEY_ENV};
 use payledger_store::{merchants, Database, PoolConfig};
@@ -103,10 +103,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum MerchantsCommand {
-    /// Create a merchant; prints {merchant_id, api_key, webhook_secret} as JSON. The API key is
-    /// shown only now: only its hash is stored.
+    /// Create a merchant; prints {merchant_id, test_api_key, live_api_key, webhook_secret} as
+    /// JSON. The test key reaches only the sandbox, the live key only real channels. The keys
+    /// are shown only now: only their hashes are stored.
     Add {
         /// 1–64 characters of A-Z a-z 0-9 _ -.
+        merchant_id: String,
+    },
+    /// Issue a new test API key for a merchant (one added before test mode existed has none),
+    /// replacing its old test key; prints {merchant_id, test_api_key} as JSON.
+    TestKey {
+        /// The merchant's id.
         merchant_id: String,
     },
 }
@@ -157,10 +164,20 @@ pub struct ServeArgs {
     #[arg(long, env = "PAYLEDGER_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Refuse notify_url/return_url on loopback, private, link-local and other non-public
-    /// addresses: when an order is created, and at every notification attempt on the address
-    /// actually connected to.
-    #[arg(long, env = "PAYLEDGER_DENY_PRIVATE_URLS")]
+    /// addresses in test mode too (live mode always refuses them, unless
+    /// --allow-private-live-urls): when an order is created, and at every notification attempt
+    /// on the address actually connected to.
+    #[arg(
+        long,
+        env = "PAYLEDGER_DENY_PRIVATE_URLS",
+        conflicts_with = "allow_private_live_urls"
+    )]
     pub deny_private_urls: bool,
+    /// Accept live-mode notify_url/return_url on loopback and private networks (merchants on
+    /// this installation's own network). Off by default: a live merchant's URL must not reach
+    /// inside.
+    #[arg(long, env = "PAYLEDGER_ALLOW_PRIVATE_LIVE_URLS")]
+    pub allow_private_live_urls: bool,
     /// Delays between notification attempts, e.g. "15s,15s,30s,3m" (default: WeChat Pay's ten).
     #[arg(long, env = "PAYLEDGER_NOTIFY_SCHEDULE")]
     pub notify_schedule: Option<RetrySchedule>,
@@ -284,7 +301,10 @@ impl ServeArgs {
     pub fn into_config(self, database_url: Option<String>) -> anyhow::Result<ServeConfig> {
         let mut config = ServeConfig::new(self.listen, database_url);
         config.public_url = self.public_url;
-        config.allow_private_urls = !self.deny_private_urls;
+        config.private_urls = PrivateTargets {
+            test: !self.deny_private_urls,
+            live: self.allow_private_live_urls,
+        };
         if let Some(s) = self.notify_schedule {
             config.sender.schedule = s;
         }
@@ -432,13 +452,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let db = connect(database_url.as_deref()).await?;
             let keyring = app::installation_keyring(&secrets_key, &db).await?;
-            let api_key = random_token("plk_");
+            let live_api_key = random_token("plk_live_");
+            let test_api_key = random_token("plk_test_");
             let webhook_secret = random_token("whsec_");
-            merchants::add(db.pool(), &keyring, &merchant_id, &api_key, &webhook_secret).await?;
+            let keys = merchants::ApiKeys {
+                live: &live_api_key,
+                test: &test_api_key,
+            };
+            merchants::add(db.pool(), &keyring, &merchant_id, keys, &webhook_secret).await?;
             db.close().await;
             println!(
                 "{}",
-                serde_json::json!({"merchant_id": merchant_id, "api_key": api_key, "webhook_secret": webhook_secret})
+                serde_json::json!({
+                    "merchant_id": merchant_id,
+                    "test_api_key": test_api_key,
+                    "live_api_key": live_api_key,
+                    "webhook_secret": webhook_secret,
+                })
+            );
+        }
+        Command::Merchants {
+            command: MerchantsCommand::TestKey { merchant_id },
+        } => {
+            let db = connect(database_url.as_deref()).await?;
+            let test_api_key = random_token("plk_test_");
+            let found = merchants::set_test_key(db.pool(), &merchant_id, &test_api_key).await?;
+            db.close().await;
+            if !found {
+                anyhow::bail!("no merchant {merchant_id:?}");
+            }
+            println!(
+                "{}",
+                serde_json::json!({"merchant_id": merchant_id, "test_api_key": test_api_key})
             );
         }
     }

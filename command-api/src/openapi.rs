@@ -101,7 +101,7 @@ impl Modify for BearerApiKey {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "The merchant's API key (`plk_…`), as printed once by `payledger merchants add`.",
+                        "The merchant's API key, as printed once by `payledger merchants add`: its test key (`plk_test_…`: the sandbox only, test data only) or its live key (`plk_live_…`: real channels only). Every request sees only the data of its key's mode.",
                     ))
                     .build(),
             ),

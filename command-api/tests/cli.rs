@@ -32,7 +32,8 @@ fn merchants_add_prints_credentials_and_refuses_duplicates_and_bad_ids() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let creds: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(creds["merchant_id"], "shop_1");
-    assert!(creds["api_key"].as_str().unwrap().starts_with("plk_"));
+    assert!(creds["test_api_key"].as_str().unwrap().starts_with("plk_test_"));
+    assert!(creds["live_api_key"].as_str().unwrap().starts_with("plk_live_"));
     assert!(creds["webhook_secret"].as_str().unwrap().starts_with("whsec_"));
     assert!(
         dir.path().join("payledger.db").exists(),
@@ -65,6 +66,22 @@ fn merchants_add_prints_credentials_and_refuses_duplicates_and_bad_ids() {
         .unwrap();
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+
+    // A new test key replaces the old one; an unknown merchant is a clear error.
+    let rotated = payledger(dir.path())
+        .args(["merchants", "test-key", "shop_1"])
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let rotated: Value = serde_json::from_slice(&rotated.stdout).unwrap();
+    assert!(rotated["test_api_key"].as_str().unwrap().starts_with("plk_test_"));
+    assert_ne!(rotated["test_api_key"], creds["test_api_key"]);
+    let unknown = payledger(dir.path())
+        .args(["merchants", "test-key", "nobody"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no merchant \"nobody\""));
 
     let bad = payledger(dir.path())
         .args(["merchants", "add", "bad id"])
@@ -112,7 +129,7 @@ async fn serve_answers_an_authenticated_merchant() {
     assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
     let created = http
         .post(format!("{base}/v1/orders"))
-        .bearer_auth(creds["api_key"].as_str().unwrap())
+        .bearer_auth(creds["test_api_key"].as_str().unwrap())
         .json(&serde_json::json!({"out_trade_no": "T1", "amount": 100, "currency": "CNY", "channel": "sandbox", "subject": "x"}))
         .send()
         .await

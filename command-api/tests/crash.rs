@@ -148,9 +148,9 @@ struct Counters {
 async fn run(backend: Backend, url: &str, dir: &Path, log: &Path, kills: usize, seed: u64) -> Result<String, String> {
     let started = Instant::now();
     let creds = merchants_add(dir, url, "crash_shop")?;
-    let api_key = creds["api_key"]
+    let api_key = creds["test_api_key"]
         .as_str()
-        .ok_or("merchants add printed no api_key")?
+        .ok_or("merchants add printed no test_api_key")?
         .to_string();
     let receiver = Receiver::start().await;
 
@@ -871,9 +871,9 @@ async fn crash_between_channel_call_and_append(backend: Backend) {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("server.log");
-    let key = merchants_add(dir.path(), &db.url, "shop").expect("merchant")["api_key"]
+    let key = merchants_add(dir.path(), &db.url, "shop").expect("merchant")["test_api_key"]
         .as_str()
-        .expect("api_key")
+        .expect("test_api_key")
         .to_string();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -92,8 +92,8 @@ impl PaymentOrder {
         order
     }
 
-    /// `CreateOrder`'s rule: a new order is `OrderCreated`; the same terms again nothing; other
-    /// terms a conflict.
+    /// `CreateOrder`'s rule: a new order is `OrderCreated` (if its mode reaches its channel);
+    /// the same terms again nothing; other terms a conflict.
     fn create(
         &self,
         order_id: Uuid,
@@ -106,6 +106,10 @@ impl PaymentOrder {
         match &self.order {
             Some(existing) if existing.terms == terms => Ok(vec![]),
             Some(_) => Err(OrderError::OutTradeNoConflict(terms.out_trade_no)),
+            None if !terms.mode.reaches(&terms.channel) => Err(OrderError::ChannelNotInMode {
+                channel: terms.channel,
+                mode: terms.mode,
+            }),
             None => {
                 let expire_at = terms.expire_at(created_at);
                 Ok(vec![PaymentOrderEvent::OrderCreated {

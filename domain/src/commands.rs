@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::mode::Mode;
 use crate::money::Money;
 
 /// What a merchant asked for when creating an order. Two `CreateOrder`s with equal terms are the
@@ -15,6 +16,9 @@ use crate::money::Money;
 pub struct OrderTerms {
     /// The merchant that owns the order.
     pub merchant_id: String,
+    /// Test or live: the mode of the API key that created the order. Test orders reach only
+    /// the sandbox channel, live orders only real channels ([`Mode::reaches`]).
+    pub mode: Mode,
     /// The merchant's own order number, unique per merchant (`[A-Za-z0-9_-]{1,64}`).
     pub out_trade_no: String,
     /// Amount to collect, in minor units.

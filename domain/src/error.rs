@@ -3,6 +3,7 @@
 
 use uuid::Uuid;
 
+use crate::mode::Mode;
 use crate::money::Money;
 use crate::status::OrderStatus;
 
@@ -18,6 +19,10 @@ pub enum OrderError {
     /// `CreateOrder` for an existing `out_trade_no` with other terms.
     #[error("out_trade_no {0:?} already exists with other parameters")]
     OutTradeNoConflict(String),
+    /// A new order on a channel its mode cannot reach: test mode reaches only the sandbox,
+    /// live mode never does ([`crate::Mode::reaches`]).
+    #[error("channel {channel} cannot be used in {mode} mode")]
+    ChannelNotInMode { channel: String, mode: Mode },
     /// An amount violates the `Money` invariants (not positive, too large, no minor unit).
     #[error("invalid amount: {0}")]
     InvalidAmount(String),

@@ -5,7 +5,8 @@
 //! type's version and adds an upcaster (in the store) from the older one; stored events are never
 //! rewritten.
 //!
-//! Versions: every type is `1.0` except `ChannelOrderFailed` `2.0` (added `retryable`).
+//! Versions: every type is `1.0` except `ChannelOrderFailed` `2.0` (added `retryable`) and
+//! `OrderCreated` `2.0` (added `terms.mode`).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
@@ -19,6 +20,8 @@ use crate::money::Money;
 pub const EVENT_VERSION: &str = "1.0";
 /// Payload version of `ChannelOrderFailed` (2.0 added `retryable`).
 pub const CHANNEL_ORDER_FAILED_VERSION: &str = "2.0";
+/// Payload version of `OrderCreated` (2.0 added `terms.mode`).
+pub const ORDER_CREATED_VERSION: &str = "2.0";
 
 /// Every fact about a payment order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +131,7 @@ impl PaymentOrderEvent {
     pub fn version(&self) -> &'static str {
         match self {
             Self::ChannelOrderFailed { .. } => CHANNEL_ORDER_FAILED_VERSION,
+            Self::OrderCreated { .. } => ORDER_CREATED_VERSION,
             _ => EVENT_VERSION,
         }
     }

@@ -6,6 +6,8 @@
 
 use uuid::Uuid;
 
+use crate::mode::Mode;
+
 /// Namespace of order ids. Never change it: every stored order id depends on it.
 pub const ORDER_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_59b4_3c0e_4f52_9a57_8d3e_2c1a_0b01);
 /// Namespace of refund ids. Never change it: every stored refund id depends on it.
@@ -13,13 +15,26 @@ pub const REFUND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_59b4_3c0e_4f52_9a57
 /// Namespace of event ids (one per stored event: order id + sequence).
 pub const EVENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_59b4_3c0e_4f52_9a57_8d3e_2c1a_0b03);
 
-/// The order id of `out_trade_no` at `merchant_id`: `UUIDv5(ns, merchant_id + "\n" + out_trade_no)`.
+/// The order id of `out_trade_no` at `merchant_id` in `mode`: live,
+/// `UUIDv5(ns, merchant_id + "\n" + out_trade_no)` (the id every order had before modes
+/// existed); test, `UUIDv5(ns, merchant_id + "\n" + out_trade_no + "\ntest")`. Each mode has its
+/// own `out_trade_no`s: a merchant's staging system may reuse its production order numbers.
 ///
 /// The newline cannot occur in either part (both are validated as `[A-Za-z0-9_-]`), so distinct
-/// pairs never collide by concatenation.
-pub fn order_id(merchant_id: &str, out_trade_no: &str) -> Uuid {
-    let key = format!("{merchant_id}\n{out_trade_no}");
+/// triples never collide by concatenation.
+pub fn order_id(merchant_id: &str, mode: Mode, out_trade_no: &str) -> Uuid {
+    let key = match mode {
+        Mode::Live => format!("{merchant_id}\n{out_trade_no}"),
+        Mode::Test => format!("{merchant_id}\n{out_trade_no}\ntest"),
+    };
     Uuid::new_v5(&ORDER_ID_NAMESPACE, key.as_bytes())
+}
+
+/// The id a test order of `out_trade_no` had when it was created before modes existed (a sandbox
+/// order then, keyed like a live one): [`order_id`] in live mode. Creating a test order looks
+/// for it there too, so that a retry of such an order still finds it.
+pub fn legacy_test_order_id(merchant_id: &str, out_trade_no: &str) -> Uuid {
+    order_id(merchant_id, Mode::Live, out_trade_no)
 }
 
 /// The refund id of `out_refund_no` on `order_id`: `UUIDv5(ns, order_id bytes + out_refund_no)`.
@@ -42,17 +57,22 @@ mod tests {
 
     #[test]
     fn order_id_is_stable_and_keyed_by_merchant_and_out_trade_no() {
-        assert_eq!(order_id("m1", "T1"), order_id("m1", "T1"));
-        assert_ne!(order_id("m1", "T1"), order_id("m2", "T1"));
-        assert_ne!(order_id("m1", "T1"), order_id("m1", "T2"));
-        assert_eq!(order_id("m1", "T1").get_version_num(), 5);
+        let live = |m, no| order_id(m, Mode::Live, no);
+        assert_eq!(live("m1", "T1"), live("m1", "T1"));
+        assert_ne!(live("m1", "T1"), live("m2", "T1"));
+        assert_ne!(live("m1", "T1"), live("m1", "T2"));
+        assert_eq!(live("m1", "T1").get_version_num(), 5);
+        // Each mode has its own order numbers.
+        assert_ne!(order_id("m1", Mode::Test, "T1"), live("m1", "T1"));
+        // Live ids are the ids of before modes: stored orders keep theirs.
+        assert_eq!(live("m1", "T1").to_string(), "b23cd10a-1080-5bc8-a57b-daf0f671d88c");
     }
 
     #[test]
     fn refund_id_is_keyed_by_order_and_out_refund_no() {
-        let o = order_id("m1", "T1");
+        let o = order_id("m1", Mode::Live, "T1");
         assert_eq!(refund_id(o, "R1"), refund_id(o, "R1"));
         assert_ne!(refund_id(o, "R1"), refund_id(o, "R2"));
-        assert_ne!(refund_id(o, "R1"), refund_id(order_id("m1", "T2"), "R1"));
+        assert_ne!(refund_id(o, "R1"), refund_id(order_id("m1", Mode::Live, "T2"), "R1"));
     }
 }

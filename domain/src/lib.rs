@@ -15,6 +15,7 @@ pub mod commands;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod mode;
 pub mod money;
 pub mod status;
 
@@ -22,5 +23,6 @@ pub use aggregate::{PaymentOrder, Refund};
 pub use commands::*;
 pub use error::OrderError;
 pub use events::*;
+pub use mode::{Mode, SANDBOX_CHANNEL};
 pub use money::{parse_currency as parse_currency_code, Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
 pub use status::{OrderStatus, RefundStatus};

@@ -9,8 +9,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use payledger_domain::{
-    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, CloseReason, Currency, Money, OrderError, OrderStatus,
-    OrderTerms, PaymentOrder, PaymentOrderCommand as C, PaymentOrderEvent as E, RefundOutcome, RefundStatus,
+    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, CloseReason, Currency, Mode, Money, OrderError,
+    OrderStatus, OrderTerms, PaymentOrder, PaymentOrderCommand as C, PaymentOrderEvent as E, RefundOutcome,
+    RefundStatus,
 };
 use proptest::prelude::*;
 
@@ -82,7 +83,7 @@ enum RefundTarget {
 }
 
 fn order_id() -> uuid::Uuid {
-    ids::order_id(MERCHANT_ID, OUT_TRADE_NO)
+    ids::order_id(MERCHANT_ID, Mode::Test, OUT_TRADE_NO)
 }
 
 fn cny(amount_minor: i64) -> Money {
@@ -92,6 +93,7 @@ fn cny(amount_minor: i64) -> Money {
 fn terms() -> OrderTerms {
     OrderTerms {
         merchant_id: MERCHANT_ID.to_string(),
+        mode: Mode::Test,
         out_trade_no: OUT_TRADE_NO.to_string(),
         amount: cny(ORDER_AMOUNT_MINOR),
         channel: "sandbox".to_string(),

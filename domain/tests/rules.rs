@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 use payledger_domain::{
-    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, CloseReason, Currency, Money, OrderError, OrderStatus,
-    OrderTerms, PaymentOrder, PaymentOrderCommand as C, PaymentOrderEvent as E, RefundOutcome, RefundStatus,
-    AMOUNT_MINOR_MAX,
+    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, CloseReason, Currency, Mode, Money, OrderError,
+    OrderStatus, OrderTerms, PaymentOrder, PaymentOrderCommand as C, PaymentOrderEvent as E, RefundOutcome,
+    RefundStatus, AMOUNT_MINOR_MAX,
 };
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ fn cny(amount_minor: i64) -> Money {
 }
 
 fn order_id() -> Uuid {
-    ids::order_id(MERCHANT_ID, OUT_TRADE_NO)
+    ids::order_id(MERCHANT_ID, Mode::Test, OUT_TRADE_NO)
 }
 
 fn refund_id(out_refund_no: &str) -> Uuid {
@@ -44,6 +44,7 @@ fn refund_id(out_refund_no: &str) -> Uuid {
 fn terms() -> OrderTerms {
     OrderTerms {
         merchant_id: MERCHANT_ID.to_string(),
+        mode: Mode::Test,
         out_trade_no: OUT_TRADE_NO.to_string(),
         amount: cny(ORDER_AMOUNT_MINOR),
         channel: "sandbox".to_string(),
@@ -314,6 +315,34 @@ async fn create_order_again_with_same_terms_after_payment_emits_nothing() {
         .when_async(create_order(terms()))
         .await
         .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn a_new_order_must_be_on_a_channel_its_mode_reaches() {
+    let live_on_sandbox = OrderTerms {
+        mode: Mode::Live,
+        ..terms()
+    };
+    framework()
+        .given_no_previous_events()
+        .when_async(create_order(live_on_sandbox))
+        .await
+        .then_expect_error(OrderError::ChannelNotInMode {
+            channel: "sandbox".into(),
+            mode: Mode::Live,
+        });
+    let test_on_wechatpay = OrderTerms {
+        channel: "wechatpay".into(),
+        ..terms()
+    };
+    framework()
+        .given_no_previous_events()
+        .when_async(create_order(test_on_wechatpay))
+        .await
+        .then_expect_error(OrderError::ChannelNotInMode {
+            channel: "wechatpay".into(),
+            mode: Mode::Test,
+        });
 }
 
 #[tokio::test]

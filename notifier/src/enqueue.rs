@@ -74,6 +74,7 @@ pub async fn enqueue(log: &GlobalLog, tx: &mut AnyConnection, e: &LogEvent) -> R
     let mut body = serde_json::json!({
         "id": e.event_id,
         "type": kind,
+        "mode": view.mode,
         "created_at": fmt_ts(e.event.occurred_at()),
         "data": view,
     });
@@ -84,12 +85,13 @@ pub async fn enqueue(log: &GlobalLog, tx: &mut AnyConnection, e: &LogEvent) -> R
     }
     let now = fmt_ts(Utc::now());
     sqlx::query(
-        "INSERT INTO notify_job (notification_id, merchant_id, order_id, event_type, notify_url, body, status, \
-         attempts, next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7) \
-         ON CONFLICT (notification_id) DO NOTHING",
+        "INSERT INTO notify_job (notification_id, merchant_id, mode, order_id, event_type, notify_url, body, status, \
+         attempts, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8) ON CONFLICT (notification_id) DO NOTHING",
     )
     .bind(e.event_id.to_string())
     .bind(&view.merchant_id)
+    .bind(view.mode.as_str())
     .bind(e.order_id.to_string())
     .bind(kind)
     .bind(notify_url)

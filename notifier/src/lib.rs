@@ -24,5 +24,7 @@ pub mod send;
 pub mod signature;
 
 pub use enqueue::{enqueue, notification_type, EventEnqueuer, NotifyEnqueuer, ENQUEUER_NAME};
-pub use send::{RetrySchedule, Sender, SenderConfig, NOTIFICATIONS_TOTAL, NOTIFICATION_LATENCY_SECONDS};
+pub use send::{
+    PrivateTargets, RetrySchedule, Sender, SenderConfig, NOTIFICATIONS_TOTAL, NOTIFICATION_LATENCY_SECONDS,
+};
 pub use signature::{sign, verify, SIGNATURE_HEADER};

@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use payledger_projections::queries::{encode_cursor, PAGE_LIMIT_MAX};
 use payledger_store::time::fmt_ts;
+use payledger_store::OrderOwner;
 use serde::Serialize;
 use sqlx::AnyPool;
 use uuid::Uuid;
@@ -175,7 +176,7 @@ impl From<Row> for NotificationView {
 const COLUMNS: &str = "notification_id, order_id, event_type, status, attempts, last_status_code, last_error, \
      next_attempt_at, created_at, updated_at, resend_count, resent_at, resent_by";
 
-/// The merchant's notifications matching `filter`, newest first, `limit` per page (clamped to
+/// The notifications of `owner` (one merchant, one mode) matching `filter`, newest first, `limit` per page (clamped to
 /// 1..=[`PAGE_LIMIT_MAX`]), after `cursor` (from [`payledger_projections::queries::decode_cursor`]).
 /// Keyset pagination on `(created_at, notification_id)`, so jobs queued meanwhile never shift or
 /// repeat a page.
@@ -184,14 +185,14 @@ const COLUMNS: &str = "notification_id, order_id, event_type, status, attempts, 
 /// [`sqlx::Error`] when the database fails.
 pub async fn list(
     pool: &AnyPool,
-    merchant_id: &str,
+    owner: &OrderOwner,
     filter: &NotificationFilter,
     limit: i64,
     cursor: Option<(String, String)>,
 ) -> Result<NotificationPage, sqlx::Error> {
     let limit = limit.clamp(1, PAGE_LIMIT_MAX);
-    let mut sql = format!("SELECT {COLUMNS} FROM notify_job WHERE merchant_id = $1");
-    let mut args: Vec<String> = vec![merchant_id.to_string()];
+    let mut sql = format!("SELECT {COLUMNS} FROM notify_job WHERE merchant_id = $1 AND mode = $2");
+    let mut args: Vec<String> = vec![owner.merchant_id.clone(), owner.mode.as_str().to_string()];
     let mut push = |clause: &str, value: String, sql: &mut String| {
         args.push(value);
         sql.push_str(&clause.replace('?', &format!("${}", args.len())));
@@ -228,35 +229,36 @@ pub async fn list(
     })
 }
 
-/// The notification `notification_id` of `merchant_id`, without its attempts.
+/// The notification `notification_id` of `owner`, without its attempts.
 ///
 /// # Errors
 /// [`sqlx::Error`] when the database fails.
 pub async fn get(
     pool: &AnyPool,
-    merchant_id: &str,
+    owner: &OrderOwner,
     notification_id: Uuid,
 ) -> Result<Option<NotificationView>, sqlx::Error> {
     let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notify_job WHERE notification_id = $1 AND merchant_id = $2"
+        "SELECT {COLUMNS} FROM notify_job WHERE notification_id = $1 AND merchant_id = $2 AND mode = $3"
     ))
     .bind(notification_id.to_string())
-    .bind(merchant_id)
+    .bind(&owner.merchant_id)
+    .bind(owner.mode.as_str())
     .fetch_optional(pool)
     .await?;
     Ok(row.map(NotificationView::from))
 }
 
-/// The notification `notification_id` of `merchant_id` with every attempt, oldest first.
+/// The notification `notification_id` of `owner` with every attempt, oldest first.
 ///
 /// # Errors
 /// [`sqlx::Error`] when the database fails.
 pub async fn detail(
     pool: &AnyPool,
-    merchant_id: &str,
+    owner: &OrderOwner,
     notification_id: Uuid,
 ) -> Result<Option<NotificationDetail>, sqlx::Error> {
-    let Some(notification) = get(pool, merchant_id, notification_id).await? else {
+    let Some(notification) = get(pool, owner, notification_id).await? else {
         return Ok(None);
     };
     let attempt_log = sqlx::query_as(
@@ -284,7 +286,7 @@ pub async fn detail(
 /// [`ResendError::NotFound`], [`ResendError::Pending`], [`ResendError::Db`].
 pub async fn resend(
     pool: &AnyPool,
-    merchant_id: &str,
+    owner: &OrderOwner,
     notification_id: Uuid,
     actor: &str,
     now: DateTime<Utc>,
@@ -293,18 +295,17 @@ pub async fn resend(
     let updated = sqlx::query(
         "UPDATE notify_job SET status = 'pending', next_attempt_at = $1, updated_at = $1, \
          resend_count = resend_count + 1, resent_at = $1, resent_by = $2 \
-         WHERE notification_id = $3 AND merchant_id = $4 AND status IN ('delivered', 'abandoned')",
+         WHERE notification_id = $3 AND merchant_id = $4 AND mode = $5 AND status IN ('delivered', 'abandoned')",
     )
     .bind(&now)
     .bind(actor)
     .bind(notification_id.to_string())
-    .bind(merchant_id)
+    .bind(&owner.merchant_id)
+    .bind(owner.mode.as_str())
     .execute(pool)
     .await?
     .rows_affected();
-    let job = get(pool, merchant_id, notification_id)
-        .await?
-        .ok_or(ResendError::NotFound)?;
+    let job = get(pool, owner, notification_id).await?.ok_or(ResendError::NotFound)?;
     if updated == 0 {
         return Err(ResendError::Pending(job.notification_id));
     }

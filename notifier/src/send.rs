@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use payledger_domain::Mode;
 use payledger_store::merchants;
 use payledger_store::sealed::Keyring;
 use payledger_store::time::fmt_ts;
@@ -86,9 +87,47 @@ pub struct SenderConfig {
     /// How often the queue is checked when nothing wakes the sender.
     pub poll_interval_ms: u64,
     /// Whether a `notify_url` may reach a non-public address (loopback, private, link-local…,
-    /// see [`crate::outbound`]). When `false`, the address is checked when each request
+    /// see [`crate::outbound`]), per mode. Where not, the address is checked when each request
     /// connects (IP literals before it, names by the resolver), and no proxy is used.
-    pub allow_private_targets: bool,
+    pub private_targets: PrivateTargets,
+}
+
+/// Which modes' merchant URLs (`notify_url`, `return_url`) may reach non-public addresses.
+/// Default: test mode may (a developer receives notifications on localhost), live mode may not
+/// (a merchant's URL must not turn payledger against its own network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivateTargets {
+    /// Test mode's URLs may be private.
+    pub test: bool,
+    /// Live mode's URLs may be private (an installation whose merchants are on its own network).
+    pub live: bool,
+}
+
+impl Default for PrivateTargets {
+    fn default() -> Self {
+        Self {
+            test: true,
+            live: false,
+        }
+    }
+}
+
+impl PrivateTargets {
+    /// Both modes may reach private addresses.
+    pub const ALL: Self = Self { test: true, live: true };
+    /// Neither mode may.
+    pub const NONE: Self = Self {
+        test: false,
+        live: false,
+    };
+
+    /// Whether URLs of `mode` may reach private addresses.
+    pub fn allows(self, mode: Mode) -> bool {
+        match mode {
+            Mode::Test => self.test,
+            Mode::Live => self.live,
+        }
+    }
 }
 
 impl SenderConfig {
@@ -106,7 +145,7 @@ impl Default for SenderConfig {
             concurrency_max: 16,
             lease_ms: 60_000,
             poll_interval_ms: 1_000,
-            allow_private_targets: true,
+            private_targets: PrivateTargets::default(),
         }
     }
 }
@@ -116,7 +155,10 @@ impl Default for SenderConfig {
 pub struct Sender {
     pool: AnyPool,
     keyring: Arc<Keyring>,
-    http: reqwest::Client,
+    /// Reaches any address: for the modes whose URLs may be private.
+    http_any: reqwest::Client,
+    /// Connects only to public addresses, no proxy: for the others.
+    http_public: reqwest::Client,
     config: Arc<SenderConfig>,
     queued: Arc<Notify>,
     permits: Arc<Semaphore>,
@@ -126,6 +168,7 @@ pub struct Sender {
 struct Job {
     notification_id: String,
     merchant_id: String,
+    mode: String,
     notify_url: String,
     body: String,
     attempts: i64,
@@ -146,20 +189,21 @@ impl Sender {
     ) -> Result<Self, reqwest::Error> {
         // A lease shorter than a request would let a second sender deliver a job still in flight.
         config.lease_ms = config.lease_ms.max(config.request_timeout_ms + 5_000);
-        let mut http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.request_timeout_ms))
-            .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(5_000)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("payledger-notifier/", env!("CARGO_PKG_VERSION")));
-        if !config.allow_private_targets {
-            // A proxy would resolve the name in our stead, past the guard.
-            http = http.dns_resolver(Arc::new(PublicOnly)).no_proxy();
-        }
-        let http = http.build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(config.request_timeout_ms))
+                .connect_timeout(Duration::from_millis(config.request_timeout_ms.min(5_000)))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("payledger-notifier/", env!("CARGO_PKG_VERSION")))
+        };
+        let http_any = builder().build()?;
+        // A proxy would resolve the name in our stead, past the guard.
+        let http_public = builder().dns_resolver(Arc::new(PublicOnly)).no_proxy().build()?;
         Ok(Self {
             pool,
             keyring,
-            http,
+            http_any,
+            http_public,
             permits: Arc::new(Semaphore::new(config.concurrency_max)),
             config: Arc::new(config),
             queued,
@@ -202,7 +246,7 @@ impl Sender {
     async fn claim_due(&self, in_flight: &mut tokio::task::JoinSet<()>) -> Result<usize, DbError> {
         let now = Utc::now();
         let jobs: Vec<Job> = sqlx::query_as(
-            "SELECT notification_id, merchant_id, notify_url, body, attempts, next_attempt_at FROM notify_job \
+            "SELECT notification_id, merchant_id, mode, notify_url, body, attempts, next_attempt_at FROM notify_job \
              WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2",
         )
         .bind(fmt_ts(now))
@@ -274,12 +318,18 @@ impl Sender {
     /// log says when there is none.
     async fn post(&self, job: &Job, webhook_secret: &str) -> Result<u16, String> {
         let url = reqwest::Url::parse(&job.notify_url).map_err(|_| NO_ANSWER.to_string())?;
-        if !self.config.allow_private_targets && check_target(&url).is_err() {
-            return Err(REFUSED_TARGET.to_string());
-        }
+        // A job of an unknown mode is treated as live: the stricter rule.
+        let mode = Mode::parse(&job.mode).unwrap_or(Mode::Live);
+        let http = if self.config.private_targets.allows(mode) {
+            &self.http_any
+        } else {
+            if check_target(&url).is_err() {
+                return Err(REFUSED_TARGET.to_string());
+            }
+            &self.http_public
+        };
         let t = Utc::now().timestamp();
-        self.http
-            .post(url)
+        http.post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, sign(webhook_secret, t, job.body.as_bytes()))
             .body(job.body.clone())

@@ -1,7 +1,8 @@
 //! The double-entry journal as a pure function of the events: which accounts each money-moving
 //! event debits and credits. Amounts are integer minor units; each entry's lines balance.
 //!
-//! Accounts (one book per merchant):
+//! Accounts (one book per merchant and mode: every line carries its order's mode, and balances
+//! are kept per merchant, mode, account and currency, so test money never meets live money):
 //! - `channel_clearing:<channel>`: what the channel holds for us (asset: debit-normal).
 //! - `merchant_payable:<merchant_id>`: what we owe the merchant (liability: credit-normal).
 //! - `suspense:<merchant_id>`: money received that belongs to no paid order yet (a late payment
@@ -19,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use payledger_domain::{Money, PaymentOrderEvent};
+use payledger_domain::{Mode, Money, PaymentOrderEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -27,6 +28,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalOrder {
     pub merchant_id: String,
+    /// The book the order's lines go to.
+    pub mode: Mode,
     pub channel: String,
     /// The account the order's payment was credited to (`merchant_payable:…` or `suspense:…`);
     /// `None` until paid.
@@ -116,6 +119,7 @@ pub fn post(
             None => (
                 JournalOrder {
                     merchant_id: terms.merchant_id.clone(),
+                    mode: terms.mode,
                     channel: terms.channel.clone(),
                     paid_to: None,
                     refunds: BTreeMap::new(),

@@ -77,14 +77,19 @@ impl TransactionalSubscriber for JournalProjection {
         let memory_table = self.tables.name("journal_order");
         let mut orders = load(tx, &memory_table, &ids).await?;
         let mut lines = vec![];
-        // (merchant_id, account, currency) → (debit, credit, lines)
-        let mut balances: BTreeMap<(String, String, String), (i64, i64, i64)> = BTreeMap::new();
+        // (merchant_id, mode, account, currency) → (debit, credit, lines)
+        let mut balances: BTreeMap<(String, &'static str, String, String), (i64, i64, i64)> = BTreeMap::new();
         for e in events {
             let (order, posted) =
                 journal::post(orders.remove(&e.order_id), e.sequence, &e.event).map_err(SubscriberError::Failed)?;
             for (i, l) in posted.iter().enumerate() {
                 let b = balances
-                    .entry((order.merchant_id.clone(), l.account.clone(), l.currency.clone()))
+                    .entry((
+                        order.merchant_id.clone(),
+                        order.mode.as_str(),
+                        l.account.clone(),
+                        l.currency.clone(),
+                    ))
                     .or_default();
                 b.0 += l.debit_minor;
                 b.1 += l.credit_minor;
@@ -93,6 +98,7 @@ impl TransactionalSubscriber for JournalProjection {
                     Value::from(e.event_id.to_string()),
                     (i as i64 + 1).into(),
                     order.merchant_id.as_str().into(),
+                    order.mode.as_str().into(),
                     e.order_id.to_string().into(),
                     e.event.name().into(),
                     journal::reference(&e.event).unwrap_or_default().into(),
@@ -127,6 +133,7 @@ impl TransactionalSubscriber for JournalProjection {
                 "entry_id",
                 "line",
                 "merchant_id",
+                "mode",
                 "order_id",
                 "event_type",
                 "reference",
@@ -143,13 +150,16 @@ impl TransactionalSubscriber for JournalProjection {
         let table = self.tables.name("account_balance");
         let rows: Vec<Vec<Value>> = balances
             .into_iter()
-            .map(|((m, a, c), (d, cr, n))| vec![m.into(), a.into(), c.into(), d.into(), cr.into(), n.into()])
+            .map(|((m, mode, a, c), (d, cr, n))| {
+                vec![m.into(), mode.into(), a.into(), c.into(), d.into(), cr.into(), n.into()]
+            })
             .collect();
         sql::insert_rows(
             tx,
             &table,
             &[
                 "merchant_id",
+                "mode",
                 "account",
                 "currency",
                 "debit_minor",
@@ -158,7 +168,7 @@ impl TransactionalSubscriber for JournalProjection {
             ],
             &rows,
             &format!(
-                "ON CONFLICT (merchant_id, account, currency) DO UPDATE SET \
+                "ON CONFLICT (merchant_id, mode, account, currency) DO UPDATE SET \
                  debit_minor = {table}.debit_minor + excluded.debit_minor, \
                  credit_minor = {table}.credit_minor + excluded.credit_minor, \
                  lines = {table}.lines + excluded.lines"

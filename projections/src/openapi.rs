@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use payledger_domain::{OrderStatus, RefundStatus};
+use payledger_domain::{Mode, OrderStatus, RefundStatus};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
@@ -64,6 +64,26 @@ impl PartialSchema for RefundStatusSchema {
 impl ToSchema for RefundStatusSchema {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("RefundStatus")
+    }
+}
+
+/// Schema `Mode`: `test` or `live`.
+pub struct ModeSchema;
+
+impl PartialSchema for ModeSchema {
+    fn schema() -> RefOr<Schema> {
+        string_enum(
+            "test: created with the merchant's test key, on the sandbox channel, no real money; \
+             live: created with the live key, on a real channel. Never mixed in any list, figure \
+             or balance.",
+            [Mode::Test, Mode::Live].map(Mode::as_str),
+        )
+    }
+}
+
+impl ToSchema for ModeSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Mode")
     }
 }
 

@@ -134,6 +134,7 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
         orders.push(vec![
             Value::from(v.order_id.to_string()),
             v.merchant_id.as_str().into(),
+            v.mode.as_str().into(),
             v.out_trade_no.as_str().into(),
             v.status.as_str().into(),
             v.amount.into(),
@@ -150,6 +151,7 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
                 Value::from(r.refund_id.to_string()),
                 v.order_id.to_string().into(),
                 v.merchant_id.as_str().into(),
+                v.mode.as_str().into(),
                 r.out_refund_no.as_str().into(),
                 r.status.as_str().into(),
                 r.amount.into(),
@@ -166,6 +168,7 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
         &[
             "order_id",
             "merchant_id",
+            "mode",
             "out_trade_no",
             "status",
             "amount_minor",
@@ -189,6 +192,7 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
             "refund_id",
             "order_id",
             "merchant_id",
+            "mode",
             "out_refund_no",
             "status",
             "amount_minor",
@@ -216,6 +220,7 @@ async fn store_stats(
         .map(|(k, d)| {
             vec![
                 Value::from(k.merchant_id.as_str()),
+                k.mode.as_str().into(),
                 k.day.as_str().into(),
                 k.currency.as_str().into(),
                 d.orders_created.into(),
@@ -227,7 +232,7 @@ async fn store_stats(
         })
         .collect();
     let tail = format!(
-        "ON CONFLICT (merchant_id, day, currency) DO UPDATE SET \
+        "ON CONFLICT (merchant_id, mode, day, currency) DO UPDATE SET \
          orders_created = {table}.orders_created + excluded.orders_created, \
          orders_paid = {table}.orders_paid + excluded.orders_paid, \
          paid_minor = {table}.paid_minor + excluded.paid_minor, \
@@ -239,6 +244,7 @@ async fn store_stats(
         &table,
         &[
             "merchant_id",
+            "mode",
             "day",
             "currency",
             "orders_created",

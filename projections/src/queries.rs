@@ -1,8 +1,9 @@
-//! Reads of the read tables, always scoped to one merchant: another merchant's order is simply
-//! not found.
+//! Reads of the read tables, always scoped to one merchant in one mode ([`OrderOwner`]): another
+//! merchant's order, or the same merchant's order of the other mode, is simply not found.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use payledger_store::OrderOwner;
 use sqlx::AnyPool;
 use uuid::Uuid;
 
@@ -27,27 +28,29 @@ fn decode<T: serde::de::DeserializeOwned>(doc: Option<String>) -> Result<Option<
         .transpose()
 }
 
-/// The order `order_id` of `merchant_id`.
+/// The order `order_id` of `owner`.
 ///
 /// # Errors
 /// [`QueryError`] when the database fails or the row does not decode.
-pub async fn order(pool: &AnyPool, merchant_id: &str, order_id: Uuid) -> Result<Option<OrderView>, QueryError> {
-    let doc = sqlx::query_scalar("SELECT doc FROM order_view WHERE order_id = $1 AND merchant_id = $2")
+pub async fn order(pool: &AnyPool, owner: &OrderOwner, order_id: Uuid) -> Result<Option<OrderView>, QueryError> {
+    let doc = sqlx::query_scalar("SELECT doc FROM order_view WHERE order_id = $1 AND merchant_id = $2 AND mode = $3")
         .bind(order_id.to_string())
-        .bind(merchant_id)
+        .bind(&owner.merchant_id)
+        .bind(owner.mode.as_str())
         .fetch_optional(pool)
         .await?;
     decode(doc)
 }
 
-/// The refund `refund_id` of `merchant_id`.
+/// The refund `refund_id` of `owner`.
 ///
 /// # Errors
 /// [`QueryError`] when the database fails or the row does not decode.
-pub async fn refund(pool: &AnyPool, merchant_id: &str, refund_id: Uuid) -> Result<Option<RefundView>, QueryError> {
-    let doc = sqlx::query_scalar("SELECT doc FROM refund_view WHERE refund_id = $1 AND merchant_id = $2")
+pub async fn refund(pool: &AnyPool, owner: &OrderOwner, refund_id: Uuid) -> Result<Option<RefundView>, QueryError> {
+    let doc = sqlx::query_scalar("SELECT doc FROM refund_view WHERE refund_id = $1 AND merchant_id = $2 AND mode = $3")
         .bind(refund_id.to_string())
-        .bind(merchant_id)
+        .bind(&owner.merchant_id)
+        .bind(owner.mode.as_str())
         .fetch_optional(pool)
         .await?;
     decode(doc)
@@ -99,7 +102,7 @@ pub fn decode_cursor(cursor: &str) -> Result<(String, String), InvalidCursor> {
     Ok((created_at.to_string(), order_id.to_string()))
 }
 
-/// The merchant's orders matching `filter`, newest first, `limit` per page (clamped to
+/// The orders of `owner` matching `filter`, newest first, `limit` per page (clamped to
 /// 1..=[`PAGE_LIMIT_MAX`]), after `cursor`. Keyset pagination on `(created_at, order_id)`, so
 /// orders inserted meanwhile never shift or repeat a page.
 ///
@@ -107,14 +110,14 @@ pub fn decode_cursor(cursor: &str) -> Result<(String, String), InvalidCursor> {
 /// [`QueryError`] when the database fails or a row does not decode.
 pub async fn list_orders(
     pool: &AnyPool,
-    merchant_id: &str,
+    owner: &OrderOwner,
     filter: &OrderFilter,
     limit: i64,
     cursor: Option<(String, String)>,
 ) -> Result<OrderPage, QueryError> {
     let limit = limit.clamp(1, PAGE_LIMIT_MAX);
-    let mut sql = String::from("SELECT doc, created_at, order_id FROM order_view WHERE merchant_id = $1");
-    let mut args: Vec<String> = vec![merchant_id.to_string()];
+    let mut sql = String::from("SELECT doc, created_at, order_id FROM order_view WHERE merchant_id = $1 AND mode = $2");
+    let mut args: Vec<String> = vec![owner.merchant_id.clone(), owner.mode.as_str().to_string()];
     let mut push = |clause: &str, value: String, sql: &mut String| {
         args.push(value);
         sql.push_str(&clause.replace('?', &format!("${}", args.len())));
@@ -178,23 +181,25 @@ pub struct DailyStats {
     pub refunded_amount: i64,
 }
 
-/// The merchant's daily figures for days in `from..=to` (`YYYY-MM-DD`, either open), newest
+/// The daily figures of `owner` (one merchant, one mode) for days in `from..=to` (`YYYY-MM-DD`, either open), newest
 /// first, at most [`STATS_DAYS_MAX`] rows.
 ///
 /// # Errors
 /// [`QueryError::Db`] when the database fails.
 pub async fn daily_stats(
     pool: &AnyPool,
-    merchant_id: &str,
+    owner: &OrderOwner,
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<Vec<DailyStats>, QueryError> {
     let rows = sqlx::query_as::<_, DailyStats>(&format!(
         "SELECT day, currency, orders_created, orders_paid, paid_minor AS paid_amount, refunds_succeeded, \
          refunded_minor AS refunded_amount FROM merchant_daily_stats \
-         WHERE merchant_id = $1 AND day >= $2 AND day <= $3 ORDER BY day DESC, currency LIMIT {STATS_DAYS_MAX}"
+         WHERE merchant_id = $1 AND mode = $2 AND day >= $3 AND day <= $4 ORDER BY day DESC, currency \
+         LIMIT {STATS_DAYS_MAX}"
     ))
-    .bind(merchant_id)
+    .bind(&owner.merchant_id)
+    .bind(owner.mode.as_str())
     .bind(from.unwrap_or("0000-00-00"))
     .bind(to.unwrap_or("9999-99-99"))
     .fetch_all(pool)
@@ -220,16 +225,18 @@ pub struct AccountBalance {
     pub lines: i64,
 }
 
-/// The merchant's account balances from the journal, by account and currency.
+/// The account balances of `owner`'s book (one merchant, one mode) from the journal, by
+/// account and currency.
 ///
 /// # Errors
 /// [`QueryError::Db`] when the database fails.
-pub async fn balances(pool: &AnyPool, merchant_id: &str) -> Result<Vec<AccountBalance>, QueryError> {
+pub async fn balances(pool: &AnyPool, owner: &OrderOwner) -> Result<Vec<AccountBalance>, QueryError> {
     let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
         "SELECT account, currency, debit_minor, credit_minor, lines FROM account_balance \
-         WHERE merchant_id = $1 ORDER BY account, currency",
+         WHERE merchant_id = $1 AND mode = $2 ORDER BY account, currency",
     )
-    .bind(merchant_id)
+    .bind(&owner.merchant_id)
+    .bind(owner.mode.as_str())
     .fetch_all(pool)
     .await?;
     Ok(rows

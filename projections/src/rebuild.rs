@@ -83,7 +83,7 @@ impl Projection {
                 },
                 TableSpec {
                     name: "merchant_daily_stats",
-                    key: &["merchant_id", "day", "currency"],
+                    key: &["merchant_id", "mode", "day", "currency"],
                     insert_only: false,
                 },
             ],
@@ -95,7 +95,7 @@ impl Projection {
                 },
                 TableSpec {
                     name: "account_balance",
-                    key: &["merchant_id", "account", "currency"],
+                    key: &["merchant_id", "mode", "account", "currency"],
                     insert_only: false,
                 },
                 TableSpec {

@@ -1,7 +1,7 @@
-//! `merchant_daily_stats`: per merchant, UTC day and currency, the dashboard's counts and sums,
+//! `merchant_daily_stats`: per merchant, mode, UTC day and currency, the dashboard's counts and sums,
 //! as a pure function of (order view before the event, event). Amounts are minor units.
 
-use payledger_domain::PaymentOrderEvent;
+use payledger_domain::{Mode, PaymentOrderEvent};
 
 use crate::view::OrderView;
 
@@ -9,6 +9,8 @@ use crate::view::OrderView;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DailyKey {
     pub merchant_id: String,
+    /// Test and live money are counted apart.
+    pub mode: Mode,
     /// `YYYY-MM-DD`, UTC, of when the event happened.
     pub day: String,
     /// ISO-4217 code.
@@ -45,6 +47,7 @@ pub fn delta(before: Option<&OrderView>, sequence: i64, event: &PaymentOrderEven
         (None, E::OrderCreated { terms, .. }) => Some((
             DailyKey {
                 merchant_id: terms.merchant_id.clone(),
+                mode: terms.mode,
                 day,
                 currency: terms.amount.currency.code().to_string(),
             },
@@ -57,6 +60,7 @@ pub fn delta(before: Option<&OrderView>, sequence: i64, event: &PaymentOrderEven
         (Some(v), E::PaymentSucceeded { amount, .. }) => Some((
             DailyKey {
                 merchant_id: v.merchant_id.clone(),
+                mode: v.mode,
                 day,
                 currency: amount.currency.code().to_string(),
             },
@@ -71,6 +75,7 @@ pub fn delta(before: Option<&OrderView>, sequence: i64, event: &PaymentOrderEven
             Some((
                 DailyKey {
                     merchant_id: v.merchant_id.clone(),
+                    mode: v.mode,
                     day,
                     currency: r.currency.clone(),
                 },

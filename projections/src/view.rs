@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use payledger_domain::{OrderStatus, PaymentOrderEvent, RefundStatus};
+use payledger_domain::{Mode, OrderStatus, PaymentOrderEvent, RefundStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -13,9 +13,12 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = Order)]
 pub struct OrderView {
-    /// UUIDv5 of the merchant id and `out_trade_no`: the same order for a retried request.
+    /// UUIDv5 of the merchant id, mode and `out_trade_no`: the same order for a retried request.
     pub order_id: Uuid,
     pub merchant_id: String,
+    /// The mode of the key that created the order: `test` (sandbox) or `live`.
+    #[schema(value_type = crate::openapi::ModeSchema)]
+    pub mode: Mode,
     /// The merchant's own order number.
     pub out_trade_no: String,
     #[schema(value_type = crate::openapi::OrderStatusSchema)]
@@ -112,6 +115,7 @@ impl OrderView {
             return Ok(Self {
                 order_id: *order_id,
                 merchant_id: terms.merchant_id.clone(),
+                mode: terms.mode,
                 out_trade_no: terms.out_trade_no.clone(),
                 status: OrderStatus::AwaitingPayment,
                 amount: terms.amount.amount_minor,

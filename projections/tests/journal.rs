@@ -51,7 +51,7 @@ fn cny(minor: i64) -> Money {
 }
 
 fn order_id(i: usize) -> Uuid {
-    ids::order_id(MERCHANT_ID, &format!("T{i}"))
+    ids::order_id(MERCHANT_ID, payledger_domain::Mode::Test, &format!("T{i}"))
 }
 
 fn command(op: &Op, step: usize) -> (usize, C) {
@@ -119,6 +119,7 @@ fn create(i: usize) -> C {
         order_id: order_id(i),
         terms: OrderTerms {
             merchant_id: MERCHANT_ID.into(),
+            mode: payledger_domain::Mode::Test,
             out_trade_no: format!("T{i}"),
             amount: cny(ORDER_AMOUNT_MINOR),
             channel: "sandbox".into(),

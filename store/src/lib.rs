@@ -29,5 +29,5 @@ pub mod wake;
 
 pub use backend::{is_unavailable, Backend, DbError};
 pub use db::{Database, PoolConfig};
-pub use log::{GlobalLog, LogEvent, LogPosition};
+pub use log::{GlobalLog, LogEvent, LogPosition, OrderOwner};
 pub use orders::{ExecuteError, Executed, OrderStore, Start};

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::Aggregate;
-use payledger_domain::{ids, PaymentOrder, PaymentOrderEvent};
+use payledger_domain::{ids, Mode, OrderTerms, PaymentOrder, PaymentOrderEvent};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
@@ -24,9 +24,32 @@ use crate::time::parse_ts;
 
 pub use crate::upcast::upcasters;
 
-/// Orders looked up per query by [`GlobalLog::merchants_of`] (bound parameters stay far below
+/// Orders looked up per query by [`GlobalLog::owners_of`] (bound parameters stay far below
 /// SQLite's and PostgreSQL's limits).
 pub const MERCHANT_LOOKUP_ORDERS_MAX: usize = 500;
+
+/// Who an order belongs to: its merchant, in test or live mode. Every event of the order belongs
+/// to the same owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderOwner {
+    pub merchant_id: String,
+    pub mode: Mode,
+}
+
+impl OrderOwner {
+    /// The owner named in an order's terms.
+    pub fn of(terms: &OrderTerms) -> Self {
+        Self {
+            merchant_id: terms.merchant_id.clone(),
+            mode: terms.mode,
+        }
+    }
+
+    /// Whether the order of `terms` is this owner's: same merchant, same mode.
+    pub fn owns(&self, terms: &OrderTerms) -> bool {
+        terms.merchant_id == self.merchant_id && terms.mode == self.mode
+    }
+}
 
 /// A position in the global log: `(transaction_id, global_position)`, compared in that order.
 /// On SQLite `transaction_id` is always 0. `LogPosition::default()` is before the first event.
@@ -241,14 +264,15 @@ impl GlobalLog {
         rows.iter().map(|r| self.decode(r)).collect()
     }
 
-    /// The merchant of each order in `order_ids`, read from its `OrderCreated` event (sequence 1),
-    /// in one query per [`MERCHANT_LOOKUP_ORDERS_MAX`] orders. Orders without an `OrderCreated`
-    /// are absent from the map. For a reader that needs the merchant of events other than
-    /// `OrderCreated` (the NATS relay's subjects) without waiting for a projection.
+    /// The owner (merchant and mode) of each order in `order_ids`, read from its `OrderCreated`
+    /// event (sequence 1), in one query per [`MERCHANT_LOOKUP_ORDERS_MAX`] orders. Orders without
+    /// an `OrderCreated` are absent from the map. For a reader that needs the owner of events
+    /// other than `OrderCreated` (the NATS relay's subjects and headers) without waiting for a
+    /// projection.
     ///
     /// # Errors
     /// As [`GlobalLog::read_after`].
-    pub async fn merchants_of(&self, order_ids: &[Uuid]) -> Result<HashMap<Uuid, String>, DbError> {
+    pub async fn owners_of(&self, order_ids: &[Uuid]) -> Result<HashMap<Uuid, OrderOwner>, DbError> {
         let columns = match self.backend {
             Backend::Postgres => PG_COLUMNS,
             Backend::Sqlite => SQLITE_COLUMNS,
@@ -273,7 +297,7 @@ impl GlobalLog {
             for row in query.fetch_all(&self.pool).await? {
                 let event = self.decode(&row)?;
                 if let PaymentOrderEvent::OrderCreated { terms, .. } = event.event {
-                    merchants.insert(event.order_id, terms.merchant_id);
+                    merchants.insert(event.order_id, OrderOwner::of(&terms));
                 }
             }
         }

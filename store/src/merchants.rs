@@ -1,10 +1,17 @@
-//! Merchants: who may call the API, and the secret their notifications are signed with.
+//! Merchants: who may call the API, in which mode, and the secret their notifications are signed
+//! with.
+//!
+//! Each merchant has two API keys: the live key (real channels, real money) and the test key
+//! (the sandbox only); the key a request carries decides its [`Mode`]. Only their SHA-256 is
+//! stored. A merchant added before modes existed has its old key as live key and no test key
+//! until [`set_test_key`] gives it one.
 //!
 //! The webhook secret is stored sealed ([`crate::sealed`], place
 //! `merchants.webhook_secret/<merchant_id>`): every function that writes or reads it takes the
 //! process's [`Keyring`].
 
 use chrono::Utc;
+use payledger_domain::Mode;
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
@@ -49,23 +56,35 @@ pub fn webhook_secret_place(merchant_id: &str) -> String {
     format!("merchants.webhook_secret/{merchant_id}")
 }
 
-/// Stores a new merchant with the hash of `api_key` and `webhook_secret` sealed by `keyring`.
+/// A new merchant's two API keys (random tokens; by convention `plk_live_…` and `plk_test_…`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiKeys<'a> {
+    /// The key of live mode: real channels only.
+    pub live: &'a str,
+    /// The key of test mode: the sandbox only.
+    pub test: &'a str,
+}
+
+/// Stores a new merchant with the hashes of its `keys` and `webhook_secret` sealed by
+/// `keyring`.
 ///
 /// # Errors
-/// [`AddMerchantError::Exists`] when `merchant_id` is taken; [`AddMerchantError::Db`] otherwise.
+/// [`AddMerchantError::Exists`] when `merchant_id` is taken; [`AddMerchantError::Db`] otherwise
+/// (also when a key equals one stored already).
 pub async fn add(
     pool: &AnyPool,
     keyring: &Keyring,
     merchant_id: &str,
-    api_key: &str,
+    keys: ApiKeys<'_>,
     webhook_secret: &str,
 ) -> Result<(), AddMerchantError> {
     let result = sqlx::query(
-        "INSERT INTO merchants (merchant_id, api_key_sha256, webhook_secret, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (merchant_id) DO NOTHING",
+        "INSERT INTO merchants (merchant_id, api_key_sha256, test_api_key_sha256, webhook_secret, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) DO NOTHING",
     )
     .bind(merchant_id)
-    .bind(api_key_hash(api_key))
+    .bind(api_key_hash(keys.live))
+    .bind(api_key_hash(keys.test))
     .bind(keyring.seal(webhook_secret, &webhook_secret_place(merchant_id)))
     .bind(fmt_ts(Utc::now()))
     .execute(pool)
@@ -77,22 +96,49 @@ pub async fn add(
     Ok(())
 }
 
-/// The merchant whose API key is `api_key`, if any.
+/// Gives merchant `merchant_id` the test key `test_api_key`, replacing its test key if it had
+/// one (the old one stops working within [`API_KEY_CACHE_TTL_MS`]). Returns whether the
+/// merchant exists.
+///
+/// # Errors
+/// [`DbError::Sqlx`] when the database fails.
+pub async fn set_test_key(pool: &AnyPool, merchant_id: &str, test_api_key: &str) -> Result<bool, DbError> {
+    let changed = sqlx::query("UPDATE merchants SET test_api_key_sha256 = $1 WHERE merchant_id = $2")
+        .bind(api_key_hash(test_api_key))
+        .bind(merchant_id)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(changed > 0)
+}
+
+/// The merchant whose API key is `api_key`, and the key's mode, if any.
 ///
 /// # Errors
 /// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when the webhook secret does
 /// not open with `keyring`.
-pub async fn by_api_key(pool: &AnyPool, keyring: &Keyring, api_key: &str) -> Result<Option<Merchant>, DbError> {
+pub async fn by_api_key(pool: &AnyPool, keyring: &Keyring, api_key: &str) -> Result<Option<(Merchant, Mode)>, DbError> {
     by_key_hash(pool, keyring, &ApiKeyHash::of(api_key)).await
 }
 
-async fn by_key_hash(pool: &AnyPool, keyring: &Keyring, hash: &ApiKeyHash) -> Result<Option<Merchant>, DbError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants WHERE api_key_sha256 = $1")
-            .bind(&hash.0)
-            .fetch_optional(pool)
-            .await?;
-    row.map(|row| opened(keyring, row)).transpose()
+async fn by_key_hash(
+    pool: &AnyPool,
+    keyring: &Keyring,
+    hash: &ApiKeyHash,
+) -> Result<Option<(Merchant, Mode)>, DbError> {
+    // Two indexed lookups in one statement; a key is one merchant's live or test key, never both.
+    let row: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT merchant_id, webhook_secret, 'live' FROM merchants WHERE api_key_sha256 = $1 \
+         UNION ALL SELECT merchant_id, webhook_secret, 'test' FROM merchants WHERE test_api_key_sha256 = $1",
+    )
+    .bind(&hash.0)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|(merchant_id, stored, mode)| {
+        let mode = Mode::parse(&mode).ok_or_else(|| DbError::Corrupt(format!("key mode {mode:?}")))?;
+        Ok((opened(keyring, (merchant_id, stored))?, mode))
+    })
+    .transpose()
 }
 
 /// An API key's [`api_key_hash`], computed once per request and used for every lookup of it
@@ -173,12 +219,14 @@ pub const API_KEY_CACHE_TTL_MS: u64 = 1_000;
 /// Keys [`ApiKeyCache`] holds; past it the cache starts again empty.
 pub const API_KEY_CACHE_ENTRIES_MAX: usize = 10_000;
 
-/// The merchants of recently seen API keys, for [`API_KEY_CACHE_TTL_MS`]: under load nearly
+type CacheEntry = ((Merchant, Mode), std::time::Instant);
+
+/// The merchants (and modes) of recently seen API keys, for [`API_KEY_CACHE_TTL_MS`]: under load nearly
 /// every request skips the lookup (a statement and a round trip each). Only keys that were
 /// found are kept, so a wrong key always costs a lookup and never a cache entry.
 #[derive(Default)]
 pub struct ApiKeyCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (Merchant, std::time::Instant)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, CacheEntry>>,
 }
 
 impl ApiKeyCache {
@@ -193,7 +241,7 @@ impl ApiKeyCache {
         pool: &AnyPool,
         keyring: &Keyring,
         hash: &ApiKeyHash,
-    ) -> Result<Option<Merchant>, DbError> {
+    ) -> Result<Option<(Merchant, Mode)>, DbError> {
         let ttl = std::time::Duration::from_millis(API_KEY_CACHE_TTL_MS);
         let fresh = self
             .lock()
@@ -222,7 +270,7 @@ impl ApiKeyCache {
         self.lock().contains_key(&hash.0)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Merchant, std::time::Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, CacheEntry>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

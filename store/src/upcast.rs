@@ -4,13 +4,14 @@
 //! | type | from | to | change |
 //! |---|---|---|---|
 //! | `ChannelOrderFailed` | 1.0 | 2.0 | added `retryable` |
+//! | `OrderCreated` | 1.0 | 2.0 | added `terms.mode` |
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-use payledger_domain::CHANNEL_ORDER_FAILED_VERSION;
+use payledger_domain::{Mode, CHANNEL_ORDER_FAILED_VERSION, ORDER_CREATED_VERSION};
 
 /// Every upcaster, applied in order.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(ChannelOrderFailedV1)]
+    vec![Box::new(ChannelOrderFailedV1), Box::new(OrderCreatedV1)]
 }
 
 /// `ChannelOrderFailed` 1.0 → 2.0: adds `retryable`.
@@ -41,6 +42,34 @@ impl EventUpcaster for ChannelOrderFailedV1 {
             fields.insert("retryable".into(), serde_json::Value::Bool(retryable));
         }
         event.event_version = CHANNEL_ORDER_FAILED_VERSION.to_string();
+        event
+    }
+}
+
+/// `OrderCreated` 1.0 → 2.0: adds `terms.mode`.
+///
+/// Before modes existed the sandbox was the only channel whose money was no one's, and a real
+/// channel's money was real: an order on the sandbox is a test order, any other a live one
+/// ([`Mode::of_legacy_channel`]).
+pub struct OrderCreatedV1;
+
+impl EventUpcaster for OrderCreatedV1 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "OrderCreated" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(terms) = event
+            .payload
+            .get_mut("OrderCreated")
+            .and_then(|f| f.get_mut("terms"))
+            .and_then(|t| t.as_object_mut())
+        {
+            let channel = terms.get("channel").and_then(|c| c.as_str()).unwrap_or_default();
+            let mode = Mode::of_legacy_channel(channel);
+            terms.insert("mode".into(), serde_json::Value::String(mode.as_str().into()));
+        }
+        event.event_version = ORDER_CREATED_VERSION.to_string();
         event
     }
 }

@@ -162,15 +162,14 @@ async fn main() {
 
     let api_key = format!("plk_bench_{}", uuid::Uuid::new_v4().simple());
     let webhook_secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
-    merchants::add(
-        running.db.pool(),
-        &running.keyring,
-        MERCHANT_ID,
-        &api_key,
-        &webhook_secret,
-    )
-    .await
-    .expect("add the benchmark merchant");
+    let live_api_key = format!("plk_bench_live_{}", uuid::Uuid::new_v4().simple());
+    let keys = merchants::ApiKeys {
+        live: &live_api_key,
+        test: &api_key,
+    };
+    merchants::add(running.db.pool(), &running.keyring, MERCHANT_ID, keys, &webhook_secret)
+        .await
+        .expect("add the benchmark merchant");
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)

@@ -63,7 +63,7 @@ fn api_key(m: &str) -> String {
 fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
     let m = merchant(i);
     let out_trade_no = format!("B{i:09}");
-    let order_id = ids::order_id(&m, &out_trade_no);
+    let order_id = ids::order_id(&m, payledger_domain::Mode::Test, &out_trade_no);
     let created_at = start + chrono::Duration::milliseconds(spacing_ms * i as i64);
     let amount = Money::new(100 + (i as i64 * 7919) % 100_000, Currency::CNY).expect("amount");
     let mut events = vec![
@@ -71,6 +71,7 @@ fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
             order_id,
             terms: OrderTerms {
                 merchant_id: m,
+                mode: payledger_domain::Mode::Test,
                 out_trade_no,
                 amount,
                 channel: "sandbox".into(),
@@ -446,7 +447,12 @@ async fn main() {
     let keyring = payledger_tests::secrets_key_for(&test_db.url).load().expect("keyring");
     for i in 0..MERCHANTS {
         let m = merchant(i);
-        merchants::add(db.pool(), &keyring, &m, &api_key(&m), "whsec_bench")
+        let (test, live) = (api_key(&m), format!("{}_live", api_key(&m)));
+        let keys = merchants::ApiKeys {
+            live: &live,
+            test: &test,
+        };
+        merchants::add(db.pool(), &keyring, &m, keys, "whsec_bench")
             .await
             .expect("merchant");
     }

@@ -30,10 +30,11 @@ async fn append_orders(db: &Database, prefix: &str, orders: usize) -> Duration {
     futures::stream::iter(0..orders)
         .for_each_concurrent(WRITERS, |i| async move {
             let out_trade_no = format!("{prefix}-{i}");
-            let order_id = ids::order_id("bench", &out_trade_no);
+            let order_id = ids::order_id("bench", payledger_domain::Mode::Test, &out_trade_no);
             let amount = Money::new(100 + i as i64, Currency::CNY).expect("amount");
             let terms = OrderTerms {
                 merchant_id: "bench".into(),
+                mode: payledger_domain::Mode::Test,
                 out_trade_no,
                 amount,
                 channel: "sandbox".into(),

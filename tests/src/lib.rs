@@ -8,6 +8,7 @@
 pub mod flows;
 pub mod nats;
 pub mod proxy;
+pub mod wechat;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -29,7 +30,10 @@ pub use payledger_testkit::{pg_admin_url, Backend, TestDb};
 #[derive(Debug, Clone)]
 pub struct MerchantCreds {
     pub merchant_id: String,
+    /// The test key: the sandbox only (most tests).
     pub api_key: String,
+    /// The live key: real channels only.
+    pub live_api_key: String,
     pub webhook_secret: String,
 }
 
@@ -239,13 +243,17 @@ impl TestServer {
         let creds = MerchantCreds {
             merchant_id: merchant_id.to_string(),
             api_key: format!("plk_test_{}", uuid::Uuid::new_v4().simple()),
+            live_api_key: format!("plk_live_{}", uuid::Uuid::new_v4().simple()),
             webhook_secret: format!("whsec_test_{}", uuid::Uuid::new_v4().simple()),
         };
         merchants::add(
             self.database().pool(),
             &self.running.as_ref().expect("running").keyring,
             merchant_id,
-            &creds.api_key,
+            merchants::ApiKeys {
+                live: &creds.live_api_key,
+                test: &creds.api_key,
+            },
             &creds.webhook_secret,
         )
         .await
@@ -513,6 +521,7 @@ pub async fn migrated_database(backend: Backend) -> Option<(TestDb, Database)> {
 pub fn sandbox_terms(out_trade_no: &str, amount: i64) -> payledger_domain::OrderTerms {
     payledger_domain::OrderTerms {
         merchant_id: "m".into(),
+        mode: payledger_domain::Mode::Test,
         out_trade_no: out_trade_no.into(),
         amount: payledger_domain::Money::new(amount, payledger_domain::Currency::CNY).expect("a valid amount"),
         channel: "sandbox".into(),

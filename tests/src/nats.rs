@@ -91,6 +91,11 @@ impl TestStream {
                     .get(async_nats::header::NATS_MESSAGE_ID)
                     .map(|v| v.as_str().to_string())
                     .unwrap_or_default(),
+                mode: m
+                    .headers
+                    .get(payledger_bus::envelope::MODE_HEADER)
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default(),
                 envelope: serde_json::from_value(body.clone()).expect("an envelope"),
                 body,
                 stored_at_unix_ns: m.time.unix_timestamp_nanos(),
@@ -124,6 +129,8 @@ pub struct StoredMessage {
     pub subject: String,
     /// The `Nats-Msg-Id` header.
     pub msg_id: String,
+    /// The `Payledger-Mode` header (empty when absent).
+    pub mode: String,
     /// The body as JSON (for schema validation).
     pub body: serde_json::Value,
     /// The body as an envelope.

@@ -568,9 +568,10 @@ async fn a_channel_cannot_pay_another_channels_order(backend: Backend) {
     };
     let m = s.add_merchant("shop1").await;
     // Only the sandbox is enabled over HTTP today, so place a wechatpay order through the store.
-    let order_id = payledger_domain::ids::order_id("shop1", "T-WX");
+    let order_id = payledger_domain::ids::order_id("shop1", payledger_domain::Mode::Live, "T-WX");
     let terms = payledger_domain::OrderTerms {
         merchant_id: "shop1".into(),
+        mode: payledger_domain::Mode::Live,
         out_trade_no: "T-WX".into(),
         amount: payledger_domain::Money::new(100, payledger_domain::Currency::CNY).expect("money"),
         channel: "wechatpay".into(),
@@ -595,7 +596,7 @@ async fn a_channel_cannot_pay_another_channels_order(backend: Backend) {
         .expect("sent");
     assert_eq!(status, 400, "a sandbox callback was accepted for a wechatpay order");
     assert_eq!(
-        event_types(&s, &m.api_key, &order_id.to_string()).await,
+        event_types(&s, &m.live_api_key, &order_id.to_string()).await,
         ["OrderCreated"]
     );
 }

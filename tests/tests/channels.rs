@@ -37,7 +37,10 @@ fn fixture(path: &str) -> PathBuf {
 /// The simulators, the configuration file pointing at them, and the server reading it.
 struct World {
     s: TestServer,
+    /// The merchant, its `api_key` its live key: these tests are about real channels.
     m: MerchantCreds,
+    /// The merchant's test key, for the sandbox.
+    test_key: String,
     wechat: WechatPaySimulator,
     alipay: AlipaySimulator,
     accounts: ChannelAccounts,
@@ -113,10 +116,12 @@ seller_id = "{SIM_SELLER_ID}"
         c.monitor = monitor.clone();
     })
     .await?;
-    let m = s.add_merchant("shop1").await;
+    let mut m = s.add_merchant("shop1").await;
+    let test_key = std::mem::replace(&mut m.api_key, m.live_api_key.clone());
     Some(World {
         s,
         m,
+        test_key,
         wechat,
         alipay,
         accounts,
@@ -657,9 +662,11 @@ async fn an_alipay_notification_with_another_amount_flags_the_order_unpaid(backe
 /// shortest allowed expiry (60 s), so it is already expired: the API cannot make one (its
 /// `expire_in_seconds` minimum is 60).
 async fn create_expired(w: &World, out_trade_no: &str, amount: i64, channel: &str, method: &str) -> Uuid {
-    let order_id = ids::order_id(&w.m.merchant_id, out_trade_no);
+    let mode = payledger_domain::Mode::of_legacy_channel(channel);
+    let order_id = ids::order_id(&w.m.merchant_id, mode, out_trade_no);
     let terms = OrderTerms {
         merchant_id: w.m.merchant_id.clone(),
+        mode,
         out_trade_no: out_trade_no.into(),
         amount: Money::new(amount, Currency::CNY).expect("money"),
         channel: channel.into(),
@@ -719,9 +726,11 @@ async fn closed_by_monitor(w: &World, order_id: Uuid) {
 }
 
 async fn an_expired_sandbox_order_is_closed_by_the_monitor_and_cannot_be_paid(backend: Backend) {
-    let Some(w) = world(backend, monitor_eager()).await else {
+    let Some(mut w) = world(backend, monitor_eager()).await else {
         return;
     };
+    // A sandbox order is a test order: read with the test key.
+    w.m.api_key = w.test_key.clone();
     let order_id = create_expired(&w, "SBX-EXP", 700, "sandbox", "page").await;
     // Past expire_at the sandbox, like a real channel, takes no money.
     let r =
@@ -747,7 +756,7 @@ async fn an_expired_wechatpay_order_whose_notification_was_lost_becomes_paid_not
         return;
     };
     let out_trade_no = "WX-LOST";
-    let order_id = ids::order_id(&w.m.merchant_id, out_trade_no);
+    let order_id = ids::order_id(&w.m.merchant_id, payledger_domain::Mode::Live, out_trade_no);
     // Placed and paid at WeChat Pay before the order is due here; the notification never came.
     place_at_wechatpay(&w, order_id, 880).await;
     let transaction = w
@@ -774,7 +783,7 @@ async fn an_expired_unpaid_wechatpay_order_is_closed_at_the_channel_and_here(bac
         return;
     };
     let out_trade_no = "WX-EXP";
-    let order_id = ids::order_id(&w.m.merchant_id, out_trade_no);
+    let order_id = ids::order_id(&w.m.merchant_id, payledger_domain::Mode::Live, out_trade_no);
     place_at_wechatpay(&w, order_id, 660).await;
     create_expired(&w, out_trade_no, 660, "wechatpay", "qr").await;
     closed_by_monitor(&w, order_id).await;
@@ -867,7 +876,7 @@ async fn a_wechatpay_order_closed_by_the_monitor_then_paid_is_a_late_payment_in_
         return;
     };
     let out_trade_no = "WX-LATE";
-    let order_id = ids::order_id(&w.m.merchant_id, out_trade_no);
+    let order_id = ids::order_id(&w.m.merchant_id, payledger_domain::Mode::Live, out_trade_no);
     place_at_wechatpay(&w, order_id, 530).await;
     create_expired(&w, out_trade_no, 530, "wechatpay", "qr").await;
     closed_by_monitor(&w, order_id).await;
@@ -934,10 +943,20 @@ async fn channels_lists_each_enabled_channel_with_its_methods_and_limits(backend
     let alipay = by_name("alipay");
     assert_eq!(alipay["methods"], json!(["qr", "page", "h5"]));
     assert_eq!(alipay["amount_minor_max"], 10_000_000_000_i64);
-    let sandbox = by_name("sandbox");
-    assert_eq!(sandbox["methods"], json!(["page", "qr"]));
-    assert_eq!(sandbox["currencies"], Value::Null, "any currency");
-    assert_eq!(r.json["data"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        r.json["data"].as_array().map(Vec::len),
+        Some(2),
+        "live mode has no sandbox"
+    );
+
+    // Test mode: the sandbox alone.
+    let r = w.s.call("GET", "/v1/channels", Some(&w.test_key), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let data = r.json["data"].as_array().expect("data");
+    assert_eq!(data.len(), 1, "test mode reaches only the sandbox: {}", r.text);
+    assert_eq!(data[0]["channel"], "sandbox");
+    assert_eq!(data[0]["methods"], json!(["page", "qr"]));
+    assert_eq!(data[0]["currencies"], Value::Null, "any currency");
 
     let anonymous = w.s.call("GET", "/v1/channels", None, None).await;
     assert_eq!(anonymous.status, 401);
@@ -957,7 +976,12 @@ async fn a_currency_or_amount_the_channel_does_not_take_is_refused_before_the_ch
     for (n, (channel, method, currency, amount, field)) in cases.into_iter().enumerate() {
         let mut body = order_body(&format!("CAP-{n}"), amount, channel, method);
         body["currency"] = json!(currency);
-        let r = w.s.call("POST", "/v1/orders", Some(&w.m.api_key), Some(&body)).await;
+        let key = if channel == "sandbox" {
+            &w.test_key
+        } else {
+            &w.m.api_key
+        };
+        let r = w.s.call("POST", "/v1/orders", Some(key), Some(&body)).await;
         assert_eq!(r.status, 422, "{channel} {currency} {amount}: {}", r.text);
         assert!(r.json["errors"][field].is_array(), "names {field}: {}", r.text);
     }

@@ -44,7 +44,7 @@ base_url = "{base_url}"
 async fn create_order(s: &TestServer, m: &MerchantCreds) -> Reply {
     let body = json!({"out_trade_no": uuid::Uuid::new_v4().simple().to_string(), "amount": 100,
                       "currency": "CNY", "channel": "wechatpay", "method": "qr", "subject": "Coffee"});
-    s.call("POST", "/v1/orders", Some(&m.api_key), Some(&body)).await
+    s.call("POST", "/v1/orders", Some(&m.live_api_key), Some(&body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,18 +8,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use payledger_bus::RelayConfig;
-use payledger_channel_adapters::simulator::wechatpay::{
-    test_merchant_key, test_platform_keys, NotifyFaults, SimulatorConfig, WechatPaySimulator, TEST_API_V3_KEY,
-    TEST_APP_ID, TEST_MCH_ID, TEST_MERCHANT_SERIAL, TEST_PLATFORM_SERIAL,
-};
+use payledger_channel_adapters::simulator::wechatpay::{NotifyFaults, SimulatorConfig, WechatPaySimulator};
 use payledger_channel_adapters::CreateChannelOrder;
 use payledger_command_api::app::{self, Running, ServeConfig};
 use payledger_command_api::config::ChannelAccounts;
 use payledger_store::PoolConfig;
 use payledger_tests::flows::{create, create_id, get_order, order_body, pay, pay_path, wait_status, WAIT};
 use payledger_tests::nats::{nats_url, TestStream};
+use payledger_tests::wechat::wechatpay_accounts;
 use payledger_tests::{eventually, Backend, MerchantCreds, Reply, TestServer};
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
 
 /// The roles of a process that calls channels but does not serve them. With the relay: in NATS
@@ -94,7 +91,8 @@ async fn events(s: &TestServer, key: &str, order_id: &str) -> Vec<(String, Value
 
 /// The order `out_trade_no` of merchant `m`, which a failed create answered without an id.
 async fn failed_order(s: &TestServer, m: &MerchantCreds, out_trade_no: &str, code: &str) {
-    let order_id = payledger_domain::ids::order_id(&m.merchant_id, out_trade_no).to_string();
+    let order_id =
+        payledger_domain::ids::order_id(&m.merchant_id, payledger_domain::Mode::Test, out_trade_no).to_string();
     let view = wait_status(s, &m.api_key, &order_id, "failed").await;
     assert_eq!(view["paid_amount"], 0, "{view}");
     let evs = events(s, &m.api_key, &order_id).await;
@@ -255,38 +253,14 @@ async fn a_channel_service_that_never_answers_gives_504_after_the_channel_timeou
         .expect("the request reached the subscriber")
         .expect("a message");
     let sent: CreateChannelOrder = serde_json::from_slice(&request.payload).expect("a create request");
-    assert_eq!(sent.order_id, payledger_domain::ids::order_id("shop1", "N-1"));
+    assert_eq!(
+        sent.order_id,
+        payledger_domain::ids::order_id("shop1", payledger_domain::Mode::Test, "N-1")
+    );
     assert_eq!(sent.amount.amount_minor, 1000);
 }
 
 /// `payledger.toml` with the WeChat Pay test account of `sim`, keys inline.
-fn wechatpay_accounts(sim: &WechatPaySimulator, dir: &std::path::Path) -> ChannelAccounts {
-    let toml = format!(
-        r#"
-[channels.wechatpay.main]
-app_id = "{TEST_APP_ID}"
-mch_id = "{TEST_MCH_ID}"
-merchant_serial_no = "{TEST_MERCHANT_SERIAL}"
-merchant_private_key_pem = """
-{merchant_key}"""
-platform_serial_no = "{TEST_PLATFORM_SERIAL}"
-platform_public_key_pem = """
-{platform_key}"""
-api_v3_key = "{api_v3_key}"
-base_url = "{base}"
-"#,
-        merchant_key = *test_merchant_key().to_pkcs8_pem(LineEnding::LF).expect("pem"),
-        platform_key = test_platform_keys()
-            .public_key
-            .to_public_key_pem(LineEnding::LF)
-            .expect("pem"),
-        api_v3_key = std::str::from_utf8(TEST_API_V3_KEY).expect("ascii"),
-        base = sim.base_url(),
-    );
-    let file = dir.join("payledger.toml");
-    std::fs::write(&file, toml).expect("config file");
-    ChannelAccounts::load(&file).expect("the configuration loads")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechatpay_notifications_are_verified_by_the_channel_service() {
@@ -307,7 +281,7 @@ async fn wechatpay_notifications_are_verified_by_the_channel_service() {
     let mut body = order_body("WX-1", 1234);
     body["channel"] = json!("wechatpay");
     body["method"] = json!("qr");
-    let order_id = create_id(&api, &m.api_key, &body).await;
+    let order_id = create_id(&api, &m.live_api_key, &body).await;
     let out_trade_no = order_id.replace('-', "");
     assert!(wechat.order(&out_trade_no).is_some(), "placed at the simulator");
 
@@ -328,13 +302,13 @@ async fn wechatpay_notifications_are_verified_by_the_channel_service() {
         forged.status
     );
     assert_eq!(
-        get_order(&api, &m.api_key, &order_id).await.json["status"],
+        get_order(&api, &m.live_api_key, &order_id).await.json["status"],
         "awaiting_payment"
     );
     // The genuine one pays the order.
     let genuine = wechat.pay(&out_trade_no).await.expect("delivered");
     assert_eq!(genuine.status, 204, "WeChat Pay's success answer");
-    let view = wait_status(&api, &m.api_key, &order_id, "paid").await;
+    let view = wait_status(&api, &m.live_api_key, &order_id, "paid").await;
     assert_eq!(view["paid_amount"], 1234);
 
     // With the channels process gone, the API process cannot verify (though it has the account):

@@ -51,9 +51,9 @@ async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode:
     let mut body = order_body("ALI-1", 1500);
     body["channel"] = json!("alipay");
     body["method"] = json!("qr");
-    let order_id = create_id(&s, &m.api_key, &body).await;
+    let order_id = create_id(&s, &m.live_api_key, &body).await;
     sim.pay(&order_id).await.expect("paid at Alipay");
-    wait_status(&s, &m.api_key, &order_id, "paid").await;
+    wait_status(&s, &m.live_api_key, &order_id, "paid").await;
 
     // Alipay answers 503 to the worker's first round of attempts and two more: the refund only
     // goes through if the worker's failed handling is retried (the log's back-off, or a nak).
@@ -65,13 +65,13 @@ async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode:
         .call(
             "POST",
             &format!("/v1/orders/{order_id}/refunds"),
-            Some(&m.api_key),
+            Some(&m.live_api_key),
             Some(&json!({"out_refund_no": "R-1", "amount": 1500})),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let refund_id = r.json["refund_id"].as_str().expect("refund_id").to_string();
-    let done = wait_status(&s, &m.api_key, &order_id, "refunded").await;
+    let done = wait_status(&s, &m.live_api_key, &order_id, "refunded").await;
     assert_eq!(done["refunded_amount"], 1500);
     let refunded_at_alipay = sim.trade(&order_id).expect("trade").refunds;
     assert_eq!(
@@ -80,7 +80,12 @@ async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode:
         "{refunded_at_alipay:?}"
     );
     let events = s
-        .call("GET", &format!("/v1/orders/{order_id}/events"), Some(&m.api_key), None)
+        .call(
+            "GET",
+            &format!("/v1/orders/{order_id}/events"),
+            Some(&m.live_api_key),
+            None,
+        )
         .await;
     let types: Vec<&str> = events.json["events"]
         .as_array()

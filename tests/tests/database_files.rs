@@ -18,7 +18,7 @@ async fn a_new_sqlite_database_and_its_wal_are_private_to_their_owner() {
         .await
         .unwrap();
     db.migrate().await.unwrap();
-    let order_id = ids::order_id("m", "F-1");
+    let order_id = ids::order_id("m", payledger_domain::Mode::Test, "F-1");
     let create = PaymentOrderCommand::CreateOrder {
         order_id,
         terms: sandbox_terms("F-1", 100),

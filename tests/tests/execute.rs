@@ -7,7 +7,7 @@ use payledger_tests::{migrated_database, sandbox_terms, Backend};
 
 fn create(out_trade_no: &str, amount: i64) -> PaymentOrderCommand {
     PaymentOrderCommand::CreateOrder {
-        order_id: ids::order_id("m", out_trade_no),
+        order_id: ids::order_id("m", payledger_domain::Mode::Test, out_trade_no),
         terms: sandbox_terms(out_trade_no, amount),
         created_at: Utc::now(),
     }
@@ -17,7 +17,7 @@ async fn starting_new_is_trusted_only_for_an_append(backend: Backend) {
     let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let order_id = ids::order_id("m", "N-1");
+    let order_id = ids::order_id("m", payledger_domain::Mode::Test, "N-1");
     let new = |command: PaymentOrderCommand| {
         let db = db.clone();
         async move {
@@ -47,7 +47,7 @@ async fn a_refusal_of_decide_stores_nothing_and_is_returned_as_is(backend: Backe
     let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let order_id = ids::order_id("m", "D-1");
+    let order_id = ids::order_id("m", payledger_domain::Mode::Test, "D-1");
     db.execute(order_id, create("D-1", 100), "test").await.unwrap();
     #[derive(Debug, PartialEq)]
     enum Refusal {

@@ -23,7 +23,7 @@ async fn a_late_committing_event_is_held_back_not_skipped() {
     let log = db.log();
 
     // Transaction "late" appends order X first (smaller position) and stays open.
-    let x = ids::order_id("m", "X");
+    let x = ids::order_id("m", payledger_domain::Mode::Test, "X");
     let created_x = PaymentOrderEvent::OrderCreated {
         order_id: x,
         terms: terms("X"),
@@ -43,7 +43,7 @@ async fn a_late_committing_event_is_held_back_not_skipped() {
     .unwrap();
 
     // Order Y commits meanwhile, with a larger position and a larger transaction id.
-    let y = ids::order_id("m", "Y");
+    let y = ids::order_id("m", payledger_domain::Mode::Test, "Y");
     let cmd = PaymentOrderCommand::CreateOrder {
         order_id: y,
         terms: terms("Y"),
@@ -83,7 +83,7 @@ async fn the_sqlite_log_is_in_insert_order_and_never_held_back() {
     db.migrate().await.unwrap();
     let mut expected = vec![];
     for no in ["A", "B", "C"] {
-        let id = ids::order_id("m", no);
+        let id = ids::order_id("m", payledger_domain::Mode::Test, no);
         let cmd = PaymentOrderCommand::CreateOrder {
             order_id: id,
             terms: terms(no),
@@ -132,7 +132,7 @@ async fn an_append_in_one_process_wakes_the_subscribers_of_another() {
         .unwrap();
     let echoed = worker.appended_here();
 
-    let order_id = ids::order_id("m", "W");
+    let order_id = ids::order_id("m", payledger_domain::Mode::Test, "W");
     let cmd = PaymentOrderCommand::CreateOrder {
         order_id,
         terms: terms("W"),

@@ -373,7 +373,8 @@ async fn metrics_count_appended_events_notifications_and_channel_calls(backend: 
     assert!(metric(&after, "payledger_notify_queue_jobs", &[("status", "delivered")]) >= 1.0);
 }
 
-/// `--deny-private-urls` is checked on the address each attempt connects to, not only when
+/// `--deny-private-urls` (test mode: live mode refuses them by default) is checked on the
+/// address each attempt connects to, not only when
 /// the order was created: orders created while private targets were allowed (an IP literal,
 /// and a name that resolves to loopback, as a rebinding name would) are refused after a
 /// restart with the flag, and nothing reaches them. The attempt log shows the merchant a
@@ -384,7 +385,7 @@ async fn a_private_notify_url_is_refused_when_each_attempt_connects(backend: Bac
     let allow = Arc::new(AtomicBool::new(true));
     let flag = allow.clone();
     let Some(mut s) = TestServer::start_with_config(backend, move |c| {
-        c.allow_private_urls = flag.load(Ordering::SeqCst);
+        c.private_urls.test = flag.load(Ordering::SeqCst);
         // Room for the restart before the second attempts.
         c.sender.schedule = "3s,500ms".parse().expect("schedule");
     })

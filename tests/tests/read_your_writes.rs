@@ -14,7 +14,7 @@ async fn a_restarted_runner_reports_its_checkpoint_before_any_new_event(backend:
     let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let order_id = ids::order_id("m", "R-1");
+    let order_id = ids::order_id("m", payledger_domain::Mode::Test, "R-1");
     let create = PaymentOrderCommand::CreateOrder {
         order_id,
         terms: sandbox_terms("R-1", 100),

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use payledger_channel_adapters::statement::{self, StatementFormat};
 use payledger_domain::{
-    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, Currency, Money, OrderTerms, PaymentOrderCommand as C,
-    RefundOutcome,
+    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, Currency, Mode, Money, OrderTerms,
+    PaymentOrderCommand as C, RefundOutcome,
 };
 use payledger_projections::reconcile::{self, DiscrepancyKind, ItemKind};
 use payledger_projections::JournalProjection;
@@ -72,7 +72,7 @@ const LEDGER: [Paid; 4] = [
 ];
 
 fn order_id(out_trade_no: &str) -> Uuid {
-    ids::order_id(MERCHANT, out_trade_no)
+    ids::order_id(MERCHANT, Mode::Live, out_trade_no)
 }
 
 fn refund_id(out_trade_no: &str, out_refund_no: &str) -> Uuid {
@@ -88,6 +88,9 @@ async fn build_ledger(db: &Database, channel: &str) {
                 order_id: id,
                 terms: OrderTerms {
                     merchant_id: MERCHANT.into(),
+                    // The generic statement is the sandbox's: its orders are test orders (their
+                    // ids, made by `order_id` above, are only names here).
+                    mode: Mode::of_legacy_channel(channel),
                     out_trade_no: p.out_trade_no.into(),
                     amount: cny(p.amount),
                     channel: channel.into(),

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use payledger_bus::envelope::msg_id;
 use payledger_bus::relay::RelayProgress;
 use payledger_bus::{Envelope, Relay, RelayMetrics};
-use payledger_domain::{Currency, Money, PaymentOrderEvent, EVENT_VERSION};
-use payledger_store::{Database, LogEvent, LogPosition};
+use payledger_domain::{Currency, Mode, Money, PaymentOrderEvent, EVENT_VERSION};
+use payledger_store::{Database, LogEvent, LogPosition, OrderOwner};
 use payledger_tests::flows::{create_id, order_body, pay, wait_status, WAIT};
 use payledger_tests::nats::{nats_addr, nats_url, Proxy, StoredMessage, TestStream};
 use payledger_tests::{eventually, Backend, TestServer};
@@ -64,7 +64,7 @@ fn check_stream(
     stream: &TestStream,
     messages: &[StoredMessage],
     events: &[LogEvent],
-    merchants: &HashMap<Uuid, String>,
+    merchants: &HashMap<Uuid, OrderOwner>,
 ) {
     let validator = validator();
     for m in messages {
@@ -86,17 +86,21 @@ fn check_stream(
         let e = by_id
             .get(&m.msg_id)
             .unwrap_or_else(|| panic!("{} is not an event of the log", m.msg_id));
-        let merchant = &merchants[&e.order_id];
-        assert_eq!(m.subject, format!("{}.{merchant}.{}", stream.prefix, e.event_type));
-        assert_eq!(m.envelope, Envelope::new(e, merchant).unwrap(), "{}", m.msg_id);
+        let owner = &merchants[&e.order_id];
+        assert_eq!(
+            m.subject,
+            format!("{}.{}.{}", stream.prefix, owner.merchant_id, e.event_type)
+        );
+        assert_eq!(m.envelope, Envelope::new(e, owner).unwrap(), "{}", m.msg_id);
+        assert_eq!(m.mode, owner.mode.as_str(), "{}: the Payledger-Mode header", m.msg_id);
         let expected = next_sequence.entry(e.order_id).or_insert(1);
         assert_eq!(e.sequence, *expected, "order {} out of order in the stream", e.order_id);
         *expected += 1;
     }
 }
 
-/// The log's events and each order's merchant.
-async fn log_of(db: &Database) -> (Vec<LogEvent>, HashMap<Uuid, String>) {
+/// The log's events and each order's owner.
+async fn log_of(db: &Database) -> (Vec<LogEvent>, HashMap<Uuid, OrderOwner>) {
     let events = payledger_tests::committed_events(db).await;
     let orders: Vec<Uuid> = events
         .iter()
@@ -104,7 +108,7 @@ async fn log_of(db: &Database) -> (Vec<LogEvent>, HashMap<Uuid, String>) {
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let merchants = db.log().merchants_of(&orders).await.unwrap();
+    let merchants = db.log().owners_of(&orders).await.unwrap();
     (events, merchants)
 }
 
@@ -463,9 +467,10 @@ fn money(amount_minor: i64) -> Money {
 /// One envelope of every event type, as the relay builds them.
 fn one_of_each() -> Vec<Value> {
     let now = chrono::Utc::now();
-    let order_id = payledger_domain::ids::order_id("m1", "T-1");
+    let order_id = payledger_domain::ids::order_id("m1", Mode::Test, "T-1");
     let terms = payledger_domain::OrderTerms {
         merchant_id: "m1".into(),
+        mode: Mode::Test,
         out_trade_no: "T-1".into(),
         amount: money(100),
         channel: "sandbox".into(),
@@ -566,7 +571,11 @@ fn one_of_each() -> Vec<Value> {
                 metadata: json!({"actor": "merchant:m1"}),
                 recorded_at: now,
             };
-            serde_json::to_value(Envelope::new(&log_event, "m1").unwrap()).unwrap()
+            let owner = OrderOwner {
+                merchant_id: "m1".into(),
+                mode: Mode::Test,
+            };
+            serde_json::to_value(Envelope::new(&log_event, &owner).unwrap()).unwrap()
         })
         .collect()
 }

@@ -77,9 +77,10 @@ async fn secrets_are_sealed_migrated_and_rotated(backend: Backend) {
     // A merchant stored before sealing existed (plain text) is sealed at the next start, and
     // its notifications are still signed with its secret.
     sqlx::query(
-        "INSERT INTO merchants (merchant_id, api_key_sha256, webhook_secret, created_at) \
-         VALUES ('legacy', $1, 'whsec_plain_legacy', '2026-01-01T00:00:00Z')",
+        "INSERT INTO merchants (merchant_id, api_key_sha256, test_api_key_sha256, webhook_secret, created_at) \
+         VALUES ('legacy', $1, $2, 'whsec_plain_legacy', '2026-01-01T00:00:00Z')",
     )
+    .bind(payledger_store::merchants::api_key_hash("plk_legacy_live"))
     .bind(payledger_store::merchants::api_key_hash("plk_legacy"))
     .execute(s.database().pool())
     .await

@@ -1,20 +1,39 @@
 //! Events stored by an older version still load after their payload changed. The fixture
 //! `tests/fixtures/events_v1.json` holds real rows written by payledger before
 //! `ChannelOrderFailed` 2.0 (which added `retryable`): a paid and partly refunded order and two
-//! orders whose channel order failed (unreachable, refused). On both backends they are inserted
-//! as stored rows, then read through the global log, the aggregate and the projections.
+//! orders whose channel order failed (unreachable, refused), all on the sandbox and written
+//! before `OrderCreated` 2.0 (which added `terms.mode`). On both backends they are inserted as
+//! stored rows into a database of that time (migrations up to 0006), the database is upgraded,
+//! and they are read through the global log, the aggregate, the flows and the projections.
 
+use payledger_channel_adapters::Channels;
+use payledger_command_api::flows::Flows;
 use payledger_domain::{
-    ids, Currency, Money, OrderError, OrderStatus, PaymentOrderCommand as C, PaymentOrderEvent as E,
+    ids, Currency, Mode, Money, OrderError, OrderStatus, PaymentOrderCommand as C, PaymentOrderEvent as E,
     CHANNEL_ORDER_FAILED_VERSION,
 };
 use payledger_projections::{queries, JournalProjection, OrderProjection};
-use payledger_store::{Backend as StoreBackend, Database, ExecuteError, PoolConfig};
+use payledger_store::{Backend as StoreBackend, Database, ExecuteError, OrderOwner, PoolConfig};
 use payledger_tests::{catch_up, Backend, TestDb};
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("../fixtures/events_v1.json");
 const MERCHANT: &str = "shop_v1";
+
+/// The last migration before test and live mode.
+const BEFORE_MODES: i64 = 6;
+
+/// The id the fixture's orders have: ids of before modes, which live orders keep.
+fn v1_order_id(out_trade_no: &str) -> uuid::Uuid {
+    ids::legacy_test_order_id(MERCHANT, out_trade_no)
+}
+
+fn owner(mode: Mode) -> OrderOwner {
+    OrderOwner {
+        merchant_id: MERCHANT.into(),
+        mode,
+    }
+}
 
 async fn insert_fixture(db: &Database) {
     let rows: Vec<Value> = serde_json::from_str(FIXTURE).expect("fixture");
@@ -52,14 +71,37 @@ async fn version_1_events_still_load(backend: Backend) {
     let db = Database::connect(Some(&test_db.url), PoolConfig::default())
         .await
         .expect("connect");
-    db.migrate().await.expect("migrate");
+    db.migrate_up_to(BEFORE_MODES).await.expect("migrate to 0006");
     insert_fixture(&db).await;
+    // A notification of the paid order, queued before the upgrade.
+    sqlx::query(
+        "INSERT INTO notify_job (notification_id, merchant_id, order_id, event_type, notify_url, body, status, \
+         attempts, next_attempt_at, created_at, updated_at) VALUES ('n-v1', $1, $2, 'payment.succeeded', \
+         'https://shop.example/n', '{}', 'delivered', 1, '2026-01-01T00:00:00.000000Z', \
+         '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+    )
+    .bind(MERCHANT)
+    .bind(v1_order_id("V1-PAID").to_string())
+    .execute(db.pool())
+    .await
+    .expect("a queued notification");
+    db.migrate().await.expect("upgrade");
+
+    // The upgrade: sandbox orders are test orders, their notifications too, and the flows
+    // are told that test orders from before keep their ids.
+    let mode: String = sqlx::query_scalar("SELECT mode FROM notify_job WHERE notification_id = 'n-v1'")
+        .fetch_one(db.pool())
+        .await
+        .expect("mode");
+    assert_eq!(mode, "test");
+    let flows = Flows::open(db.clone(), Channels::default()).await.expect("flows");
+    assert!(flows.legacy_test_ids, "the migration marks the legacy test ids");
 
     // The global log upcasts: `retryable` comes from what 1.0 wrote in the message.
     for (out_trade_no, retryable) in [("V1-UNAVAILABLE", true), ("V1-REFUSED", false)] {
         let events = db
             .log()
-            .order_events(ids::order_id(MERCHANT, out_trade_no))
+            .order_events(v1_order_id(out_trade_no))
             .await
             .expect("order events");
         assert_eq!(events.len(), 2);
@@ -77,7 +119,7 @@ async fn version_1_events_still_load(backend: Backend) {
     }
 
     // The aggregate loads them and decides on them.
-    let failed = ids::order_id(MERCHANT, "V1-UNAVAILABLE");
+    let failed = v1_order_id("V1-UNAVAILABLE");
     let close = db
         .execute(
             failed,
@@ -98,7 +140,23 @@ async fn version_1_events_still_load(backend: Backend) {
         ),
         "{close:?}"
     );
-    let paid = ids::order_id(MERCHANT, "V1-PAID");
+    let paid = v1_order_id("V1-PAID");
+    // OrderCreated 1.0 is upcast: an order on the sandbox is a test order.
+    let created = &db.log().order_events(paid).await.expect("events")[0];
+    match &created.event {
+        E::OrderCreated { terms, .. } => assert_eq!(terms.mode, Mode::Test),
+        other => panic!("expected OrderCreated, got {other:?}"),
+    }
+    // Creating it again in test mode, as the merchant's retry would, finds it under its old
+    // id: no second order.
+    let E::OrderCreated { terms, .. } = created.event.clone() else {
+        unreachable!()
+    };
+    let again = flows
+        .place_order(terms, "test", chrono::Utc::now())
+        .await
+        .expect("a repeat");
+    assert_eq!((again.order_id, again.is_new), (paid, false));
     let refund = db
         .execute(
             paid,
@@ -123,10 +181,11 @@ async fn version_1_events_still_load(backend: Backend) {
     );
 
     // New failures are written as the current version.
-    let fresh = ids::order_id(MERCHANT, "V2-NEW");
+    let fresh = ids::order_id(MERCHANT, Mode::Test, "V2-NEW");
     let mut created: Value = serde_json::from_str::<Vec<Value>>(FIXTURE).expect("fixture")[0]["payload"].clone();
     created["OrderCreated"]["order_id"] = Value::String(fresh.to_string());
     created["OrderCreated"]["terms"]["out_trade_no"] = Value::String("V2-NEW".into());
+    created["OrderCreated"]["terms"]["mode"] = Value::String("test".into());
     let E::OrderCreated { terms, created_at, .. } = serde_json::from_value(created).expect("an OrderCreated") else {
         panic!("not an OrderCreated")
     };
@@ -168,18 +227,32 @@ async fn version_1_events_still_load(backend: Backend) {
     catch_up(&db, &views).await;
     let journal = JournalProjection::default();
     catch_up(&db, &journal).await;
-    let view = queries::order(db.pool(), MERCHANT, paid)
+    let view = queries::order(db.pool(), &owner(Mode::Test), paid)
         .await
         .expect("query")
         .expect("the v1 order");
     assert_eq!(view.status, OrderStatus::PartiallyRefunded);
     assert_eq!((view.paid_amount, view.refunded_amount), (1999, 999));
-    let balances = queries::balances(db.pool(), MERCHANT).await.expect("balances");
+    assert_eq!(view.mode, Mode::Test);
+    let balances = queries::balances(db.pool(), &owner(Mode::Test))
+        .await
+        .expect("balances");
     let payable = balances
         .iter()
         .find(|b| b.account == "merchant_payable:shop_v1")
         .expect("payable");
     assert_eq!(payable.balance, 1000);
+    // Live mode sees none of it.
+    assert_eq!(
+        queries::order(db.pool(), &owner(Mode::Live), paid)
+            .await
+            .expect("query"),
+        None
+    );
+    assert!(queries::balances(db.pool(), &owner(Mode::Live))
+        .await
+        .expect("balances")
+        .is_empty());
     db.close().await;
 }
 

@@ -29,7 +29,7 @@ pub use refunds::{RefundExecution, CHANNEL_ATTEMPTS_MAX};
 
 use payledger_channel_adapters::Channels;
 use payledger_domain::aggregate::OrderState;
-use payledger_store::{Database, ExecuteError};
+use payledger_store::{Database, ExecuteError, OrderOwner};
 use uuid::Uuid;
 
 /// What every flow works with: the event store and the channels this process reaches (the
@@ -41,12 +41,21 @@ pub struct Flows {
     pub db: Database,
     /// The enabled channels, live (configuration changes apply to the next call).
     pub channels: Channels,
+    /// The database holds test orders created before modes existed, under the ids live orders
+    /// have now ([`payledger_domain::ids::legacy_test_order_id`]): creating a test order looks
+    /// there too. Set by the migration that introduced modes, only when such orders exist.
+    pub legacy_test_ids: bool,
 }
+
+/// The setting the modes migration leaves when the database holds sandbox orders created before
+/// modes existed (`schemas/*/0007_test_and_live_mode.sql`).
+pub const LEGACY_TEST_ORDER_IDS: &str = "legacy_test_order_ids";
 
 /// Why a flow did nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
-    /// No such order for this merchant (another merchant's is indistinguishable from none).
+    /// No such order for this merchant in this mode (another merchant's, or the other mode's,
+    /// is indistinguishable from none).
     #[error("order not found")]
     OrderNotFound,
     /// A field of the request cannot apply to this order (e.g. an amount in its currency).
@@ -66,9 +75,27 @@ pub enum FlowError {
 }
 
 impl Flows {
-    /// A flow layer over `db` and `channels`.
+    /// A flow layer over `db` and `channels`, for a database without test orders from before
+    /// modes existed (see [`Flows::legacy_test_ids`]).
     pub fn new(db: Database, channels: Channels) -> Self {
-        Self { db, channels }
+        Self {
+            db,
+            channels,
+            legacy_test_ids: false,
+        }
+    }
+
+    /// As [`Flows::new`], reading from `db` whether it holds test orders from before modes
+    /// existed.
+    ///
+    /// # Errors
+    /// [`payledger_store::DbError`] when the database fails.
+    pub async fn open(db: Database, channels: Channels) -> Result<Self, payledger_store::DbError> {
+        let legacy = payledger_store::settings::get(db.pool(), LEGACY_TEST_ORDER_IDS).await?;
+        Ok(Self {
+            legacy_test_ids: legacy.is_some(),
+            ..Self::new(db, channels)
+        })
     }
 
     /// The order's current state, folded from its events.
@@ -79,13 +106,14 @@ impl Flows {
         Ok(self.db.orders().load(order_id).await?.order)
     }
 
-    /// The order if it belongs to `merchant_id`.
+    /// The order if it belongs to `owner` (its merchant, in its mode).
     ///
     /// # Errors
-    /// [`FlowError::OrderNotFound`] for a missing order or another merchant's; store failures.
-    pub async fn owned_order(&self, merchant_id: &str, order_id: Uuid) -> Result<OrderState, FlowError> {
+    /// [`FlowError::OrderNotFound`] for a missing order, another merchant's or one of the other
+    /// mode; store failures.
+    pub async fn owned_order(&self, owner: &OrderOwner, order_id: Uuid) -> Result<OrderState, FlowError> {
         match self.order(order_id).await? {
-            Some(o) if o.terms.merchant_id == merchant_id => Ok(o),
+            Some(o) if owner.owns(&o.terms) => Ok(o),
             _ => Err(FlowError::OrderNotFound),
         }
     }

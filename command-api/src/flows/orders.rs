@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use payledger_channel_adapters::{ChannelError, CreateChannelOrder};
 use payledger_domain::aggregate::OrderState;
 use payledger_domain::{
-    ids, ChannelOrderOutcome, CloseReason, OrderError, OrderStatus, OrderTerms, PaymentOrder, PaymentOrderCommand,
-    PaymentOrderEvent,
+    ids, ChannelOrderOutcome, CloseReason, Mode, OrderError, OrderStatus, OrderTerms, PaymentOrder,
+    PaymentOrderCommand, PaymentOrderEvent,
 };
-use payledger_store::{ExecuteError, Executed, Start};
+use payledger_store::{ExecuteError, Executed, OrderOwner, Start};
 use uuid::Uuid;
 
 use super::{FlowError, Flows};
@@ -86,8 +86,7 @@ impl Flows {
     /// store failures; [`FlowError::Internal`] if the order's channel is gone. A channel failure
     /// is not an error: it is recorded and reported in [`Placed::channel_error`].
     pub async fn place_order(&self, terms: OrderTerms, actor: &str, now: DateTime<Utc>) -> Result<Placed, FlowError> {
-        let order_id = ids::order_id(&terms.merchant_id, &terms.out_trade_no);
-        let existing = self.order(order_id).await?;
+        let (order_id, existing) = self.order_of(&terms).await?;
         let answered = existing
             .as_ref()
             .is_some_and(|o| o.channel_order.is_some() || o.status != OrderStatus::AwaitingPayment);
@@ -142,6 +141,23 @@ impl Flows {
             channel_error: channel_error.filter(|_| ours),
             history,
         })
+    }
+
+    /// The id of the order `terms` create, and the order if it exists: [`ids::order_id`]; for a
+    /// test order in a database with test orders from before modes existed, their id if one of
+    /// them has this `out_trade_no` (so a retry of such an order still finds it).
+    async fn order_of(&self, terms: &OrderTerms) -> Result<(Uuid, Option<OrderState>), FlowError> {
+        let order_id = ids::order_id(&terms.merchant_id, terms.mode, &terms.out_trade_no);
+        let existing = self.order(order_id).await?;
+        if existing.is_none() && terms.mode == Mode::Test && self.legacy_test_ids {
+            let legacy_id = ids::legacy_test_order_id(&terms.merchant_id, &terms.out_trade_no);
+            if let Some(legacy) = self.order(legacy_id).await? {
+                if legacy.terms.mode == Mode::Test {
+                    return Ok((legacy_id, Some(legacy)));
+                }
+            }
+        }
+        Ok((order_id, existing))
     }
 
     /// The order exists with an answer from its channel, or with other terms: `CreateOrder`
@@ -204,20 +220,20 @@ impl Flows {
         }
     }
 
-    /// Closes an unpaid order of `merchant_id` at the merchant's request (`CloseOrder`,
-    /// reason `cancelled`); closing a closed order again changes nothing.
+    /// Closes an unpaid order of `owner` at the merchant's request (`CloseOrder`, reason
+    /// `cancelled`); closing a closed order again changes nothing.
     ///
     /// # Errors
     /// [`FlowError::OrderNotFound`]; the aggregate's refusal (the order was paid); store
     /// failures.
-    pub async fn close_order(&self, merchant_id: &str, order_id: Uuid, actor: &str) -> Result<Executed, FlowError> {
+    pub async fn close_order(&self, owner: &OrderOwner, order_id: Uuid, actor: &str) -> Result<Executed, FlowError> {
         let closed_at = Utc::now();
         self.db
             .execute_with(order_id, actor, Start::Load, |order: &PaymentOrder| {
                 order
                     .order
                     .as_ref()
-                    .filter(|o| o.terms.merchant_id == merchant_id)
+                    .filter(|o| owner.owns(&o.terms))
                     .ok_or(FlowError::OrderNotFound)?;
                 Ok(PaymentOrderCommand::CloseOrder {
                     reason: CloseReason::Cancelled,

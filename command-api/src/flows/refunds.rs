@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::Utc;
 use payledger_channel_adapters::{ChannelError, ChannelRefundRequest, ChannelRefundResult};
 use payledger_domain::{ids, Money, PaymentOrder, PaymentOrderCommand, RefundOutcome, RefundStatus};
-use payledger_store::{Executed, Start};
+use payledger_store::{Executed, OrderOwner, Start};
 use uuid::Uuid;
 
 use super::{FlowError, Flows};
@@ -27,7 +27,7 @@ pub enum RefundExecution {
 
 impl Flows {
     /// Records a refund request of `amount_minor` (minor units of the order's currency) on
-    /// `merchant_id`'s order: `RequestRefund`. The refund's id comes from the order and
+    /// `owner`'s order: `RequestRefund`. The refund's id comes from the order and
     /// `out_refund_no`, so the same request again is the same refund. The channel is called
     /// later, by [`Flows::execute_refund`].
     ///
@@ -39,7 +39,7 @@ impl Flows {
     /// order, `out_refund_no` reused with another amount); store failures.
     pub async fn request_refund(
         &self,
-        merchant_id: &str,
+        owner: &OrderOwner,
         order_id: Uuid,
         out_refund_no: String,
         amount_minor: i64,
@@ -55,7 +55,7 @@ impl Flows {
                 let order = order
                     .order
                     .as_ref()
-                    .filter(|o| o.terms.merchant_id == merchant_id)
+                    .filter(|o| owner.owns(&o.terms))
                     .ok_or(FlowError::OrderNotFound)?;
                 let amount = Money::new(amount_minor, order.terms.amount.currency).map_err(|e| FlowError::Invalid {
                     field: "amount",

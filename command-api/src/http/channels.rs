@@ -59,9 +59,9 @@ impl From<&'static Capabilities> for ChannelInfo {
 }
 
 /// `GET /v1/channels`: `{"data": [{channel, methods, default_method, currencies,
-/// amount_minor_min, amount_minor_max}]}`. Every merchant can use every enabled channel: the
-/// sandbox always, WeChat Pay and Alipay when an account is configured (the list follows live
-/// configuration changes).
+/// amount_minor_min, amount_minor_max}]}`: the enabled channels the key's mode reaches. With the
+/// test key, the sandbox (always enabled); with the live key, WeChat Pay and Alipay when an
+/// account is configured (the list follows live configuration changes).
 #[utoipa::path(
     get,
     path = "/v1/channels",
@@ -75,7 +75,13 @@ impl From<&'static Capabilities> for ChannelInfo {
         (status = 503, response = crate::openapi::ServiceUnavailable),
     ),
 )]
-pub(crate) async fn list(State(state): State<AppState>, AuthMerchant(_merchant): AuthMerchant) -> Json<ChannelList> {
-    let data = state.channels.list().into_iter().map(ChannelInfo::from).collect();
+pub(crate) async fn list(State(state): State<AppState>, AuthMerchant(merchant): AuthMerchant) -> Json<ChannelList> {
+    let data = state
+        .channels
+        .list()
+        .into_iter()
+        .filter(|c| merchant.mode.reaches(c.channel))
+        .map(ChannelInfo::from)
+        .collect();
     Json(ChannelList { data })
 }

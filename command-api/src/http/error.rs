@@ -169,6 +169,7 @@ impl From<OrderError> for ApiError {
             OrderError::RefundNotFound(_) => Self::NotFound("refund"),
             OrderError::InvalidAmount(m) => Self::field("amount", m.clone()),
             OrderError::CurrencyMismatch { .. } => Self::field("currency", e.to_string()),
+            OrderError::ChannelNotInMode { .. } => Self::field("channel", e.to_string()),
             OrderError::WrongChannel { .. } => conflict("wrong-channel"),
             OrderError::OutTradeNoConflict(_) => conflict("out-trade-no-conflict"),
             OrderError::OutRefundNoConflict(_) => conflict("out-refund-no-conflict"),

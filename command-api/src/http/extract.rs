@@ -6,7 +6,8 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use bytes::Bytes;
-use payledger_store::merchants::{ApiKeyHash, Merchant};
+use payledger_store::merchants::ApiKeyHash;
+use payledger_store::OrderOwner;
 use serde::de::DeserializeOwned;
 
 use crate::app::{AppState, BODY_LIMIT_BYTES};
@@ -116,7 +117,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The merchant authenticated by `Authorization: Bearer <api_key>`; 401 otherwise (also for a
+/// The merchant authenticated by `Authorization: Bearer <api_key>`, in the mode of that key (its
+/// live key or its test key): every read and command of the request is scoped to this
+/// [`OrderOwner`]. 401 otherwise (also for a
 /// key longer than [`API_KEY_BYTES_MAX`]). Then charged one request against the merchant's rate
 /// limit ([`crate::http::rate_limit`]): 429 when over it.
 ///
@@ -128,7 +131,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// authenticated requests never charge the address, so merchants sharing an address (a NAT) with
 /// a client sending wrong keys are still served: at most a key's first use in a process is
 /// counted there.
-pub struct AuthMerchant(pub Merchant);
+pub struct AuthMerchant(pub OrderOwner);
 
 impl FromRequestParts<AppState> for AuthMerchant {
     type Rejection = ApiError;
@@ -151,14 +154,17 @@ impl FromRequestParts<AppState> for AuthMerchant {
         if !known {
             state.address_limit.check(addr)?;
         }
-        let Some(merchant) = state.api_keys.merchant(state.db.pool(), &state.keyring, &hash).await? else {
+        let Some((merchant, mode)) = state.api_keys.merchant(state.db.pool(), &state.keyring, &hash).await? else {
             if known {
                 state.address_limit.check(addr)?;
             }
             return Err(ApiError::Unauthorized);
         };
         state.rate_limit.check(&merchant.merchant_id)?;
-        Ok(AuthMerchant(merchant))
+        Ok(AuthMerchant(OrderOwner {
+            merchant_id: merchant.merchant_id,
+            mode,
+        }))
     }
 }
 

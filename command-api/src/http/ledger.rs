@@ -70,13 +70,7 @@ pub(crate) async fn daily(
     }
     e.finish()?;
     state.read_models_current().await?;
-    let data = queries::daily_stats(
-        state.db.pool(),
-        &merchant.merchant_id,
-        q.from.as_deref(),
-        q.to.as_deref(),
-    )
-    .await?;
+    let data = queries::daily_stats(state.db.pool(), &merchant, q.from.as_deref(), q.to.as_deref()).await?;
     Ok(Json(json!({ "data": data })))
 }
 
@@ -100,6 +94,6 @@ pub(crate) async fn balances(
     AuthMerchant(merchant): AuthMerchant,
 ) -> Result<impl IntoResponse, ApiError> {
     state.read_models_current().await?;
-    let data = queries::balances(state.db.pool(), &merchant.merchant_id).await?;
+    let data = queries::balances(state.db.pool(), &merchant).await?;
     Ok(Json(json!({ "data": data })))
 }

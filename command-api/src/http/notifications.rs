@@ -91,7 +91,7 @@ pub(crate) async fn list(
     let (limit, cursor) = validate::page(&mut e, q.limit, q.cursor.as_deref());
     e.finish()?;
     let filter = NotificationFilter { status, order_id };
-    let page = notify::list(state.db.pool(), &merchant.merchant_id, &filter, limit, cursor).await?;
+    let page = notify::list(state.db.pool(), &merchant, &filter, limit, cursor).await?;
     Ok(Json(page))
 }
 
@@ -119,7 +119,7 @@ pub(crate) async fn show(
     Path(notification_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let notification_id = parse_id(&notification_id, "notification")?;
-    notify::detail(state.db.pool(), &merchant.merchant_id, notification_id)
+    notify::detail(state.db.pool(), &merchant, notification_id)
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("notification"))
@@ -153,22 +153,16 @@ pub(crate) async fn resend(
 ) -> Result<impl IntoResponse, ApiError> {
     let notification_id = parse_id(&notification_id, "notification")?;
     let actor = format!("merchant:{}", merchant.merchant_id);
-    let job = notify::resend(
-        state.db.pool(),
-        &merchant.merchant_id,
-        notification_id,
-        &actor,
-        Utc::now(),
-    )
-    .await
-    .map_err(|e| match e {
-        ResendError::NotFound => ApiError::NotFound("notification"),
-        ResendError::Pending(_) => ApiError::Conflict {
-            slug: "notification-pending",
-            detail: e.to_string(),
-        },
-        ResendError::Db(e) => e.into(),
-    })?;
+    let job = notify::resend(state.db.pool(), &merchant, notification_id, &actor, Utc::now())
+        .await
+        .map_err(|e| match e {
+            ResendError::NotFound => ApiError::NotFound("notification"),
+            ResendError::Pending(_) => ApiError::Conflict {
+                slug: "notification-pending",
+                detail: e.to_string(),
+            },
+            ResendError::Db(e) => e.into(),
+        })?;
     state.notify_queued.notify_one();
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

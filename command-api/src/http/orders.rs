@@ -9,9 +9,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use payledger_channel_adapters::{Capabilities, ChannelError};
-use payledger_domain::{parse_currency_code, Money, OrderStatus, OrderTerms};
+use payledger_domain::{parse_currency_code, Mode, Money, OrderStatus, OrderTerms};
 use payledger_projections::queries::{self, OrderFilter};
 use payledger_projections::OrderView;
+use payledger_store::OrderOwner;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -104,19 +105,34 @@ fn within_capabilities(e: &mut FieldErrors, capabilities: &Capabilities, amount:
     }
 }
 
-async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) -> Result<OrderTerms, ApiError> {
+async fn terms_of(state: &AppState, owner: &OrderOwner, req: CreateOrderRequest) -> Result<OrderTerms, ApiError> {
+    let mode = owner.mode;
     let mut e = FieldErrors::default();
     validate::merchant_no(&mut e, "out_trade_no", &req.out_trade_no);
     let amount_minor = validate::amount_minor(&mut e, "amount", &req.amount);
     let currency = validate::currency_code(&mut e, "currency", &req.currency)
         .then(|| parse_currency_code(&req.currency).map_err(|err| e.add("currency", err.to_string())))
         .and_then(Result::ok);
-    let channel = state.channels.get(&req.channel);
+    let channel = state.channels.get(&req.channel).filter(|_| mode.reaches(&req.channel));
     let method = match &channel {
+        None if state.channels.get(&req.channel).is_some() => {
+            let hint = match mode {
+                Mode::Test => "test mode reaches only the sandbox: use the live API key for real channels",
+                Mode::Live => "the sandbox is test mode's channel: use the test API key",
+            };
+            e.add(
+                "channel",
+                format!("{} cannot be used in {mode} mode; {hint}", req.channel),
+            );
+            None
+        }
         None => {
             e.add(
                 "channel",
-                format!("unknown or disabled channel; enabled: {}", state.channel_names()),
+                format!(
+                    "unknown or disabled channel; enabled in {mode} mode: {}",
+                    state.channel_names(mode)
+                ),
             );
             None
         }
@@ -138,7 +154,7 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
     }
     for (field, url) in [("notify_url", &req.notify_url), ("return_url", &req.return_url)] {
         if let Some(url) = url {
-            validate::merchant_url(&mut e, field, url, state.config.allow_private_urls).await;
+            validate::merchant_url(&mut e, field, url, state.config.private_urls.allows(mode)).await;
         }
     }
     let expire_in_seconds = match req.expire_in_seconds {
@@ -165,7 +181,8 @@ async fn terms_of(state: &AppState, merchant_id: &str, req: CreateOrderRequest) 
         return Err(ApiError::Internal("validated request lacks a field".into()));
     };
     Ok(OrderTerms {
-        merchant_id: merchant_id.to_string(),
+        merchant_id: owner.merchant_id.clone(),
+        mode,
         out_trade_no: req.out_trade_no,
         amount,
         channel: req.channel,
@@ -213,7 +230,7 @@ pub(crate) async fn create(
     AuthMerchant(merchant): AuthMerchant,
     JsonBody(req): JsonBody<CreateOrderRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let terms = terms_of(&state, &merchant.merchant_id, req).await?;
+    let terms = terms_of(&state, &merchant, req).await?;
     let actor = format!("merchant:{}", merchant.merchant_id);
     let placed = state.flows.place_order(terms, &actor, Utc::now()).await?;
     if let Some(e) = placed.failed_at_channel() {
@@ -233,7 +250,7 @@ pub(crate) async fn create(
         Some(history) => OrderView::from_events(history.iter().map(|(sequence, event)| (*sequence, event)))
             .map_err(ApiError::Internal)?
             .ok_or_else(|| ApiError::Internal(format!("order {} has no events", placed.order_id)))?,
-        None => state.order_now(&merchant.merchant_id, placed.order_id).await?,
+        None => state.order_now(&merchant, placed.order_id).await?,
     };
     let status = if placed.is_new {
         StatusCode::CREATED
@@ -265,7 +282,7 @@ pub(crate) async fn show(
     Path(order_id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = parse_id(&order_id, "order")?;
-    Ok(Json(state.order_now(&merchant.merchant_id, order_id).await?))
+    Ok(Json(state.order_now(&merchant, order_id).await?))
 }
 
 /// Query of `GET /v1/orders`.
@@ -345,7 +362,7 @@ pub(crate) async fn list(
         created_to,
     };
     state.read_models_current().await?;
-    let page = queries::list_orders(state.db.pool(), &merchant.merchant_id, &filter, limit, cursor).await?;
+    let page = queries::list_orders(state.db.pool(), &merchant, &filter, limit, cursor).await?;
     Ok(Json(page))
 }
 
@@ -374,8 +391,8 @@ pub(crate) async fn close(
 ) -> Result<Json<OrderView>, ApiError> {
     let order_id = parse_id(&order_id, "order")?;
     let actor = format!("merchant:{}", merchant.merchant_id);
-    state.flows.close_order(&merchant.merchant_id, order_id, &actor).await?;
-    Ok(Json(state.order_now(&merchant.merchant_id, order_id).await?))
+    state.flows.close_order(&merchant, order_id, &actor).await?;
+    Ok(Json(state.order_now(&merchant, order_id).await?))
 }
 
 /// `GET /v1/orders/{order_id}/events`: every event of the order, in order, with who caused it
@@ -401,7 +418,7 @@ pub(crate) async fn events(
     Path(order_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let order_id = parse_id(&order_id, "order")?;
-    state.owned_order(&merchant.merchant_id, order_id).await?;
+    state.owned_order(&merchant, order_id).await?;
     let events = state.db.log().order_events(order_id).await?;
     let events: Vec<Value> = events
         .into_iter()

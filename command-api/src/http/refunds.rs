@@ -84,16 +84,9 @@ pub(crate) async fn create(
     let actor = format!("merchant:{}", merchant.merchant_id);
     let (refund_id, executed) = state
         .flows
-        .request_refund(
-            &merchant.merchant_id,
-            order_id,
-            req.out_refund_no,
-            amount_minor,
-            req.reason,
-            &actor,
-        )
+        .request_refund(&merchant, order_id, req.out_refund_no, amount_minor, req.reason, &actor)
         .await?;
-    let view = state.order_now(&merchant.merchant_id, order_id).await?;
+    let view = state.order_now(&merchant, order_id).await?;
     let refund = view
         .refunds
         .into_iter()
@@ -130,7 +123,7 @@ pub(crate) async fn show(
 ) -> Result<Json<RefundView>, ApiError> {
     let refund_id = parse_id(&refund_id, "refund")?;
     state.read_models_current().await?;
-    queries::refund(state.db.pool(), &merchant.merchant_id, refund_id)
+    queries::refund(state.db.pool(), &merchant, refund_id)
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("refund"))

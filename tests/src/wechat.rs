@@ -1,0 +1,38 @@
+//! A WeChat Pay account pointing at a simulator, as tests configure one.
+
+use payledger_channel_adapters::simulator::wechatpay::{
+    test_merchant_key, test_platform_keys, WechatPaySimulator, TEST_API_V3_KEY, TEST_APP_ID, TEST_MCH_ID,
+    TEST_MERCHANT_SERIAL, TEST_PLATFORM_SERIAL,
+};
+use payledger_command_api::config::ChannelAccounts;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+
+/// The channel accounts of a `payledger.toml` (written into `dir`) with one WeChat Pay account,
+/// `main`, whose API is the simulator `sim` and whose keys are the simulator's test keys.
+pub fn wechatpay_accounts(sim: &WechatPaySimulator, dir: &std::path::Path) -> ChannelAccounts {
+    let toml = format!(
+        r#"
+[channels.wechatpay.main]
+app_id = "{TEST_APP_ID}"
+mch_id = "{TEST_MCH_ID}"
+merchant_serial_no = "{TEST_MERCHANT_SERIAL}"
+merchant_private_key_pem = """
+{merchant_key}"""
+platform_serial_no = "{TEST_PLATFORM_SERIAL}"
+platform_public_key_pem = """
+{platform_key}"""
+api_v3_key = "{api_v3_key}"
+base_url = "{base}"
+"#,
+        merchant_key = *test_merchant_key().to_pkcs8_pem(LineEnding::LF).expect("pem"),
+        platform_key = test_platform_keys()
+            .public_key
+            .to_public_key_pem(LineEnding::LF)
+            .expect("pem"),
+        api_v3_key = std::str::from_utf8(TEST_API_V3_KEY).expect("ascii"),
+        base = sim.base_url(),
+    );
+    let file = dir.join("payledger.toml");
+    std::fs::write(&file, toml).expect("config file");
+    ChannelAccounts::load(&file).expect("the configuration loads")
+}
