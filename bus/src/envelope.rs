@@ -116,15 +116,22 @@ impl Envelope {
     }
 
     /// The event back as the global log yields it, for consumers that share handlers with the
-    /// embedded subscribers. `event_version` is the envelope's (the payload was upcast before
-    /// publishing), so it is the current version of the event type.
+    /// embedded subscribers. The relay publishes payloads at the current version; a message an
+    /// older payledger published (still in the stream after an upgrade) is upcast here as the
+    /// store upcasts its rows, and `event_version` is then the version it was upcast to.
     ///
     /// # Errors
     /// [`EnvelopeError::Decode`] when `payload` is not an event of type `event_type`.
-    pub fn into_log_event(self) -> Result<LogEvent, EnvelopeError> {
+    pub fn into_log_event(mut self) -> Result<LogEvent, EnvelopeError> {
         let mut tagged = serde_json::Map::new();
         tagged.insert(self.event_type.clone(), self.payload);
-        let event: PaymentOrderEvent = serde_json::from_value(serde_json::Value::Object(tagged)).map_err(|e| {
+        let (tagged, version) = payledger_store::upcast::upcast_tagged(
+            &self.event_type,
+            &self.event_version,
+            serde_json::Value::Object(tagged),
+        );
+        self.event_version = version;
+        let event: PaymentOrderEvent = serde_json::from_value(tagged).map_err(|e| {
             EnvelopeError::Decode(format!(
                 "{} #{} of order {}: {e}",
                 self.event_type, self.sequence, self.order_id
@@ -275,6 +282,32 @@ mod tests {
             "{e}"
         );
         assert!(matches!(Envelope::from_slice(b"{}"), Err(EnvelopeError::Decode(_))));
+    }
+
+    /// A message an older payledger published (OrderCreated 1.0: no mode, no envelope `mode`)
+    /// still decodes after an upgrade, upcast as the store upcasts its rows.
+    #[test]
+    fn a_message_of_an_older_version_is_upcast() {
+        let body = serde_json::json!({
+            "event_id": Uuid::nil(), "event_type": "OrderCreated", "event_version": "1.0",
+            "order_id": Uuid::nil(), "merchant_id": "m", "sequence": 1,
+            "position": {"transaction_id": 1, "global_position": 1},
+            "recorded_at": "2026-01-01T00:00:00Z", "occurred_at": "2026-01-01T00:00:00Z",
+            "metadata": {"actor": "merchant:m"},
+            "payload": {"order_id": Uuid::nil(), "created_at": "2026-01-01T00:00:00Z",
+                "expire_at": "2026-01-01T01:00:00Z",
+                "terms": {"merchant_id": "m", "out_trade_no": "T", "amount": {"amount_minor": 1, "currency": "CNY"},
+                    "channel": "sandbox", "method": "page", "subject": "s", "user_id": null, "notify_url": null,
+                    "return_url": null, "expire_in_seconds": 3600, "metadata": {}}}
+        });
+        let envelope = Envelope::from_slice(body.to_string().as_bytes()).expect("an envelope");
+        assert_eq!(envelope.mode, None);
+        let event = envelope.into_log_event().expect("upcast");
+        assert_eq!(event.event_version, payledger_domain::ORDER_CREATED_VERSION);
+        match event.event {
+            PaymentOrderEvent::OrderCreated { terms, .. } => assert_eq!(terms.mode, Mode::Test),
+            other => panic!("expected OrderCreated, got {other:?}"),
+        }
     }
 
     #[test]

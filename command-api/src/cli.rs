@@ -103,15 +103,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum MerchantsCommand {
-    /// Create a merchant; prints {merchant_id, test_api_key, live_api_key, webhook_secret} as
-    /// JSON. The test key reaches only the sandbox, the live key only real channels. The keys
-    /// are shown only now: only their hashes are stored.
+    /// Create a merchant; prints {merchant_id, test_api_key, live_api_key, webhook_secret,
+    /// test_webhook_secret} as JSON. The test key reaches only the sandbox, the live key only
+    /// real channels; test notifications are signed with test_webhook_secret, live ones with
+    /// webhook_secret. The keys are shown only now: only their hashes are stored.
     Add {
         /// 1–64 characters of A-Z a-z 0-9 _ -.
         merchant_id: String,
     },
-    /// Issue a new test API key for a merchant (one added before test mode existed has none),
-    /// replacing its old test key; prints {merchant_id, test_api_key} as JSON.
+    /// Issue a new test API key and test webhook secret for a merchant (one added before test
+    /// mode existed has none), replacing the old ones; prints {merchant_id, test_api_key,
+    /// test_webhook_secret} as JSON.
     TestKey {
         /// The merchant's id.
         merchant_id: String,
@@ -455,11 +457,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let live_api_key = random_token("plk_live_");
             let test_api_key = random_token("plk_test_");
             let webhook_secret = random_token("whsec_");
-            let keys = merchants::ApiKeys {
-                live: &live_api_key,
-                test: &test_api_key,
+            let test_webhook_secret = random_token("whsec_test_");
+            let credentials = merchants::Credentials {
+                live_api_key: &live_api_key,
+                test_api_key: &test_api_key,
+                webhook_secret: &webhook_secret,
+                test_webhook_secret: &test_webhook_secret,
             };
-            merchants::add(db.pool(), &keyring, &merchant_id, keys, &webhook_secret).await?;
+            merchants::add(db.pool(), &keyring, &merchant_id, credentials).await?;
             db.close().await;
             println!(
                 "{}",
@@ -468,6 +473,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "test_api_key": test_api_key,
                     "live_api_key": live_api_key,
                     "webhook_secret": webhook_secret,
+                    "test_webhook_secret": test_webhook_secret,
                 })
             );
         }
@@ -475,15 +481,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: MerchantsCommand::TestKey { merchant_id },
         } => {
             let db = connect(database_url.as_deref()).await?;
+            let keyring = app::installation_keyring(&secrets_key, &db).await?;
             let test_api_key = random_token("plk_test_");
-            let found = merchants::set_test_key(db.pool(), &merchant_id, &test_api_key).await?;
+            let test_webhook_secret = random_token("whsec_test_");
+            let found =
+                merchants::set_test_credentials(db.pool(), &keyring, &merchant_id, &test_api_key, &test_webhook_secret)
+                    .await?;
             db.close().await;
             if !found {
                 anyhow::bail!("no merchant {merchant_id:?}");
             }
             println!(
                 "{}",
-                serde_json::json!({"merchant_id": merchant_id, "test_api_key": test_api_key})
+                serde_json::json!({
+                    "merchant_id": merchant_id,
+                    "test_api_key": test_api_key,
+                    "test_webhook_secret": test_webhook_secret,
+                })
             );
         }
     }

@@ -316,10 +316,8 @@ impl Sender {
 
     /// POSTs the signed notification to `notify_url`; the answer's status, or what the attempt
     /// log says when there is none.
-    async fn post(&self, job: &Job, webhook_secret: &str) -> Result<u16, String> {
+    async fn post(&self, job: &Job, mode: Mode, webhook_secret: &str) -> Result<u16, String> {
         let url = reqwest::Url::parse(&job.notify_url).map_err(|_| NO_ANSWER.to_string())?;
-        // A job of an unknown mode is treated as live: the stricter rule.
-        let mode = Mode::parse(&job.mode).unwrap_or(Mode::Live);
         let http = if self.config.private_targets.allows(mode) {
             &self.http_any
         } else {
@@ -342,9 +340,19 @@ impl Sender {
     async fn deliver(&self, job: Job) -> Result<(), DbError> {
         let attempt = job.attempts + 1;
         let started = Instant::now();
+        // A job of an unknown mode is treated as live: the stricter rule for its target.
+        let mode = Mode::parse(&job.mode).unwrap_or(Mode::Live);
         let result: Result<u16, String> = match merchants::get(&self.pool, &self.keyring, &job.merchant_id).await {
             Ok(None) => Err(format!("merchant {} no longer exists", job.merchant_id)),
-            Ok(Some(m)) => self.post(&job, &m.webhook_secret).await,
+            // Each mode signs with its own secret: a test notification never carries the
+            // signature a live receiver trusts.
+            Ok(Some(m)) => match m.webhook_secret_for(mode) {
+                Some(secret) => self.post(&job, mode, secret).await,
+                None => Err(format!(
+                    "not sent: the merchant has no {mode} webhook secret yet (operator: payledger merchants test-key {})",
+                    job.merchant_id
+                )),
+            },
             // The secret does not open with this process's key (a key rotated elsewhere, the
             // wrong key file): an attempt that failed, retried on the schedule and visible in
             // the attempt log, not a job leased again forever.

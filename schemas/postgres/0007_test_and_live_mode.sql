@@ -3,8 +3,10 @@
 -- events are upcast: an order on the sandbox is a test order, on any real channel a live one),
 -- and nothing derived from orders may mix them.
 
--- A merchant has one API key per mode. The key it had before is its live key; `payledger
--- merchants test-key <id>` issues a test key.
+-- A merchant has one API key and one webhook secret per mode (a test notification must never
+-- carry the signature live receivers trust). The key and secret it had before are its live ones;
+-- `payledger merchants test-key <id>` issues test ones.
+ALTER TABLE merchants ADD COLUMN test_webhook_secret text;
 ALTER TABLE merchants ADD COLUMN test_api_key_sha256 text UNIQUE;
 
 -- The notify queue keeps its delivery state: its rows get the mode of their order, read from the

@@ -4,7 +4,7 @@
 //! Each merchant has two API keys: the live key (real channels, real money) and the test key
 //! (the sandbox only); the key a request carries decides its [`Mode`]. Only their SHA-256 is
 //! stored. A merchant added before modes existed has its old key as live key and no test key
-//! until [`set_test_key`] gives it one.
+//! (and no test webhook secret) until [`set_test_credentials`] gives it both.
 //!
 //! The webhook secret is stored sealed ([`crate::sealed`], place
 //! `merchants.webhook_secret/<merchant_id>`): every function that writes or reads it takes the
@@ -19,13 +19,28 @@ use crate::backend::DbError;
 use crate::sealed::Keyring;
 use crate::time::fmt_ts;
 
-/// A merchant as stored (the API key itself is never stored, only its SHA-256). `Debug` never
-/// shows the webhook secret.
+/// A merchant as stored (the API keys themselves are never stored, only their SHA-256). `Debug`
+/// never shows the webhook secrets.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Merchant {
     pub merchant_id: String,
-    /// HMAC-SHA256 key for `Payledger-Signature` on notifications (opened: stored sealed).
+    /// HMAC-SHA256 key for `Payledger-Signature` on live-mode notifications (opened: stored
+    /// sealed).
     pub webhook_secret: String,
+    /// The same for test-mode notifications: its own secret, so that a notification about
+    /// sandbox money never carries the signature a live receiver trusts. `None` for a merchant
+    /// from before modes until `payledger merchants test-key` gives it one.
+    pub test_webhook_secret: Option<String>,
+}
+
+impl Merchant {
+    /// The secret notifications of `mode` are signed with, if the merchant has one.
+    pub fn webhook_secret_for(&self, mode: Mode) -> Option<&str> {
+        match mode {
+            Mode::Live => Some(&self.webhook_secret),
+            Mode::Test => self.test_webhook_secret.as_deref(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Merchant {
@@ -51,21 +66,31 @@ pub fn api_key_hash(api_key: &str) -> String {
     hex::encode(Sha256::digest(api_key.as_bytes()))
 }
 
-/// Where a merchant's webhook secret is sealed (the associated data of [`Keyring::seal`]).
+/// Where a merchant's (live) webhook secret is sealed (the associated data of [`Keyring::seal`]).
 pub fn webhook_secret_place(merchant_id: &str) -> String {
     format!("merchants.webhook_secret/{merchant_id}")
 }
 
-/// A new merchant's two API keys (random tokens; by convention `plk_live_…` and `plk_test_…`).
-#[derive(Debug, Clone, Copy)]
-pub struct ApiKeys<'a> {
-    /// The key of live mode: real channels only.
-    pub live: &'a str,
-    /// The key of test mode: the sandbox only.
-    pub test: &'a str,
+/// Where a merchant's test webhook secret is sealed.
+pub fn test_webhook_secret_place(merchant_id: &str) -> String {
+    format!("merchants.test_webhook_secret/{merchant_id}")
 }
 
-/// Stores a new merchant with the hashes of its `keys` and `webhook_secret` sealed by
+/// A new merchant's credentials, one API key and one webhook secret per mode (random tokens; by
+/// convention `plk_live_…`, `plk_test_…`, `whsec_…`).
+#[derive(Clone, Copy)]
+pub struct Credentials<'a> {
+    /// The key of live mode: real channels only.
+    pub live_api_key: &'a str,
+    /// The key of test mode: the sandbox only.
+    pub test_api_key: &'a str,
+    /// Signs live-mode notifications.
+    pub webhook_secret: &'a str,
+    /// Signs test-mode notifications.
+    pub test_webhook_secret: &'a str,
+}
+
+/// Stores a new merchant with the hashes of its API keys and its webhook secrets sealed by
 /// `keyring`.
 ///
 /// # Errors
@@ -75,17 +100,17 @@ pub async fn add(
     pool: &AnyPool,
     keyring: &Keyring,
     merchant_id: &str,
-    keys: ApiKeys<'_>,
-    webhook_secret: &str,
+    credentials: Credentials<'_>,
 ) -> Result<(), AddMerchantError> {
     let result = sqlx::query(
-        "INSERT INTO merchants (merchant_id, api_key_sha256, test_api_key_sha256, webhook_secret, created_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (merchant_id) DO NOTHING",
+        "INSERT INTO merchants (merchant_id, api_key_sha256, test_api_key_sha256, webhook_secret, \
+         test_webhook_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (merchant_id) DO NOTHING",
     )
     .bind(merchant_id)
-    .bind(api_key_hash(keys.live))
-    .bind(api_key_hash(keys.test))
-    .bind(keyring.seal(webhook_secret, &webhook_secret_place(merchant_id)))
+    .bind(api_key_hash(credentials.live_api_key))
+    .bind(api_key_hash(credentials.test_api_key))
+    .bind(keyring.seal(credentials.webhook_secret, &webhook_secret_place(merchant_id)))
+    .bind(keyring.seal(credentials.test_webhook_secret, &test_webhook_secret_place(merchant_id)))
     .bind(fmt_ts(Utc::now()))
     .execute(pool)
     .await
@@ -96,19 +121,27 @@ pub async fn add(
     Ok(())
 }
 
-/// Gives merchant `merchant_id` the test key `test_api_key`, replacing its test key if it had
-/// one (the old one stops working within [`API_KEY_CACHE_TTL_MS`]). Returns whether the
-/// merchant exists.
+/// Gives merchant `merchant_id` new test-mode credentials, replacing those it had (the old key
+/// stops working within [`API_KEY_CACHE_TTL_MS`]): how a merchant from before modes gets its
+/// first. Returns whether the merchant exists.
 ///
 /// # Errors
 /// [`DbError::Sqlx`] when the database fails.
-pub async fn set_test_key(pool: &AnyPool, merchant_id: &str, test_api_key: &str) -> Result<bool, DbError> {
-    let changed = sqlx::query("UPDATE merchants SET test_api_key_sha256 = $1 WHERE merchant_id = $2")
-        .bind(api_key_hash(test_api_key))
-        .bind(merchant_id)
-        .execute(pool)
-        .await?
-        .rows_affected();
+pub async fn set_test_credentials(
+    pool: &AnyPool,
+    keyring: &Keyring,
+    merchant_id: &str,
+    test_api_key: &str,
+    test_webhook_secret: &str,
+) -> Result<bool, DbError> {
+    let changed =
+        sqlx::query("UPDATE merchants SET test_api_key_sha256 = $1, test_webhook_secret = $2 WHERE merchant_id = $3")
+            .bind(api_key_hash(test_api_key))
+            .bind(keyring.seal(test_webhook_secret, &test_webhook_secret_place(merchant_id)))
+            .bind(merchant_id)
+            .execute(pool)
+            .await?
+            .rows_affected();
     Ok(changed > 0)
 }
 
@@ -127,16 +160,17 @@ async fn by_key_hash(
     hash: &ApiKeyHash,
 ) -> Result<Option<(Merchant, Mode)>, DbError> {
     // Two indexed lookups in one statement; a key is one merchant's live or test key, never both.
-    let row: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT merchant_id, webhook_secret, 'live' FROM merchants WHERE api_key_sha256 = $1 \
-         UNION ALL SELECT merchant_id, webhook_secret, 'test' FROM merchants WHERE test_api_key_sha256 = $1",
+    let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT merchant_id, webhook_secret, test_webhook_secret, 'live' FROM merchants WHERE api_key_sha256 = $1 \
+         UNION ALL SELECT merchant_id, webhook_secret, test_webhook_secret, 'test' FROM merchants \
+         WHERE test_api_key_sha256 = $1",
     )
     .bind(&hash.0)
     .fetch_optional(pool)
     .await?;
-    row.map(|(merchant_id, stored, mode)| {
+    row.map(|(merchant_id, live, test, mode)| {
         let mode = Mode::parse(&mode).ok_or_else(|| DbError::Corrupt(format!("key mode {mode:?}")))?;
-        Ok((opened(keyring, (merchant_id, stored))?, mode))
+        Ok((opened(keyring, (merchant_id, live, test))?, mode))
     })
     .transpose()
 }
@@ -153,13 +187,21 @@ impl ApiKeyHash {
     }
 }
 
-fn opened(keyring: &Keyring, (merchant_id, stored): (String, String)) -> Result<Merchant, DbError> {
+type StoredMerchant = (String, String, Option<String>);
+
+fn opened(keyring: &Keyring, (merchant_id, live, test): StoredMerchant) -> Result<Merchant, DbError> {
+    let corrupt = |e| DbError::Corrupt(format!("merchant {merchant_id}: {e}"));
     let webhook_secret = keyring
-        .open(&stored, &webhook_secret_place(&merchant_id))
-        .map_err(|e| DbError::Corrupt(format!("merchant {merchant_id}: {e}")))?;
+        .open(&live, &webhook_secret_place(&merchant_id))
+        .map_err(corrupt)?;
+    let test_webhook_secret = test
+        .map(|t| keyring.open(&t, &test_webhook_secret_place(&merchant_id)))
+        .transpose()
+        .map_err(corrupt)?;
     Ok(Merchant {
         merchant_id,
         webhook_secret,
+        test_webhook_secret,
     })
 }
 
@@ -186,27 +228,37 @@ pub async fn any_sealed(pool: &AnyPool) -> Result<Option<(String, String)>, DbEr
 /// # Errors
 /// [`DbError::Sqlx`].
 pub async fn seal_stored(pool: &AnyPool, keyring: &Keyring) -> Result<u64, DbError> {
-    let rows: Vec<(String, String)> = sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants")
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<StoredMerchant> =
+        sqlx::query_as("SELECT merchant_id, webhook_secret, test_webhook_secret FROM merchants")
+            .fetch_all(pool)
+            .await?;
     let mut changed = 0;
-    for (merchant_id, stored) in rows {
-        let now = match keyring.rewrap(&stored, &webhook_secret_place(&merchant_id)) {
-            Ok(now) => now,
-            Err(e) => {
-                tracing::error!(%merchant_id, error = %e, "a webhook secret does not open; left as it is");
-                continue;
+    for (merchant_id, live, test) in rows {
+        let columns = [
+            ("webhook_secret", Some(live), webhook_secret_place(&merchant_id)),
+            ("test_webhook_secret", test, test_webhook_secret_place(&merchant_id)),
+        ];
+        for (column, stored, place) in columns {
+            let Some(stored) = stored else { continue };
+            let now = match keyring.rewrap(&stored, &place) {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::error!(%merchant_id, column, error = %e, "a webhook secret does not open; left as it is");
+                    continue;
+                }
+            };
+            if let Some(now) = now {
+                // `column` is one of two names above, never input.
+                changed += sqlx::query(&format!(
+                    "UPDATE merchants SET {column} = $1 WHERE merchant_id = $2 AND {column} = $3"
+                ))
+                .bind(now)
+                .bind(&merchant_id)
+                .bind(&stored)
+                .execute(pool)
+                .await?
+                .rows_affected();
             }
-        };
-        if let Some(now) = now {
-            changed +=
-                sqlx::query("UPDATE merchants SET webhook_secret = $1 WHERE merchant_id = $2 AND webhook_secret = $3")
-                    .bind(now)
-                    .bind(&merchant_id)
-                    .bind(&stored)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
         }
     }
     Ok(changed)
@@ -281,8 +333,8 @@ impl ApiKeyCache {
 /// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when the webhook secret does
 /// not open with `keyring`.
 pub async fn get(pool: &AnyPool, keyring: &Keyring, merchant_id: &str) -> Result<Option<Merchant>, DbError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT merchant_id, webhook_secret FROM merchants WHERE merchant_id = $1")
+    let row: Option<StoredMerchant> =
+        sqlx::query_as("SELECT merchant_id, webhook_secret, test_webhook_secret FROM merchants WHERE merchant_id = $1")
             .bind(merchant_id)
             .fetch_optional(pool)
             .await?;

@@ -14,6 +14,27 @@ pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     vec![Box::new(ChannelOrderFailedV1), Box::new(OrderCreatedV1)]
 }
 
+/// `tagged` (`{"<EventType>": {fields}}`, stored at `event_version`) at the current version of
+/// `event_type`, through every upcaster that claims it, and that version. For payloads that
+/// reach us outside the event store: messages published by an older payledger.
+pub fn upcast_tagged(event_type: &str, event_version: &str, tagged: serde_json::Value) -> (serde_json::Value, String) {
+    let mut serialized = SerializedEvent {
+        aggregate_id: String::new(),
+        sequence: 0,
+        aggregate_type: String::new(),
+        event_type: event_type.to_string(),
+        event_version: event_version.to_string(),
+        payload: tagged,
+        metadata: serde_json::Value::Null,
+    };
+    for upcaster in upcasters() {
+        if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+            serialized = upcaster.upcast(serialized);
+        }
+    }
+    (serialized.payload, serialized.event_version)
+}
+
 /// `ChannelOrderFailed` 1.0 → 2.0: adds `retryable`.
 ///
 /// Version 1.0 recorded code `channel_error` for every failure, with the adapter error's

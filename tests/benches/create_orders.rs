@@ -163,11 +163,13 @@ async fn main() {
     let api_key = format!("plk_bench_{}", uuid::Uuid::new_v4().simple());
     let webhook_secret = format!("whsec_bench_{}", uuid::Uuid::new_v4().simple());
     let live_api_key = format!("plk_bench_live_{}", uuid::Uuid::new_v4().simple());
-    let keys = merchants::ApiKeys {
-        live: &live_api_key,
-        test: &api_key,
+    let credentials = merchants::Credentials {
+        live_api_key: &live_api_key,
+        test_api_key: &api_key,
+        webhook_secret: &webhook_secret,
+        test_webhook_secret: &webhook_secret,
     };
-    merchants::add(running.db.pool(), &running.keyring, MERCHANT_ID, keys, &webhook_secret)
+    merchants::add(running.db.pool(), &running.keyring, MERCHANT_ID, credentials)
         .await
         .expect("add the benchmark merchant");
 

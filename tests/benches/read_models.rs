@@ -448,11 +448,13 @@ async fn main() {
     for i in 0..MERCHANTS {
         let m = merchant(i);
         let (test, live) = (api_key(&m), format!("{}_live", api_key(&m)));
-        let keys = merchants::ApiKeys {
-            live: &live,
-            test: &test,
+        let credentials = merchants::Credentials {
+            live_api_key: &live,
+            test_api_key: &test,
+            webhook_secret: "whsec_bench",
+            test_webhook_secret: "whsec_bench_test",
         };
-        merchants::add(db.pool(), &keyring, &m, keys, "whsec_bench")
+        merchants::add(db.pool(), &keyring, &m, credentials)
             .await
             .expect("merchant");
     }

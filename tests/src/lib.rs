@@ -34,7 +34,10 @@ pub struct MerchantCreds {
     pub api_key: String,
     /// The live key: real channels only.
     pub live_api_key: String,
+    /// Signs test-mode notifications (of `api_key`'s orders).
     pub webhook_secret: String,
+    /// Signs live-mode notifications.
+    pub live_webhook_secret: String,
 }
 
 /// A test's changes to the server configuration (channel accounts, monitor schedule), applied at
@@ -245,16 +248,18 @@ impl TestServer {
             api_key: format!("plk_test_{}", uuid::Uuid::new_v4().simple()),
             live_api_key: format!("plk_live_{}", uuid::Uuid::new_v4().simple()),
             webhook_secret: format!("whsec_test_{}", uuid::Uuid::new_v4().simple()),
+            live_webhook_secret: format!("whsec_live_{}", uuid::Uuid::new_v4().simple()),
         };
         merchants::add(
             self.database().pool(),
             &self.running.as_ref().expect("running").keyring,
             merchant_id,
-            merchants::ApiKeys {
-                live: &creds.live_api_key,
-                test: &creds.api_key,
+            merchants::Credentials {
+                live_api_key: &creds.live_api_key,
+                test_api_key: &creds.api_key,
+                webhook_secret: &creds.live_webhook_secret,
+                test_webhook_secret: &creds.webhook_secret,
             },
-            &creds.webhook_secret,
         )
         .await
         .expect("add merchant");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use payledger_domain::Mode;
-use payledger_store::merchants::{self, ApiKeyCache, ApiKeyHash, ApiKeys, API_KEY_CACHE_TTL_MS};
+use payledger_store::merchants::{self, ApiKeyCache, ApiKeyHash, Credentials, API_KEY_CACHE_TTL_MS};
 use payledger_store::sealed::Keyring;
 use payledger_tests::{migrated_database, Backend};
 
@@ -23,11 +23,7 @@ async fn the_cache_trusts_a_found_key_for_its_ttl_and_never_caches_a_miss(backen
             .unwrap(),
         None
     );
-    let keys = ApiKeys {
-        live: "plk_one",
-        test: "plk_test_one",
-    };
-    merchants::add(db.pool(), &keyring, "shop1", keys, "whsec")
+    merchants::add(db.pool(), &keyring, "shop1", credentials("plk_one", "plk_test_one"))
         .await
         .unwrap();
     let found = cache
@@ -60,9 +56,19 @@ async fn the_cache_trusts_a_found_key_for_its_ttl_and_never_caches_a_miss(backen
     );
 }
 
-/// A merchant's live key authenticates it in live mode, its test key in test mode; a new test
-/// key replaces the old one and leaves the live key alone; a merchant from before modes (live
-/// key only) gets its first test key the same way.
+fn credentials<'a>(live_api_key: &'a str, test_api_key: &'a str) -> Credentials<'a> {
+    Credentials {
+        live_api_key,
+        test_api_key,
+        webhook_secret: "whsec_live",
+        test_webhook_secret: "whsec_test",
+    }
+}
+
+/// A merchant's live key authenticates it in live mode, its test key in test mode, and each
+/// mode has its own webhook secret; new test credentials replace the old ones and leave the
+/// live ones alone; a merchant from before modes (live key and secret only) gets its first test
+/// credentials the same way.
 async fn each_key_is_one_merchants_key_of_one_mode(backend: Backend) {
     let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
@@ -78,23 +84,46 @@ async fn each_key_is_one_merchants_key_of_one_mode(backend: Backend) {
                 .map(|(m, mode)| (m.merchant_id, mode))
         }
     };
-    let keys = ApiKeys {
-        live: "plk_live_a",
-        test: "plk_test_a",
-    };
-    merchants::add(db.pool(), &keyring, "shop1", keys, "whsec")
+    merchants::add(db.pool(), &keyring, "shop1", credentials("plk_live_a", "plk_test_a"))
         .await
         .unwrap();
     assert_eq!(mode_of("plk_live_a").await, Some(("shop1".into(), Mode::Live)));
     assert_eq!(mode_of("plk_test_a").await, Some(("shop1".into(), Mode::Test)));
+    let secrets = |merchant: &'static str| {
+        let (pool, keyring) = (db.pool().clone(), keyring.clone());
+        async move {
+            let m = merchants::get(&pool, &keyring, merchant)
+                .await
+                .unwrap()
+                .expect("merchant");
+            (
+                m.webhook_secret_for(Mode::Live).map(str::to_string),
+                m.webhook_secret_for(Mode::Test).map(str::to_string),
+            )
+        }
+    };
+    assert_eq!(
+        secrets("shop1").await,
+        (Some("whsec_live".into()), Some("whsec_test".into()))
+    );
 
-    assert!(merchants::set_test_key(db.pool(), "shop1", "plk_test_b").await.unwrap());
+    let set = |merchant, key, secret| {
+        let (pool, keyring) = (db.pool().clone(), keyring.clone());
+        async move {
+            merchants::set_test_credentials(&pool, &keyring, merchant, key, secret)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(set("shop1", "plk_test_b", "whsec_test_b").await);
     assert_eq!(mode_of("plk_test_a").await, None);
     assert_eq!(mode_of("plk_test_b").await, Some(("shop1".into(), Mode::Test)));
     assert_eq!(mode_of("plk_live_a").await, Some(("shop1".into(), Mode::Live)));
-    assert!(!merchants::set_test_key(db.pool(), "nobody", "plk_test_c")
-        .await
-        .unwrap());
+    assert_eq!(
+        secrets("shop1").await,
+        (Some("whsec_live".into()), Some("whsec_test_b".into()))
+    );
+    assert!(!set("nobody", "plk_test_c", "whsec_c").await);
 
     // A merchant stored before modes existed: one key, no test key.
     sqlx::query(
@@ -106,8 +135,10 @@ async fn each_key_is_one_merchants_key_of_one_mode(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(mode_of("plk_old").await, Some(("old".into(), Mode::Live)));
-    assert!(merchants::set_test_key(db.pool(), "old", "plk_test_old").await.unwrap());
+    assert_eq!(secrets("old").await, (Some("whsec".into()), None), "no test secret yet");
+    assert!(set("old", "plk_test_old", "whsec_test_old").await);
     assert_eq!(mode_of("plk_test_old").await, Some(("old".into(), Mode::Test)));
+    assert_eq!(secrets("old").await.1, Some("whsec_test_old".into()));
 }
 
 payledger_tests::both_backends!(

@@ -153,6 +153,27 @@ async fn test_and_live_money_never_mix(backend: Backend) {
         (body["mode"].as_str(), body["data"]["mode"].as_str()),
         (Some("test"), Some("test"))
     );
+    // Signed with the test secret only: a live receiver's check refuses it.
+    let header = received[0]
+        .headers
+        .get(payledger_notifier::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .expect("signed");
+    let now = Utc::now().timestamp();
+    assert!(payledger_notifier::verify(
+        &m.webhook_secret,
+        header,
+        &received[0].body,
+        now,
+        300
+    ));
+    assert!(!payledger_notifier::verify(
+        &m.live_webhook_secret,
+        header,
+        &received[0].body,
+        now,
+        300
+    ));
     assert_eq!(
         get(s, test, "/v1/notifications").await["data"].as_array().map(Vec::len),
         Some(1)

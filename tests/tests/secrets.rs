@@ -13,8 +13,9 @@ use payledger_tests::flows::{create_id, order_body, pay, sandbox_with_installati
 use payledger_tests::{secrets_key_for, Backend, TestServer, WebhookReceiver};
 use serde_json::json;
 
+/// The stored test webhook secret (these tests' notifications are of sandbox orders).
 async fn stored_webhook_secret(s: &TestServer, merchant_id: &str) -> String {
-    sqlx::query_scalar("SELECT webhook_secret FROM merchants WHERE merchant_id = $1")
+    sqlx::query_scalar("SELECT test_webhook_secret FROM merchants WHERE merchant_id = $1")
         .bind(merchant_id)
         .fetch_one(s.database().pool())
         .await
@@ -77,8 +78,9 @@ async fn secrets_are_sealed_migrated_and_rotated(backend: Backend) {
     // A merchant stored before sealing existed (plain text) is sealed at the next start, and
     // its notifications are still signed with its secret.
     sqlx::query(
-        "INSERT INTO merchants (merchant_id, api_key_sha256, test_api_key_sha256, webhook_secret, created_at) \
-         VALUES ('legacy', $1, $2, 'whsec_plain_legacy', '2026-01-01T00:00:00Z')",
+        "INSERT INTO merchants (merchant_id, api_key_sha256, test_api_key_sha256, webhook_secret, \
+         test_webhook_secret, created_at) \
+         VALUES ('legacy', $1, $2, 'whsec_plain_legacy_live', 'whsec_plain_legacy', '2026-01-01T00:00:00Z')",
     )
     .bind(payledger_store::merchants::api_key_hash("plk_legacy_live"))
     .bind(payledger_store::merchants::api_key_hash("plk_legacy"))
@@ -103,6 +105,14 @@ async fn secrets_are_sealed_migrated_and_rotated(backend: Backend) {
     assert!(
         legacy.starts_with("sealed1:test:") && !legacy.contains("whsec_plain_legacy"),
         "{legacy}"
+    );
+    let legacy_live: String = sqlx::query_scalar("SELECT webhook_secret FROM merchants WHERE merchant_id = 'legacy'")
+        .fetch_one(s.database().pool())
+        .await
+        .expect("merchant row");
+    assert!(
+        legacy_live.starts_with("sealed1:test:"),
+        "the live secret too: {legacy_live}"
     );
     notification_is_signed_with(&s, "plk_legacy", &hook, "T-2", "whsec_plain_legacy").await;
 
@@ -129,7 +139,7 @@ async fn secrets_are_sealed_migrated_and_rotated(backend: Backend) {
     let damaged = stored_webhook_secret(&s, "legacy")
         .await
         .replacen("sealed1:k2:", "sealed1:k2:A", 1);
-    sqlx::query("UPDATE merchants SET webhook_secret = $1 WHERE merchant_id = 'legacy'")
+    sqlx::query("UPDATE merchants SET test_webhook_secret = $1 WHERE merchant_id = 'legacy'")
         .bind(&damaged)
         .execute(s.database().pool())
         .await

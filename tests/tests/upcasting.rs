@@ -6,6 +6,7 @@
 //! stored rows into a database of that time (migrations up to 0006), the database is upgraded,
 //! and they are read through the global log, the aggregate, the flows and the projections.
 
+use payledger_channel_adapters::simulator::wechatpay::{SimulatorConfig, WechatPaySimulator};
 use payledger_channel_adapters::Channels;
 use payledger_command_api::flows::Flows;
 use payledger_domain::{
@@ -14,6 +15,7 @@ use payledger_domain::{
 };
 use payledger_projections::{queries, JournalProjection, OrderProjection};
 use payledger_store::{Backend as StoreBackend, Database, ExecuteError, OrderOwner, PoolConfig};
+use payledger_tests::wechat::wechatpay_accounts;
 use payledger_tests::{catch_up, Backend, TestDb};
 use serde_json::Value;
 
@@ -153,10 +155,47 @@ async fn version_1_events_still_load(backend: Backend) {
         unreachable!()
     };
     let again = flows
-        .place_order(terms, "test", chrono::Utc::now())
+        .place_order(terms.clone(), "test", chrono::Utc::now())
         .await
         .expect("a repeat");
     assert_eq!((again.order_id, again.is_new), (paid, false));
+    // A live order with the same number is a new order beside it: test data neither blocks it
+    // nor shows through a conflict; a retry finds it.
+    let wechat = WechatPaySimulator::start(SimulatorConfig::for_test_account())
+        .await
+        .expect("WeChat Pay simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut channels = Channels::default();
+    for c in wechatpay_accounts(&wechat, dir.path())
+        .channels("http://127.0.0.1:9")
+        .expect("channels")
+    {
+        channels = channels.with(c);
+    }
+    let live_flows = Flows {
+        channels,
+        ..flows.clone()
+    };
+    let live_terms = payledger_domain::OrderTerms {
+        mode: Mode::Live,
+        channel: "wechatpay".into(),
+        method: "qr".into(),
+        ..terms
+    };
+    let live = live_flows
+        .place_order(live_terms.clone(), "test", chrono::Utc::now())
+        .await
+        .unwrap_or_else(|e| panic!("the live order is placed beside the test one: {e}"));
+    assert!(live.is_new && live.channel_error.is_none(), "{live:?}");
+    assert_eq!(
+        live.order_id,
+        ids::live_order_id_beside_legacy_test(MERCHANT, "V1-PAID")
+    );
+    let retry = live_flows
+        .place_order(live_terms, "test", chrono::Utc::now())
+        .await
+        .expect("a repeat");
+    assert_eq!((retry.order_id, retry.is_new), (live.order_id, false));
     let refund = db
         .execute(
             paid,

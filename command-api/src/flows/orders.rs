@@ -96,6 +96,15 @@ impl Flows {
         if !terms.amount.is_valid() {
             return Err(ExecuteError::Rejected(OrderError::InvalidAmount(format!("{:?}", terms.amount))).into());
         }
+        // Before the channel is called: a test order never reaches a real channel, nor a live
+        // one the sandbox (the aggregate refuses such an order too, but only after the call).
+        if !terms.mode.reaches(&terms.channel) {
+            return Err(ExecuteError::Rejected(OrderError::ChannelNotInMode {
+                channel: terms.channel.clone(),
+                mode: terms.mode,
+            })
+            .into());
+        }
         let created_at = existing.as_ref().map_or(now, |o| o.created_at);
         let (outcome, channel_error) = self
             .open_at_channel(order_id, &terms, terms.expire_at(created_at))
@@ -143,21 +152,32 @@ impl Flows {
         })
     }
 
-    /// The id of the order `terms` create, and the order if it exists: [`ids::order_id`]; for a
-    /// test order in a database with test orders from before modes existed, their id if one of
-    /// them has this `out_trade_no` (so a retry of such an order still finds it).
+    /// The id of the order `terms` create, and the order if it exists: [`ids::order_id`]. In a
+    /// database with test orders from before modes existed, whose ids are live ids now: a test
+    /// order looks under its old id too (so a retry of such an order still finds it), and a live
+    /// order whose id holds such a test order takes
+    /// [`ids::live_order_id_beside_legacy_test`] (so test data never blocks a live order number,
+    /// nor shows through a conflict).
     async fn order_of(&self, terms: &OrderTerms) -> Result<(Uuid, Option<OrderState>), FlowError> {
         let order_id = ids::order_id(&terms.merchant_id, terms.mode, &terms.out_trade_no);
         let existing = self.order(order_id).await?;
-        if existing.is_none() && terms.mode == Mode::Test && self.legacy_test_ids {
-            let legacy_id = ids::legacy_test_order_id(&terms.merchant_id, &terms.out_trade_no);
-            if let Some(legacy) = self.order(legacy_id).await? {
-                if legacy.terms.mode == Mode::Test {
-                    return Ok((legacy_id, Some(legacy)));
+        if !self.legacy_test_ids {
+            return Ok((order_id, existing));
+        }
+        match terms.mode {
+            Mode::Test if existing.is_none() => {
+                let legacy_id = ids::legacy_test_order_id(&terms.merchant_id, &terms.out_trade_no);
+                match self.order(legacy_id).await? {
+                    Some(legacy) if legacy.terms.mode == Mode::Test => Ok((legacy_id, Some(legacy))),
+                    _ => Ok((order_id, None)),
                 }
             }
+            Mode::Live if existing.as_ref().is_some_and(|o| o.terms.mode == Mode::Test) => {
+                let beside = ids::live_order_id_beside_legacy_test(&terms.merchant_id, &terms.out_trade_no);
+                Ok((beside, self.order(beside).await?))
+            }
+            _ => Ok((order_id, existing)),
         }
-        Ok((order_id, existing))
     }
 
     /// The order exists with an answer from its channel, or with other terms: `CreateOrder`

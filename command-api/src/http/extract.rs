@@ -160,7 +160,7 @@ impl FromRequestParts<AppState> for AuthMerchant {
             }
             return Err(ApiError::Unauthorized);
         };
-        state.rate_limit.check(&merchant.merchant_id)?;
+        state.rate_limit.check(&merchant.merchant_id, mode)?;
         Ok(AuthMerchant(OrderOwner {
             merchant_id: merchant.merchant_id,
             mode,

@@ -49,6 +49,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use payledger_domain::Mode;
 use tokio::task::JoinHandle;
 
 use crate::http::error::ApiError;
@@ -161,26 +162,29 @@ impl MerchantRateLimit {
         Self { inner: None }
     }
 
-    /// Takes one request from `merchant_id`'s bucket.
+    /// Takes one request from the bucket of `merchant_id` in `mode`: each mode has its own, so a
+    /// load test on the test key never throttles live payments.
     ///
     /// # Errors
     /// [`ApiError::TooManyRequests`] when the bucket is empty, with the whole seconds (at least 1)
     /// until the next request would pass.
-    pub fn check(&self, merchant_id: &str) -> Result<(), ApiError> {
+    pub fn check(&self, merchant_id: &str, mode: Mode) -> Result<(), ApiError> {
         let Some(limiter) = &self.inner else {
             return Ok(());
         };
-        limiter.check(&merchant_id.to_string()).map_err(|retry_after_seconds| {
-            metrics::counter!(RATE_LIMITED_TOTAL, "limit" => "merchant").increment(1);
-            let RateLimitConfig { per_second, burst } = limiter.config;
-            ApiError::TooManyRequests {
-                detail: format!(
-                    "rate limit of {per_second} requests per second (burst {burst}) for merchant \
+        limiter
+            .check(&format!("{merchant_id}/{mode}"))
+            .map_err(|retry_after_seconds| {
+                metrics::counter!(RATE_LIMITED_TOTAL, "limit" => "merchant").increment(1);
+                let RateLimitConfig { per_second, burst } = limiter.config;
+                ApiError::TooManyRequests {
+                    detail: format!(
+                        "rate limit of {per_second} requests per second (burst {burst}) for merchant \
                      {merchant_id} exceeded; retry after {retry_after_seconds} s"
-                ),
-                retry_after_seconds,
-            }
-        })
+                    ),
+                    retry_after_seconds,
+                }
+            })
     }
 
     /// Drops the buckets of merchants idle long enough for their bucket to be full again.
@@ -317,15 +321,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_burst_past_the_quota_is_refused_for_that_merchant_only() {
+    fn a_burst_past_the_quota_is_refused_for_that_merchant_and_mode_only() {
         let limit = MerchantRateLimit::new(RateLimitConfig {
             per_second: 1,
             burst: 3,
         });
         for _ in 0..3 {
-            assert!(limit.check("shop1").is_ok());
+            assert!(limit.check("shop1", Mode::Test).is_ok());
         }
-        match limit.check("shop1") {
+        match limit.check("shop1", Mode::Test) {
             Err(ApiError::TooManyRequests {
                 detail,
                 retry_after_seconds,
@@ -335,7 +339,11 @@ mod tests {
             }
             other => panic!("expected 429, got {other:?}"),
         }
-        assert!(limit.check("shop2").is_ok());
+        assert!(limit.check("shop2", Mode::Test).is_ok());
+        assert!(
+            limit.check("shop1", Mode::Live).is_ok(),
+            "the live key has its own bucket"
+        );
     }
 
     #[test]
@@ -411,7 +419,7 @@ mod tests {
             burst: 0,
         });
         for _ in 0..10_000 {
-            assert!(limit.check("shop1").is_ok());
+            assert!(limit.check("shop1", Mode::Live).is_ok());
         }
         let limit = AddressRateLimit::new(RateLimitConfig {
             per_second: 0,
