@@ -117,8 +117,10 @@ fn random_token(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// The operator commands' connection: no statement timeout (a replay or a verify of a large
+/// ledger may rightly run long statements; `serve --db-statement-timeout` is for serving).
 async fn connect(url: Option<&str>) -> anyhow::Result<Database> {
-    let db = Database::connect(url, PoolConfig::default())
+    let db = Database::connect(url, PoolConfig::maintenance())
         .await
         .context("connecting to the database")?;
     db.migrate().await.context("migrating the database")?;
@@ -180,6 +182,12 @@ pub struct ServeArgs {
     /// the database is unreachable, requests answer 503 after this long.
     #[arg(long, env = "PAYLEDGER_DB_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Option<Duration>,
+    /// Longest a database statement of this process may run, e.g. "30s" (the default); "0s"
+    /// for no limit. PostgreSQL cancels a statement past it (statement_timeout): a request
+    /// answers 503, a worker retries later. On SQLite it bounds the wait for the write lock
+    /// (at most 10 s). Migrations are exempt, and so are migrate, replay and reconcile.
+    #[arg(long, env = "PAYLEDGER_DB_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub db_statement_timeout: Option<Duration>,
     /// Configuration file with channel accounts (TOML; see docs/configuration.md). Default:
     /// payledger.toml in the working directory if it exists.
     #[arg(long, env = "PAYLEDGER_CONFIG")]
@@ -299,6 +307,9 @@ impl ServeArgs {
         }
         if let Some(d) = self.db_acquire_timeout {
             config.pools.acquire_timeout_ms = millis(d);
+        }
+        if let Some(d) = self.db_statement_timeout {
+            config.pools.statement_timeout_ms = millis(d);
         }
         if let Some(path) = config::locate(self.config) {
             config.channels = ChannelAccounts::load(&path)?;
