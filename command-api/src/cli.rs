@@ -202,6 +202,11 @@ pub struct ServeArgs {
     /// expiry, e.g. "1m,5m,15m" (the default); "none" for no queries before expiry.
     #[arg(long, env = "PAYLEDGER_MONITOR_QUERY_SCHEDULE", value_parser = monitor::parse_query_schedule)]
     pub monitor_query_schedule: Option<QuerySchedule>,
+    /// How long a refund may stay pending before the monitor drives it again through the
+    /// refund worker's flow (a RefundRequested the refund worker never got), e.g. "10m" (the
+    /// default); also how often it looks for such refunds.
+    #[arg(long, env = "PAYLEDGER_MONITOR_REFUND_AGE", value_parser = humantime::parse_duration)]
+    pub monitor_refund_age: Option<Duration>,
     /// NATS server URL: runs the relay that publishes every event to JetStream stream
     /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>), and reads
     /// channel accounts from the NATS KV bucket --config-bucket, applying its changes live.
@@ -323,6 +328,9 @@ impl ServeArgs {
         }
         if let Some(points) = self.monitor_query_schedule {
             config.monitor.query_schedule_ms = points;
+        }
+        if let Some(d) = self.monitor_refund_age {
+            config.monitor.refund_age_ms = millis(d);
         }
         config.relay = self.nats_url.map(|url| {
             let mut relay = payledger_bus::RelayConfig::new(url);
