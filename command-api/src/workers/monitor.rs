@@ -94,6 +94,10 @@ pub const ROUND_ORDERS_MAX: usize = 1_000;
 /// within seconds, and its JetStream consumer retries a failing one with back-offs up to 60 s,
 /// so a refund still pending after this long was most likely never delivered.
 pub const REFUND_AGE_MS_DEFAULT: u64 = 600_000;
+/// Default of [`MonitorConfig::step_timeout_ms`]: longest one step of a round (a page read from
+/// the database, one order settled or queried, one refund driven) may take. A channel call takes
+/// at most three attempts of 15 s; past this the step waits on a connection gone silent.
+pub const STEP_TIMEOUT_MS_DEFAULT: u64 = 120_000;
 /// Refunds driven per sweep at most (each is a channel call); the rest wait for the next sweep.
 pub const ROUND_REFUNDS_MAX: usize = 1_000;
 
@@ -115,6 +119,10 @@ pub struct MonitorConfig {
     /// again by the monitor, and the monitor looks for them at most this often. 0: every round,
     /// every pending refund (tests).
     pub refund_age_ms: u64,
+    /// Longest one step of a round may take, milliseconds ([`STEP_TIMEOUT_MS_DEFAULT`]): a page
+    /// read past it ends the round (an error, logged; the next round tries again), an order or
+    /// refund past it is left for the next round (logged).
+    pub step_timeout_ms: u64,
 }
 
 impl Default for MonitorConfig {
@@ -125,6 +133,7 @@ impl Default for MonitorConfig {
             grace_ms: GRACE_MS_DEFAULT,
             query_schedule_ms: QUERY_SCHEDULE_MS_DEFAULT.to_vec(),
             refund_age_ms: REFUND_AGE_MS_DEFAULT,
+            step_timeout_ms: STEP_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -248,7 +257,7 @@ impl OrderMonitor {
         let mut after = (String::new(), String::new());
         let mut seen = 0;
         while seen < ROUND_REFUNDS_MAX {
-            let page: Vec<(String, String, String)> = sqlx::query_as(
+            let page = sqlx::query_as::<_, (String, String, String)>(
                 "SELECT refund_id, order_id, created_at FROM refund_view \
                  WHERE status = 'pending' AND created_at <= $1 \
                  AND (created_at > $2 OR (created_at = $2 AND refund_id > $3)) \
@@ -258,8 +267,8 @@ impl OrderMonitor {
             .bind(&after.1)
             .bind(&after.0)
             .bind(PAGE_ORDERS_MAX)
-            .fetch_all(self.flows.db.pool())
-            .await?;
+            .fetch_all(self.flows.db.pool());
+            let page = self.bounded(page).await.unwrap_or_else(|| Err(self.timed_out()))?;
             let Some((refund_id, _, created_at)) = page.last() else {
                 break;
             };
@@ -271,7 +280,8 @@ impl OrderMonitor {
                     tracing::error!(%refund_id, %order_id, "refund_view holds an id that is not a UUID");
                     continue;
                 };
-                match self.drive_refund(order_id, refund_id).await {
+                let driven = self.drive_refund(order_id, refund_id);
+                match self.bounded(driven).await.unwrap_or_else(|| Err(self.step_timed_out())) {
                     Ok(RefundExecution::Recorded | RefundExecution::AlreadySettled) => report.refunds_settled += 1,
                     Ok(RefundExecution::PendingAtChannel) => report.refunds_pending += 1,
                     Err(why) => {
@@ -286,6 +296,30 @@ impl OrderMonitor {
         }
         self.refunds_swept_at = Some(now);
         Ok(())
+    }
+
+    /// `step`, or `None` when it takes longer than [`MonitorConfig::step_timeout_ms`] (it is then
+    /// dropped: a connection gone silent must not stall the monitor for ever).
+    async fn bounded<T>(&self, step: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout(Duration::from_millis(self.config.step_timeout_ms), step)
+            .await
+            .ok()
+    }
+
+    /// Why a step was abandoned.
+    fn step_timed_out(&self) -> String {
+        format!(
+            "took longer than {} ms (a silent connection?); abandoned",
+            self.config.step_timeout_ms
+        )
+    }
+
+    /// A page read abandoned, as the error that ends the round.
+    fn timed_out(&self) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("reading a page {}", self.step_timed_out()),
+        ))
     }
 
     /// Executes one pending refund as the refund worker would, with the reason its
@@ -322,7 +356,7 @@ impl OrderMonitor {
         let mut after = (String::new(), String::new());
         let mut seen = 0;
         while seen < ROUND_ORDERS_MAX {
-            let page: Vec<(String, String)> = sqlx::query_as(
+            let page = sqlx::query_as::<_, (String, String)>(
                 "SELECT order_id, expire_at FROM order_view \
                  WHERE status = 'awaiting_payment' AND expire_at <= $1 \
                  AND (expire_at > $2 OR (expire_at = $2 AND order_id > $3)) \
@@ -332,8 +366,8 @@ impl OrderMonitor {
             .bind(&after.1)
             .bind(&after.0)
             .bind(PAGE_ORDERS_MAX)
-            .fetch_all(self.flows.db.pool())
-            .await?;
+            .fetch_all(self.flows.db.pool());
+            let page = self.bounded(page).await.unwrap_or_else(|| Err(self.timed_out()))?;
             let Some(last) = page.last() else { break };
             after = last.clone();
             let full = page.len() as i64 == PAGE_ORDERS_MAX;
@@ -343,7 +377,13 @@ impl OrderMonitor {
                     tracing::error!(%order_id, "order_view holds an order id that is not a UUID");
                     continue;
                 };
-                match self.flows.settle_expired(order_id, now, cutoff, &actor()).await {
+                let actor = actor();
+                let settled = self.flows.settle_expired(order_id, now, cutoff, &actor);
+                let settled = self
+                    .bounded(settled)
+                    .await
+                    .unwrap_or_else(|| Settled::Deferred(self.step_timed_out()));
+                match settled {
                     Settled::Paid => report.paid += 1,
                     Settled::Closed => report.closed += 1,
                     Settled::Deferred(why) => {
@@ -392,7 +432,7 @@ impl OrderMonitor {
             };
             let upper_text = fmt_ts(upper);
             while failed.is_none() && seen < ROUND_ORDERS_MAX && cursor.created_at <= upper_text {
-                let page: Vec<(String, String)> = match sqlx::query_as(
+                let page = sqlx::query_as::<_, (String, String)>(
                     "SELECT order_id, created_at FROM order_view \
                      WHERE status = 'awaiting_payment' AND created_at <= $1 \
                      AND (created_at > $2 OR (created_at = $2 AND order_id > $3)) \
@@ -404,9 +444,8 @@ impl OrderMonitor {
                 .bind(&cursor.order_id)
                 .bind(fmt_ts(cutoff))
                 .bind(PAGE_ORDERS_MAX)
-                .fetch_all(self.flows.db.pool())
-                .await
-                {
+                .fetch_all(self.flows.db.pool());
+                let page = match self.bounded(page).await.unwrap_or_else(|| Err(self.timed_out())) {
                     Ok(page) => page,
                     Err(e) => {
                         failed = Some(e);
@@ -430,7 +469,13 @@ impl OrderMonitor {
                         tracing::error!(%order_id, "order_view holds an order id that is not a UUID");
                         continue;
                     };
-                    match self.flows.query_before_expiry(order_id, now, cutoff, &actor()).await {
+                    let actor = actor();
+                    let queried = self.flows.query_before_expiry(order_id, now, cutoff, &actor);
+                    let queried = self.bounded(queried).await.unwrap_or_else(|| {
+                        tracing::warn!(%order_id, why = %self.step_timed_out(), "order monitor: query left for the next point");
+                        Settled::Waiting
+                    });
+                    match queried {
                         Settled::Paid => report.paid += 1,
                         Settled::Skipped => report.skipped += 1,
                         Settled::Waiting | Settled::Closed | Settled::Deferred(_) => report.waiting += 1,
