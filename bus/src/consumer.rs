@@ -62,6 +62,8 @@ pub const PULL_EXPIRES_MS: u64 = 5_000;
 /// Default nak delays by delivery count: the n-th failed delivery waits the n-th entry (the last
 /// one for every later delivery).
 pub const NAK_BACKOFF_MS_DEFAULT: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000];
+/// Longest [`Consumer::run`] waits, once stopped, for its last acks to reach NATS.
+pub const ACK_FLUSH_MS: u64 = 2_000;
 /// First pause after a failed pull (NATS down, stream missing).
 pub const RETRY_MS_MIN: u64 = 200;
 /// Longest pause between failed pulls.
@@ -368,8 +370,10 @@ impl Consumer {
         }
     }
 
-    /// Pulls and handles until `stop` turns true (handlers in flight finish first). Failures are
-    /// logged and retried with back-off; NATS being down is one of them.
+    /// Pulls and handles until `stop` turns true: then it pulls no more, lets the handlers in
+    /// flight finish and ack (or nak) their messages, flushes those acks to NATS (at most
+    /// [`ACK_FLUSH_MS`]) and returns. Failures are logged and retried with back-off; NATS being
+    /// down is one of them.
     pub async fn run(mut self, stop: watch::Receiver<bool>) {
         let mut retry_ms = RETRY_MS_MIN;
         while !*stop.borrow() {
@@ -389,6 +393,14 @@ impl Consumer {
                 }
             }
         }
+        // The acks of the last messages are only queued in the client: send them before it goes.
+        if let Some((client, _)) = &self.nats {
+            let flushed = tokio::time::timeout(Duration::from_millis(ACK_FLUSH_MS), client.flush()).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                tracing::warn!(durable = %self.config.durable_name, "acks not flushed at stop; those messages are redelivered");
+            }
+        }
+        tracing::info!(durable = %self.config.durable_name, "JetStream consumer stopped");
     }
 }
 
