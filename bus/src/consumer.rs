@@ -16,7 +16,9 @@
 //! - a body that is not an envelope is terminated (`+TERM`): redelivering it cannot help.
 //!
 //! While a handler runs longer than half the consumer's ack wait, the runner tells JetStream it
-//! is still working (`+WPI`), so a slow channel call is not delivered twice at once.
+//! is still working (`+WPI`), so a slow channel call is not delivered twice at once; a handler
+//! still running after [`ConsumerConfig::handler_timeout_ms`] is abandoned and its message
+//! nak'ed, as a failure.
 //!
 //! This back-off is for the consumer's own failures only. The merchant's notification retry
 //! schedule lives in `notify_job` (the notifier's sender), whose rows also carry the attempts,
@@ -34,7 +36,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{self, Context};
 use futures::StreamExt;
-use payledger_store::subscription::EffectSubscriber;
+use payledger_store::subscription::{EffectSubscriber, SubscriberError};
 use tokio::sync::watch;
 
 use crate::envelope::Envelope;
@@ -50,11 +52,18 @@ pub const BATCH_MAX_DEFAULT: usize = 64;
 pub const CONCURRENCY_MAX_DEFAULT: usize = 8;
 /// Default time JetStream waits for an ack before redelivering, milliseconds.
 pub const ACK_WAIT_MS_DEFAULT: u64 = 30_000;
+/// Default of [`ConsumerConfig::handler_timeout_ms`]: longest one message's handler may run.
+/// A refund's channel calls take at most three attempts of 15 s; past this the handler is
+/// waiting on a connection gone silent, and would otherwise hold the message (renewing its ack
+/// wait) for ever.
+pub const HANDLER_TIMEOUT_MS_DEFAULT: u64 = 120_000;
 /// How long one pull waits for messages when the stream is idle, milliseconds.
 pub const PULL_EXPIRES_MS: u64 = 5_000;
 /// Default nak delays by delivery count: the n-th failed delivery waits the n-th entry (the last
 /// one for every later delivery).
 pub const NAK_BACKOFF_MS_DEFAULT: [u64; 6] = [1_000, 2_000, 5_000, 10_000, 30_000, 60_000];
+/// Longest [`Consumer::run`] waits, once stopped, for its last acks to reach NATS.
+pub const ACK_FLUSH_MS: u64 = 2_000;
 /// First pause after a failed pull (NATS down, stream missing).
 pub const RETRY_MS_MIN: u64 = 200;
 /// Longest pause between failed pulls.
@@ -110,6 +119,10 @@ pub struct ConsumerConfig {
     pub ack_wait_ms: u64,
     /// Nak delays by delivery count, milliseconds (see [`ConsumerConfig::nak_delay`]).
     pub nak_backoff_ms: Vec<u64>,
+    /// Longest a handler may run on one message, milliseconds ([`HANDLER_TIMEOUT_MS_DEFAULT`]);
+    /// past it the handler is dropped and the message nak'ed like a failure (logged), so it is
+    /// delivered again after its back-off.
+    pub handler_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for ConsumerConfig {
@@ -138,6 +151,7 @@ impl ConsumerConfig {
             concurrency_max: CONCURRENCY_MAX_DEFAULT,
             ack_wait_ms: ACK_WAIT_MS_DEFAULT,
             nak_backoff_ms: NAK_BACKOFF_MS_DEFAULT.to_vec(),
+            handler_timeout_ms: HANDLER_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -316,9 +330,16 @@ impl Consumer {
             // Tell JetStream the work goes on, so a long channel call is not redelivered meanwhile.
             let mut progress = tokio::time::interval(Duration::from_millis((self.config.ack_wait_ms / 2).max(100)));
             progress.tick().await;
+            // ... but not for ever: a handler stuck on a silent connection gives the message back.
+            let timeout_ms = self.config.handler_timeout_ms;
+            let deadline = tokio::time::sleep(Duration::from_millis(timeout_ms));
+            tokio::pin!(deadline);
             loop {
                 tokio::select! {
                     r = &mut handle => break r,
+                    _ = &mut deadline => break Err(SubscriberError::Failed(format!(
+                        "handler still running after {timeout_ms} ms (a silent connection?); abandoned"
+                    ))),
                     _ = progress.tick() => {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
@@ -349,8 +370,10 @@ impl Consumer {
         }
     }
 
-    /// Pulls and handles until `stop` turns true (handlers in flight finish first). Failures are
-    /// logged and retried with back-off; NATS being down is one of them.
+    /// Pulls and handles until `stop` turns true: then it pulls no more, lets the handlers in
+    /// flight finish and ack (or nak) their messages, flushes those acks to NATS (at most
+    /// [`ACK_FLUSH_MS`]) and returns. Failures are logged and retried with back-off; NATS being
+    /// down is one of them.
     pub async fn run(mut self, stop: watch::Receiver<bool>) {
         let mut retry_ms = RETRY_MS_MIN;
         while !*stop.borrow() {
@@ -370,6 +393,14 @@ impl Consumer {
                 }
             }
         }
+        // The acks of the last messages are only queued in the client: send them before it goes.
+        if let Some((client, _)) = &self.nats {
+            let flushed = tokio::time::timeout(Duration::from_millis(ACK_FLUSH_MS), client.flush()).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                tracing::warn!(durable = %self.config.durable_name, "acks not flushed at stop; those messages are redelivered");
+            }
+        }
+        tracing::info!(durable = %self.config.durable_name, "JetStream consumer stopped");
     }
 }
 

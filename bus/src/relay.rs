@@ -77,6 +77,11 @@ pub const MAX_AGE_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
 pub const BACKOFF_MS_MIN: u64 = 200;
 /// Longest pause between failed steps.
 pub const BACKOFF_MS_MAX: u64 = 10_000;
+/// Default of [`RelayConfig::step_timeout_ms`]: longest one step (read a batch, publish it, wait
+/// for its acks, move the checkpoint) may take before it is abandoned and retried. Every NATS
+/// operation has its own timeout ([`RelayConfig::ack_timeout_ms`]); this also bounds a database
+/// connection gone silent (half-open), which would otherwise stall the relay for ever.
+pub const STEP_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 /// How often [`Relay::connect`] looks whether the first connection is up.
 /// Prometheus: events JetStream acknowledged (counter; duplicates included).
 pub const EVENTS_PUBLISHED_TOTAL: &str = "payledger_events_published_total";
@@ -118,6 +123,10 @@ pub struct RelayConfig {
     pub channel_subject_prefix: String,
     /// How long a channel call waits for the channel service's answer, in milliseconds.
     pub channel_timeout_ms: u64,
+    /// Longest one relay step may take, milliseconds ([`STEP_TIMEOUT_MS_DEFAULT`]); past it the
+    /// step is abandoned (the checkpoint stays: the batch is published again, and JetStream
+    /// drops the repeats) and retried with back-off.
+    pub step_timeout_ms: u64,
 }
 
 impl RelayConfig {
@@ -134,6 +143,7 @@ impl RelayConfig {
             max_age_ms: MAX_AGE_MS_DEFAULT,
             channel_subject_prefix: payledger_channel_adapters::remote::SUBJECT_PREFIX_DEFAULT.to_string(),
             channel_timeout_ms: crate::channel_service::REQUEST_TIMEOUT_MS_DEFAULT,
+            step_timeout_ms: STEP_TIMEOUT_MS_DEFAULT,
         }
     }
 
@@ -191,6 +201,10 @@ pub enum RelayError {
     /// An event could not be serialised.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// The step took longer than [`RelayConfig::step_timeout_ms`] (a silent connection) and was
+    /// abandoned.
+    #[error("step took longer than {0} ms (a silent connection?); abandoned")]
+    TimedOut(u64),
 }
 
 /// Counters of one relay, read with [`RelayMetrics::snapshot`]. Shared with whoever exports them.
@@ -567,15 +581,20 @@ impl Relay {
 
     /// Connects and publishes forever: until the task is aborted, which is safe at any point
     /// (an unfinished batch is published again by the next run, and JetStream drops the
-    /// duplicates). Failures are logged and retried with back-off.
+    /// duplicates). Failures are logged and retried with back-off; so is a step that takes
+    /// longer than [`RelayConfig::step_timeout_ms`], which is abandoned the same way.
     pub async fn run(mut self) {
         let mut wake = self.db.appended();
         let mut backoff_ms = BACKOFF_MS_MIN;
+        let step_timeout_ms = self.config.step_timeout_ms;
         loop {
-            let result = match self.connect().await {
-                Ok(()) => self.step().await,
-                Err(e) => Err(e),
+            let step = async {
+                self.connect().await?;
+                self.step().await
             };
+            let result = tokio::time::timeout(Duration::from_millis(step_timeout_ms), step)
+                .await
+                .unwrap_or(Err(RelayError::TimedOut(step_timeout_ms)));
             match result {
                 Ok(progress) => {
                     backoff_ms = BACKOFF_MS_MIN;

@@ -49,6 +49,10 @@ pub const READ_YOUR_WRITES_TIMEOUT_MS: u64 = 2_000;
 /// How often a process without the `projector` role re-reads the projection's checkpoint while
 /// a read waits for it (no in-process notice comes from a projection running elsewhere).
 pub const PROJECTION_POLL_MS: u64 = 20;
+/// How long [`Running::shutdown`] lets the JetStream consumers finish the messages in hand
+/// (handle, then ack or nak) once they stopped pulling; past it they are aborted, and what they
+/// held is redelivered after its ack wait.
+pub const CONSUMER_DRAIN_MS: u64 = 20_000;
 /// Settings key of the sandbox channel's callback signing secret.
 pub const SANDBOX_SECRET_KEY: &str = "sandbox.callback_secret";
 
@@ -313,6 +317,8 @@ pub struct Running {
     stop: watch::Sender<bool>,
     /// The notifier, stopped gracefully so deliveries in flight record their attempts.
     sender: Option<(JoinHandle<()>, Duration)>,
+    /// The JetStream consumers (NATS mode), drained on shutdown: see [`CONSUMER_DRAIN_MS`].
+    consumers: Vec<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     /// The relay's counters when it runs (for `/metrics`).
     pub relay_metrics: Option<Arc<RelayMetrics>>,
@@ -329,20 +335,40 @@ impl Running {
     }
 
     /// Stops accepting requests and finishes the ones in flight, lets notifications in flight
-    /// finish, then stops the other background roles. Those are aborted: their unfinished work is
-    /// transactional or at-least-once.
+    /// finish and drains the JetStream consumers (they stop pulling, finish and ack the messages
+    /// in hand, at most [`CONSUMER_DRAIN_MS`]), then stops the other background roles. Those are
+    /// aborted: their unfinished work is transactional or at-least-once.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.server).await;
         let _ = self.stop.send(true);
-        if let Some((mut sender, timeout)) = self.sender.take() {
-            if tokio::time::timeout(timeout, &mut sender).await.is_err() {
-                tracing::warn!("notifications still in flight at shutdown; they are retried after their lease");
-                sender.abort();
+        let mut consumers = std::mem::take(&mut self.consumers);
+        let sender = async {
+            if let Some((mut sender, timeout)) = self.sender.take() {
+                if tokio::time::timeout(timeout, &mut sender).await.is_err() {
+                    tracing::warn!("notifications still in flight at shutdown; they are retried after their lease");
+                    sender.abort();
+                }
             }
-        }
+        };
+        let drain = async {
+            let drained = futures::future::join_all(consumers.iter_mut());
+            if tokio::time::timeout(Duration::from_millis(CONSUMER_DRAIN_MS), drained)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    drain_ms = CONSUMER_DRAIN_MS,
+                    "JetStream messages still being handled at shutdown; they are redelivered after their ack wait"
+                );
+                for c in &consumers {
+                    c.abort();
+                }
+            }
+        };
+        tokio::join!(sender, drain);
         for w in &self.workers {
             w.abort();
         }
@@ -361,7 +387,7 @@ impl Drop for Running {
         if let Some((sender, _)) = &self.sender {
             sender.abort();
         }
-        for w in &self.workers {
+        for w in self.consumers.iter().chain(&self.workers) {
             w.abort();
         }
     }
@@ -510,6 +536,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         })
     };
     let mut workers = Vec::new();
+    let mut consumers = Vec::new();
     workers.extend(channel_service);
     // The read models and (embedded) the notify enqueuer: one transaction per batch for all.
     let mut read_models: Vec<Arc<dyn TransactionalSubscriber>> = Vec::new();
@@ -520,7 +547,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     if roles.has(Role::Notifier) {
         let from_nats = Arc::new(EventEnqueuer::new(db.clone(), queued.clone()));
         match consume(&config.durables.notifier, "*", from_nats) {
-            Some(task) => workers.push(task),
+            Some(task) => consumers.push(task),
             None => read_models.push(Arc::new(NotifyEnqueuer::new(db.log(), queued.clone()))),
         }
     }
@@ -529,10 +556,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     }
     if roles.has(Role::Refunds) {
         let worker = Arc::new(RefundWorker::new(db.clone(), channels.clone()));
-        workers.push(
-            consume(&config.durables.refunds, "RefundRequested", worker.clone())
-                .unwrap_or_else(|| tokio::spawn(run_effects(db.clone(), worker))),
-        );
+        match consume(&config.durables.refunds, "RefundRequested", worker.clone()) {
+            Some(task) => consumers.push(task),
+            None => workers.push(tokio::spawn(run_effects(db.clone(), worker))),
+        }
     }
     if roles.has(Role::Monitor) {
         workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
@@ -613,6 +640,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         server,
         stop: stop_tx,
         sender,
+        consumers,
         workers,
         relay_metrics,
     })

@@ -126,8 +126,10 @@ fn random_token(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// The operator commands' connection: no statement timeout (a replay or a verify of a large
+/// ledger may rightly run long statements; `serve --db-statement-timeout` is for serving).
 async fn connect(url: Option<&str>) -> anyhow::Result<Database> {
-    let db = Database::connect(url, PoolConfig::default())
+    let db = Database::connect(url, PoolConfig::maintenance())
         .await
         .context("connecting to the database")?;
     db.migrate().await.context("migrating the database")?;
@@ -199,6 +201,12 @@ pub struct ServeArgs {
     /// the database is unreachable, requests answer 503 after this long.
     #[arg(long, env = "PAYLEDGER_DB_ACQUIRE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub db_acquire_timeout: Option<Duration>,
+    /// Longest a database statement of this process may run, e.g. "30s" (the default); "0s"
+    /// for no limit. PostgreSQL cancels a statement past it (statement_timeout): a request
+    /// answers 503, a worker retries later. On SQLite it bounds the wait for the write lock
+    /// (at most 10 s). Migrations are exempt, and so are migrate, replay and reconcile.
+    #[arg(long, env = "PAYLEDGER_DB_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub db_statement_timeout: Option<Duration>,
     /// Configuration file with channel accounts (TOML; see docs/configuration.md). Default:
     /// payledger.toml in the working directory if it exists.
     #[arg(long, env = "PAYLEDGER_CONFIG")]
@@ -213,6 +221,11 @@ pub struct ServeArgs {
     /// expiry, e.g. "1m,5m,15m" (the default); "none" for no queries before expiry.
     #[arg(long, env = "PAYLEDGER_MONITOR_QUERY_SCHEDULE", value_parser = monitor::parse_query_schedule)]
     pub monitor_query_schedule: Option<QuerySchedule>,
+    /// How long a refund may stay pending before the monitor drives it again through the
+    /// refund worker's flow (a RefundRequested the refund worker never got), e.g. "10m" (the
+    /// default); also how often it looks for such refunds.
+    #[arg(long, env = "PAYLEDGER_MONITOR_REFUND_AGE", value_parser = humantime::parse_duration)]
+    pub monitor_refund_age: Option<Duration>,
     /// NATS server URL: runs the relay that publishes every event to JetStream stream
     /// PAYLEDGER_EVENTS (subjects payledger.events.<merchant_id>.<event_type>), and reads
     /// channel accounts from the NATS KV bucket --config-bucket, applying its changes live.
@@ -322,6 +335,9 @@ impl ServeArgs {
         if let Some(d) = self.db_acquire_timeout {
             config.pools.acquire_timeout_ms = millis(d);
         }
+        if let Some(d) = self.db_statement_timeout {
+            config.pools.statement_timeout_ms = millis(d);
+        }
         if let Some(path) = config::locate(self.config) {
             config.channels = ChannelAccounts::load(&path)?;
             tracing::info!(file = %path.display(), "configuration loaded");
@@ -334,6 +350,9 @@ impl ServeArgs {
         }
         if let Some(points) = self.monitor_query_schedule {
             config.monitor.query_schedule_ms = points;
+        }
+        if let Some(d) = self.monitor_refund_age {
+            config.monitor.refund_age_ms = millis(d);
         }
         config.relay = self.nats_url.map(|url| {
             let mut relay = payledger_bus::RelayConfig::new(url);

@@ -313,3 +313,21 @@ fn user_errors_print_their_cause_without_a_backtrace_even_with_rust_backtrace_se
         );
     }
 }
+
+/// The flag and its default reach the serving pools' configuration.
+#[test]
+fn the_flag_sets_the_serving_pools_statement_timeout() {
+    use clap::Parser;
+    let config = |args: &[&str]| {
+        let cli =
+            payledger_command_api::cli::Cli::try_parse_from(["payledger", "serve"].iter().chain(args)).expect("parses");
+        let payledger_command_api::cli::Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        serve.into_config(None).expect("config").pools.statement_timeout_ms
+    };
+    assert_eq!(config(&[]), payledger_store::db::STATEMENT_TIMEOUT_MS_DEFAULT);
+    assert_eq!(payledger_store::db::STATEMENT_TIMEOUT_MS_DEFAULT, 30_000);
+    assert_eq!(config(&["--db-statement-timeout", "250ms"]), 250);
+    assert_eq!(config(&["--db-statement-timeout", "0s"]), 0);
+}

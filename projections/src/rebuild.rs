@@ -8,8 +8,12 @@
 //!   moves the live checkpoint to the shadow's. Readers see the old tables or the new, never a
 //!   mix; the server keeps serving.
 //! - verify builds the shadow up to the live checkpoint, then under the same lock catches up to
-//!   exactly where the live tables stand and compares them row by row, then rolls back.
+//!   exactly where the live tables stand and takes a snapshot in which live and shadow tables
+//!   stand at the same position, and lets the lock go: the comparison, row by row, runs on that
+//!   snapshot while the live projector moves on (see [`verify`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +22,7 @@ use payledger_store::subscription::{
 };
 use payledger_store::{Backend, Database, DbError, LogEvent, LogPosition};
 use serde::Serialize;
-use sqlx::AnyConnection;
+use sqlx::{Any, AnyConnection, Transaction};
 
 use crate::journal_projection::{JournalProjection, JOURNAL_PROJECTION_NAME};
 use crate::projection::{OrderProjection, Tables, PROJECTION_NAME};
@@ -29,6 +33,9 @@ pub const REPLAY_BATCH_SIZE: i64 = 5_000;
 pub const READ_AHEAD_BATCHES: usize = 2;
 /// Most differences listed per table by verify (all are counted).
 pub const DIFFERENCES_LISTED_MAX: i64 = 1_000;
+/// SQLite: attempts at a snapshot where the live and shadow checkpoints agree (see
+/// [`frozen_snapshot`]) before verify compares under the live lock instead.
+pub const SQLITE_SNAPSHOT_ATTEMPTS: usize = 20;
 
 /// A table a projection owns, and the columns that identify a row.
 #[derive(Debug, Clone, Copy)]
@@ -521,31 +528,139 @@ async fn unbalanced_entries(conn: &mut AnyConnection) -> Result<Vec<UnbalancedEn
 /// same log position; checks that every journal entry balances. The live tables are not
 /// changed; the shadow tables are dropped afterwards.
 ///
+/// The live projection's lock is held only to bring the shadow to the live position and take a
+/// snapshot of both ([`frozen_snapshot`]); the comparison runs on that snapshot, so the live
+/// projector keeps applying events meanwhile.
+///
 /// # Errors
 /// [`RebuildError`] from the database or a projection.
 pub async fn verify(db: &Database, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, RebuildError> {
+    verify_with(db, progress, None).await
+}
+
+/// Called by [`verify_with`] once a projection's snapshot is taken and the live lock released,
+/// before its tables are compared (tests use it to act while verify compares).
+pub type ComparingHook<'a> = &'a (dyn Fn(Projection) -> Pin<Box<dyn Future<Output = ()> + Send>> + Sync);
+
+/// [`verify`], calling `comparing` (when given) for each projection right before its comparison.
+///
+/// # Errors
+/// As [`verify`].
+pub async fn verify_with(
+    db: &Database,
+    progress: &(dyn Fn(u64) + Sync),
+    comparing: Option<ComparingHook<'_>>,
+) -> Result<VerifyReport, RebuildError> {
     let mut report = VerifyReport::default();
     for projection in Projection::ALL {
         create_shadow(db, projection).await?;
         let shadow = projection.subscriber(Tables::shadow());
-        // Up to where the live tables stood when we started; then, under the live lock, the rest.
-        let live_at = checkpoint(db.pool(), projection.name()).await?;
-        report.events += build_shadow(db, shadow.as_ref(), Some(live_at), progress).await?;
-        let mut tx = db.pool().begin().await?;
-        let live_now = lock_checkpoint(&mut tx, projection.name()).await?;
-        let (_, more) = catch_up_in(db, &mut tx, shadow.as_ref(), Some(live_now)).await?;
-        progress(more);
-        report.events += more;
+        // Up to where the live tables stood when we started, then up to where they stand after
+        // that (what the live projector applied meanwhile), so the locked step has little to do.
+        for _ in 0..2 {
+            let live_at = checkpoint(db.pool(), projection.name()).await?;
+            report.events += build_shadow(db, shadow.as_ref(), Some(live_at), progress).await?;
+        }
+        let mut snapshot = frozen_snapshot(db, projection, shadow.as_ref(), &mut report, progress).await?;
+        if let Some(hook) = comparing {
+            hook(projection).await;
+        }
         for t in projection.tables() {
-            compare_table(&mut tx, t, &mut report).await?;
+            compare_table(&mut snapshot, t, &mut report).await?;
         }
         if projection == Projection::Journal {
-            report.unbalanced_entries = unbalanced_entries(&mut tx).await?;
+            report.unbalanced_entries = unbalanced_entries(&mut snapshot).await?;
         }
-        tx.rollback().await?;
+        snapshot.rollback().await?;
         drop_shadow(db, projection).await?;
     }
     Ok(report)
+}
+
+/// A transaction that sees `projection`'s live tables and its shadow tables at the same log
+/// position, holding no lock the live projector waits for.
+///
+/// PostgreSQL: one transaction locks the live checkpoint (the live projector waits), another
+/// brings the shadow up to it and commits, then the locked transaction exports its snapshot
+/// (`pg_export_snapshot`), a `REPEATABLE READ` transaction imports it, and the lock goes.
+/// The importing transaction only reads, so it has no transaction id and does not hold back the
+/// log's horizon for the live readers.
+///
+/// SQLite (one writer, snapshots are WAL read transactions, which cannot be handed over):
+/// under the live lock (the write lock) the shadow is brought up to the live checkpoint and
+/// committed; a read transaction then begins and checks that both checkpoints still agree in
+/// its snapshot (the live projector may have committed in between: then again, up to
+/// [`SQLITE_SNAPSHOT_ATTEMPTS`] times, and after that the comparison runs under the lock, as a
+/// warning says).
+async fn frozen_snapshot(
+    db: &Database,
+    projection: Projection,
+    shadow: &dyn TransactionalSubscriber,
+    report: &mut VerifyReport,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Transaction<'static, Any>, RebuildError> {
+    match db.backend() {
+        Backend::Postgres => {
+            let mut lock = db.pool().begin().await?;
+            let live_now = lock_checkpoint(&mut lock, projection.name()).await?;
+            let mut copy = db.pool().begin().await?;
+            let (_, more) = catch_up_in(db, &mut copy, shadow, Some(live_now)).await?;
+            copy.commit().await?;
+            progress(more);
+            report.events += more;
+            // A new statement of a READ COMMITTED transaction: its snapshot holds the shadow's
+            // commit, and the live tables as they stand under the lock.
+            let id: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+                .fetch_one(&mut *lock)
+                .await?;
+            if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                return Err(SubscriberError::Failed(format!("unexpected snapshot id {id:?}")).into());
+            }
+            let mut snapshot = db.pool().begin().await?;
+            exec(
+                &mut snapshot,
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            )
+            .await?;
+            exec(&mut snapshot, &format!("SET TRANSACTION SNAPSHOT '{id}'")).await?;
+            lock.rollback().await?;
+            Ok(snapshot)
+        }
+        Backend::Sqlite => {
+            for _ in 0..SQLITE_SNAPSHOT_ATTEMPTS {
+                let mut lock = db.pool().begin().await?;
+                let live_now = lock_checkpoint(&mut lock, projection.name()).await?;
+                let (_, more) = catch_up_in(db, &mut lock, shadow, Some(live_now)).await?;
+                lock.commit().await?;
+                progress(more);
+                report.events += more;
+                let mut snapshot = db.pool().begin().await?;
+                // The first read fixes the snapshot.
+                let positions: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT transaction_id, global_position FROM subscriber_checkpoint WHERE name IN ($1, $2)",
+                )
+                .bind(projection.name())
+                .bind(shadow.name())
+                .fetch_all(&mut *snapshot)
+                .await?;
+                if positions.len() == 2 && positions[0] == positions[1] {
+                    return Ok(snapshot);
+                }
+                snapshot.rollback().await?;
+            }
+            tracing::warn!(
+                projection = projection.name(),
+                attempts = SQLITE_SNAPSHOT_ATTEMPTS,
+                "the live projection moved at every attempt at a snapshot; comparing under its lock"
+            );
+            let mut lock = db.pool().begin().await?;
+            let live_now = lock_checkpoint(&mut lock, projection.name()).await?;
+            let (_, more) = catch_up_in(db, &mut lock, shadow, Some(live_now)).await?;
+            progress(more);
+            report.events += more;
+            Ok(lock)
+        }
+    }
 }
 
 async fn drop_shadow(db: &Database, projection: Projection) -> Result<(), RebuildError> {

@@ -33,6 +33,14 @@ pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 /// connection (half-open TCP) cannot hold row locks, such as a subscriber's checkpoint, for
 /// ever. Nothing of ours idles in a transaction: network calls happen outside them.
 pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+/// Default of [`PoolConfig::statement_timeout_ms`] for a serving process: PostgreSQL cancels a
+/// statement of ours that runs (or waits for a lock) longer than this, so a runaway query or a
+/// lock held elsewhere cannot pin a connection and the request or worker waiting on it for
+/// ever. Every query of a serving process is indexed and short; 30 s is far beyond any of them.
+pub const STATEMENT_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// SQLite's busy timeout (how long a statement waits for the file's write lock) when the
+/// statement timeout is longer or off.
+pub const SQLITE_BUSY_TIMEOUT_MS_MAX: u64 = 10_000;
 
 /// Pool sizes. Two pools share the database: the typed one cqrs-es appends through, and an
 /// `Any` pool for the read side and subscribers, whose SQL is written once for both backends.
@@ -47,14 +55,45 @@ pub struct PoolConfig {
     /// a refused connection until this deadline, so it is also how long a request takes to fail
     /// while the database is down.
     pub acquire_timeout_ms: u64,
+    /// Longest a statement may run, milliseconds; 0: no limit. PostgreSQL: the session's
+    /// `statement_timeout` on every connection of both pools, past which PostgreSQL cancels
+    /// the statement (SQLSTATE 57014, which [`is_unavailable`] counts as transient: a request
+    /// answers 503, a worker retries later). SQLite has no server to cancel a statement, and
+    /// its statements here are short in-process work; what can last is waiting for the
+    /// file's write lock, so there it bounds the busy timeout: the smaller of this and
+    /// [`SQLITE_BUSY_TIMEOUT_MS_MAX`]. Migrations never run under it ([`Database::migrate`]);
+    /// `payledger migrate`, `replay` and `reconcile` connect with [`PoolConfig::maintenance`].
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for PoolConfig {
+    /// A serving process's pools, with [`STATEMENT_TIMEOUT_MS_DEFAULT`].
     fn default() -> Self {
         Self {
             store_connections_max: 8,
             query_connections_max: 8,
             acquire_timeout_ms: ACQUIRE_TIMEOUT_MS_DEFAULT,
+            statement_timeout_ms: STATEMENT_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The pools of the operator commands that read or write everything at once (`migrate`,
+    /// `replay`, `reconcile`): as the default, without a statement timeout, since a replay's
+    /// swap or a verify's comparison of a large ledger may rightly take long.
+    pub fn maintenance() -> Self {
+        Self {
+            statement_timeout_ms: 0,
+            ..Self::default()
+        }
+    }
+
+    /// SQLite's busy timeout under this configuration (see [`PoolConfig::statement_timeout_ms`]).
+    fn sqlite_busy_timeout_ms(&self) -> u64 {
+        match self.statement_timeout_ms {
+            0 => SQLITE_BUSY_TIMEOUT_MS_MAX,
+            ms => ms.min(SQLITE_BUSY_TIMEOUT_MS_MAX),
         }
     }
 }
@@ -135,10 +174,14 @@ impl Database {
         let appended = Arc::new(watch::channel(0).0);
         let appended_here = Arc::new(watch::channel(0).0);
         let on_commit = announce_commits(appended.clone(), appended_here.clone());
+        let statement_timeout = pools.statement_timeout_ms.to_string();
+        let busy_timeout_ms = pools.sqlite_busy_timeout_ms();
         let (backend, orders) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let idle_in_tx = IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string();
-            let options = PgConnectOptions::from_str(&url)?
-                .options([("idle_in_transaction_session_timeout", idle_in_tx.as_str())]);
+            let options = PgConnectOptions::from_str(&url)?.options([
+                ("idle_in_transaction_session_timeout", idle_in_tx.as_str()),
+                ("statement_timeout", statement_timeout.as_str()),
+            ]);
             let pool = PgPoolOptions::new()
                 .max_connections(pools.store_connections_max)
                 .acquire_timeout(acquire_timeout)
@@ -155,7 +198,7 @@ impl Database {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_millis(busy_timeout_ms));
             let pool = SqlitePoolOptions::new()
                 .max_connections(pools.store_connections_max)
                 .acquire_timeout(acquire_timeout)
@@ -169,16 +212,20 @@ impl Database {
             .max_connections(pools.query_connections_max)
             .acquire_timeout(acquire_timeout)
             .after_connect(move |conn, _| {
+                let statement_timeout = statement_timeout.clone();
                 Box::pin(async move {
                     match backend {
                         Backend::Sqlite => {
                             // Same durability and lock waiting as the store pool.
                             sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
-                            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                            let busy = format!("PRAGMA busy_timeout = {busy_timeout_ms}");
+                            sqlx::query(&busy).execute(&mut *conn).await?;
                         }
                         Backend::Postgres => {
                             let set =
                                 format!("SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}");
+                            sqlx::query(&set).execute(&mut *conn).await?;
+                            let set = format!("SET statement_timeout = {statement_timeout}");
                             sqlx::query(&set).execute(&mut *conn).await?;
                         }
                     }
@@ -202,6 +249,11 @@ impl Database {
     /// Applies the migrations in `schemas/postgres` or `schemas/sqlite` (embedded at build
     /// time). Idempotent.
     ///
+    /// Never under the statement timeout ([`PoolConfig::statement_timeout_ms`]): a migration
+    /// may rewrite a large table, and waits for the migration lock while another process
+    /// migrates. On PostgreSQL it runs on a connection of its own with `statement_timeout = 0`,
+    /// which is closed afterwards rather than handed back to the pool without its limit.
+    ///
     /// # Errors
     /// [`DbError::Migrate`] when a migration fails or an applied one was changed.
     pub async fn migrate(&self) -> Result<(), DbError> {
@@ -210,7 +262,7 @@ impl Database {
 
     /// Applies the migrations numbered up to `version` (e.g. `6` for `0006_*.sql`), as an
     /// installation of an older payledger has them: for tests of what a later migration does
-    /// to existing data. Idempotent.
+    /// to existing data. Idempotent; never under the statement timeout, as [`Database::migrate`].
     ///
     /// # Errors
     /// As [`Database::migrate`].
@@ -223,7 +275,18 @@ impl Database {
             let kept: Vec<_> = migrator.iter().filter(|m| m.version <= version).cloned().collect();
             migrator.migrations = kept.into();
         }
-        migrator.run(&self.any).await?;
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = self.any.acquire().await?;
+                let migrated = match sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await {
+                    Ok(_) => migrator.run(&mut *conn).await.map_err(DbError::from),
+                    Err(e) => Err(DbError::from(e)),
+                };
+                let _ = conn.close().await;
+                migrated?;
+            }
+            Backend::Sqlite => migrator.run(&self.any).await?,
+        }
         Ok(())
     }
 

@@ -50,6 +50,10 @@ pub enum SubscriberError {
     Failed(String),
     #[error("batch took longer than {STEP_TIMEOUT_MS} ms; abandoned")]
     TimedOut,
+    /// An effect subscriber's batch took longer than its step timeout (see
+    /// [`run_effects_with`]) and was abandoned.
+    #[error("effects batch took longer than {0} ms (a silent connection?); abandoned")]
+    EffectsTimedOut(u64),
 }
 
 impl From<sqlx::Error> for SubscriberError {
@@ -371,11 +375,22 @@ async fn step_effects(
     Ok(Progress::Applied(events.len()))
 }
 
+/// Longest one batch of an effect subscriber may take in [`run_effects`]: a refund's channel
+/// calls take at most three attempts of 15 s each; past this it waits on a connection gone
+/// silent (channel or database), and is abandoned and retried rather than stalled for ever.
+pub const EFFECT_STEP_TIMEOUT_MS: u64 = 120_000;
+
 /// Runs an effect subscriber until the task is aborted (at-least-once: an event whose effect
 /// ran but whose checkpoint did not is handled again). Its checkpoint is saved at most every
 /// [`EFFECT_CHECKPOINT_INTERVAL_MS`]; progress made while the log is quiet is saved when that
-/// interval ends.
+/// interval ends. A batch is abandoned after [`EFFECT_STEP_TIMEOUT_MS`] (logged) and retried
+/// from the last event handled.
 pub async fn run_effects(db: Database, subscriber: Arc<dyn EffectSubscriber>) {
+    run_effects_with(db, subscriber, EFFECT_STEP_TIMEOUT_MS).await;
+}
+
+/// [`run_effects`] with another step timeout, milliseconds.
+pub async fn run_effects_with(db: Database, subscriber: Arc<dyn EffectSubscriber>, step_timeout_ms: u64) {
     let mut wake = db.appended();
     let name = subscriber.name();
     let mut progress = loop {
@@ -391,7 +406,10 @@ pub async fn run_effects(db: Database, subscriber: Arc<dyn EffectSubscriber>) {
         }
     };
     loop {
-        let result = step_effects(&db, subscriber.as_ref(), &mut progress).await;
+        let step = step_effects(&db, subscriber.as_ref(), &mut progress);
+        let result = tokio::time::timeout(Duration::from_millis(step_timeout_ms), step)
+            .await
+            .unwrap_or(Err(SubscriberError::EffectsTimedOut(step_timeout_ms)));
         let save_by = progress.save_due();
         pause_after(result, name, &mut wake, save_by).await;
         if let Err(e) = progress.save(&db, name, false).await {

@@ -156,6 +156,7 @@ async fn main() {
         store_connections_max: connections,
         query_connections_max: connections,
         acquire_timeout_ms: 10_000,
+        ..PoolConfig::default()
     };
     let running = app::start(config).await.expect("the server starts");
     let base = format!("http://{}", running.addr);

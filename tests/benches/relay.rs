@@ -109,6 +109,7 @@ async fn run() {
         store_connections_max: WRITERS as u32,
         query_connections_max: 4,
         acquire_timeout_ms: 30_000,
+        ..PoolConfig::default()
     };
     let db = Database::connect(Some(&test_db.url), pools).await.expect("connect");
     db.migrate().await.expect("migrate");

@@ -192,6 +192,7 @@ impl TestServer {
             store_connections_max: 4,
             query_connections_max: 4,
             acquire_timeout_ms: 10_000,
+            ..PoolConfig::default()
         };
         config.relay = relay.cloned();
         if let Some(configure) = configure {

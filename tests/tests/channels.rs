@@ -142,6 +142,7 @@ fn monitor_eager() -> MonitorConfig {
         interval_ms: 200,
         grace_ms: 0,
         query_schedule_ms: Vec::new(),
+        ..MonitorConfig::default()
     }
 }
 

@@ -53,6 +53,7 @@ async fn channel_service(api: &TestServer, relay: RelayConfig, channels: Channel
         store_connections_max: 2,
         query_connections_max: 2,
         acquire_timeout_ms: 10_000,
+        ..PoolConfig::default()
     };
     app::start(config).await.expect("the channels process starts")
 }

@@ -23,6 +23,7 @@ async fn split_roles_serve_the_whole_flow(backend: Backend) {
         store_connections_max: 4,
         query_connections_max: 4,
         acquire_timeout_ms: 10_000,
+        ..PoolConfig::default()
     };
     let worker = app::start(config).await.expect("worker starts");
     let worker_base = format!("http://{}", worker.addr);

@@ -44,6 +44,18 @@
 //! (`PaymentSucceeded { late: true }`, journaled to `suspense:<merchant>`) and logged as a warning
 //! by the callback handler.
 //!
+//! **Pending refunds.** A refund is executed by the refund worker when its `RefundRequested`
+//! reaches it; in NATS mode that is a message of a stream that keeps messages for a while (7 days
+//! by default), so a refunds consumer down longer never sees it, and the refund would stay
+//! pending for ever. At most once every [`MonitorConfig::refund_age_ms`], a round also reads
+//! `refund_view` for refunds still `pending` that were requested more than that long ago, and
+//! drives each again through the refund worker's own flow ([`Flows::execute_refund`], with the
+//! reason of its `RefundRequested`). That is safe beside the worker: a refund no longer pending
+//! is left alone, channels de-duplicate refunds on `refund_id`, and the same outcome recorded
+//! twice is one event. A refund the channel holds as pending (it answers by notification) is
+//! sent again at the next sweep; one that cannot be executed now (channel unavailable) waits
+//! for the next sweep.
+//!
 //! Every decision is an event with its reason and the actor `worker:order_monitor`. Safe to run
 //! in several processes at once: every step is idempotent in the aggregate and at the channel
 //! (several processes each query on the schedule; a payment is recorded once).
@@ -52,11 +64,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use payledger_channel_adapters::Channels;
+use payledger_domain::PaymentOrderEvent;
 use payledger_store::time::fmt_ts;
 use payledger_store::Database;
 use uuid::Uuid;
 
-use crate::flows::{Flows, Settled};
+use crate::flows::{Flows, RefundExecution, Settled};
 
 /// Actor name recorded on the monitor's events.
 pub const MONITOR_NAME: &str = "order_monitor";
@@ -77,6 +90,16 @@ pub const PAGE_ORDERS_MAX: i64 = 100;
 /// Orders settled per round at most, and orders queried on the schedule per round at most, so
 /// one round's channel calls stay bounded; the rest wait for the next round.
 pub const ROUND_ORDERS_MAX: usize = 1_000;
+/// Default of [`MonitorConfig::refund_age_ms`]: 10 minutes. The refund worker executes a refund
+/// within seconds, and its JetStream consumer retries a failing one with back-offs up to 60 s,
+/// so a refund still pending after this long was most likely never delivered.
+pub const REFUND_AGE_MS_DEFAULT: u64 = 600_000;
+/// Default of [`MonitorConfig::step_timeout_ms`]: longest one step of a round (a page read from
+/// the database, one order settled or queried, one refund driven) may take. A channel call takes
+/// at most three attempts of 15 s; past this the step waits on a connection gone silent.
+pub const STEP_TIMEOUT_MS_DEFAULT: u64 = 120_000;
+/// Refunds driven per sweep at most (each is a channel call); the rest wait for the next sweep.
+pub const ROUND_REFUNDS_MAX: usize = 1_000;
 
 /// When the monitor runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +115,14 @@ pub struct MonitorConfig {
     /// queries before expiry. Points closer together than `interval_ms` are all asked in the
     /// same round (one query per point).
     pub query_schedule_ms: Vec<u64>,
+    /// Refunds still pending this long after they were requested (milliseconds) are driven
+    /// again by the monitor, and the monitor looks for them at most this often. 0: every round,
+    /// every pending refund (tests).
+    pub refund_age_ms: u64,
+    /// Longest one step of a round may take, milliseconds ([`STEP_TIMEOUT_MS_DEFAULT`]): a page
+    /// read past it ends the round (an error, logged; the next round tries again), an order or
+    /// refund past it is left for the next round (logged).
+    pub step_timeout_ms: u64,
 }
 
 impl Default for MonitorConfig {
@@ -101,6 +132,8 @@ impl Default for MonitorConfig {
             interval_ms: INTERVAL_MS_DEFAULT,
             grace_ms: GRACE_MS_DEFAULT,
             query_schedule_ms: QUERY_SCHEDULE_MS_DEFAULT.to_vec(),
+            refund_age_ms: REFUND_AGE_MS_DEFAULT,
+            step_timeout_ms: STEP_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -118,6 +151,11 @@ pub struct RoundReport {
     pub skipped: usize,
     /// Orders queried before expiry and left waiting (not paid, or the query failed).
     pub waiting: usize,
+    /// Pending refunds driven again whose outcome is now recorded (or which were found settled).
+    pub refunds_settled: usize,
+    /// Pending refunds driven again that stay pending: held by the channel, or not executable
+    /// now (logged).
+    pub refunds_pending: usize,
 }
 
 /// Where the schedule pass of one query point resumes: orders after `(created_at, order_id)`
@@ -146,6 +184,8 @@ pub struct OrderMonitor {
     config: MonitorConfig,
     /// One per [`MonitorConfig::query_schedule_ms`] point; `None` until the first round.
     cursors: Option<Vec<Cursor>>,
+    /// When the last sweep of pending refunds ran; `None` until the first round.
+    refunds_swept_at: Option<DateTime<Utc>>,
 }
 
 impl OrderMonitor {
@@ -155,6 +195,7 @@ impl OrderMonitor {
             flows: Flows::new(db, channels),
             config,
             cursors: None,
+            refunds_swept_at: None,
         }
     }
 
@@ -164,12 +205,14 @@ impl OrderMonitor {
         let interval = Duration::from_millis(self.config.interval_ms.max(1));
         loop {
             match self.round(Utc::now()).await {
-                Ok(r) if r.paid + r.closed + r.deferred > 0 => {
+                Ok(r) if r.paid + r.closed + r.deferred + r.refunds_settled + r.refunds_pending > 0 => {
                     tracing::info!(
                         paid = r.paid,
                         closed = r.closed,
                         deferred = r.deferred,
                         waiting = r.waiting,
+                        refunds_settled = r.refunds_settled,
+                        refunds_pending = r.refunds_pending,
                         "order monitor round"
                     )
                 }
@@ -183,19 +226,123 @@ impl OrderMonitor {
 
     /// One round at `now`: settles every due order (up to [`ROUND_ORDERS_MAX`]), then queries
     /// the orders whose age crossed a point of the query schedule since the previous round (up
-    /// to [`ROUND_ORDERS_MAX`]).
+    /// to [`ROUND_ORDERS_MAX`]), then, when [`MonitorConfig::refund_age_ms`] passed since the
+    /// last sweep, drives the refunds pending longer than that (up to [`ROUND_REFUNDS_MAX`]).
     ///
     /// # Errors
-    /// The database error of reading `order_view` (the schedule pass resumes where it stopped
-    /// next round); errors about single orders are logged and the order is deferred or left
-    /// waiting.
+    /// The database error of reading `order_view` or `refund_view` (the schedule pass resumes
+    /// where it stopped next round, the refund sweep runs again next round); errors about single
+    /// orders and refunds are logged and the order is deferred or left waiting.
     pub async fn round(&mut self, now: DateTime<Utc>) -> Result<RoundReport, sqlx::Error> {
         // An absurd grace (past chrono's range) settles nothing rather than panicking.
         let cutoff = before(now, self.config.grace_ms).unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut report = RoundReport::default();
         self.expired_pass(now, cutoff, &mut report).await?;
         self.schedule_pass(now, cutoff, &mut report).await?;
+        self.refund_pass(now, &mut report).await?;
         Ok(report)
+    }
+
+    /// Drives again the refunds still pending [`MonitorConfig::refund_age_ms`] after they were
+    /// requested, when that long passed since the last sweep (see the module's documentation).
+    async fn refund_pass(&mut self, now: DateTime<Utc>, report: &mut RoundReport) -> Result<(), sqlx::Error> {
+        // An age past chrono's range never comes.
+        let Some(requested_before) = before(now, self.config.refund_age_ms) else {
+            return Ok(());
+        };
+        if self.refunds_swept_at.is_some_and(|last| last > requested_before) {
+            return Ok(());
+        }
+        let requested_before = fmt_ts(requested_before);
+        let mut after = (String::new(), String::new());
+        let mut seen = 0;
+        while seen < ROUND_REFUNDS_MAX {
+            let page = sqlx::query_as::<_, (String, String, String)>(
+                "SELECT refund_id, order_id, created_at FROM refund_view \
+                 WHERE status = 'pending' AND created_at <= $1 \
+                 AND (created_at > $2 OR (created_at = $2 AND refund_id > $3)) \
+                 ORDER BY created_at, refund_id LIMIT $4",
+            )
+            .bind(&requested_before)
+            .bind(&after.1)
+            .bind(&after.0)
+            .bind(PAGE_ORDERS_MAX)
+            .fetch_all(self.flows.db.pool());
+            let page = self.bounded(page).await.unwrap_or_else(|| Err(self.timed_out()))?;
+            let Some((refund_id, _, created_at)) = page.last() else {
+                break;
+            };
+            after = (refund_id.clone(), created_at.clone());
+            let full = page.len() as i64 == PAGE_ORDERS_MAX;
+            for (refund_id, order_id, _) in page {
+                seen += 1;
+                let (Ok(refund_id), Ok(order_id)) = (Uuid::parse_str(&refund_id), Uuid::parse_str(&order_id)) else {
+                    tracing::error!(%refund_id, %order_id, "refund_view holds an id that is not a UUID");
+                    continue;
+                };
+                let driven = self.drive_refund(order_id, refund_id);
+                match self.bounded(driven).await.unwrap_or_else(|| Err(self.step_timed_out())) {
+                    Ok(RefundExecution::Recorded | RefundExecution::AlreadySettled) => report.refunds_settled += 1,
+                    Ok(RefundExecution::PendingAtChannel) => report.refunds_pending += 1,
+                    Err(why) => {
+                        tracing::warn!(%order_id, %refund_id, why = %why, "order monitor: pending refund left for the next sweep");
+                        report.refunds_pending += 1;
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        self.refunds_swept_at = Some(now);
+        Ok(())
+    }
+
+    /// `step`, or `None` when it takes longer than [`MonitorConfig::step_timeout_ms`] (it is then
+    /// dropped: a connection gone silent must not stall the monitor for ever).
+    async fn bounded<T>(&self, step: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::time::timeout(Duration::from_millis(self.config.step_timeout_ms), step)
+            .await
+            .ok()
+    }
+
+    /// Why a step was abandoned.
+    fn step_timed_out(&self) -> String {
+        format!(
+            "took longer than {} ms (a silent connection?); abandoned",
+            self.config.step_timeout_ms
+        )
+    }
+
+    /// A page read abandoned, as the error that ends the round.
+    fn timed_out(&self) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("reading a page {}", self.step_timed_out()),
+        ))
+    }
+
+    /// Executes one pending refund as the refund worker would, with the reason its
+    /// `RefundRequested` carries (read from the order's events: the source of truth).
+    async fn drive_refund(&self, order_id: Uuid, refund_id: Uuid) -> Result<RefundExecution, String> {
+        let events = self
+            .flows
+            .db
+            .log()
+            .order_events(order_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reason = events.iter().find_map(|e| match &e.event {
+            PaymentOrderEvent::RefundRequested {
+                refund_id: id, reason, ..
+            } if *id == refund_id => Some(reason.clone()),
+            _ => None,
+        });
+        let Some(reason) = reason else {
+            return Err(format!("no RefundRequested for refund {refund_id} on its order"));
+        };
+        tracing::info!(%order_id, %refund_id, "order monitor: driving a refund still pending");
+        self.flows.execute_refund(order_id, refund_id, reason, &actor()).await
     }
 
     /// Settles the orders whose `expire_at` is at or before `cutoff`.
@@ -209,7 +356,7 @@ impl OrderMonitor {
         let mut after = (String::new(), String::new());
         let mut seen = 0;
         while seen < ROUND_ORDERS_MAX {
-            let page: Vec<(String, String)> = sqlx::query_as(
+            let page = sqlx::query_as::<_, (String, String)>(
                 "SELECT order_id, expire_at FROM order_view \
                  WHERE status = 'awaiting_payment' AND expire_at <= $1 \
                  AND (expire_at > $2 OR (expire_at = $2 AND order_id > $3)) \
@@ -219,8 +366,8 @@ impl OrderMonitor {
             .bind(&after.1)
             .bind(&after.0)
             .bind(PAGE_ORDERS_MAX)
-            .fetch_all(self.flows.db.pool())
-            .await?;
+            .fetch_all(self.flows.db.pool());
+            let page = self.bounded(page).await.unwrap_or_else(|| Err(self.timed_out()))?;
             let Some(last) = page.last() else { break };
             after = last.clone();
             let full = page.len() as i64 == PAGE_ORDERS_MAX;
@@ -230,7 +377,13 @@ impl OrderMonitor {
                     tracing::error!(%order_id, "order_view holds an order id that is not a UUID");
                     continue;
                 };
-                match self.flows.settle_expired(order_id, now, cutoff, &actor()).await {
+                let actor = actor();
+                let settled = self.flows.settle_expired(order_id, now, cutoff, &actor);
+                let settled = self
+                    .bounded(settled)
+                    .await
+                    .unwrap_or_else(|| Settled::Deferred(self.step_timed_out()));
+                match settled {
                     Settled::Paid => report.paid += 1,
                     Settled::Closed => report.closed += 1,
                     Settled::Deferred(why) => {
@@ -279,7 +432,7 @@ impl OrderMonitor {
             };
             let upper_text = fmt_ts(upper);
             while failed.is_none() && seen < ROUND_ORDERS_MAX && cursor.created_at <= upper_text {
-                let page: Vec<(String, String)> = match sqlx::query_as(
+                let page = sqlx::query_as::<_, (String, String)>(
                     "SELECT order_id, created_at FROM order_view \
                      WHERE status = 'awaiting_payment' AND created_at <= $1 \
                      AND (created_at > $2 OR (created_at = $2 AND order_id > $3)) \
@@ -291,9 +444,8 @@ impl OrderMonitor {
                 .bind(&cursor.order_id)
                 .bind(fmt_ts(cutoff))
                 .bind(PAGE_ORDERS_MAX)
-                .fetch_all(self.flows.db.pool())
-                .await
-                {
+                .fetch_all(self.flows.db.pool());
+                let page = match self.bounded(page).await.unwrap_or_else(|| Err(self.timed_out())) {
                     Ok(page) => page,
                     Err(e) => {
                         failed = Some(e);
@@ -317,7 +469,13 @@ impl OrderMonitor {
                         tracing::error!(%order_id, "order_view holds an order id that is not a UUID");
                         continue;
                     };
-                    match self.flows.query_before_expiry(order_id, now, cutoff, &actor()).await {
+                    let actor = actor();
+                    let queried = self.flows.query_before_expiry(order_id, now, cutoff, &actor);
+                    let queried = self.bounded(queried).await.unwrap_or_else(|| {
+                        tracing::warn!(%order_id, why = %self.step_timed_out(), "order monitor: query left for the next point");
+                        Settled::Waiting
+                    });
+                    match queried {
                         Settled::Paid => report.paid += 1,
                         Settled::Skipped => report.skipped += 1,
                         Settled::Waiting | Settled::Closed | Settled::Deferred(_) => report.waiting += 1,
