@@ -60,7 +60,7 @@ pub async fn connect(nats_url: &str, name: &str) -> Result<Client, ChannelServic
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .connect(nats_url)
+        .connect(crate::server_addrs(nats_url).map_err(ChannelServiceError::Nats)?)
         .await
         .map_err(|e| ChannelServiceError::Nats(format!("connecting: {e}")))?;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(CONNECT_TIMEOUT_MS);

@@ -224,7 +224,7 @@ impl Consumer {
                 .name(format!("payledger-{}", self.handler.name()))
                 .retry_on_initial_connect()
                 .max_reconnects(None)
-                .connect(self.config.nats_url.as_str())
+                .connect(crate::server_addrs(&self.config.nats_url).map_err(ConsumerError::Nats)?)
                 .await
                 .map_err(|e| ConsumerError::Nats(format!("connecting: {e}")))?;
             let js = jetstream::new(client.clone());

@@ -127,6 +127,10 @@ pub struct RelayConfig {
     /// step is abandoned (the checkpoint stays: the batch is published again, and JetStream
     /// drops the repeats) and retried with back-off.
     pub step_timeout_ms: u64,
+    /// Copies JetStream keeps of the stream (and of the configuration bucket), 1 to 5: 3 on a
+    /// three-node cluster survives the loss of one node. Only used when the stream is created;
+    /// the consumers inherit it.
+    pub replicas: usize,
 }
 
 impl RelayConfig {
@@ -144,6 +148,7 @@ impl RelayConfig {
             channel_subject_prefix: payledger_channel_adapters::remote::SUBJECT_PREFIX_DEFAULT.to_string(),
             channel_timeout_ms: crate::channel_service::REQUEST_TIMEOUT_MS_DEFAULT,
             step_timeout_ms: STEP_TIMEOUT_MS_DEFAULT,
+            replicas: 1,
         }
     }
 
@@ -345,7 +350,7 @@ impl Relay {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(timeout)
-            .connect(self.config.nats_url.as_str())
+            .connect(crate::server_addrs(&self.config.nats_url).map_err(RelayError::Nats)?)
             .await
             .map_err(|e| RelayError::Nats(format!("connecting to {}: {e}", self.config.nats_url_redacted())))?;
         // Give a reachable server the time to answer before the first step, so that step does
@@ -371,6 +376,7 @@ impl Relay {
             duplicate_window: Duration::from_millis(self.config.duplicate_window_ms),
             max_age: Duration::from_millis(self.config.max_age_ms),
             description: Some("payledger events: one message per event, see schemas/events".into()),
+            num_replicas: self.config.replicas,
             ..Default::default()
         }
     }

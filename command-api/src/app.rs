@@ -511,6 +511,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             let (task, synced) = crate::kv_config::spawn(
                 relay.nats_url.clone(),
                 config.config_bucket.clone(),
+                relay.replicas,
                 channels.clone(),
                 config.channels.clone(),
                 config.channels.base(&public_url).to_string(),

@@ -233,6 +233,11 @@ pub struct ServeArgs {
     /// consumers. Absent: no NATS.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
+    /// Copies JetStream keeps of the stream and of the configuration bucket when payledger
+    /// creates them: 3 on a three-node cluster (see compose.yaml), which then survives the loss
+    /// of a node. 1 to 5.
+    #[arg(long, env = "PAYLEDGER_NATS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_replicas: u8,
     /// JetStream stream the relay publishes to (created when missing; an existing stream
     /// keeps its settings).
     #[arg(long, env = "PAYLEDGER_NATS_STREAM", default_value = payledger_bus::relay::STREAM_DEFAULT)]
@@ -358,6 +363,7 @@ impl ServeArgs {
             let mut relay = payledger_bus::RelayConfig::new(url);
             relay.stream = self.nats_stream;
             relay.subject_prefix = self.nats_subject_prefix;
+            relay.replicas = usize::from(self.nats_replicas);
             if let Some(d) = self.nats_dup_window {
                 relay.duplicate_window_ms = millis(d);
             }

@@ -139,7 +139,7 @@ impl Applier {
 }
 
 /// The bucket `name`, created when missing.
-async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, String> {
+async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> Result<kv::Store, String> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
@@ -155,7 +155,7 @@ async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, String
             deny_delete: true,
             allow_direct: true,
             discard: jetstream::stream::DiscardPolicy::New,
-            num_replicas: 1,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await;
@@ -172,6 +172,7 @@ async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, String
 async fn watch_once(
     nats_url: &str,
     bucket_name: &str,
+    replicas: usize,
     applier: &mut Applier,
     synced: &mut Option<oneshot::Sender<()>>,
 ) -> Result<(), String> {
@@ -180,11 +181,11 @@ async fn watch_once(
         .name("payledger-config")
         .connection_timeout(timeout)
         .max_reconnects(None)
-        .connect(nats_url)
+        .connect(payledger_bus::server_addrs(nats_url)?)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     let js = jetstream::ContextBuilder::new().timeout(timeout).build(client);
-    let store = bucket(&js, bucket_name).await?;
+    let store = bucket(&js, bucket_name, replicas).await?;
     let mut watch = store
         .watch_with_history(">")
         .await
@@ -207,12 +208,14 @@ async fn watch_once(
     Err(format!("the watch of bucket {bucket_name} ended"))
 }
 
-/// Starts watching bucket `bucket_name` at `nats_url` (see the module docs), applying its channel
-/// accounts to `channels` over those of `file`, notify URLs under `base`. Returns the task and a
-/// receiver completed once the bucket's current entries are applied.
+/// Starts watching bucket `bucket_name` at `nats_url` (see the module docs; created with
+/// `replicas` copies when missing), applying its channel accounts to `channels` over those of
+/// `file`, notify URLs under `base`. Returns the task and a receiver completed once the bucket's
+/// current entries are applied.
 pub fn spawn(
     nats_url: String,
     bucket_name: String,
+    replicas: usize,
     channels: Channels,
     file: ChannelAccounts,
     base: String,
@@ -230,7 +233,7 @@ pub fn spawn(
         let mut backoff = BACKOFF_MS_MIN;
         loop {
             let started = tokio::time::Instant::now();
-            if let Err(problem) = watch_once(&nats_url, &bucket_name, &mut applier, &mut synced).await {
+            if let Err(problem) = watch_once(&nats_url, &bucket_name, replicas, &mut applier, &mut synced).await {
                 tracing::warn!(bucket = %bucket_name, %problem, "configuration watch failed; retrying");
             }
             if started.elapsed() > Duration::from_millis(BACKOFF_MS_MAX) {

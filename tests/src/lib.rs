@@ -7,6 +7,7 @@
 
 pub mod flows;
 pub mod nats;
+pub mod nats_cluster;
 pub mod proxy;
 pub mod wechat;
 
