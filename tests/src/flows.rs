@@ -21,6 +21,24 @@ pub async fn create(s: &TestServer, key: &str, body: &Value) -> Reply {
     s.call("POST", "/v1/orders", Some(key), Some(body)).await
 }
 
+/// `POST /v1/orders/{order_id}/refunds`: a refund of `amount` minor units under
+/// `out_refund_no`.
+pub async fn request_refund(
+    s: &TestServer,
+    key: &str,
+    order_id: impl std::fmt::Display,
+    out_refund_no: &str,
+    amount: i64,
+) -> Reply {
+    s.call(
+        "POST",
+        &format!("/v1/orders/{order_id}/refunds"),
+        Some(key),
+        Some(&json!({"out_refund_no": out_refund_no, "amount": amount})),
+    )
+    .await
+}
+
 /// Creates an order that must be new (201); returns its id.
 pub async fn create_id(s: &TestServer, key: &str, body: &Value) -> String {
     let r = create(s, key, body).await;

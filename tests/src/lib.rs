@@ -5,11 +5,11 @@
 //! must point at a server where we may create databases; each test gets its own database. When it
 //! is unreachable, tests fail if `CI=true`, and are skipped with a loud message otherwise.
 
+pub mod accounts;
 pub mod flows;
 pub mod nats;
 pub mod nats_cluster;
 pub mod proxy;
-pub mod wechat;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -7,8 +7,8 @@ use chrono::Utc;
 use payledger_channel_adapters::sandbox::{SandboxCallback, SandboxChannel};
 use payledger_command_api::app::{BODY_LIMIT_BYTES, CALLBACK_BODY_LIMIT_BYTES};
 use payledger_tests::flows::{
-    count, create, create_id, get_order, order_body, pay, pay_path, sandbox_with_installation_secret, success_callback,
-    wait_status, WAIT,
+    count, create, create_id, get_order, order_body, pay, pay_path, request_refund, sandbox_with_installation_secret,
+    success_callback, wait_status, WAIT,
 };
 use payledger_tests::{eventually, Backend, Mode, Reply, TestServer, WebhookReceiver};
 use serde_json::{json, Value};
@@ -134,14 +134,7 @@ async fn new_user_flow_works_end_to_end(backend: Backend) {
     assert_eq!(refund.json["status"], "succeeded", "{}", refund.text);
     assert_eq!(refund.json["amount"], 300);
 
-    let r2 = s
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(&m.api_key),
-            Some(&json!({"out_refund_no": "R-2", "amount": 700})),
-        )
-        .await;
+    let r2 = request_refund(&s, &m.api_key, &order_id, "R-2", 700).await;
     assert_eq!(r2.status, 201, "{}", r2.text);
     let done = wait_status(&s, &m.api_key, &order_id, "refunded").await;
     assert_eq!(done["refunded_amount"], 1000);

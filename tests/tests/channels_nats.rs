@@ -13,9 +13,11 @@ use payledger_channel_adapters::CreateChannelOrder;
 use payledger_command_api::app::{self, Running, ServeConfig};
 use payledger_command_api::config::ChannelAccounts;
 use payledger_store::PoolConfig;
-use payledger_tests::flows::{create, create_id, get_order, order_body, pay, pay_path, wait_status, WAIT};
+use payledger_tests::accounts::wechatpay_accounts;
+use payledger_tests::flows::{
+    create, create_id, get_order, order_body, pay, pay_path, request_refund, wait_status, WAIT,
+};
 use payledger_tests::nats::{nats_url, TestStream};
-use payledger_tests::wechat::wechatpay_accounts;
 use payledger_tests::{eventually, Backend, MerchantCreds, Reply, TestServer};
 use serde_json::{json, Value};
 
@@ -154,14 +156,7 @@ async fn a_process_without_channels_pays_and_refunds_through_the_channels_proces
     assert!((400..500).contains(&forged.status), "{} {}", forged.status, forged.text);
 
     // The refund worker here refunds through the channels process.
-    let r = api
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(key),
-            Some(&json!({"out_refund_no": "R-1", "amount": 600})),
-        )
-        .await;
+    let r = request_refund(&api, key, &order_id, "R-1", 600).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let view = wait_status(&api, key, &order_id, "partially_refunded").await;
     assert_eq!(view["refunds"][0]["status"], "succeeded", "{view}");

@@ -10,17 +10,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use payledger_bus::consumer::REFUNDS_DURABLE_DEFAULT;
-use payledger_channel_adapters::simulator::alipay::{AlipaySimulator, SIM_SELLER_ID};
-use payledger_command_api::config::ChannelAccounts;
+use payledger_channel_adapters::simulator::alipay::AlipaySimulator;
 use payledger_store::{Database, PoolConfig};
-use payledger_tests::flows::{create_id, order_body, wait_status, WAIT};
+use payledger_tests::accounts::{alipay_accounts, ALIPAY_APP_ID};
+use payledger_tests::flows::{create_id, order_body, request_refund, wait_status, WAIT};
 use payledger_tests::nats::TestStream;
 use payledger_tests::{committed_events, Mode, TestServer};
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::json;
 use tokio::sync::Notify;
 
-const ALIPAY_APP_ID: &str = "2021000000000001";
 /// How long the gateway in front of the simulator holds a refund call: the message is in hand
 /// for this long, and the shutdown comes meanwhile.
 const REFUND_DELAY: Duration = Duration::from_millis(1_500);
@@ -97,17 +95,6 @@ impl Drop for SlowGateway {
     }
 }
 
-fn alipay_accounts(sim: &AlipaySimulator, gateway_url: &str) -> ChannelAccounts {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures/alipay");
-    let app_private = std::fs::read_to_string(fixtures.join("app_private_pkcs8.pem")).expect("fixture");
-    let alipay_public = sim.alipay_public_key().to_public_key_pem(LineEnding::LF).expect("pem");
-    let toml = format!(
-        "[channels.alipay.main]\napp_id = \"{ALIPAY_APP_ID}\"\napp_private_key_pem = '''{app_private}'''\n\
-         alipay_public_key_pem = '''{alipay_public}'''\ngateway_url = \"{gateway_url}\"\nseller_id = \"{SIM_SELLER_ID}\"\n"
-    );
-    ChannelAccounts::parse(&toml, "test.toml", &fixtures).expect("the account parses")
-}
-
 async fn consumer_info(stream: &TestStream, durable: &str) -> async_nats::jetstream::consumer::Info {
     let s = stream.js.get_stream(&stream.name).await.expect("stream");
     let c: PullConsumer = s.get_consumer(durable).await.expect("consumer");
@@ -140,14 +127,7 @@ async fn a_shutdown_while_a_refund_is_in_hand_finishes_and_acks_it_once() {
     sim.pay(&order_id).await.expect("paid at Alipay");
     wait_status(&s, &m.live_api_key, &order_id, "paid").await;
 
-    let r = s
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(&m.live_api_key),
-            Some(&json!({"out_refund_no": "R-1", "amount": 1500})),
-        )
-        .await;
+    let r = request_refund(&s, &m.live_api_key, &order_id, "R-1", 1500).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let refund_id = r.json["refund_id"].as_str().expect("refund_id").to_string();
     // The refund worker holds the RefundRequested message and is calling the channel: stop now.

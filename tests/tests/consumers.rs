@@ -7,29 +7,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use payledger_bus::consumer::{NOTIFIER_DURABLE_DEFAULT, REFUNDS_DURABLE_DEFAULT};
-use payledger_channel_adapters::simulator::alipay::{AlipaySimulator, ResponseFault, SIM_SELLER_ID};
-use payledger_command_api::config::ChannelAccounts;
-use payledger_tests::flows::{count, create_id, order_body, pay, wait_status, WAIT};
+use payledger_channel_adapters::simulator::alipay::{AlipaySimulator, ResponseFault};
+use payledger_tests::accounts::{alipay_accounts, ALIPAY_APP_ID};
+use payledger_tests::flows::{count, create_id, order_body, pay, request_refund, wait_status, WAIT};
 use payledger_tests::nats::{nats_addr, nats_url, Proxy, TestStream};
 use payledger_tests::{eventually, Backend, Mode, TestServer, WebhookReceiver};
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
-
-const ALIPAY_APP_ID: &str = "2021000000000001";
-
-/// An Alipay account pointing at `sim`, its keys inline (the application key is the channel
-/// adapters' test fixture).
-fn alipay_accounts(sim: &AlipaySimulator) -> ChannelAccounts {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures/alipay");
-    let app_private = std::fs::read_to_string(fixtures.join("app_private_pkcs8.pem")).expect("fixture");
-    let alipay_public = sim.alipay_public_key().to_public_key_pem(LineEnding::LF).expect("pem");
-    let toml = format!(
-        "[channels.alipay.main]\napp_id = \"{ALIPAY_APP_ID}\"\napp_private_key_pem = '''{app_private}'''\n\
-         alipay_public_key_pem = '''{alipay_public}'''\ngateway_url = \"{}\"\nseller_id = \"{SIM_SELLER_ID}\"\n",
-        sim.gateway_url()
-    );
-    ChannelAccounts::parse(&toml, "test.toml", &fixtures).expect("the account parses")
-}
 
 async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode: Mode) {
     let app_public = payledger_channel_adapters::alipay::account::parse_public_key(
@@ -43,7 +26,7 @@ async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode:
     let sim = AlipaySimulator::start(ALIPAY_APP_ID, app_public)
         .await
         .expect("Alipay simulator");
-    let accounts = alipay_accounts(&sim);
+    let accounts = alipay_accounts(&sim, &sim.gateway_url());
     let Some(s) = TestServer::start_with_config(mode, move |c| c.channels = accounts.clone()).await else {
         return;
     };
@@ -61,14 +44,7 @@ async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode:
     for _ in 0..faults {
         sim.inject(ResponseFault::HttpStatus(503));
     }
-    let r = s
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(&m.live_api_key),
-            Some(&json!({"out_refund_no": "R-1", "amount": 1500})),
-        )
-        .await;
+    let r = request_refund(&s, &m.live_api_key, &order_id, "R-1", 1500).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let refund_id = r.json["refund_id"].as_str().expect("refund_id").to_string();
     let done = wait_status(&s, &m.live_api_key, &order_id, "refunded").await;
@@ -154,14 +130,7 @@ async fn in_nats_mode_nothing_is_queued_or_refunded_until_nats_returns() {
     proxy.stop().await;
     assert_eq!(pay(&s, &order_id, "success").await.status, 200);
     wait_status(&s, key, &order_id, "paid").await;
-    let refund = s
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(key),
-            Some(&json!({"out_refund_no": "R-1", "amount": 100})),
-        )
-        .await;
+    let refund = request_refund(&s, key, &order_id, "R-1", 100).await;
     assert_eq!(refund.status, 201, "{}", refund.text);
     // Embedded, both happen within milliseconds; here they wait for NATS.
     tokio::time::sleep(Duration::from_secs(2)).await;

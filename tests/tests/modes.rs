@@ -6,8 +6,8 @@
 
 use chrono::Utc;
 use payledger_channel_adapters::simulator::wechatpay::{SimulatorConfig, WechatPaySimulator};
-use payledger_tests::flows::{create, create_id, get_order, order_body, pay, wait_status, WAIT};
-use payledger_tests::wechat::wechatpay_accounts;
+use payledger_tests::accounts::wechatpay_accounts;
+use payledger_tests::flows::{create, create_id, get_order, order_body, pay, request_refund, wait_status, WAIT};
 use payledger_tests::{Backend, Reply, TestServer, WebhookReceiver};
 use serde_json::{json, Value};
 
@@ -105,14 +105,7 @@ async fn test_and_live_money_never_mix(backend: Backend) {
     };
     assert_eq!(ids(get(s, test, "/v1/orders").await), std::slice::from_ref(&test_order));
     assert_eq!(ids(get(s, live, "/v1/orders").await), std::slice::from_ref(&live_order));
-    let refund = s
-        .call(
-            "POST",
-            &format!("/v1/orders/{test_order}/refunds"),
-            Some(live),
-            Some(&json!({"out_refund_no": "R-1", "amount": 1})),
-        )
-        .await;
+    let refund = request_refund(s, live, &test_order, "R-1", 1).await;
     assert_eq!(
         refund.status, 404,
         "the live key cannot refund a test order: {}",

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use payledger_tests::flows::{create_id, order_body, pay};
+use payledger_tests::flows::{create_id, order_body, pay, request_refund};
 use payledger_tests::nats_cluster::NatsCluster;
 use payledger_tests::{committed_events, eventually, Mode, TestServer, WebhookReceiver};
 use serde_json::json;
@@ -25,14 +25,7 @@ async fn flow(s: &TestServer, key: &str, hook: &str, n: usize) -> String {
     let order_id = create_id(s, key, &body).await;
     let paid = pay(s, &order_id, "success").await;
     assert_eq!(paid.status, 200, "{}", paid.text);
-    let refund = s
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(key),
-            Some(&json!({"out_refund_no": "R-1", "amount": 100})),
-        )
-        .await;
+    let refund = request_refund(s, key, &order_id, "R-1", 100).await;
     assert_eq!(refund.status, 201, "{}", refund.text);
     order_id
 }

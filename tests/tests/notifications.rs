@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use payledger_tests::flows::{create_id, order_body, pay, WAIT};
+use payledger_tests::flows::{create_id, order_body, pay, request_refund, WAIT};
 use payledger_tests::{eventually, Backend, Mode, Reply, TestServer, WebhookReceiver};
 use serde_json::{json, Value};
 
@@ -308,14 +308,7 @@ async fn metrics_count_appended_events_notifications_and_channel_calls(backend: 
     let before = scrape(&s).await;
     let hook = WebhookReceiver::start(vec![500]).await;
     let order_id = paid_order(&s, key, "T-1", &hook.url).await;
-    let refund = s
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(key),
-            Some(&json!({"out_refund_no": "R-1", "amount": 100})),
-        )
-        .await;
+    let refund = request_refund(&s, key, &order_id, "R-1", 100).await;
     assert_eq!(refund.status, 201, "{}", refund.text);
 
     let grew = |after: &[Sample], name: &str, labels: &[(&str, &str)]| {

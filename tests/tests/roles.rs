@@ -6,7 +6,7 @@ use std::time::Duration;
 use payledger_command_api::app::{self, ServeConfig};
 use payledger_command_api::roles::Roles;
 use payledger_store::PoolConfig;
-use payledger_tests::flows::{create_id, get_order, order_body, pay, WAIT};
+use payledger_tests::flows::{create_id, get_order, order_body, pay, request_refund, WAIT};
 use payledger_tests::{eventually, Backend, TestServer, WebhookReceiver};
 use serde_json::json;
 
@@ -55,14 +55,7 @@ async fn split_roles_serve_the_whole_flow(backend: Backend) {
 
     // The refund is answered by the API process and carried out by the worker's refund worker.
     let started = tokio::time::Instant::now();
-    let r = api
-        .call(
-            "POST",
-            &format!("/v1/orders/{order_id}/refunds"),
-            Some(key),
-            Some(&json!({"out_refund_no": "R-1", "amount": 300})),
-        )
-        .await;
+    let r = request_refund(&api, key, &order_id, "R-1", 300).await;
     assert_eq!(r.status, 201, "{}", r.text);
     // Read-your-writes polls the projection run elsewhere instead of sitting out its timeout.
     assert!(

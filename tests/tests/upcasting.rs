@@ -15,7 +15,7 @@ use payledger_domain::{
 };
 use payledger_projections::{queries, JournalProjection, OrderProjection};
 use payledger_store::{Backend as StoreBackend, Database, ExecuteError, OrderOwner, PoolConfig};
-use payledger_tests::wechat::wechatpay_accounts;
+use payledger_tests::accounts::wechatpay_accounts;
 use payledger_tests::{catch_up, Backend, TestDb};
 use serde_json::Value;
 

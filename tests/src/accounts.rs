@@ -1,5 +1,6 @@
-//! A WeChat Pay account pointing at a simulator, as tests configure one.
+//! Channel accounts pointing at the simulators, as tests configure them.
 
+use payledger_channel_adapters::simulator::alipay::{AlipaySimulator, SIM_SELLER_ID};
 use payledger_channel_adapters::simulator::wechatpay::{
     test_merchant_key, test_platform_keys, WechatPaySimulator, TEST_API_V3_KEY, TEST_APP_ID, TEST_MCH_ID,
     TEST_MERCHANT_SERIAL, TEST_PLATFORM_SERIAL,
@@ -35,4 +36,21 @@ base_url = "{base}"
     let file = dir.join("payledger.toml");
     std::fs::write(&file, toml).expect("config file");
     ChannelAccounts::load(&file).expect("the configuration loads")
+}
+
+/// The application id of the test Alipay account.
+pub const ALIPAY_APP_ID: &str = "2021000000000001";
+
+/// The channel accounts with one Alipay account, `main`, whose gateway is `gateway_url` (the
+/// simulator `sim`'s, or a proxy in front of it), its keys inline (the application key is the
+/// channel adapters' test fixture, Alipay's public key the simulator's).
+pub fn alipay_accounts(sim: &AlipaySimulator, gateway_url: &str) -> ChannelAccounts {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures/alipay");
+    let app_private = std::fs::read_to_string(fixtures.join("app_private_pkcs8.pem")).expect("fixture");
+    let alipay_public = sim.alipay_public_key().to_public_key_pem(LineEnding::LF).expect("pem");
+    let toml = format!(
+        "[channels.alipay.main]\napp_id = \"{ALIPAY_APP_ID}\"\napp_private_key_pem = '''{app_private}'''\n\
+         alipay_public_key_pem = '''{alipay_public}'''\ngateway_url = \"{gateway_url}\"\nseller_id = \"{SIM_SELLER_ID}\"\n"
+    );
+    ChannelAccounts::parse(&toml, "test.toml", &fixtures).expect("the account parses")
 }
