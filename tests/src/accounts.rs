@@ -41,6 +41,22 @@ base_url = "{base}"
 /// The application id of the test Alipay account.
 pub const ALIPAY_APP_ID: &str = "2021000000000001";
 
+/// Starts an Alipay simulator that knows the test application's public key (the channel
+/// adapters' fixture), for [`alipay_accounts`].
+///
+/// # Panics
+/// When the fixture is missing or the simulator cannot start.
+pub async fn start_alipay_simulator() -> AlipaySimulator {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures/alipay");
+    let app_public = payledger_channel_adapters::alipay::account::parse_public_key(
+        &std::fs::read_to_string(fixtures.join("app_public_spki.pem")).expect("fixture"),
+    )
+    .expect("app public key");
+    AlipaySimulator::start(ALIPAY_APP_ID, app_public)
+        .await
+        .expect("Alipay simulator")
+}
+
 /// The channel accounts with one Alipay account, `main`, whose gateway is `gateway_url` (the
 /// simulator `sim`'s, or a proxy in front of it), its keys inline (the application key is the
 /// channel adapters' test fixture, Alipay's public key the simulator's).

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use payledger_bus::consumer::REFUNDS_DURABLE_DEFAULT;
 use payledger_channel_adapters::simulator::alipay::AlipaySimulator;
 use payledger_store::{Database, PoolConfig};
-use payledger_tests::accounts::{alipay_accounts, ALIPAY_APP_ID};
+use payledger_tests::accounts::{alipay_accounts, start_alipay_simulator};
 use payledger_tests::flows::{create_id, order_body, request_refund, wait_status, WAIT};
 use payledger_tests::nats::TestStream;
 use payledger_tests::{committed_events, Mode, TestServer};
@@ -103,17 +103,7 @@ async fn consumer_info(stream: &TestStream, durable: &str) -> async_nats::jetstr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_while_a_refund_is_in_hand_finishes_and_acks_it_once() {
-    let app_public = payledger_channel_adapters::alipay::account::parse_public_key(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../channel-adapters/tests/fixtures/alipay/app_public_spki.pem"),
-        )
-        .expect("fixture"),
-    )
-    .expect("app public key");
-    let sim = AlipaySimulator::start(ALIPAY_APP_ID, app_public)
-        .await
-        .expect("Alipay simulator");
+    let sim = start_alipay_simulator().await;
     let gateway = SlowGateway::start(&sim).await;
     let accounts = alipay_accounts(&sim, &gateway.url);
     let Some(mut s) = TestServer::start_with_config(Mode::Nats, move |c| c.channels = accounts.clone()).await else {

@@ -7,25 +7,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use payledger_bus::consumer::{NOTIFIER_DURABLE_DEFAULT, REFUNDS_DURABLE_DEFAULT};
-use payledger_channel_adapters::simulator::alipay::{AlipaySimulator, ResponseFault};
-use payledger_tests::accounts::{alipay_accounts, ALIPAY_APP_ID};
+use payledger_channel_adapters::simulator::alipay::ResponseFault;
+use payledger_tests::accounts::{alipay_accounts, start_alipay_simulator};
 use payledger_tests::flows::{count, create_id, order_body, pay, request_refund, wait_status, WAIT};
 use payledger_tests::nats::{nats_addr, nats_url, Proxy, TestStream};
 use payledger_tests::{eventually, Backend, Mode, TestServer, WebhookReceiver};
 use serde_json::{json, Value};
 
 async fn a_refund_whose_channel_is_briefly_unavailable_is_retried_not_lost(mode: Mode) {
-    let app_public = payledger_channel_adapters::alipay::account::parse_public_key(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../channel-adapters/tests/fixtures/alipay/app_public_spki.pem"),
-        )
-        .expect("fixture"),
-    )
-    .expect("app public key");
-    let sim = AlipaySimulator::start(ALIPAY_APP_ID, app_public)
-        .await
-        .expect("Alipay simulator");
+    let sim = start_alipay_simulator().await;
     let accounts = alipay_accounts(&sim, &sim.gateway_url());
     let Some(s) = TestServer::start_with_config(mode, move |c| c.channels = accounts.clone()).await else {
         return;
