@@ -133,7 +133,12 @@ pub async fn serve(
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 break;
             };
-            let adapter = channels.get(channel);
+            // The account the request names; none: the channel's legacy account (a caller from
+            // before accounts).
+            let adapter = match remote::requested_account(&request.message.payload) {
+                Some(account) => channels.account(channel, &account),
+                None => channels.legacy(channel).ok(),
+            };
             handlers.spawn(async move {
                 let _permit = permit;
                 let answer = match remote::answer(adapter, channel, operation, &request.message.payload).await {

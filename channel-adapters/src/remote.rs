@@ -15,6 +15,10 @@
 //! | `query_refund` | [`RefundRef`] | [`ChannelRefundResult`] |
 //! | `parse_callback` | [`CallbackRequest`] | [`Notification`] |
 //!
+//! Every request body also carries [`ACCOUNT_FIELD`], `"account": "<account id>"`: the channel
+//! account to act for (the service answers with that account's adapter; a request without it
+//! gets the channel's legacy account, see [`crate::Channels::legacy`]).
+//!
 //! Every answer is a [`Reply`]: `{"ok": …}` or `{"err": …}`, the error a [`WireChannelError`]
 //! (`parse_callback`: a [`CallbackError`]). Errors travel in the body, so a refusal by the
 //! channel (`rejected` with its code) stays distinct from `unavailable` and `unsupported` across
@@ -32,7 +36,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use payledger_domain::ChannelOrder;
+use payledger_domain::{ChannelAccountRef, ChannelOrder};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -86,6 +90,20 @@ impl Operation {
     pub fn parse(token: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|op| op.as_str() == token)
     }
+}
+
+/// The request field naming the channel account to act for (every operation's body is a JSON
+/// object; the service reads this field before the operation's own fields).
+pub const ACCOUNT_FIELD: &str = "account";
+
+/// The account a request names in [`ACCOUNT_FIELD`]; `None` when it names none (a caller from
+/// before accounts, meaning the channel's legacy account) or the body is not a JSON object.
+pub fn requested_account(payload: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Addressed {
+        account: Option<String>,
+    }
+    serde_json::from_slice::<Addressed>(payload).ok()?.account
 }
 
 /// `<prefix>.<channel>.<operation>`.
@@ -261,7 +279,12 @@ impl RemoteChannel {
     /// Sends `body`, returns the raw answer or the transport failure as a [`ChannelError`].
     async fn send<B: Serialize>(&self, operation: Operation, body: &B) -> Result<Vec<u8>, ChannelError> {
         let subject = subject(&self.prefix, self.local.name(), operation);
-        let payload = serde_json::to_vec(body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        let mut body = serde_json::to_value(body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+        if let Some(fields) = body.as_object_mut() {
+            let account = self.local.channel_account().id;
+            fields.insert(ACCOUNT_FIELD.into(), serde_json::Value::String(account));
+        }
+        let payload = serde_json::to_vec(&body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         self.requester
             .request(subject.clone(), payload)
             .await
@@ -295,6 +318,10 @@ impl Channel for RemoteChannel {
 
     fn capabilities(&self) -> &'static crate::Capabilities {
         self.local.capabilities()
+    }
+
+    fn channel_account(&self) -> ChannelAccountRef {
+        self.local.channel_account()
     }
 
     async fn create(&self, request: &CreateChannelOrder) -> Result<ChannelOrder, ChannelError> {
@@ -397,8 +424,9 @@ fn channel_reply<T: Serialize>(r: Result<T, ChannelError>) -> Vec<u8> {
     encode(Reply::from(r.map_err(|e| WireChannelError::from(&e))))
 }
 
-/// The channel service's side: carries out `operation` of `channel` (`None`: not enabled in the
-/// serving process) for the request `payload`, and returns the [`Reply`]'s bytes.
+/// The channel service's side: carries out `operation` of `channel` (the account the request
+/// names, [`requested_account`]; `None`: not enabled in the serving process) for the request
+/// `payload`, and returns the [`Reply`]'s bytes.
 ///
 /// # Errors
 /// [`MalformedRequest`] when `payload` is not the operation's request.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use payledger_domain::{parse_currency_code, CallbackOutcome, ChannelOrder, Money};
+use payledger_domain::{parse_currency_code, CallbackOutcome, ChannelAccountRef, ChannelOrder, Money};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -29,6 +29,8 @@ use crate::{
     CreateChannelOrder, Notification, VerifiedCallback,
 };
 
+/// The sandbox's only account, as orders record it.
+pub const ACCOUNT_ID: &str = "sandbox";
 /// Header carrying the callback signature.
 pub const SIGNATURE_HEADER: &str = "Sandbox-Signature";
 /// How far a callback's `sent_at` may be from our clock.
@@ -172,6 +174,15 @@ pub const CAPABILITIES: crate::Capabilities = crate::Capabilities {
 impl Channel for SandboxChannel {
     fn name(&self) -> &'static str {
         "sandbox"
+    }
+
+    /// The sandbox has one account, `sandbox`, with no channel-side identity.
+    fn channel_account(&self) -> ChannelAccountRef {
+        ChannelAccountRef {
+            id: ACCOUNT_ID.to_string(),
+            app_id: None,
+            mch_id: None,
+        }
     }
 
     fn capabilities(&self) -> &'static crate::Capabilities {

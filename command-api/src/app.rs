@@ -501,9 +501,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     })
     .await?;
     let sandbox = Arc::new(SandboxChannel::new(&public_url, secret.as_bytes()));
-    let mut channels = Channels::default().with(sandbox.clone());
-    for channel in config.channels.channels(&public_url)? {
-        channels = channels.with(channel);
+    let channels = Channels::default().with(sandbox.clone());
+    for (channel, usage) in config.channels.channels(&public_url)? {
+        channels.insert_account(channel, usage);
     }
     // NATS mode: channel accounts in the KV bucket override the file's and follow its changes.
     let config_watch = match &config.relay {
@@ -515,15 +515,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 channels.clone(),
                 config.channels.clone(),
                 config.channels.base(&public_url).to_string(),
+                Some(db.clone()),
             );
             let wait = Duration::from_millis(crate::kv_config::SYNC_TIMEOUT_MS);
-            if tokio::time::timeout(wait, synced).await.is_err() {
+            let loaded = tokio::time::timeout(wait, synced).await.is_ok();
+            if !loaded {
                 tracing::warn!(bucket = %config.config_bucket, "channel accounts in NATS KV not loaded yet; serving with the file's until they are");
             }
-            Some(task)
+            Some((task, loaded))
         }
         None => None,
     };
+    // The accounts are checked against the open orders below, unless the KV bucket (which may
+    // hold the accounts) could not be read yet.
+    let check_accounts = config_watch.as_ref().is_none_or(|(_, loaded)| *loaded);
+    let config_watch = config_watch.map(|(task, _)| task);
     let (channels, channel_service) = channel_calls(&config, channels).await?;
     let projection = Arc::new(OrderProjection::default());
     let queued = Arc::new(Notify::new());
@@ -621,6 +627,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         state.rate_limit.clone(),
         state.address_limit.clone(),
     ));
+    // Every open order keeps the account that placed it: a configuration that removed such an
+    // account, or changed its identity, does not start (checked once the read model holds every
+    // event committed before: an order placed just before a restart is open too).
+    if check_accounts {
+        if let Err(problems) = crate::channel_accounts::check(&db, &state.channels).await {
+            let _ = stop_tx.send(true);
+            for task in workers.iter().chain(&consumers) {
+                task.abort();
+            }
+            if let Some((task, _)) = &sender {
+                task.abort();
+            }
+            db.close().await;
+            anyhow::bail!("the channel accounts configured would strand open orders:\n{problems}");
+        }
+    }
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let app = router_for(state, roles.has(Role::Api));
     let server = tokio::spawn(async move {

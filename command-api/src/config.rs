@@ -8,6 +8,9 @@
 //! public_base_url = "https://pay.example.com"
 //!
 //! [channels.wechatpay.main]                 # "main" is our name for the account
+//! # new_orders = true    # default; false: this account places no new order, but keeps serving
+//! #                      # the orders it placed (notifications, queries, closes, refunds)
+//! # legacy = false       # true: it placed the orders from before accounts were recorded
 //! app_id = "wxd678efh567hg6787"
 //! mch_id = "1230000109"
 //! merchant_serial_no = "408B07E79B8269FEC3D5D3E6AB8ED163A6A380DB"
@@ -32,9 +35,20 @@
 //!   `app_private_key_pem`, `alipay_public_key_pem`), one form per key.
 //! - In NATS mode the same entries also come from a KV bucket and override these (see
 //!   [`crate::kv_config`]).
-//! - One account per channel: the channel registry is keyed by channel name, and routing an order
-//!   to one of several accounts (by merchant or app id) is not built yet. More than one account
-//!   under a channel is refused at start-up rather than picking one.
+//! - Several accounts per channel, each under its own id (`[A-Za-z0-9_-]`, at most
+//!   [`ACCOUNT_ID_CHARS_MAX`] characters). A new order is placed with the channel's first account,
+//!   by id, that takes new orders (`new_orders`, default `true`). Every order records the account
+//!   that placed it (id and channel-side `app_id` / `mch_id`), and that account serves it to the
+//!   end, whatever the configuration says about new orders. Each account has its own notify
+//!   URL, `{public_base_url}/v1/callbacks/{channel}/{account_id}`.
+//! - To move a channel to new credentials (another `mch_id` or `app_id`), add them as a new
+//!   account and set `new_orders = false` on the old one; remove the old one once it serves no
+//!   open order. Changing the `app_id` / `mch_id` of an account in place, or removing an
+//!   account, while it still has orders awaiting payment or refunds pending is refused (at
+//!   start-up, and for a change in the NATS KV bucket), because the old account's orders would
+//!   otherwise be asked about at the wrong account.
+//! - Orders opened before accounts were recorded (event `ChannelOrderOpened` version 1.0) belong to the channel's account marked `legacy = true`, or to its
+//!   only account when it has one. At most one account per channel is marked.
 //! - Errors name the file, the key path (`channels.wechatpay.main.api_v3_key`) and what is wrong.
 //!   They never contain key material: TOML syntax errors are reported by line and column only,
 //!   without the offending line's text.
@@ -46,13 +60,15 @@ use std::sync::Arc;
 use payledger_channel_adapters::alipay::account::{parse_private_key, parse_public_key};
 use payledger_channel_adapters::alipay::{self, AlipayAccount, AlipayChannel};
 use payledger_channel_adapters::wechatpay::{self, AccountError, WechatPayAccount, WechatPayChannel, WechatPayIds};
-use payledger_channel_adapters::Channel;
+use payledger_channel_adapters::{AccountUse, Channel};
 use serde::Deserialize;
 
 /// The file read when neither `--config` nor `PAYLEDGER_CONFIG` names one (only if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "payledger.toml";
 /// Largest configuration file read, bytes.
 pub const CONFIG_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// Longest account id, in characters.
+pub const ACCOUNT_ID_CHARS_MAX: usize = 64;
 /// Largest key file read, bytes (a 4096-bit PKCS#8 PEM is about 3.3 KB).
 pub const KEY_FILE_BYTES_MAX: u64 = 16 * 1024;
 
@@ -77,10 +93,31 @@ pub enum ConfigError {
 pub struct ChannelAccounts {
     /// Base of the notify URLs, without a trailing `/`; `None`: the server's public URL.
     pub public_base_url: Option<String>,
-    /// The WeChat Pay account, if configured.
-    pub wechatpay: Option<WechatPayAccount>,
-    /// The Alipay account, if configured.
-    pub alipay: Option<AlipayAccount>,
+    /// The accounts, WeChat Pay's first, each channel's by id.
+    pub accounts: Vec<Configured>,
+}
+
+/// An account's adapter and its use, as the registry takes them
+/// ([`payledger_channel_adapters::Channels::insert_account`]).
+pub type AccountAdapter = (Arc<dyn Channel>, AccountUse);
+
+/// One configured channel account and how it is used.
+#[derive(Debug, Clone)]
+pub struct Configured {
+    /// The account.
+    pub account: ChannelAccount,
+    /// Whether it takes new orders and whether it is the channel's legacy account.
+    pub usage: AccountUse,
+}
+
+impl Configured {
+    /// The adapter for this account (see [`ChannelAccount::into_channel`]) and its use.
+    ///
+    /// # Errors
+    /// When the channel's HTTP client cannot be built.
+    pub fn into_channel(self, base: &str) -> Result<AccountAdapter, String> {
+        Ok((self.account.into_channel(base)?, self.usage))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,6 +150,8 @@ struct WechatPayEntry {
     platform_public_key_pem: Option<String>,
     api_v3_key: String,
     base_url: Option<String>,
+    new_orders: Option<bool>,
+    legacy: Option<bool>,
 }
 
 // Hand-written so that a stray `{:?}` can never print the APIv3 key.
@@ -135,6 +174,8 @@ struct AlipayEntry {
     alipay_public_key_pem: Option<String>,
     gateway_url: Option<String>,
     seller_id: Option<String>,
+    new_orders: Option<bool>,
+    legacy: Option<bool>,
 }
 
 // Hand-written so that a stray `{:?}` can never print inline key material.
@@ -166,25 +207,38 @@ impl ChannelAccount {
     ///
     /// # Errors
     /// [`ConfigError`] naming `source` and the key path `channels.<channel>.<account_id>.<key>`;
-    /// an unknown `channel` is [`ConfigError::Invalid`].
-    pub fn parse(channel: &str, account_id: &str, text: &str, source: &str, dir: &Path) -> Result<Self, ConfigError> {
+    /// an unknown `channel` or a bad account id is [`ConfigError::Invalid`].
+    pub fn parse(
+        channel: &str,
+        account_id: &str,
+        text: &str,
+        source: &str,
+        dir: &Path,
+    ) -> Result<Configured, ConfigError> {
         let prefix = format!("channels.{channel}.{account_id}");
         let invalid = |(key, message): (String, String)| ConfigError::Invalid {
             file: source.to_string(),
             key,
             message,
         };
+        check_account_id(channel, account_id).map_err(invalid)?;
         match channel {
             wechatpay::NAME => {
                 let entry: WechatPayEntry = from_toml(text, source, &prefix)?;
                 wechatpay_account(account_id, &entry, dir, "")
-                    .map(Self::WechatPay)
+                    .map(|a| Configured {
+                        account: Self::WechatPay(a),
+                        usage: usage(entry.new_orders, entry.legacy),
+                    })
                     .map_err(invalid)
             }
             alipay::CHANNEL_NAME => {
                 let entry: AlipayEntry = from_toml(text, source, &prefix)?;
                 alipay_account(account_id, &entry, dir, "")
-                    .map(Self::Alipay)
+                    .map(|a| Configured {
+                        account: Self::Alipay(a),
+                        usage: usage(entry.new_orders, entry.legacy),
+                    })
                     .map_err(invalid)
             }
             other => Err(invalid((
@@ -210,18 +264,18 @@ impl ChannelAccount {
         }
     }
 
-    /// The adapter for this account, its notify URL `{base}/v1/callbacks/{channel}`.
+    /// The adapter for this account, its notify URL `{base}/v1/callbacks/{channel}/{account_id}`.
     ///
     /// # Errors
     /// When the channel's HTTP client cannot be built (the message names no key material).
     pub fn into_channel(self, base: &str) -> Result<Arc<dyn Channel>, String> {
         Ok(match self {
             Self::WechatPay(mut account) => {
-                account.notify_url = notify_url(base, wechatpay::NAME);
+                account.notify_url = notify_url(base, wechatpay::NAME, &account.account_id);
                 Arc::new(WechatPayChannel::new(account))
             }
             Self::Alipay(mut account) => {
-                account.notify_url = notify_url(base, alipay::CHANNEL_NAME);
+                account.notify_url = notify_url(base, alipay::CHANNEL_NAME, &account.account_id);
                 Arc::new(AlipayChannel::new(account).map_err(|e| e.to_string())?)
             }
         })
@@ -327,7 +381,7 @@ fn wechatpay_account(
         mch_id: e.mch_id.trim().to_string(),
         merchant_serial_no: e.merchant_serial_no.trim().to_string(),
         platform_serial_no: e.platform_serial_no.trim().to_string(),
-        notify_url: notify_url(provisional_base, wechatpay::NAME),
+        notify_url: notify_url(provisional_base, wechatpay::NAME, account_id),
     };
     let account = WechatPayAccount::from_pem(ids, &private_pem, &public_pem, e.api_v3_key.as_bytes()).map_err(
         |err| match err {
@@ -382,7 +436,7 @@ fn alipay_account(
         e.app_id.trim(),
         private_key,
         public_key,
-        &notify_url(provisional_base, alipay::CHANNEL_NAME),
+        &notify_url(provisional_base, alipay::CHANNEL_NAME, account_id),
     )
     .with_gateway_url(&gateway_url);
     match e.seller_id.as_deref().map(str::trim) {
@@ -393,9 +447,38 @@ fn alipay_account(
     Ok(account)
 }
 
-/// The notify URL of `channel` under `base`: `{base}/v1/callbacks/{channel}`.
-pub fn notify_url(base: &str, channel: &str) -> String {
-    format!("{}/v1/callbacks/{channel}", base.trim_end_matches('/'))
+/// The notify URL of `channel`'s account `account_id` under `base`:
+/// `{base}/v1/callbacks/{channel}/{account_id}`.
+pub fn notify_url(base: &str, channel: &str, account_id: &str) -> String {
+    format!("{}/v1/callbacks/{channel}/{account_id}", base.trim_end_matches('/'))
+}
+
+/// How an entry's `new_orders` (default `true`) and `legacy` (default `false`) use it.
+fn usage(new_orders: Option<bool>, legacy: Option<bool>) -> AccountUse {
+    AccountUse {
+        new_orders: new_orders.unwrap_or(true),
+        legacy: legacy.unwrap_or(false),
+    }
+}
+
+/// An account id is a path segment of its notify URL and a token of its KV key: 1 to
+/// [`ACCOUNT_ID_CHARS_MAX`] of `A-Z a-z 0-9 _ -`. Errors are `(key, message)`.
+pub fn check_account_id(channel: &str, account_id: &str) -> Result<(), (String, String)> {
+    let fine = !account_id.is_empty()
+        && account_id.chars().count() <= ACCOUNT_ID_CHARS_MAX
+        && account_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if fine {
+        return Ok(());
+    }
+    Err((
+        format!("channels.{channel}"),
+        format!(
+            "account id {account_id:?} must be 1 to {ACCOUNT_ID_CHARS_MAX} of the characters A-Z a-z 0-9 _ - \
+             (it is a path segment of the account's notify URL)"
+        ),
+    ))
 }
 
 /// The configuration file to read: `explicit` (from `--config` / `PAYLEDGER_CONFIG`) if given,
@@ -418,7 +501,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 impl ChannelAccounts {
     /// Whether no channel account is configured.
     pub fn is_empty(&self) -> bool {
-        self.wechatpay.is_none() && self.alipay.is_none()
+        self.accounts.is_empty()
     }
 
     /// Reads and checks the configuration file `path` (key files relative to its directory).
@@ -462,21 +545,44 @@ impl ChannelAccounts {
         // Until the server knows its public URL, a notify URL is the path alone.
         let provisional = public_base_url.as_deref().unwrap_or("");
 
-        let wechatpay = single(&parsed.channels.wechatpay, wechatpay::NAME)
-            .map_err(invalid)?
-            .map(|(account_id, e)| wechatpay_account(account_id, e, dir, provisional))
-            .transpose()
-            .map_err(invalid)?;
-        let alipay = single(&parsed.channels.alipay, alipay::CHANNEL_NAME)
-            .map_err(invalid)?
-            .map(|(account_id, e)| alipay_account(account_id, e, dir, provisional))
-            .transpose()
-            .map_err(invalid)?;
+        let mut accounts = Vec::new();
+        for (account_id, e) in &parsed.channels.wechatpay {
+            check_account_id(wechatpay::NAME, account_id).map_err(invalid)?;
+            accounts.push(Configured {
+                account: ChannelAccount::WechatPay(
+                    wechatpay_account(account_id, e, dir, provisional).map_err(invalid)?,
+                ),
+                usage: usage(e.new_orders, e.legacy),
+            });
+        }
+        for (account_id, e) in &parsed.channels.alipay {
+            check_account_id(alipay::CHANNEL_NAME, account_id).map_err(invalid)?;
+            accounts.push(Configured {
+                account: ChannelAccount::Alipay(alipay_account(account_id, e, dir, provisional).map_err(invalid)?),
+                usage: usage(e.new_orders, e.legacy),
+            });
+        }
+        for channel in [wechatpay::NAME, alipay::CHANNEL_NAME] {
+            let marked: Vec<&str> = accounts
+                .iter()
+                .filter(|c| c.account.channel_name() == channel && c.usage.legacy)
+                .map(|c| c.account.account_id())
+                .collect();
+            if marked.len() > 1 {
+                return Err(invalid((
+                    format!("channels.{channel}"),
+                    format!(
+                        "accounts {} are all marked legacy = true; at most one account of a channel placed the \
+                         orders from before accounts were recorded",
+                        marked.join(", ")
+                    ),
+                )));
+            }
+        }
 
         Ok(Self {
             public_base_url,
-            wechatpay,
-            alipay,
+            accounts,
         })
     }
 
@@ -485,24 +591,25 @@ impl ChannelAccounts {
         self.public_base_url.as_deref().unwrap_or(server_public_url)
     }
 
-    /// The configured accounts, WeChat Pay first.
-    pub fn accounts(&self) -> Vec<ChannelAccount> {
-        let wechatpay = self.wechatpay.clone().map(ChannelAccount::WechatPay);
-        let alipay = self.alipay.clone().map(ChannelAccount::Alipay);
-        wechatpay.into_iter().chain(alipay).collect()
+    /// The configured account `account_id` of `channel`.
+    pub fn account(&self, channel: &str, account_id: &str) -> Option<&Configured> {
+        self.accounts
+            .iter()
+            .find(|c| c.account.channel_name() == channel && c.account.account_id() == account_id)
     }
 
-    /// The configured channels, their notify URLs set to
-    /// `{public_base_url or server_public_url}/v1/callbacks/{channel}`.
+    /// The configured accounts' adapters and uses, their notify URLs set to
+    /// `{public_base_url or server_public_url}/v1/callbacks/{channel}/{account_id}`.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] when a channel's HTTP client cannot be built.
-    pub fn channels(&self, server_public_url: &str) -> Result<Vec<Arc<dyn Channel>>, ConfigError> {
+    pub fn channels(&self, server_public_url: &str) -> Result<Vec<AccountAdapter>, ConfigError> {
         let base = self.base(server_public_url);
-        let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
-        for account in self.accounts() {
+        let mut channels = Vec::new();
+        for configured in self.accounts.clone() {
+            let account = &configured.account;
             let key = format!("channels.{}.{}", account.channel_name(), account.account_id());
-            let channel = account.into_channel(base).map_err(|message| ConfigError::Invalid {
+            let channel = configured.into_channel(base).map_err(|message| ConfigError::Invalid {
                 file: "(configuration)".into(),
                 key,
                 message,
@@ -511,26 +618,6 @@ impl ChannelAccounts {
         }
         Ok(channels)
     }
-}
-
-/// The only account of a channel, or `None`; more than one is refused (see the module docs).
-fn single<'a, T>(
-    accounts: &'a BTreeMap<String, T>,
-    channel: &str,
-) -> Result<Option<(&'a String, &'a T)>, (String, String)> {
-    if accounts.len() > 1 {
-        let names: Vec<&str> = accounts.keys().map(String::as_str).collect();
-        return Err((
-            format!("channels.{channel}"),
-            format!(
-                "{} accounts configured ({}); only one account per channel is supported: routing orders \
-                 to one of several accounts is not built yet",
-                accounts.len(),
-                names.join(", ")
-            ),
-        ));
-    }
-    Ok(accounts.iter().next())
 }
 
 /// `url` if it is an absolute http(s) URL without query or fragment, without a trailing `/`.
@@ -622,22 +709,27 @@ seller_id = "2088000000000001"
         );
         let accounts = parse(&text).unwrap();
         assert_eq!(accounts.public_base_url.as_deref(), Some("https://pay.example.com"));
-        let w = accounts.wechatpay.as_ref().unwrap();
+        let ChannelAccount::WechatPay(w) = &accounts.account("wechatpay", "main").unwrap().account else {
+            panic!("not WeChat Pay")
+        };
         assert_eq!(w.account_id, "main");
         assert_eq!(w.mch_id, "1230000109");
         assert_eq!(w.base_url, wechatpay::DEFAULT_BASE_URL);
         assert_eq!(&w.api_v3_key, API_V3_KEY.as_bytes());
-        let a = accounts.alipay.as_ref().unwrap();
+        let ChannelAccount::Alipay(a) = &accounts.account("alipay", "main").unwrap().account else {
+            panic!("not Alipay")
+        };
         assert_eq!(a.gateway_url, "http://127.0.0.1:9/gateway.do");
         assert_eq!(a.seller_id.as_deref(), Some("2088000000000001"));
 
         let channels = accounts.channels("http://127.0.0.1:8080").unwrap();
-        let names: Vec<&str> = channels.iter().map(|c| c.name()).collect();
+        let names: Vec<&str> = channels.iter().map(|(c, _)| c.name()).collect();
         assert_eq!(names, ["wechatpay", "alipay"]);
+        assert!(channels.iter().all(|(_, usage)| *usage == AccountUse::default()));
         // The configured base wins over the server's own URL.
         let debug = format!("{accounts:?}");
         assert!(
-            debug.contains("https://pay.example.com/v1/callbacks/wechatpay"),
+            debug.contains("https://pay.example.com/v1/callbacks/wechatpay/main"),
             "{debug}"
         );
         assert!(!debug.contains(API_V3_KEY), "the APIv3 key must never be printed");
@@ -646,10 +738,12 @@ seller_id = "2088000000000001"
     #[test]
     fn notify_urls_default_to_the_servers_public_url() {
         let accounts = parse(&wechatpay_toml("main", API_V3_KEY)).unwrap();
-        let mut account = accounts.wechatpay.clone().unwrap();
-        account.notify_url = notify_url("http://127.0.0.1:8080/", "wechatpay");
-        assert_eq!(account.notify_url, "http://127.0.0.1:8080/v1/callbacks/wechatpay");
-        assert_eq!(accounts.channels("http://127.0.0.1:8080").unwrap().len(), 1);
+        let channels = accounts.channels("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(channels.len(), 1);
+        assert_eq!(
+            notify_url("http://127.0.0.1:8080/", "wechatpay", "main"),
+            "http://127.0.0.1:8080/v1/callbacks/wechatpay/main"
+        );
     }
 
     #[test]
@@ -708,12 +802,44 @@ seller_id = "2088000000000001"
     }
 
     #[test]
-    fn two_accounts_of_one_channel_are_refused() {
-        let text = wechatpay_toml("a", API_V3_KEY) + &wechatpay_toml("b", API_V3_KEY);
+    fn several_accounts_of_one_channel_load_each_with_its_use() {
+        let second =
+            wechatpay_toml("b", API_V3_KEY).replace("1230000109", "1230000200") + "new_orders = false\nlegacy = true\n";
+        let accounts = parse(&(wechatpay_toml("a", API_V3_KEY) + &second)).unwrap();
+        let a = accounts.account("wechatpay", "a").unwrap();
+        assert_eq!(a.usage, AccountUse::default());
+        let b = accounts.account("wechatpay", "b").unwrap();
+        assert_eq!(
+            b.usage,
+            AccountUse {
+                new_orders: false,
+                legacy: true
+            }
+        );
+        let ChannelAccount::WechatPay(b) = &b.account else {
+            panic!("not WeChat Pay")
+        };
+        assert_eq!(b.mch_id, "1230000200");
+        assert_eq!(accounts.channels("http://x.example").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn two_legacy_accounts_of_one_channel_are_refused() {
+        let text =
+            wechatpay_toml("a", API_V3_KEY) + "legacy = true\n" + &wechatpay_toml("b", API_V3_KEY) + "legacy = true\n";
         let (key, message) = invalid_key(parse(&text).unwrap_err());
         assert_eq!(key, "channels.wechatpay");
-        assert!(message.contains("only one account per channel"), "{message}");
         assert!(message.contains("a, b"), "{message}");
+    }
+
+    #[test]
+    fn an_account_id_that_cannot_be_a_path_segment_is_refused() {
+        for bad in ["\"a b\"", "\"a/b\"", "\"ü\""] {
+            let text = wechatpay_toml(bad, API_V3_KEY);
+            let (key, message) = invalid_key(parse(&text).unwrap_err());
+            assert_eq!(key, "channels.wechatpay", "{bad}");
+            assert!(message.contains("A-Z a-z 0-9 _ -"), "{message}");
+        }
     }
 
     #[test]

@@ -8,28 +8,34 @@
 //!   `app_private_key_pem` / `alipay_public_key_pem` (Alipay). The `*_file` forms are accepted
 //!   too (relative paths resolve against the server's working directory); each key takes exactly
 //!   one of the two forms.
-//! - Precedence: a KV account replaces the file's account of the same channel; deleting the key
-//!   brings the file's account back, or disables the channel when the file has none. As in the
-//!   file, one account per channel: a second key of a channel that already has one in KV is
-//!   refused until the first is deleted. `public_base_url` stays in the file.
-//! - The bucket is watched: a put rebuilds that channel's adapter and swaps it into the live
+//! - Precedence: a KV account replaces the file's account of the same channel and id; deleting
+//!   the key brings the file's account back, or removes the account when the file has none. A
+//!   channel may have several accounts, as in the file (`new_orders`, `legacy`).
+//!   `public_base_url` stays in the file.
+//! - The bucket is watched: a put rebuilds that account's adapter and swaps it into the live
 //!   [`Channels`] (handlers, refund worker and order monitor use it from their next call); a
 //!   delete or purge removes it. A value that does not parse or check is logged with its key and
 //!   the problem (never key material) and the previous adapter stays.
+//! - A change that would leave open orders without the account that placed them (removing the
+//!   account, or giving it another `app_id` / `mch_id`) is refused the same way, and logged with
+//!   the orders' count ([`crate::channel_accounts`]): the account stays as it was.
 //! - At start the server waits up to [`SYNC_TIMEOUT_MS`] for the bucket's current entries; when
 //!   NATS is unreachable it starts with the file's accounts and applies the bucket once NATS is
 //!   back (the watch reconnects with backoff).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use payledger_channel_adapters::Channels;
+use payledger_channel_adapters::{AccountUse, Channel, Channels};
+use payledger_store::Database;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::channel_accounts;
 use crate::config::{ChannelAccount, ChannelAccounts};
 
 /// Default KV bucket of the configuration.
@@ -53,8 +59,10 @@ struct Applier {
     base: String,
     /// `nats-kv:<bucket>`, naming the source in errors.
     source: String,
-    /// Channel → account id of the KV entry in effect.
-    active: BTreeMap<&'static str, String>,
+    /// Channel and account id of the KV entries in effect.
+    active: BTreeSet<(String, String)>,
+    /// Where the open orders are read before a change; `None`: changes are not guarded.
+    db: Option<Database>,
 }
 
 /// The channel and account id of `key`, if it is a channel account key.
@@ -71,54 +79,76 @@ fn parse_key(key: &str) -> Result<(&str, &str), String> {
 }
 
 impl Applier {
-    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+    async fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
         let (channel, account_id) = parse_key(key)?;
         let text = std::str::from_utf8(value).map_err(|_| "the value is not UTF-8 text".to_string())?;
-        let account = ChannelAccount::parse(channel, account_id, text, &self.source, Path::new("."))
+        let configured = ChannelAccount::parse(channel, account_id, text, &self.source, Path::new("."))
             .map_err(|e| e.to_string())?;
-        let name = account.channel_name();
-        if let Some(other) = self.active.get(name).filter(|other| *other != account_id) {
-            return Err(format!(
-                "channel {name} already has account {other} in the bucket; only one account per channel \
-                 is supported: delete {CHANNELS_PREFIX}{name}.{other} first"
-            ));
-        }
-        let adapter = account.into_channel(&self.base)?;
-        self.channels.insert(adapter);
-        self.active.insert(name, account_id.to_string());
+        let name = configured.account.channel_name();
+        let (adapter, usage) = configured.into_channel(&self.base)?;
+        self.guard(|trial| {
+            trial.insert_account(adapter.clone(), usage);
+        })
+        .await?;
+        self.channels.insert_account(adapter, usage);
+        self.active.insert((name.to_string(), account_id.to_string()));
         Ok(())
     }
 
-    fn delete(&mut self, key: &str) -> Result<bool, String> {
+    async fn delete(&mut self, key: &str) -> Result<bool, String> {
         let (channel, account_id) = parse_key(key)?;
-        let Some((name, active)) = self.active.get_key_value(channel).map(|(n, a)| (*n, a.clone())) else {
-            return Ok(false);
-        };
-        if active != account_id {
+        let entry = (channel.to_string(), account_id.to_string());
+        if !self.active.contains(&entry) {
             return Ok(false);
         }
-        self.active.remove(name);
-        let fallback = self.file.accounts().into_iter().find(|a| a.channel_name() == name);
-        match fallback {
-            Some(account) => {
-                let adapter = account.into_channel(&self.base)?;
-                self.channels.insert(adapter);
+        let fallback: Option<(Arc<dyn Channel>, AccountUse)> = self
+            .file
+            .account(channel, account_id)
+            .cloned()
+            .map(|c| c.into_channel(&self.base))
+            .transpose()?;
+        let apply = |channels: &Channels| match &fallback {
+            Some((adapter, usage)) => {
+                channels.insert_account(adapter.clone(), *usage);
             }
             None => {
-                self.channels.remove(name);
+                channels.remove_account(channel, account_id);
             }
-        }
+        };
+        self.guard(apply).await?;
+        apply(&self.channels);
+        self.active.remove(&entry);
         Ok(true)
     }
 
-    fn apply(&mut self, entry: &kv::Entry) {
+    /// Whether `change` leaves every open order its account: tried on a copy of the registry.
+    async fn guard(&self, change: impl FnOnce(&Channels)) -> Result<(), String> {
+        let Some(db) = &self.db else {
+            return Ok(());
+        };
+        let in_use = channel_accounts::in_use(db).await?;
+        let before = channel_accounts::stranded(&in_use, &self.channels);
+        let trial = self.channels.detached();
+        change(&trial);
+        let new: Vec<String> = channel_accounts::stranded(&in_use, &trial)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        if new.is_empty() {
+            Ok(())
+        } else {
+            Err(new.join("; "))
+        }
+    }
+
+    async fn apply(&mut self, entry: &kv::Entry) {
         let key = entry.key.as_str();
         if !key.starts_with(CHANNELS_PREFIX) {
             tracing::debug!(bucket = %entry.bucket, key, "configuration key ignored");
             return;
         }
         match entry.operation {
-            kv::Operation::Put => match self.put(key, &entry.value) {
+            kv::Operation::Put => match self.put(key, &entry.value).await {
                 Ok(()) => {
                     tracing::info!(bucket = %entry.bucket, key, revision = entry.revision, "channel account applied")
                 }
@@ -127,11 +157,11 @@ impl Applier {
                     "channel account refused; the previous one stays"
                 ),
             },
-            kv::Operation::Delete | kv::Operation::Purge => match self.delete(key) {
+            kv::Operation::Delete | kv::Operation::Purge => match self.delete(key).await {
                 Ok(true) => tracing::info!(bucket = %entry.bucket, key, "channel account removed"),
                 Ok(false) => {}
                 Err(problem) => {
-                    tracing::error!(bucket = %entry.bucket, key, %problem, "channel account removal failed")
+                    tracing::error!(bucket = %entry.bucket, key, %problem, "channel account removal refused; the account stays")
                 }
             },
         }
@@ -200,7 +230,7 @@ async fn watch_once(
     }
     while let Some(entry) = watch.next().await {
         let entry = entry.map_err(|e| format!("watching bucket {bucket_name}: {e}"))?;
-        applier.apply(&entry);
+        applier.apply(&entry).await;
         if entry.delta == 0 {
             synced.take().map(|tx| tx.send(()));
         }
@@ -210,8 +240,9 @@ async fn watch_once(
 
 /// Starts watching bucket `bucket_name` at `nats_url` (see the module docs; created with
 /// `replicas` copies when missing), applying its channel accounts to `channels` over those of
-/// `file`, notify URLs under `base`. Returns the task and a receiver completed once the bucket's
-/// current entries are applied.
+/// `file`, notify URLs under `base`, each change checked against the open orders in `db` (`None`:
+/// unchecked). Returns the task and a receiver completed once the bucket's current entries are
+/// applied.
 pub fn spawn(
     nats_url: String,
     bucket_name: String,
@@ -219,6 +250,7 @@ pub fn spawn(
     channels: Channels,
     file: ChannelAccounts,
     base: String,
+    db: Option<Database>,
 ) -> (JoinHandle<()>, oneshot::Receiver<()>) {
     let (tx, rx) = oneshot::channel();
     let mut applier = Applier {
@@ -226,7 +258,8 @@ pub fn spawn(
         file,
         base,
         source: format!("nats-kv:{bucket_name}"),
-        active: BTreeMap::new(),
+        active: BTreeSet::new(),
+        db,
     };
     let task = tokio::spawn(async move {
         let mut synced = Some(tx);

@@ -7,6 +7,7 @@
 //! how they fit: `ARCHITECTURE.md`).
 
 pub mod app;
+pub mod channel_accounts;
 pub mod cli;
 pub mod config;
 pub mod faults;

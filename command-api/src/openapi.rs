@@ -54,6 +54,7 @@ pub const MERCHANT_AUTH: &str = "api_key";
         http::notifications::show,
         http::notifications::resend,
         http::callbacks::receive,
+        http::callbacks::receive_for_account,
         http::sandbox::page,
         http::sandbox::pay,
         http::health::healthz,

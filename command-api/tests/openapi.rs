@@ -100,7 +100,7 @@ fn document_names_the_bearer_scheme_and_problem_json_for_every_error() {
         }
     }
     assert_eq!(
-        operations, 22,
+        operations, 23,
         "every handler of command-api/src/http plus /openapi.json, /docs and its script"
     );
 }

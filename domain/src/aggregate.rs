@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::commands::{
-    CallbackOutcome, ChannelOrder, ChannelOrderOutcome, OrderTerms, PaymentOrderCommand, RefundOutcome,
+    CallbackOutcome, ChannelAccountRef, ChannelOrder, ChannelOrderOutcome, OrderTerms, PaymentOrderCommand,
+    RefundOutcome,
 };
 use crate::error::OrderError;
 use crate::events::PaymentOrderEvent;
@@ -37,6 +38,10 @@ pub struct OrderState {
     pub expire_at: DateTime<Utc>,
     pub status: OrderStatus,
     pub channel_order: Option<ChannelOrder>,
+    /// The channel account that opened the order; `None` before it was opened, and for orders
+    /// opened before accounts were recorded (the channel's legacy account serves those).
+    #[serde(default)]
+    pub channel_account: Option<ChannelAccountRef>,
     pub channel_trade_no: Option<String>,
     /// Amount received, minor units; 0 until `PaymentSucceeded`.
     pub paid_amount_minor: i64,
@@ -137,6 +142,7 @@ impl PaymentOrder {
                 terms,
                 created_at,
                 outcome,
+                account,
                 recorded_at,
             } => {
                 let mut events = self.create(order_id, terms, created_at)?;
@@ -145,7 +151,7 @@ impl PaymentOrder {
                     Some(o) => o.status == OrderStatus::AwaitingPayment && o.channel_order.is_none(),
                 };
                 if unanswered {
-                    events.push(channel_answer(outcome, recorded_at));
+                    events.push(channel_answer(outcome, account, recorded_at));
                 }
                 return Ok(events);
             }
@@ -166,11 +172,12 @@ impl PaymentOrder {
                 if order.channel_order.is_some() {
                     return Ok(vec![]);
                 }
-                Ok(vec![channel_answer(outcome, recorded_at)])
+                Ok(vec![channel_answer(outcome, None, recorded_at)])
             }
 
             C::ReceiveChannelCallback {
                 channel,
+                account_id,
                 notify_id,
                 channel_trade_no,
                 outcome,
@@ -182,6 +189,15 @@ impl PaymentOrder {
                         order: order.terms.channel.clone(),
                         callback: channel,
                     });
+                }
+                // Nor one account's keys an order another account of the channel placed.
+                if let (Some(placed), Some(verified)) = (&order.channel_account, &account_id) {
+                    if placed.id != *verified {
+                        return Err(OrderError::WrongChannelAccount {
+                            order: placed.id.clone(),
+                            callback: verified.clone(),
+                        });
+                    }
                 }
                 if order.seen_notify_ids.contains(&notify_id) {
                     return Ok(vec![]);
@@ -368,6 +384,7 @@ impl Aggregate for PaymentOrder {
                     expire_at,
                     status: OrderStatus::AwaitingPayment,
                     channel_order: None,
+                    channel_account: None,
                     channel_trade_no: None,
                     paid_amount_minor: 0,
                     refunded_amount_minor: 0,
@@ -378,8 +395,12 @@ impl Aggregate for PaymentOrder {
                     suspense_trade_nos: BTreeSet::new(),
                 });
             }
-            E::ChannelOrderOpened { channel_order, .. } => {
-                self.state_mut("ChannelOrderOpened").channel_order = Some(channel_order);
+            E::ChannelOrderOpened {
+                channel_order, account, ..
+            } => {
+                let o = self.state_mut("ChannelOrderOpened");
+                o.channel_order = Some(channel_order);
+                o.channel_account = account;
             }
             E::ChannelOrderFailed { .. } => {
                 let o = self.state_mut("ChannelOrderFailed");
@@ -499,10 +520,15 @@ impl Aggregate for PaymentOrder {
 }
 
 /// The event recording the channel's answer to placing an order.
-fn channel_answer(outcome: ChannelOrderOutcome, recorded_at: DateTime<Utc>) -> PaymentOrderEvent {
+fn channel_answer(
+    outcome: ChannelOrderOutcome,
+    account: Option<ChannelAccountRef>,
+    recorded_at: DateTime<Utc>,
+) -> PaymentOrderEvent {
     match outcome {
         ChannelOrderOutcome::Opened(channel_order) => PaymentOrderEvent::ChannelOrderOpened {
             channel_order,
+            account,
             opened_at: recorded_at,
         },
         ChannelOrderOutcome::Failed {

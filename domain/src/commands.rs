@@ -50,6 +50,42 @@ impl OrderTerms {
     }
 }
 
+/// The channel account an order was placed with: our name for it, and the channel-side identity
+/// every later call about the order (notification, query, close, refund) must be made with.
+///
+/// Recorded on `ChannelOrderOpened`, so that a configuration change never sends an order's
+/// business to another account: the account that placed an order keeps serving it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct ChannelAccountRef {
+    /// Our name for the account: `main` in the configuration's `[channels.wechatpay.main]`.
+    pub id: String,
+    /// The channel's application id: WeChat Pay `appid`, Alipay `app_id`; `None` for the
+    /// sandbox.
+    pub app_id: Option<String>,
+    /// The channel's merchant id: WeChat Pay `mchid`, Alipay `seller_id` when configured.
+    pub mch_id: Option<String>,
+}
+
+impl ChannelAccountRef {
+    /// The channel-side identity as one text, e.g. `app_id=wxd678efh567hg6787 mch_id=1230000109`
+    /// (empty for an account without one, like the sandbox's). Two references to the same `id`
+    /// with different identities are two different accounts at the channel.
+    pub fn identity(&self) -> String {
+        let app = self.app_id.as_deref().map(|a| format!("app_id={a}"));
+        let mch = self.mch_id.as_deref().map(|m| format!("mch_id={m}"));
+        app.into_iter().chain(mch).collect::<Vec<_>>().join(" ")
+    }
+}
+
+impl std::fmt::Display for ChannelAccountRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.identity() {
+            identity if identity.is_empty() => write!(f, "{}", self.id),
+            identity => write!(f, "{} ({identity})", self.id),
+        }
+    }
+}
+
 /// What the channel returned when the order was placed there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ChannelOrder {
@@ -125,18 +161,23 @@ pub enum PaymentOrderCommand {
         terms: OrderTerms,
         created_at: DateTime<Utc>,
         outcome: ChannelOrderOutcome,
+        /// The channel account that was asked; `None` only for callers that predate accounts.
+        account: Option<ChannelAccountRef>,
         recorded_at: DateTime<Utc>,
     },
-    /// Record the channel's answer to placing the order.
+    /// Record the channel's answer to placing the order (the two-append create of earlier
+    /// versions; records no account, like the events of that time).
     RecordChannelOrder {
         outcome: ChannelOrderOutcome,
         recorded_at: DateTime<Utc>,
     },
     /// A verified channel callback about the payment. `channel` is the channel whose signature
     /// was verified: it speaks only for orders placed on it. `notify_id` is the channel's id of
-    /// the notification, used to recognise duplicates.
+    /// the notification, used to recognise duplicates. `account_id` is the channel account
+    /// whose keys verified it (`None`: not known): it speaks only for orders placed with it.
     ReceiveChannelCallback {
         channel: String,
+        account_id: Option<String>,
         notify_id: String,
         channel_trade_no: String,
         outcome: CallbackOutcome,

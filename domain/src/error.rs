@@ -16,6 +16,9 @@ pub enum OrderError {
     /// A callback verified by one channel for an order placed on another.
     #[error("callback from channel {callback} for an order placed on {order}")]
     WrongChannel { order: String, callback: String },
+    /// A callback verified with one channel account's keys for an order another account placed.
+    #[error("callback verified by channel account {callback} for an order placed with account {order}")]
+    WrongChannelAccount { order: String, callback: String },
     /// `CreateOrder` for an existing `out_trade_no` with other terms.
     #[error("out_trade_no {0:?} already exists with other parameters")]
     OutTradeNoConflict(String),

@@ -5,15 +5,15 @@
 //! type's version and adds an upcaster (in the store) from the older one; stored events are never
 //! rewritten.
 //!
-//! Versions: every type is `1.0` except `ChannelOrderFailed` `2.0` (added `retryable`) and
-//! `OrderCreated` `2.0` (added `terms.mode`).
+//! Versions: every type is `1.0` except `ChannelOrderFailed` `2.0` (added `retryable`),
+//! `OrderCreated` `2.0` (added `terms.mode`) and `ChannelOrderOpened` `2.0` (added `account`).
 
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::commands::{ChannelOrder, CloseReason, OrderTerms};
+use crate::commands::{ChannelAccountRef, ChannelOrder, CloseReason, OrderTerms};
 use crate::money::Money;
 
 /// Payload version of the event types that never changed.
@@ -22,6 +22,8 @@ pub const EVENT_VERSION: &str = "1.0";
 pub const CHANNEL_ORDER_FAILED_VERSION: &str = "2.0";
 /// Payload version of `OrderCreated` (2.0 added `terms.mode`).
 pub const ORDER_CREATED_VERSION: &str = "2.0";
+/// Payload version of `ChannelOrderOpened` (2.0 added `account`).
+pub const CHANNEL_ORDER_OPENED_VERSION: &str = "2.0";
 
 /// Every fact about a payment order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,9 @@ pub enum PaymentOrderEvent {
     /// The channel accepted the order; the payer can pay.
     ChannelOrderOpened {
         channel_order: ChannelOrder,
+        /// The channel account that opened it; `None` for orders opened before accounts were
+        /// recorded (version 1.0), which belong to the channel's legacy account.
+        account: Option<ChannelAccountRef>,
         opened_at: DateTime<Utc>,
     },
     /// The channel refused the order or could not be reached; the order failed.
@@ -132,6 +137,7 @@ impl PaymentOrderEvent {
         match self {
             Self::ChannelOrderFailed { .. } => CHANNEL_ORDER_FAILED_VERSION,
             Self::OrderCreated { .. } => ORDER_CREATED_VERSION,
+            Self::ChannelOrderOpened { .. } => CHANNEL_ORDER_OPENED_VERSION,
             _ => EVENT_VERSION,
         }
     }

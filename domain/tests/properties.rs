@@ -171,6 +171,7 @@ impl Op {
                 success,
                 amount,
             } => C::ReceiveChannelCallback {
+                account_id: None,
                 channel: "sandbox".to_string(),
                 notify_id: format!("N{notify}"),
                 channel_trade_no: format!("CH{trade}"),

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 use payledger_domain::{
-    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, CloseReason, Currency, Mode, Money, OrderError,
-    OrderStatus, OrderTerms, PaymentOrder, PaymentOrderCommand as C, PaymentOrderEvent as E, RefundOutcome,
+    ids, CallbackOutcome, ChannelAccountRef, ChannelOrder, ChannelOrderOutcome, CloseReason, Currency, Mode, Money,
+    OrderError, OrderStatus, OrderTerms, PaymentOrder, PaymentOrderCommand as C, PaymentOrderEvent as E, RefundOutcome,
     RefundStatus, AMOUNT_MINOR_MAX,
 };
 use uuid::Uuid;
@@ -81,6 +81,7 @@ fn place_order(terms: OrderTerms, outcome: ChannelOrderOutcome) -> C {
         order_id: order_id(),
         terms,
         created_at: at(0),
+        account: None,
         outcome,
         recorded_at: at(1),
     }
@@ -118,6 +119,7 @@ fn success_callback(notify_id: &str, amount: Money) -> C {
 
 fn success_callback_for_trade(notify_id: &str, channel_trade_no: &str, amount: Money) -> C {
     C::ReceiveChannelCallback {
+        account_id: None,
         channel: "sandbox".to_string(),
         notify_id: notify_id.to_string(),
         channel_trade_no: channel_trade_no.to_string(),
@@ -128,6 +130,7 @@ fn success_callback_for_trade(notify_id: &str, channel_trade_no: &str, amount: M
 
 fn failed_callback(notify_id: &str) -> C {
     C::ReceiveChannelCallback {
+        account_id: None,
         channel: "sandbox".to_string(),
         notify_id: notify_id.to_string(),
         channel_trade_no: "CH_TRADE_1".to_string(),
@@ -187,6 +190,7 @@ fn order_created() -> E {
 
 fn channel_order_opened() -> E {
     E::ChannelOrderOpened {
+        account: None,
         channel_order: channel_order(),
         opened_at: at(1),
     }
@@ -625,6 +629,68 @@ async fn callback_from_another_channel_is_wrong_channel() {
             order: "sandbox".to_string(),
             callback: "wechatpay".to_string(),
         });
+}
+
+fn opened_with_account(id: &str) -> E {
+    E::ChannelOrderOpened {
+        account: Some(ChannelAccountRef {
+            id: id.to_string(),
+            app_id: Some("wx-app".to_string()),
+            mch_id: Some("1230000109".to_string()),
+        }),
+        channel_order: channel_order(),
+        opened_at: at(1),
+    }
+}
+
+fn callback_verified_by(account_id: Option<&str>) -> C {
+    let mut cmd = success_callback("N1", cny(ORDER_AMOUNT_MINOR));
+    if let C::ReceiveChannelCallback { account_id: a, .. } = &mut cmd {
+        *a = account_id.map(str::to_string);
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn callback_verified_by_another_account_of_the_channel_is_refused() {
+    framework()
+        .given(vec![order_created(), opened_with_account("old")])
+        .when_async(callback_verified_by(Some("new")))
+        .await
+        .then_expect_error(OrderError::WrongChannelAccount {
+            order: "old".to_string(),
+            callback: "new".to_string(),
+        });
+}
+
+#[tokio::test]
+async fn callback_verified_by_the_account_that_placed_the_order_pays_it() {
+    framework()
+        .given(vec![order_created(), opened_with_account("old")])
+        .when_async(callback_verified_by(Some("old")))
+        .await
+        .then_expect_events(vec![payment_succeeded("N1", false)]);
+}
+
+#[tokio::test]
+async fn an_order_opened_before_accounts_takes_a_callback_of_any_account() {
+    // ChannelOrderOpened 1.0 says nothing about the account: the registry's legacy account
+    // verifies these orders' notifications, and the aggregate has nothing to compare.
+    framework()
+        .given(vec![order_created(), channel_order_opened()])
+        .when_async(callback_verified_by(Some("main")))
+        .await
+        .then_expect_events(vec![payment_succeeded("N1", false)]);
+}
+
+#[test]
+fn the_order_remembers_the_account_that_opened_it() {
+    let mut order = PaymentOrder::default();
+    cqrs_es::Aggregate::apply(&mut order, order_created());
+    cqrs_es::Aggregate::apply(&mut order, opened_with_account("old"));
+    let account = order.order.unwrap().channel_account.unwrap();
+    assert_eq!(account.id, "old");
+    assert_eq!(account.identity(), "app_id=wx-app mch_id=1230000109");
 }
 
 #[tokio::test]

@@ -10,7 +10,10 @@
 //!   replay.
 //! - [`queries`]: reads of those tables for the HTTP API; [`openapi`]: the schemas of the
 //!   domain's wire enums those reads answer with.
+//! - [`accounts`]: which channel accounts still serve open orders (read before an account is
+//!   removed or changed).
 
+pub mod accounts;
 pub mod journal;
 pub mod journal_projection;
 pub mod openapi;

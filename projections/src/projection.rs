@@ -145,6 +145,8 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
             v.last_sequence.into(),
             to_json(v)?.into(),
             fmt_ts(v.expire_at).into(),
+            v.channel_account.as_deref().into(),
+            v.channel_account_identity.as_deref().into(),
         ]);
         for r in &v.refunds {
             refunds.push(vec![
@@ -162,9 +164,10 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
             ]);
         }
     }
+    let order_view = tables.name("order_view");
     sql::insert_rows(
         conn,
-        &tables.name("order_view"),
+        &order_view,
         &[
             "order_id",
             "merchant_id",
@@ -179,10 +182,18 @@ async fn store_views(conn: &mut AnyConnection, tables: &Tables, views: &[&OrderV
             "last_sequence",
             "doc",
             "expire_at",
+            "channel_account",
+            "channel_account_identity",
         ],
         &orders,
-        "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
-         last_sequence = excluded.last_sequence, doc = excluded.doc",
+        // The account columns are not in the document a later batch loads the view from: keep
+        // what an earlier batch recorded.
+        &format!(
+            "ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, \
+             last_sequence = excluded.last_sequence, doc = excluded.doc, \
+             channel_account = COALESCE(excluded.channel_account, {order_view}.channel_account), \
+             channel_account_identity = COALESCE(excluded.channel_account_identity, {order_view}.channel_account_identity)"
+        ),
     )
     .await?;
     sql::insert_rows(

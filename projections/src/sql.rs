@@ -11,6 +11,14 @@ pub const PARAMS_PER_STATEMENT_MAX: usize = 30_000;
 pub enum Value {
     Int(i64),
     Text(String),
+    /// SQL `NULL` (of a text column).
+    Null,
+}
+
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Value::Null, Value::from)
+    }
 }
 
 impl From<i64> for Value {
@@ -69,6 +77,7 @@ pub async fn insert_rows(
                 query = match v {
                     Value::Int(i) => query.bind(*i),
                     Value::Text(s) => query.bind(s.as_str()),
+                    Value::Null => query.bind(Option::<String>::None),
                 };
             }
         }

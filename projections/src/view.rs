@@ -65,6 +65,13 @@ pub struct OrderView {
     pub refunds: Vec<RefundView>,
     /// Sequence of the last event folded in.
     pub last_sequence: i64,
+    /// The channel account that opened the order (its id), when recorded: the platform's
+    /// business, not the merchant's, so stored in its own column and never in the document.
+    #[serde(skip)]
+    pub channel_account: Option<String>,
+    /// That account's channel-side identity ([`payledger_domain::ChannelAccountRef::identity`]).
+    #[serde(skip)]
+    pub channel_account_identity: Option<String>,
 }
 
 /// One refund as the merchant sees it (schema `Refund`).
@@ -143,6 +150,8 @@ impl OrderView {
                 updated_at: *created_at,
                 refunds: vec![],
                 last_sequence: sequence,
+                channel_account: None,
+                channel_account_identity: None,
             });
         }
         let mut v = view.ok_or_else(|| format!("{} at sequence {sequence} before OrderCreated", event.name()))?;
@@ -151,9 +160,13 @@ impl OrderView {
         }
         match event {
             E::OrderCreated { .. } => unreachable!("handled above"),
-            E::ChannelOrderOpened { channel_order, .. } => {
+            E::ChannelOrderOpened {
+                channel_order, account, ..
+            } => {
                 v.pay_url = channel_order.pay_url.clone();
                 v.qr_code = channel_order.qr_code.clone();
+                v.channel_account = account.as_ref().map(|a| a.id.clone());
+                v.channel_account_identity = account.as_ref().map(|a| a.identity());
             }
             E::ChannelOrderFailed { code, message, .. } => {
                 v.status = OrderStatus::Failed;

@@ -67,6 +67,7 @@ fn command(op: &Op, step: usize) -> (usize, C) {
         Op::Pay { order, trade, short } => (
             order,
             C::ReceiveChannelCallback {
+                account_id: None,
                 channel: "sandbox".into(),
                 notify_id: format!("N{step}"),
                 channel_trade_no: format!("CH{trade}"),

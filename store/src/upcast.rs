@@ -5,13 +5,18 @@
 //! |---|---|---|---|
 //! | `ChannelOrderFailed` | 1.0 | 2.0 | added `retryable` |
 //! | `OrderCreated` | 1.0 | 2.0 | added `terms.mode` |
+//! | `ChannelOrderOpened` | 1.0 | 2.0 | added `account` (`null`: the channel's legacy account) |
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-use payledger_domain::{Mode, CHANNEL_ORDER_FAILED_VERSION, ORDER_CREATED_VERSION};
+use payledger_domain::{Mode, CHANNEL_ORDER_FAILED_VERSION, CHANNEL_ORDER_OPENED_VERSION, ORDER_CREATED_VERSION};
 
 /// Every upcaster, applied in order.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(ChannelOrderFailedV1), Box::new(OrderCreatedV1)]
+    vec![
+        Box::new(ChannelOrderFailedV1),
+        Box::new(OrderCreatedV1),
+        Box::new(ChannelOrderOpenedV1),
+    ]
 }
 
 /// `tagged` (`{"<EventType>": {fields}}`, stored at `event_version`) at the current version of
@@ -91,6 +96,32 @@ impl EventUpcaster for OrderCreatedV1 {
             terms.insert("mode".into(), serde_json::Value::String(mode.as_str().into()));
         }
         event.event_version = ORDER_CREATED_VERSION.to_string();
+        event
+    }
+}
+
+/// `ChannelOrderOpened` 1.0 → 2.0: adds `account`, `null`.
+///
+/// Before accounts were recorded a channel had exactly one account, and the event does not say
+/// which: `null` reads as "the channel's legacy account", the one the configuration marks
+/// `legacy = true`, or its only account (see the command API's configuration docs). Nothing
+/// better can be said without inventing a fact.
+pub struct ChannelOrderOpenedV1;
+
+impl EventUpcaster for ChannelOrderOpenedV1 {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        event_type == "ChannelOrderOpened" && event_version == "1.0"
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(fields) = event
+            .payload
+            .get_mut("ChannelOrderOpened")
+            .and_then(|f| f.as_object_mut())
+        {
+            fields.insert("account".into(), serde_json::Value::Null);
+        }
+        event.event_version = CHANNEL_ORDER_OPENED_VERSION.to_string();
         event
     }
 }

@@ -87,6 +87,7 @@ fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
             expire_at: created_at + chrono::Duration::seconds(900),
         },
         E::ChannelOrderOpened {
+            account: None,
             channel_order: ChannelOrder {
                 pay_url: Some(format!("http://127.0.0.1:8080/sandbox/pay/{order_id}")),
                 qr_code: None,

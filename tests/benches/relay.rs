@@ -57,6 +57,7 @@ async fn append_orders(db: &Database, prefix: &str, orders: usize) -> Duration {
                     recorded_at: Utc::now(),
                 },
                 PaymentOrderCommand::ReceiveChannelCallback {
+                    account_id: None,
                     channel: "sandbox".into(),
                     notify_id: format!("n-{i}"),
                     channel_trade_no: format!("t-{i}"),

@@ -8,14 +8,17 @@ use payledger_channel_adapters::simulator::wechatpay::{
 use payledger_command_api::config::ChannelAccounts;
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
-/// The channel accounts of a `payledger.toml` (written into `dir`) with one WeChat Pay account,
-/// `main`, whose API is the simulator `sim` and whose keys are the simulator's test keys.
-pub fn wechatpay_accounts(sim: &WechatPaySimulator, dir: &std::path::Path) -> ChannelAccounts {
-    let toml = format!(
+/// The `[channels.wechatpay.<id>]` table of an account whose API is the simulator `sim`, with
+/// `mch_id` and `app_id` (the simulator's, [`SimulatorConfig`]'s) and the simulator's test keys
+/// inline; `extra` lines (e.g. `new_orders = false`) are added to the table.
+///
+/// [`SimulatorConfig`]: payledger_channel_adapters::simulator::wechatpay::SimulatorConfig
+pub fn wechatpay_account_toml(id: &str, sim: &WechatPaySimulator, mch_id: &str, app_id: &str, extra: &str) -> String {
+    format!(
         r#"
-[channels.wechatpay.main]
-app_id = "{TEST_APP_ID}"
-mch_id = "{TEST_MCH_ID}"
+[channels.wechatpay.{id}]
+app_id = "{app_id}"
+mch_id = "{mch_id}"
 merchant_serial_no = "{TEST_MERCHANT_SERIAL}"
 merchant_private_key_pem = """
 {merchant_key}"""
@@ -24,6 +27,7 @@ platform_public_key_pem = """
 {platform_key}"""
 api_v3_key = "{api_v3_key}"
 base_url = "{base}"
+{extra}
 "#,
         merchant_key = *test_merchant_key().to_pkcs8_pem(LineEnding::LF).expect("pem"),
         platform_key = test_platform_keys()
@@ -32,7 +36,13 @@ base_url = "{base}"
             .expect("pem"),
         api_v3_key = std::str::from_utf8(TEST_API_V3_KEY).expect("ascii"),
         base = sim.base_url(),
-    );
+    )
+}
+
+/// The channel accounts of a `payledger.toml` (written into `dir`) with one WeChat Pay account,
+/// `main`, whose API is the simulator `sim` and whose keys are the simulator's test keys.
+pub fn wechatpay_accounts(sim: &WechatPaySimulator, dir: &std::path::Path) -> ChannelAccounts {
+    let toml = wechatpay_account_toml("main", sim, TEST_MCH_ID, TEST_APP_ID, "");
     let file = dir.join("payledger.toml");
     std::fs::write(&file, toml).expect("config file");
     ChannelAccounts::load(&file).expect("the configuration loads")
@@ -47,26 +57,44 @@ pub const ALIPAY_APP_ID: &str = "2021000000000001";
 /// # Panics
 /// When the fixture is missing or the simulator cannot start.
 pub async fn start_alipay_simulator() -> AlipaySimulator {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures/alipay");
+    start_alipay_simulator_for(ALIPAY_APP_ID).await
+}
+
+/// As [`start_alipay_simulator`], for the application `app_id` (with the same key).
+///
+/// # Panics
+/// When the fixture is missing or the simulator cannot start.
+pub async fn start_alipay_simulator_for(app_id: &str) -> AlipaySimulator {
     let app_public = payledger_channel_adapters::alipay::account::parse_public_key(
-        &std::fs::read_to_string(fixtures.join("app_public_spki.pem")).expect("fixture"),
+        &std::fs::read_to_string(fixtures().join("app_public_spki.pem")).expect("fixture"),
     )
     .expect("app public key");
-    AlipaySimulator::start(ALIPAY_APP_ID, app_public)
+    AlipaySimulator::start(app_id, app_public)
         .await
         .expect("Alipay simulator")
 }
 
-/// The channel accounts with one Alipay account, `main`, whose gateway is `gateway_url` (the
-/// simulator `sim`'s, or a proxy in front of it), its keys inline (the application key is the
-/// channel adapters' test fixture, Alipay's public key the simulator's).
-pub fn alipay_accounts(sim: &AlipaySimulator, gateway_url: &str) -> ChannelAccounts {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures/alipay");
-    let app_private = std::fs::read_to_string(fixtures.join("app_private_pkcs8.pem")).expect("fixture");
+/// The `[channels.alipay.<id>]` table of an account of application `app_id` (the simulator
+/// `sim`'s) whose gateway is `gateway_url` (the simulator's, or a proxy in front of it), its keys
+/// inline (the application key is the channel adapters' test fixture, Alipay's public key the
+/// simulator's); `extra` lines are added to the table.
+pub fn alipay_account_toml(id: &str, sim: &AlipaySimulator, app_id: &str, gateway_url: &str, extra: &str) -> String {
+    let app_private = std::fs::read_to_string(fixtures().join("app_private_pkcs8.pem")).expect("fixture");
     let alipay_public = sim.alipay_public_key().to_public_key_pem(LineEnding::LF).expect("pem");
-    let toml = format!(
-        "[channels.alipay.main]\napp_id = \"{ALIPAY_APP_ID}\"\napp_private_key_pem = '''{app_private}'''\n\
-         alipay_public_key_pem = '''{alipay_public}'''\ngateway_url = \"{gateway_url}\"\nseller_id = \"{SIM_SELLER_ID}\"\n"
-    );
-    ChannelAccounts::parse(&toml, "test.toml", &fixtures).expect("the account parses")
+    format!(
+        "\n[channels.alipay.{id}]\napp_id = \"{app_id}\"\napp_private_key_pem = '''{app_private}'''\n\
+         alipay_public_key_pem = '''{alipay_public}'''\ngateway_url = \"{gateway_url}\"\nseller_id = \"{SIM_SELLER_ID}\"\n{extra}\n"
+    )
+}
+
+/// The channel accounts with one Alipay account, `main`, of the test application
+/// ([`alipay_account_toml`]).
+pub fn alipay_accounts(sim: &AlipaySimulator, gateway_url: &str) -> ChannelAccounts {
+    let toml = alipay_account_toml("main", sim, ALIPAY_APP_ID, gateway_url, "");
+    ChannelAccounts::parse(&toml, "test.toml", &fixtures()).expect("the account parses")
+}
+
+/// The channel adapters' Alipay key fixtures.
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../channel-adapters/tests/fixtures/alipay")
 }

@@ -177,6 +177,18 @@ impl TestServer {
         relay: Option<&RelayConfig>,
         configure: Option<&Configure>,
     ) -> Running {
+        Self::try_boot(url, listen, schedule, relay, configure)
+            .await
+            .expect("server starts")
+    }
+
+    async fn try_boot(
+        url: &str,
+        listen: SocketAddr,
+        schedule: &RetrySchedule,
+        relay: Option<&RelayConfig>,
+        configure: Option<&Configure>,
+    ) -> Result<Running, String> {
         // Warnings and errors of the server show in a failing test's output (RUST_LOG to change).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
@@ -199,7 +211,7 @@ impl TestServer {
         if let Some(configure) = configure {
             configure(&mut config);
         }
-        app::start(config).await.expect("server starts")
+        app::start(config).await.map_err(|e| format!("{e:#}"))
     }
 
     /// Stops the server (graceful) and starts it again on the same database and port, as a
@@ -209,6 +221,25 @@ impl TestServer {
             r.shutdown().await;
         }
         self.running = Some(self.boot_again().await);
+    }
+
+    /// As [`TestServer::restart`], but a start that fails is returned (the server then stays
+    /// stopped; [`TestServer::restart`] starts it again).
+    ///
+    /// # Errors
+    /// The start's error, with its causes.
+    pub async fn try_restart(&mut self) -> Result<(), String> {
+        self.stop().await;
+        let running = Self::try_boot(
+            &self.db.url,
+            self.addr,
+            &self.schedule,
+            self.relay.as_ref(),
+            self.configure.as_ref(),
+        )
+        .await?;
+        self.running = Some(running);
+        Ok(())
     }
 
     /// Kills the server without any graceful step, as a crash would (every task is aborted,

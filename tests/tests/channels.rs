@@ -700,7 +700,11 @@ async fn create_expired(w: &World, out_trade_no: &str, amount: i64, channel: &st
 /// configuration.
 async fn place_at_wechatpay(w: &World, order_id: Uuid, amount: i64) {
     let channels = w.accounts.channels(&w.s.base).expect("channels");
-    let channel = channels.iter().find(|c| c.name() == "wechatpay").expect("wechatpay");
+    let channel = channels
+        .iter()
+        .find(|(c, _)| c.name() == "wechatpay")
+        .map(|(c, _)| c)
+        .expect("wechatpay");
     channel
         .create(&CreateChannelOrder {
             order_id,

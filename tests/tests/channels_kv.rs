@@ -1,6 +1,8 @@
 //! Channel accounts from the NATS KV bucket (NATS mode): a WeChat Pay account put into the bucket
-//! enables the channel without restart, a changed value replaces the adapter, a deleted key
-//! disables the channel again. SQLite only: the registry is the same on both backends.
+//! enables the channel without restart; a change that would strand the account's open order
+//! (another merchant id in place, deleting it) is refused; a second account takes the new orders
+//! while the first still settles its own; deleted keys remove accounts and, the last one, the
+//! channel. SQLite only: the registry is the same on both backends.
 
 use std::time::Duration;
 
@@ -17,8 +19,9 @@ use serde_json::json;
 /// How long a KV change may take to reach the live registry.
 const APPLIED: Duration = Duration::from_secs(10);
 
-/// The KV value of the simulator's test account with merchant id `mch_id`, keys inline as PEM.
-fn wechatpay_value(mch_id: &str, base_url: &str) -> String {
+/// The KV value of the simulator's test account with merchant id `mch_id`, keys inline as PEM,
+/// and `extra` lines.
+fn wechatpay_value(mch_id: &str, base_url: &str, extra: &str) -> String {
     let private_pem = test_merchant_key().to_pkcs8_pem(LineEnding::LF).expect("pem");
     let public_pem = test_platform_keys()
         .public_key
@@ -35,6 +38,7 @@ platform_public_key_pem = """
 {public_pem}"""
 api_v3_key = "{api_v3_key}"
 base_url = "{base_url}"
+{extra}
 "#,
         private = private_pem.as_str(),
         api_v3_key = std::str::from_utf8(TEST_API_V3_KEY).expect("ascii"),
@@ -82,7 +86,7 @@ async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
     // Put the simulator's account: the channel comes up without restart.
     kv.put(
         "channels.wechatpay.main",
-        wechatpay_value(TEST_MCH_ID, wechat.base_url()).into(),
+        wechatpay_value(TEST_MCH_ID, wechat.base_url(), "").into(),
     )
     .await
     .expect("put");
@@ -107,32 +111,110 @@ async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
     kv.put("channels.wechatpay.main", "mch_id = 1\n".into())
         .await
         .expect("put");
-    // Another merchant id: the simulator refuses the new adapter's requests.
-    let refused_before = wechat.requests_refused();
+    // Another merchant id in place, under the order awaiting payment: refused, the account stays
+    // (the old merchant's order would be asked about at a merchant that does not know it).
     kv.put(
         "channels.wechatpay.main",
-        wechatpay_value("1900000001", wechat.base_url()).into(),
+        wechatpay_value("1900000001", wechat.base_url(), "").into(),
     )
     .await
     .expect("put");
-    let failed = eventually(APPLIED, || async {
-        let r = create_order(&s, &m).await;
-        (r.status != 201 || r.json["status"] != "awaiting_payment").then_some(r)
+    // The move done right: a new account (another merchant, another simulator) for new orders,
+    // the old one closed to them.
+    let wechat_new = WechatPaySimulator::start(SimulatorConfig {
+        mch_id: "1900000001".into(),
+        ..SimulatorConfig::for_test_account()
     })
     .await
-    .expect("orders fail at the simulator once the changed account applies");
-    assert!(wechat.requests_refused() > refused_before, "{}", failed.text);
-    assert_ne!(failed.status, 422, "the channel is still enabled: {}", failed.text);
+    .expect("WeChat Pay simulator");
+    kv.put(
+        "channels.wechatpay.next",
+        wechatpay_value("1900000001", wechat_new.base_url(), "").into(),
+    )
+    .await
+    .expect("put");
+    kv.put(
+        "channels.wechatpay.main",
+        wechatpay_value(TEST_MCH_ID, wechat.base_url(), "new_orders = false").into(),
+    )
+    .await
+    .expect("put");
+    // Orders created until the change applies still go to the old account: they are paid there.
+    let mut at_old = vec![order_id.clone()];
+    let moved = loop {
+        let r = create_order(&s, &m).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let id = r.json["order_id"].as_str().expect("order_id").replace('-', "");
+        if wechat_new.order(&id).is_some() {
+            break id;
+        }
+        assert!(at_old.len() < 200, "new orders never went to the new account");
+        at_old.push(id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(wechat.order(&moved).is_none());
+    assert_eq!(
+        wechat.requests_refused(),
+        0,
+        "the in-place change never reached the simulator"
+    );
 
-    // Delete the key: the channel disappears again.
+    // Deleting the old account's key while its order awaits payment is refused too.
+    kv.delete("channels.wechatpay.main").await.expect("delete");
+    // The old orders are paid at the old account, the new one at the new account.
+    for id in &at_old {
+        let delivery = wechat.pay(id).await.expect("delivered");
+        assert_eq!(delivery.status, 204, "the old account still verifies its notifications");
+        assert!(
+            delivery.notify_url.ends_with("/v1/callbacks/wechatpay/main"),
+            "{}",
+            delivery.notify_url
+        );
+    }
+    assert_eq!(wechat_new.pay(&moved).await.expect("delivered").status, 204);
+    for id in at_old.iter().chain([&moved]) {
+        let paid = eventually(APPLIED, || async {
+            let r = s
+                .call("GET", &format!("/v1/orders/{id}"), Some(&m.live_api_key), None)
+                .await;
+            (r.json["status"] == "paid").then_some(())
+        })
+        .await;
+        assert!(paid.is_some(), "order {id} paid");
+    }
+
+    // Nothing is open at the old account now: put and delete it again, and it goes.
+    kv.put(
+        "channels.wechatpay.main",
+        wechatpay_value(TEST_MCH_ID, wechat.base_url(), "new_orders = false").into(),
+    )
+    .await
+    .expect("put");
     kv.delete("channels.wechatpay.main").await.expect("delete");
     let gone = eventually(APPLIED, || async {
+        let r = s
+            .call("POST", "/v1/callbacks/wechatpay/main", None, Some(&json!({})))
+            .await;
+        (r.status == 404).then_some(r)
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the old account is removed once it serves no open order"
+    );
+    // Deleting the last account disables the channel.
+    kv.delete("channels.wechatpay.next").await.expect("delete");
+    let disabled = eventually(APPLIED, || async {
         let r = create_order(&s, &m).await;
         (r.status == 422).then_some(r)
     })
     .await
-    .expect("the channel is disabled once its key is deleted");
-    assert!(gone.text.contains("unknown or disabled channel"), "{}", gone.text);
+    .expect("the channel is disabled once its accounts are deleted");
+    assert!(
+        disabled.text.contains("unknown or disabled channel"),
+        "{}",
+        disabled.text
+    );
 
     let _ = jetstream::Context::delete_key_value(&stream.js, &bucket).await;
 }

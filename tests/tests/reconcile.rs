@@ -109,6 +109,7 @@ async fn build_ledger(db: &Database, channel: &str) {
                 recorded_at: paid_at - chrono::Duration::minutes(1),
             },
             C::ReceiveChannelCallback {
+                account_id: None,
                 channel: channel.into(),
                 notify_id: format!("n-{}", p.trade),
                 channel_trade_no: p.trade.into(),

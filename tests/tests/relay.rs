@@ -491,6 +491,7 @@ fn one_of_each() -> Vec<Value> {
             expire_at: now,
         },
         PaymentOrderEvent::ChannelOrderOpened {
+            account: None,
             channel_order: payledger_domain::ChannelOrder {
                 pay_url: Some("https://pay.example/1".into()),
                 qr_code: None,

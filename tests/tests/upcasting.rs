@@ -2,7 +2,8 @@
 //! `tests/fixtures/events_v1.json` holds real rows written by payledger before
 //! `ChannelOrderFailed` 2.0 (which added `retryable`): a paid and partly refunded order and two
 //! orders whose channel order failed (unreachable, refused), all on the sandbox and written
-//! before `OrderCreated` 2.0 (which added `terms.mode`). On both backends they are inserted as
+//! before `OrderCreated` 2.0 (which added `terms.mode`) and `ChannelOrderOpened` 2.0 (which added
+//! `account`). On both backends they are inserted as
 //! stored rows into a database of that time (migrations up to 0006), the database is upgraded,
 //! and they are read through the global log, the aggregate, the flows and the projections.
 
@@ -120,6 +121,27 @@ async fn version_1_events_still_load(backend: Backend) {
         }
     }
 
+    // ChannelOrderOpened 1.0 did not say which account opened the order: account `None`, the
+    // channel's legacy account.
+    let paid = v1_order_id("V1-PAID");
+    let events = db.log().order_events(paid).await.expect("order events");
+    let opened = events
+        .iter()
+        .find(|e| matches!(e.event, E::ChannelOrderOpened { .. }))
+        .expect("ChannelOrderOpened");
+    assert_eq!(opened.event_version, "1.0", "the stored version is reported as stored");
+    match &opened.event {
+        E::ChannelOrderOpened {
+            account, channel_order, ..
+        } => {
+            assert_eq!(*account, None);
+            assert!(channel_order.pay_url.is_some(), "the rest of the payload is kept");
+        }
+        other => panic!("expected ChannelOrderOpened, got {other:?}"),
+    }
+    let state = flows.order(paid).await.expect("load").expect("order");
+    assert_eq!(state.channel_account, None);
+
     // The aggregate loads them and decides on them.
     let failed = v1_order_id("V1-UNAVAILABLE");
     let close = db
@@ -170,7 +192,7 @@ async fn version_1_events_still_load(backend: Backend) {
         .channels("http://127.0.0.1:9")
         .expect("channels")
     {
-        channels = channels.with(c);
+        channels = channels.with(c.0);
     }
     let live_flows = Flows {
         channels,

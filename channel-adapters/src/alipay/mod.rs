@@ -27,7 +27,7 @@ pub mod types;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use payledger_domain::{ChannelOrder, Currency, Money};
+use payledger_domain::{ChannelAccountRef, ChannelOrder, Currency, Money};
 use uuid::Uuid;
 
 pub use account::{AlipayAccount, KeyError, DEFAULT_GATEWAY_URL};
@@ -203,6 +203,16 @@ fn unavailable(method: &str, what: impl std::fmt::Display) -> ChannelError {
 impl Channel for AlipayChannel {
     fn name(&self) -> &'static str {
         CHANNEL_NAME
+    }
+
+    /// The account's id, `app_id`, and `seller_id` when configured.
+    fn channel_account(&self) -> ChannelAccountRef {
+        let account = &self.client.account;
+        ChannelAccountRef {
+            id: account.account_id.clone(),
+            app_id: Some(account.app_id.clone()),
+            mch_id: account.seller_id.clone(),
+        }
     }
 
     fn capabilities(&self) -> &'static crate::Capabilities {

@@ -169,8 +169,9 @@ impl Requester for Loopback {
         self.subjects.lock().unwrap().push(subject.clone());
         let mut tokens = subject.rsplitn(3, '.');
         let (op, channel) = (tokens.next().unwrap(), tokens.next().unwrap());
+        let account = requested_account(&payload).expect("every request names its account");
         answer(
-            self.channels.get(channel),
+            self.channels.account(channel, &account),
             channel,
             Operation::parse(op).unwrap(),
             &payload,
@@ -218,14 +219,14 @@ async fn a_remote_channel_answers_as_the_adapter_it_reaches() {
         subjects: Mutex::default(),
     });
     let remote = local.remote(service.clone(), "test.channel");
-    let channel = remote.get("sandbox").unwrap();
+    let channel = remote.for_new_order("sandbox").unwrap();
     assert_eq!(channel.name(), "sandbox");
-    assert_eq!(channel.methods(), local.get("sandbox").unwrap().methods());
+    assert_eq!(channel.methods(), local.for_new_order("sandbox").unwrap().methods());
 
     let request = create_request();
     assert_eq!(
         channel.create(&request).await.unwrap(),
-        local.get("sandbox").unwrap().create(&request).await.unwrap()
+        local.for_new_order("sandbox").unwrap().create(&request).await.unwrap()
     );
     // The sandbox has no queries: Unsupported, named after the channel and operation.
     assert_eq!(
@@ -264,7 +265,7 @@ async fn a_channel_not_enabled_at_the_service_is_unavailable() {
         channels: Channels::default(),
         subjects: Mutex::default(),
     });
-    let channel = here.remote(service, "p").get("sandbox").unwrap();
+    let channel = here.remote(service, "p").for_new_order("sandbox").unwrap();
     assert!(matches!(
         channel.create(&create_request()).await,
         Err(ChannelError::Unavailable(m)) if m.contains("not enabled")
@@ -279,7 +280,7 @@ async fn a_channel_not_enabled_at_the_service_is_unavailable() {
 #[tokio::test]
 async fn transport_failures_become_timeout_or_unavailable() {
     let here = Channels::default().with(sandbox());
-    let get = |e: RequestError| here.remote(Arc::new(Failing(e)), "p").get("sandbox").unwrap();
+    let get = |e: RequestError| here.remote(Arc::new(Failing(e)), "p").for_new_order("sandbox").unwrap();
     assert!(matches!(
         get(RequestError::Timeout).create(&create_request()).await,
         Err(ChannelError::Timeout(m)) if m.contains("p.sandbox.create")
@@ -319,7 +320,7 @@ async fn a_callback_body_over_the_limit_is_refused_before_it_is_sent() {
         channels: here.local(),
         subjects: Mutex::default(),
     });
-    let channel = here.remote(service.clone(), "p").get("sandbox").unwrap();
+    let channel = here.remote(service.clone(), "p").for_new_order("sandbox").unwrap();
     let headers = http::HeaderMap::new();
     // At the limit it is sent (and refused by the sandbox: no signature).
     let at_limit = vec![b' '; CALLBACK_BODY_BYTES_MAX];
@@ -349,4 +350,40 @@ async fn a_malformed_request_is_a_service_error() {
         .await
         .unwrap_err();
     assert_eq!(e.operation, "parse_callback");
+}
+
+#[tokio::test]
+async fn each_request_names_its_account_and_the_service_answers_with_it() {
+    use crate::labelled::{account, who};
+    use crate::AccountUse;
+
+    let here = Channels::default();
+    let legacy_closed = AccountUse {
+        new_orders: false,
+        legacy: true,
+    };
+    here.insert_account(account("a", "1"), legacy_closed);
+    here.insert(account("b", "2"));
+    let service = Arc::new(Loopback {
+        channels: here.local(),
+        subjects: Mutex::default(),
+    });
+    let remote = here.remote(service, "p");
+    assert_eq!(who(&remote.for_new_order("wechatpay").unwrap()).await, "b");
+    assert_eq!(who(&remote.account("wechatpay", "a").unwrap()).await, "a");
+
+    // A request from before accounts names none: the channel's legacy account answers.
+    let payload = serde_json::to_vec(&create_request()).unwrap();
+    assert_eq!(requested_account(&payload), None);
+    let answered = answer(here.legacy("wechatpay").ok(), "wechatpay", Operation::Create, &payload)
+        .await
+        .unwrap();
+    let reply: Reply<ChannelOrder, WireChannelError> = serde_json::from_slice(&answered).unwrap();
+    assert_eq!(
+        reply,
+        Reply::Ok(ChannelOrder {
+            channel_ref: Some("a".into()),
+            ..ChannelOrder::default()
+        })
+    );
 }

@@ -22,7 +22,7 @@ pub mod types;
 
 use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
-use payledger_domain::{ChannelOrder, Money};
+use payledger_domain::{ChannelAccountRef, ChannelOrder, Money};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -223,6 +223,15 @@ impl WechatPayChannel {
 impl Channel for WechatPayChannel {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// The account's id, `appid` and `mchid`.
+    fn channel_account(&self) -> ChannelAccountRef {
+        ChannelAccountRef {
+            id: self.account.account_id.clone(),
+            app_id: Some(self.account.app_id.clone()),
+            mch_id: Some(self.account.mch_id.clone()),
+        }
     }
 
     fn capabilities(&self) -> &'static crate::Capabilities {

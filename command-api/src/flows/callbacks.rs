@@ -34,7 +34,8 @@ pub enum CallbackReceipt {
 }
 
 impl Flows {
-    /// Verifies `body` (with `headers`) as `channel`'s notification and records it on its
+    /// Verifies `body` (with `headers`) as the notification of `channel` (one account's
+    /// adapter: it speaks only for the orders that account placed) and records it on its
     /// order: a payment outcome as `ReceiveChannelCallback`, a refund outcome as
     /// `RecordRefundOutcome`. A repeated notification is a no-op in the aggregate. An amount
     /// that differs from the order's is flagged, and money for a closed order is kept as a late
@@ -56,6 +57,7 @@ impl Flows {
         let command = match verified {
             Notification::Payment(p) => PaymentOrderCommand::ReceiveChannelCallback {
                 channel: channel_name.to_string(),
+                account_id: Some(channel.channel_account().id),
                 notify_id: p.notify_id,
                 channel_trade_no: p.channel_trade_no,
                 outcome: p.outcome,
@@ -79,9 +81,11 @@ impl Flows {
                 }
             }
             // A channel speaks only for its own orders: to it, another channel's order is unknown.
-            Err(ExecuteError::Rejected(e @ (OrderError::OrderNotFound | OrderError::WrongChannel { .. }))) => {
-                CallbackReceipt::UnknownOrder(e)
-            }
+            Err(ExecuteError::Rejected(
+                e @ (OrderError::OrderNotFound
+                | OrderError::WrongChannel { .. }
+                | OrderError::WrongChannelAccount { .. }),
+            )) => CallbackReceipt::UnknownOrder(e),
             Err(e) => CallbackReceipt::NotRecorded(e),
         }
     }

@@ -50,16 +50,19 @@ impl Flows {
             return Settled::Skipped;
         }
         let channel_name = order.terms.channel.clone();
-        let Some(channel) = self.channels.get(&channel_name) else {
-            tracing::debug!(%order_id, channel = %channel_name, "order monitor: channel not enabled; not queried");
-            return Settled::Waiting;
+        let channel = match self.channels.for_order(&channel_name, order.channel_account.as_ref()) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!(%order_id, error = %e, "order monitor: the order's channel account is not available; not queried");
+                return Settled::Waiting;
+            }
         };
         match channel.query(order_id).await {
             Ok(ChannelPaymentStatus::Paid {
                 channel_trade_no,
                 amount,
                 paid_at,
-            }) => self.record_queried_payment(order_id, queried_payment(channel_name, channel_trade_no, amount, paid_at, now), actor).await.unwrap_or_else(|why| {
+            }) => self.record_queried_payment(order_id, queried_payment(channel.as_ref(), channel_trade_no, amount, paid_at, now), actor).await.unwrap_or_else(|why| {
                 tracing::warn!(%order_id, why = %why, "order monitor: a payment found before expiry was not recorded; asked again later");
                 Settled::Waiting
             }),
@@ -118,9 +121,11 @@ impl Flows {
             return Settled::Skipped;
         }
         let channel_name = order.terms.channel.clone();
-        let Some(channel) = self.channels.get(&channel_name) else {
-            // Not configured any more: we cannot ask whether money moved, so we do not close.
-            return Settled::Deferred(format!("channel {channel_name} is not enabled"));
+        // Only the account that placed the order can say whether money moved: without it, we do
+        // not close.
+        let channel = match self.channels.for_order(&channel_name, order.channel_account.as_ref()) {
+            Ok(channel) => channel,
+            Err(e) => return Settled::Deferred(e.to_string()),
         };
         match channel.query(order_id).await {
             Ok(ChannelPaymentStatus::Paid {
@@ -130,7 +135,7 @@ impl Flows {
             }) => self
                 .record_queried_payment(
                     order_id,
-                    queried_payment(channel_name, channel_trade_no, amount, paid_at, now),
+                    queried_payment(channel.as_ref(), channel_trade_no, amount, paid_at, now),
                     actor,
                 )
                 .await
@@ -186,14 +191,15 @@ impl Flows {
 /// The command a payment found by a query records: what the channel's lost notification would
 /// have recorded, with notify id `query:<channel_trade_no>`.
 fn queried_payment(
-    channel: String,
+    channel: &dyn Channel,
     channel_trade_no: String,
     amount: payledger_domain::Money,
     paid_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> PaymentOrderCommand {
     PaymentOrderCommand::ReceiveChannelCallback {
-        channel,
+        channel: channel.name().to_string(),
+        account_id: Some(channel.channel_account().id),
         notify_id: format!("query:{channel_trade_no}"),
         channel_trade_no,
         outcome: CallbackOutcome::Succeeded { amount, paid_at },

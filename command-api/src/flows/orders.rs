@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use payledger_channel_adapters::{ChannelError, CreateChannelOrder};
 use payledger_domain::aggregate::OrderState;
 use payledger_domain::{
-    ids, ChannelOrderOutcome, CloseReason, Mode, OrderError, OrderStatus, OrderTerms, PaymentOrder,
+    ids, ChannelAccountRef, ChannelOrderOutcome, CloseReason, Mode, OrderError, OrderStatus, OrderTerms, PaymentOrder,
     PaymentOrderCommand, PaymentOrderEvent,
 };
 use payledger_store::{ExecuteError, Executed, OrderOwner, Start};
@@ -106,7 +106,7 @@ impl Flows {
             .into());
         }
         let created_at = existing.as_ref().map_or(now, |o| o.created_at);
-        let (outcome, channel_error) = self
+        let (outcome, account, channel_error) = self
             .open_at_channel(order_id, &terms, terms.expire_at(created_at))
             .await?;
         crate::faults::point(crate::faults::AFTER_CHANNEL_CREATE);
@@ -115,6 +115,7 @@ impl Flows {
             terms,
             created_at: now,
             outcome,
+            account: Some(account),
             recorded_at: Utc::now(),
         };
         // The order was just seen not to exist: the append need not load it again (a
@@ -209,18 +210,20 @@ impl Flows {
         })
     }
 
-    /// Asks the order's channel to open it; the outcome to record, and the channel's error.
+    /// Asks the order's channel to open it, with the account that takes new orders; the outcome
+    /// to record, the account asked, and the channel's error.
     async fn open_at_channel(
         &self,
         order_id: Uuid,
         terms: &OrderTerms,
         expire_at: DateTime<Utc>,
-    ) -> Result<(ChannelOrderOutcome, Option<ChannelError>), FlowError> {
+    ) -> Result<(ChannelOrderOutcome, ChannelAccountRef, Option<ChannelError>), FlowError> {
         let channel_name = &terms.channel;
         let channel = self
             .channels
-            .get(channel_name)
+            .for_new_order(channel_name)
             .ok_or_else(|| FlowError::Internal(format!("channel {channel_name} vanished")))?;
+        let account = channel.channel_account();
         let request = CreateChannelOrder {
             order_id,
             amount: terms.amount,
@@ -232,10 +235,10 @@ impl Flows {
             payer_ip: None,
         };
         match crate::metrics::timed_channel_call(channel_name, "create", channel.create(&request)).await {
-            Ok(channel_order) => Ok((ChannelOrderOutcome::Opened(channel_order), None)),
+            Ok(channel_order) => Ok((ChannelOrderOutcome::Opened(channel_order), account, None)),
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "channel order failed");
-                Ok((failed_outcome(&e), Some(e)))
+                Ok((failed_outcome(&e), account, Some(e)))
             }
         }
     }

@@ -99,9 +99,11 @@ impl Flows {
         if refund.status != RefundStatus::Pending {
             return Ok(RefundExecution::AlreadySettled);
         }
-        let Some(channel) = self.channels.get(&order.terms.channel) else {
-            return Err(format!("channel {} is not enabled", order.terms.channel));
-        };
+        // The account that took the payment refunds it, whatever takes new orders now.
+        let channel = self
+            .channels
+            .for_order(&order.terms.channel, order.channel_account.as_ref())
+            .map_err(|e| e.to_string())?;
         let request = ChannelRefundRequest {
             order_id: order.order_id,
             refund_id: refund.refund_id,

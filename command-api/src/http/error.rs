@@ -170,7 +170,7 @@ impl From<OrderError> for ApiError {
             OrderError::InvalidAmount(m) => Self::field("amount", m.clone()),
             OrderError::CurrencyMismatch { .. } => Self::field("currency", e.to_string()),
             OrderError::ChannelNotInMode { .. } => Self::field("channel", e.to_string()),
-            OrderError::WrongChannel { .. } => conflict("wrong-channel"),
+            OrderError::WrongChannel { .. } | OrderError::WrongChannelAccount { .. } => conflict("wrong-channel"),
             OrderError::OutTradeNoConflict(_) => conflict("out-trade-no-conflict"),
             OrderError::OutRefundNoConflict(_) => conflict("out-refund-no-conflict"),
             OrderError::InvalidState { .. } => conflict("invalid-state"),

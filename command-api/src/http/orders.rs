@@ -113,9 +113,12 @@ async fn terms_of(state: &AppState, owner: &OrderOwner, req: CreateOrderRequest)
     let currency = validate::currency_code(&mut e, "currency", &req.currency)
         .then(|| parse_currency_code(&req.currency).map_err(|err| e.add("currency", err.to_string())))
         .and_then(Result::ok);
-    let channel = state.channels.get(&req.channel).filter(|_| mode.reaches(&req.channel));
+    let channel = state
+        .channels
+        .for_new_order(&req.channel)
+        .filter(|_| mode.reaches(&req.channel));
     let method = match &channel {
-        None if state.channels.get(&req.channel).is_some() => {
+        None if state.channels.for_new_order(&req.channel).is_some() => {
             let hint = match mode {
                 Mode::Test => "test mode reaches only the sandbox: use the live API key for real channels",
                 Mode::Live => "the sandbox is test mode's channel: use the test API key",
