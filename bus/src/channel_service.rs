@@ -136,7 +136,8 @@ pub async fn serve(
             // The account the request names; none: the channel's legacy account (a caller from
             // before accounts).
             let adapter = match remote::requested_account(&request.message.payload) {
-                Some(account) => channels.account(channel, &account),
+                // Only the same account at the channel: same id, same app_id / mch_id.
+                Some(account) => channels.for_order(channel, Some(&account)).ok(),
                 None => channels.legacy(channel).ok(),
             };
             handlers.spawn(async move {

@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use payledger_domain::{CallbackOutcome, ChannelAccountRef, ChannelOrder, Money, RefundOutcome};
+use payledger_domain::{CallbackOutcome, ChannelAccountRef, ChannelOrder, Mode, Money, RefundOutcome};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -339,10 +339,18 @@ impl Default for AccountUse {
 pub enum AccountError {
     /// No account of the channel is configured.
     #[error("channel {channel} is not enabled")]
-    ChannelNotEnabled { channel: String },
+    ChannelNotEnabled {
+        /// The channel's name.
+        channel: String,
+    },
     /// The account that placed the order is not configured any more.
     #[error("channel account {channel}.{account} is not configured, and it placed this order")]
-    NotConfigured { channel: String, account: String },
+    NotConfigured {
+        /// The channel's name.
+        channel: String,
+        /// The account's id.
+        account: String,
+    },
     /// An account of that name is configured with another channel-side identity: it is another
     /// account at the channel, which would not know the order.
     #[error(
@@ -350,9 +358,13 @@ pub enum AccountError {
          configure the new identity as a new account and keep this one"
     )]
     Changed {
+        /// The channel's name.
         channel: String,
+        /// The account's id.
         account: String,
+        /// The identity the order was placed with ([`ChannelAccountRef::identity`]).
         placed: String,
+        /// The identity configured under that id now.
         now: String,
     },
     /// The order was opened before accounts were recorded, and the channel has several accounts,
@@ -361,7 +373,12 @@ pub enum AccountError {
         "the order was opened before channel accounts were recorded, and channel {channel} has {accounts} accounts, \
          none marked legacy = true"
     )]
-    NoLegacyAccount { channel: String, accounts: usize },
+    NoLegacyAccount {
+        /// The channel's name.
+        channel: String,
+        /// How many accounts it has.
+        accounts: usize,
+    },
 }
 
 /// One configured account of a channel.
@@ -391,6 +408,9 @@ type Registry = BTreeMap<&'static str, BTreeMap<String, Account>>;
 #[derive(Clone, Default)]
 pub struct Channels {
     registry: Arc<RwLock<Registry>>,
+    /// Channel → the account its orders from before accounts were recorded were placed with
+    /// (see [`Channels::pin_legacy`]).
+    legacy_pins: Arc<RwLock<BTreeMap<String, ChannelAccountRef>>>,
     /// Set on a [remote view](Channels::remote): lookups wrap each adapter in a [`RemoteChannel`].
     remote: Option<(Arc<dyn Requester>, Arc<str>)>,
 }
@@ -473,13 +493,51 @@ impl Channels {
         Some(self.view(local))
     }
 
-    /// The account of channel `name` that serves orders opened before accounts were recorded:
-    /// the one marked [`AccountUse::legacy`], else the channel's only account.
+    /// Records that channel `name`'s orders from before accounts were recorded were placed with
+    /// `account`: from then on [`Channels::legacy`] serves them with that account only, checked
+    /// like a recorded one (its id, and its identity under that id). Stored by the server the
+    /// first time it sees the channel (when it has one account, or one marked legacy) and never
+    /// changed, so a later change of that account cannot go unnoticed.
+    pub fn pin_legacy(&self, name: &str, account: ChannelAccountRef) {
+        self.legacy_pins
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string(), account);
+    }
+
+    /// The account channel `name`'s orders from before accounts were recorded belong to, by the
+    /// configuration: the one marked [`AccountUse::legacy`], else the channel's only account
+    /// (what [`Channels::pin_legacy`] pins).
     ///
     /// # Errors
-    /// [`AccountError::ChannelNotEnabled`]; [`AccountError::NoLegacyAccount`] when the channel
-    /// has several accounts and none (or more than one) is marked.
+    /// As [`Channels::legacy`].
+    pub fn legacy_candidate(&self, name: &str) -> Result<ChannelAccountRef, AccountError> {
+        self.legacy_by_configuration(name).map(|a| a.channel_account())
+    }
+
+    /// The account of channel `name` that serves orders opened before accounts were recorded:
+    /// the [pinned](Channels::pin_legacy) one, else the one marked [`AccountUse::legacy`], else
+    /// the channel's only account.
+    ///
+    /// # Errors
+    /// [`AccountError::ChannelNotEnabled`]; for a pinned account, the errors of
+    /// [`Channels::for_order`]; else [`AccountError::NoLegacyAccount`] when the channel has
+    /// several accounts and none (or more than one) is marked.
     pub fn legacy(&self, name: &str) -> Result<Arc<dyn Channel>, AccountError> {
+        let pinned = self
+            .legacy_pins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        if let Some(pinned) = pinned {
+            return self.for_order(name, Some(&pinned));
+        }
+        Ok(self.view(self.legacy_by_configuration(name)?))
+    }
+
+    /// The adapter of [`Channels::legacy_candidate`].
+    fn legacy_by_configuration(&self, name: &str) -> Result<Arc<dyn Channel>, AccountError> {
         let local = {
             let registry = self.read();
             let accounts = registry.get(name).ok_or_else(|| AccountError::ChannelNotEnabled {
@@ -501,7 +559,12 @@ impl Channels {
                 }
             }
         };
-        Ok(self.view(local))
+        Ok(local)
+    }
+
+    /// The names of the channels with at least one account.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.read().keys().copied().collect()
     }
 
     /// The account that serves an order of channel `name` opened with `placed` (`None`: before
@@ -557,6 +620,7 @@ impl Channels {
     pub fn remote(&self, requester: Arc<dyn Requester>, subject_prefix: &str) -> Self {
         Self {
             registry: self.registry.clone(),
+            legacy_pins: self.legacy_pins.clone(),
             remote: Some((requester, Arc::from(subject_prefix))),
         }
     }
@@ -566,6 +630,7 @@ impl Channels {
     pub fn local(&self) -> Self {
         Self {
             registry: self.registry.clone(),
+            legacy_pins: self.legacy_pins.clone(),
             remote: None,
         }
     }
@@ -574,8 +639,14 @@ impl Channels {
     /// changes to the copy are not seen by this registry, nor the other way round. For trying a
     /// change before making it.
     pub fn detached(&self) -> Self {
+        let pins = self
+            .legacy_pins
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         Self {
             registry: Arc::new(RwLock::new(self.read().clone())),
+            legacy_pins: Arc::new(RwLock::new(pins)),
             remote: None,
         }
     }
@@ -587,6 +658,12 @@ impl Channels {
             .filter_map(|accounts| accounts.values().find(|a| a.usage.new_orders))
             .map(|a| a.adapter.capabilities())
             .collect()
+    }
+
+    /// As [`Channels::list`], only the channels `mode` reaches ([`Mode::reaches`]): what a
+    /// merchant's key of that mode may place orders with.
+    pub fn reachable_in(&self, mode: Mode) -> Vec<&'static Capabilities> {
+        self.list().into_iter().filter(|c| mode.reaches(c.channel)).collect()
     }
 }
 
@@ -769,6 +846,29 @@ mod tests {
             "only",
             "the marked one"
         );
+    }
+
+    #[tokio::test]
+    async fn a_pinned_legacy_account_is_checked_like_a_recorded_one() {
+        let channels = Channels::default().with(account("main", "1"));
+        channels.pin_legacy("wechatpay", channels.legacy_candidate("wechatpay").unwrap());
+        assert_eq!(who(&channels.legacy("wechatpay").unwrap()).await, "main");
+        // The only account, changed in place: the old orders are not its orders.
+        channels.insert(account("main", "2"));
+        assert!(matches!(
+            channels.legacy("wechatpay"),
+            Err(AccountError::Changed { .. })
+        ));
+        // Another account marked legacy does not move the pin.
+        channels.insert(account("main", "1"));
+        channels.insert_account(
+            account("other", "3"),
+            AccountUse {
+                new_orders: true,
+                legacy: true,
+            },
+        );
+        assert_eq!(who(&channels.legacy("wechatpay").unwrap()).await, "main");
     }
 
     #[tokio::test]

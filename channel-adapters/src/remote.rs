@@ -15,9 +15,11 @@
 //! | `query_refund` | [`RefundRef`] | [`ChannelRefundResult`] |
 //! | `parse_callback` | [`CallbackRequest`] | [`Notification`] |
 //!
-//! Every request body also carries [`ACCOUNT_FIELD`], `"account": "<account id>"`: the channel
-//! account to act for (the service answers with that account's adapter; a request without it
-//! gets the channel's legacy account, see [`crate::Channels::legacy`]).
+//! Every request body also carries [`ACCOUNT_FIELD`], `"account": {"id", "app_id", "mch_id"}`
+//! (a [`ChannelAccountRef`]): the channel account to act for. The service answers with its
+//! adapter of that id only if it has the same channel-side identity (else, as for an account it
+//! does not have: `unavailable`, never another merchant's answer); a request without it gets the
+//! channel's legacy account, see [`crate::Channels::legacy`].
 //!
 //! Every answer is a [`Reply`]: `{"ok": …}` or `{"err": …}`, the error a [`WireChannelError`]
 //! (`parse_callback`: a [`CallbackError`]). Errors travel in the body, so a refusal by the
@@ -92,16 +94,17 @@ impl Operation {
     }
 }
 
-/// The request field naming the channel account to act for (every operation's body is a JSON
-/// object; the service reads this field before the operation's own fields).
+/// The request field naming the channel account to act for, a [`ChannelAccountRef`] (every
+/// operation's body is a JSON object; the service reads this field before the operation's own
+/// fields).
 pub const ACCOUNT_FIELD: &str = "account";
 
 /// The account a request names in [`ACCOUNT_FIELD`]; `None` when it names none (a caller from
 /// before accounts, meaning the channel's legacy account) or the body is not a JSON object.
-pub fn requested_account(payload: &[u8]) -> Option<String> {
+pub fn requested_account(payload: &[u8]) -> Option<ChannelAccountRef> {
     #[derive(Deserialize)]
     struct Addressed {
-        account: Option<String>,
+        account: Option<ChannelAccountRef>,
     }
     serde_json::from_slice::<Addressed>(payload).ok()?.account
 }
@@ -281,8 +284,9 @@ impl RemoteChannel {
         let subject = subject(&self.prefix, self.local.name(), operation);
         let mut body = serde_json::to_value(body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         if let Some(fields) = body.as_object_mut() {
-            let account = self.local.channel_account().id;
-            fields.insert(ACCOUNT_FIELD.into(), serde_json::Value::String(account));
+            let account = serde_json::to_value(self.local.channel_account())
+                .map_err(|e| ChannelError::Unavailable(e.to_string()))?;
+            fields.insert(ACCOUNT_FIELD.into(), account);
         }
         let payload = serde_json::to_vec(&body).map_err(|e| ChannelError::Unavailable(e.to_string()))?;
         self.requester

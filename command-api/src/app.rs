@@ -238,13 +238,12 @@ impl AppState {
         Ok(())
     }
 
-    /// Comma-separated names of enabled channels.
+    /// Comma-separated names of the channels `mode` reaches now.
     pub fn channel_names(&self, mode: Mode) -> String {
         self.channels
-            .list()
+            .reachable_in(mode)
             .iter()
             .map(|c| c.channel)
-            .filter(|c| mode.reaches(c))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -518,9 +517,23 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 Some(db.clone()),
             );
             let wait = Duration::from_millis(crate::kv_config::SYNC_TIMEOUT_MS);
-            let loaded = tokio::time::timeout(wait, synced).await.is_ok();
+            let mut synced = synced;
+            let loaded = tokio::time::timeout(wait, &mut synced).await.is_ok();
             if !loaded {
                 tracing::warn!(bucket = %config.config_bucket, "channel accounts in NATS KV not loaded yet; serving with the file's until they are");
+                // Checked once they are: too late to refuse to start, so said loudly.
+                let (db, channels) = (db.clone(), channels.clone());
+                tokio::spawn(async move {
+                    if synced.await.is_ok() {
+                        let checked = match crate::channel_accounts::pin_legacy_accounts(&db, &channels).await {
+                            Ok(()) => crate::channel_accounts::check(&db, &channels).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(problems) = checked {
+                            tracing::error!(%problems, "the channel accounts in NATS KV strand open orders");
+                        }
+                    }
+                });
             }
             Some((task, loaded))
         }
@@ -631,7 +644,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     // account, or changed its identity, does not start (checked once the read model holds every
     // event committed before: an order placed just before a restart is open too).
     if check_accounts {
-        if let Err(problems) = crate::channel_accounts::check(&db, &state.channels).await {
+        let checked = match crate::channel_accounts::pin_legacy_accounts(&db, &state.channels).await {
+            Ok(()) => crate::channel_accounts::check(&db, &state.channels)
+                .await
+                .map_err(|problems| format!("the channel accounts configured would strand open orders:\n{problems}")),
+            Err(e) => Err(e),
+        };
+        if let Err(problem) = checked {
             let _ = stop_tx.send(true);
             for task in workers.iter().chain(&consumers) {
                 task.abort();
@@ -640,7 +659,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 task.abort();
             }
             db.close().await;
-            anyhow::bail!("the channel accounts configured would strand open orders:\n{problems}");
+            anyhow::bail!("{problem}");
         }
     }
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -47,8 +47,10 @@
 //!   account, while it still has orders awaiting payment or refunds pending is refused (at
 //!   start-up, and for a change in the NATS KV bucket), because the old account's orders would
 //!   otherwise be asked about at the wrong account.
-//! - Orders opened before accounts were recorded (event `ChannelOrderOpened` version 1.0) belong to the channel's account marked `legacy = true`, or to its
-//!   only account when it has one. At most one account per channel is marked.
+//! - Orders opened before accounts were recorded (event `ChannelOrderOpened` version 1.0) belong
+//!   to the channel's legacy account, pinned in the database by the first start of this version
+//!   ([`crate::channel_accounts::pin_legacy_accounts`]): the account marked `legacy = true` then,
+//!   or the channel's only account. At most one account per channel is marked.
 //! - Errors name the file, the key path (`channels.wechatpay.main.api_v3_key`) and what is wrong.
 //!   They never contain key material: TOML syntax errors are reported by line and column only,
 //!   without the offending line's text.

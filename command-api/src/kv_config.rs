@@ -63,6 +63,10 @@ struct Applier {
     active: BTreeSet<(String, String)>,
     /// Where the open orders are read before a change; `None`: changes are not guarded.
     db: Option<Database>,
+    /// The bucket's entries at start are applied: from then on each change is guarded. The
+    /// initial entries are checked together, once loaded (their order in the bucket is not
+    /// one an operator chose, and the read models may still be catching up).
+    loaded: bool,
 }
 
 /// The channel and account id of `key`, if it is a channel account key.
@@ -123,7 +127,7 @@ impl Applier {
 
     /// Whether `change` leaves every open order its account: tried on a copy of the registry.
     async fn guard(&self, change: impl FnOnce(&Channels)) -> Result<(), String> {
-        let Some(db) = &self.db else {
+        let Some(db) = self.db.as_ref().filter(|_| self.loaded) else {
             return Ok(());
         };
         let in_use = channel_accounts::in_use(db).await?;
@@ -139,6 +143,12 @@ impl Applier {
         } else {
             Err(new.join("; "))
         }
+    }
+
+    /// The initial entries are applied: every later change is guarded. (The initial entries are
+    /// checked together by the server's start, [`spawn`]'s caller.)
+    fn loaded(&mut self) {
+        self.loaded = true;
     }
 
     async fn apply(&mut self, entry: &kv::Entry) {
@@ -226,12 +236,14 @@ async fn watch_once(
         .map(|s| s.info.state.messages == 0)
         .unwrap_or(false);
     if empty {
+        applier.loaded();
         synced.take().map(|tx| tx.send(()));
     }
     while let Some(entry) = watch.next().await {
         let entry = entry.map_err(|e| format!("watching bucket {bucket_name}: {e}"))?;
         applier.apply(&entry).await;
         if entry.delta == 0 {
+            applier.loaded();
             synced.take().map(|tx| tx.send(()));
         }
     }
@@ -260,6 +272,7 @@ pub fn spawn(
         source: format!("nats-kv:{bucket_name}"),
         active: BTreeSet::new(),
         db,
+        loaded: false,
     };
     let task = tokio::spawn(async move {
         let mut synced = Some(tx);

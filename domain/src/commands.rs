@@ -62,7 +62,8 @@ pub struct ChannelAccountRef {
     /// The channel's application id: WeChat Pay `appid`, Alipay `app_id`; `None` for the
     /// sandbox.
     pub app_id: Option<String>,
-    /// The channel's merchant id: WeChat Pay `mchid`, Alipay `seller_id` when configured.
+    /// The channel's merchant id: WeChat Pay `mchid`; `None` for Alipay (whose application is
+    /// the account) and the sandbox.
     pub mch_id: Option<String>,
 }
 

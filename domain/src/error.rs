@@ -18,7 +18,12 @@ pub enum OrderError {
     WrongChannel { order: String, callback: String },
     /// A callback verified with one channel account's keys for an order another account placed.
     #[error("callback verified by channel account {callback} for an order placed with account {order}")]
-    WrongChannelAccount { order: String, callback: String },
+    WrongChannelAccount {
+        /// The account that placed the order.
+        order: String,
+        /// The account whose keys verified the callback.
+        callback: String,
+    },
     /// `CreateOrder` for an existing `out_trade_no` with other terms.
     #[error("out_trade_no {0:?} already exists with other parameters")]
     OutTradeNoConflict(String),

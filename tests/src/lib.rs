@@ -148,14 +148,15 @@ impl TestServer {
         configure: Option<Configure>,
     ) -> Self {
         let relay = stream.as_ref().map(|s| s.relay_config(&nats::nats_url()));
-        let running = Self::boot(
+        let running = Self::try_boot(
             &db.url,
             "127.0.0.1:0".parse().expect("addr"),
             &schedule,
             relay.as_ref(),
             configure.as_ref(),
         )
-        .await;
+        .await
+        .expect("server starts");
         let addr = running.addr;
         Self {
             base: format!("http://{addr}"),
@@ -170,18 +171,7 @@ impl TestServer {
         }
     }
 
-    async fn boot(
-        url: &str,
-        listen: SocketAddr,
-        schedule: &RetrySchedule,
-        relay: Option<&RelayConfig>,
-        configure: Option<&Configure>,
-    ) -> Running {
-        Self::try_boot(url, listen, schedule, relay, configure)
-            .await
-            .expect("server starts")
-    }
-
+    /// Starts a server on database `url`, listening on `listen`.
     async fn try_boot(
         url: &str,
         listen: SocketAddr,
@@ -230,15 +220,7 @@ impl TestServer {
     /// The start's error, with its causes.
     pub async fn try_restart(&mut self) -> Result<(), String> {
         self.stop().await;
-        let running = Self::try_boot(
-            &self.db.url,
-            self.addr,
-            &self.schedule,
-            self.relay.as_ref(),
-            self.configure.as_ref(),
-        )
-        .await?;
-        self.running = Some(running);
+        self.running = Some(self.try_boot_again().await?);
         Ok(())
     }
 
@@ -252,7 +234,12 @@ impl TestServer {
 
     /// Boots the server again on the same database, port, schedule, NATS stream and configuration.
     async fn boot_again(&self) -> Running {
-        Self::boot(
+        self.try_boot_again().await.expect("server starts")
+    }
+
+    /// As [`TestServer::boot_again`], returning a start that fails.
+    async fn try_boot_again(&self) -> Result<Running, String> {
+        Self::try_boot(
             &self.db.url,
             self.addr,
             &self.schedule,

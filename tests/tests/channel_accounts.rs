@@ -11,6 +11,8 @@ use payledger_channel_adapters::simulator::alipay::AlipaySimulator;
 use payledger_channel_adapters::simulator::wechatpay::{SimulatorConfig, WechatPaySimulator, TEST_APP_ID, TEST_MCH_ID};
 use payledger_command_api::config::ChannelAccounts;
 use payledger_command_api::workers::monitor::MonitorConfig;
+use payledger_domain::{ids, Mode};
+use payledger_store::{Backend as StoreBackend, Database, PoolConfig};
 use payledger_tests::accounts::{
     alipay_account_toml, start_alipay_simulator_for, wechatpay_account_toml, ALIPAY_APP_ID,
 };
@@ -247,10 +249,97 @@ async fn an_account_change_under_waiting_orders_loses_no_payment(backend: Backen
     // Now nothing is open at the old account: it may go.
     w.configure(&w.toml(false, "", TEST_MCH_ID, true));
     w.s.try_restart().await.expect("starts without the old account");
+    // Its paid orders can no longer be refunded through payledger: said at once, not left pending.
+    let r = request_refund(&w.s, &w.m.live_api_key, wx_paid, "R-2", 100).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("channel-account-unavailable"), "{}", r.text);
     let r =
         w.s.call("POST", "/v1/callbacks/wechatpay/old", None, Some(&json!({})))
             .await;
     assert_eq!(r.status, 404, "{}", r.text);
 }
 
-payledger_tests::both_backends!(an_account_change_under_waiting_orders_loses_no_payment);
+/// Stores a WeChat Pay order awaiting payment of `merchant` as payledger wrote it before
+/// accounts were recorded (and before modes): `OrderCreated` and `ChannelOrderOpened` 1.0.
+async fn insert_v1_wechatpay_order(url: &str, merchant: &str, out_trade_no: &str) -> Uuid {
+    let db = Database::connect(Some(url), PoolConfig::default())
+        .await
+        .expect("connect");
+    let order_id = ids::order_id(merchant, Mode::Live, out_trade_no);
+    let now = chrono::Utc::now();
+    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let rows = [
+        (
+            1,
+            "OrderCreated",
+            json!({"OrderCreated": {"order_id": order_id, "created_at": ts(now),
+                "expire_at": ts(now + chrono::Duration::hours(1)),
+                "terms": {"amount": {"amount_minor": 1999, "currency": "CNY"}, "channel": "wechatpay",
+                          "expire_in_seconds": 3600, "merchant_id": merchant, "metadata": {}, "method": "qr",
+                          "notify_url": null, "out_trade_no": out_trade_no, "return_url": null,
+                          "subject": "Green tea", "user_id": null}}}),
+        ),
+        (
+            2,
+            "ChannelOrderOpened",
+            json!({"ChannelOrderOpened": {"channel_order": {"channel_ref": null, "pay_url": null,
+                "qr_code": "weixin://wxpay/bizpayurl?pr=v1"}, "opened_at": ts(now)}}),
+        ),
+    ];
+    let sql = match db.backend() {
+        StoreBackend::Postgres => {
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('PaymentOrder', $1, $2, $3, '1.0', CAST($4 AS jsonb), CAST($5 AS jsonb))"
+        }
+        StoreBackend::Sqlite => {
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('PaymentOrder', $1, $2, $3, '1.0', $4, $5)"
+        }
+    };
+    for (sequence, event_type, payload) in rows {
+        sqlx::query(sql)
+            .bind(order_id.to_string())
+            .bind(sequence)
+            .bind(event_type)
+            .bind(payload.to_string())
+            .bind(json!({"actor": format!("merchant:{merchant}")}).to_string())
+            .execute(db.pool())
+            .await
+            .expect("a stored v1 row");
+    }
+    db.close().await;
+    order_id
+}
+
+async fn orders_from_before_accounts_keep_the_account_they_were_placed_with(backend: Backend) {
+    let Some(mut w) = world(backend).await else {
+        return;
+    };
+    // The first start with accounts pins each channel's only account as its legacy account.
+    w.configure(&w.toml(true, "", TEST_MCH_ID, false));
+    w.s.restart().await;
+    w.s.stop().await;
+    let v1 = insert_v1_wechatpay_order(&w.s.db.url, &w.m.merchant_id, "V1-WX").await;
+
+    // That account's merchant id changed in place under the old order: refused, though the
+    // order never recorded its account.
+    w.configure(&w.toml(true, "", "1239999999", true));
+    let refused = w.s.try_restart().await.expect_err("refused");
+    assert!(refused.contains("opened before accounts were recorded"), "{refused}");
+    assert!(refused.contains("1 open order"), "{refused}");
+
+    // A second account beside it (no `legacy` mark needed: the pin holds): the old order is
+    // asked about at the account it was placed with, never at the new one.
+    w.configure(&w.toml(true, "", TEST_MCH_ID, true));
+    w.s.try_restart().await.expect("starts");
+    let view = wait_status(&w.s, &w.m.live_api_key, &v1.to_string(), "awaiting_payment").await;
+    assert_eq!(view["channel"], "wechatpay");
+    let asked = eventually(WAIT, || async { (w.wechat_old.queries(&wx(v1)) > 0).then_some(()) }).await;
+    assert!(asked.is_some(), "the monitor asks the pinned account");
+    assert_eq!(w.wechat_new.queries(&wx(v1)), 0);
+}
+
+payledger_tests::both_backends!(
+    an_account_change_under_waiting_orders_loses_no_payment,
+    orders_from_before_accounts_keep_the_account_they_were_placed_with,
+);

@@ -205,13 +205,15 @@ impl Channel for AlipayChannel {
         CHANNEL_NAME
     }
 
-    /// The account's id, `app_id`, and `seller_id` when configured.
+    /// The account's id and `app_id`: an Alipay application is the account at the channel
+    /// (`seller_id` only narrows which notifications it accepts, so adding it changes no
+    /// order's account).
     fn channel_account(&self) -> ChannelAccountRef {
         let account = &self.client.account;
         ChannelAccountRef {
             id: account.account_id.clone(),
             app_id: Some(account.app_id.clone()),
-            mch_id: account.seller_id.clone(),
+            mch_id: None,
         }
     }
 

@@ -171,7 +171,7 @@ impl Requester for Loopback {
         let (op, channel) = (tokens.next().unwrap(), tokens.next().unwrap());
         let account = requested_account(&payload).expect("every request names its account");
         answer(
-            self.channels.account(channel, &account),
+            self.channels.for_order(channel, Some(&account)).ok(),
             channel,
             Operation::parse(op).unwrap(),
             &payload,
@@ -368,9 +368,17 @@ async fn each_request_names_its_account_and_the_service_answers_with_it() {
         channels: here.local(),
         subjects: Mutex::default(),
     });
-    let remote = here.remote(service, "p");
+    let remote = here.remote(service.clone(), "p");
     assert_eq!(who(&remote.for_new_order("wechatpay").unwrap()).await, "b");
     assert_eq!(who(&remote.account("wechatpay", "a").unwrap()).await, "a");
+    // The same id with another merchant id here than at the service: never answered by the
+    // service's (other) account.
+    let elsewhere = Channels::default().with(account("a", "9"));
+    let mismatched = elsewhere.remote(service, "p").account("wechatpay", "a").unwrap();
+    assert!(matches!(
+        mismatched.create(&create_request()).await,
+        Err(ChannelError::Unavailable(m)) if m.contains("not enabled")
+    ));
 
     // A request from before accounts names none: the channel's legacy account answers.
     let payload = serde_json::to_vec(&create_request()).unwrap();

@@ -69,6 +69,10 @@ pub enum FlowError {
     /// The aggregate refused the command, or the event store failed.
     #[error(transparent)]
     Execute(#[from] ExecuteError),
+    /// The channel account that placed the order cannot be reached through the configuration
+    /// (removed, or another identity under its name): what needs it cannot be sent.
+    #[error(transparent)]
+    ChannelAccount(#[from] payledger_channel_adapters::AccountError),
     /// Our own data is inconsistent (a bug or a configuration removed under a live order).
     #[error("{0}")]
     Internal(String),

@@ -35,8 +35,9 @@ impl Flows {
     ///
     /// # Errors
     /// [`FlowError::OrderNotFound`]; [`FlowError::Invalid`] (`amount`) for an amount the order's
-    /// currency cannot hold; the aggregate's refusal (over the refundable amount, an unpaid
-    /// order, `out_refund_no` reused with another amount); store failures.
+    /// currency cannot hold; [`FlowError::ChannelAccount`] when the account that took the payment
+    /// is not configured any more; the aggregate's refusal (over the refundable amount, an
+    /// unpaid order, `out_refund_no` reused with another amount); store failures.
     pub async fn request_refund(
         &self,
         owner: &OrderOwner,
@@ -57,6 +58,10 @@ impl Flows {
                     .as_ref()
                     .filter(|o| owner.owns(&o.terms))
                     .ok_or(FlowError::OrderNotFound)?;
+                // Only the account that took the payment can return it: none configured, no
+                // refund recorded that could never be sent.
+                self.channels
+                    .for_order(&order.terms.channel, order.channel_account.as_ref())?;
                 let amount = Money::new(amount_minor, order.terms.amount.currency).map_err(|e| FlowError::Invalid {
                     field: "amount",
                     message: e.to_string(),

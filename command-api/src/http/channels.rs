@@ -78,9 +78,8 @@ impl From<&'static Capabilities> for ChannelInfo {
 pub(crate) async fn list(State(state): State<AppState>, AuthMerchant(merchant): AuthMerchant) -> Json<ChannelList> {
     let data = state
         .channels
-        .list()
+        .reachable_in(merchant.mode)
         .into_iter()
-        .filter(|c| merchant.mode.reaches(c.channel))
         .map(ChannelInfo::from)
         .collect();
     Json(ChannelList { data })

@@ -201,6 +201,10 @@ impl From<crate::flows::FlowError> for ApiError {
             FlowError::Invalid { field, message } => Self::field(field, message),
             FlowError::Execute(e) => e.into(),
             FlowError::Internal(detail) => Self::Internal(detail),
+            FlowError::ChannelAccount(e) => Self::Conflict {
+                slug: "channel-account-unavailable",
+                detail: e.to_string(),
+            },
         }
     }
 }

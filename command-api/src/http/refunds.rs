@@ -42,8 +42,9 @@ pub struct RefundRequest {
 
 /// `POST /v1/orders/{order_id}/refunds`: 201 with the refund (status `pending`; the channel
 /// completes it asynchronously); 200 with the existing refund for a repeated `out_refund_no` and
-/// amount; 409 over the refundable amount (paid − refunded − pending), for an unpaid order, or for
-/// a repeated `out_refund_no` with another amount.
+/// amount; 409 over the refundable amount (paid − refunded − pending), for an unpaid order, for
+/// a repeated `out_refund_no` with another amount, or when the channel account that took the
+/// payment is no longer configured (`channel-account-unavailable`).
 #[utoipa::path(
     post,
     path = "/v1/orders/{order_id}/refunds",
