@@ -53,6 +53,8 @@ pub fn stranded(in_use: &[AccountInUse], channels: &Channels) -> Vec<String> {
     problems
 }
 
+/// Pause between reads of the projection's checkpoint while waiting for it.
+const CHECKPOINT_POLL_MS: u64 = 20;
 /// Longest wait for the `order_view` projection to hold every committed event before the open
 /// orders are read.
 pub const READ_MODEL_WAIT_MS: u64 = 10_000;
@@ -76,7 +78,7 @@ pub async fn in_use(db: &Database) -> Result<Vec<AccountInUse>, String> {
             );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(crate::app::PROJECTION_POLL_MS)).await;
+        tokio::time::sleep(Duration::from_millis(CHECKPOINT_POLL_MS)).await;
     }
     accounts_in_use(db.pool()).await.map_err(|e| failed(&e))
 }

@@ -354,7 +354,7 @@ async fn a_malformed_request_is_a_service_error() {
 
 #[tokio::test]
 async fn each_request_names_its_account_and_the_service_answers_with_it() {
-    use crate::labelled::{account, who};
+    use crate::registry::labelled::{account, who};
     use crate::AccountUse;
 
     let here = Channels::default();
