@@ -54,6 +54,29 @@ impl Flows {
             Err(e) => return CallbackReceipt::Refused(e),
         };
         let order_id = verified.order_id();
+        // A refund outcome names no channel for the aggregate to check: the account is checked
+        // here (a payment's is checked by the aggregate, `ReceiveChannelCallback`).
+        if let Notification::Refund(_) = &verified {
+            let verified_by = channel.channel_account().id;
+            match self.order(order_id).await {
+                Ok(Some(order)) => {
+                    if let Some(placed) = order.channel_account.filter(|placed| placed.id != verified_by) {
+                        return CallbackReceipt::UnknownOrder(OrderError::WrongChannelAccount {
+                            order: placed.id,
+                            callback: verified_by,
+                        });
+                    }
+                    if order.terms.channel != channel_name {
+                        return CallbackReceipt::UnknownOrder(OrderError::WrongChannel {
+                            order: order.terms.channel,
+                            callback: channel_name.to_string(),
+                        });
+                    }
+                }
+                Ok(None) => return CallbackReceipt::UnknownOrder(OrderError::OrderNotFound),
+                Err(e) => return CallbackReceipt::NotRecorded(e),
+            }
+        }
         let command = match verified {
             Notification::Payment(p) => PaymentOrderCommand::ReceiveChannelCallback {
                 channel: channel_name.to_string(),
