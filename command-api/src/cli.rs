@@ -85,6 +85,10 @@ pub enum Command {
         /// The channel that issued the statement (sandbox, wechatpay, alipay, …).
         #[arg(long)]
         channel: Option<String>,
+        /// The channel account whose statement it is (its id in the configuration); needed when
+        /// the channel's orders were placed with several accounts.
+        #[arg(long, requires = "statement")]
+        account: Option<String>,
         /// The statement's day, YYYY-MM-DD in the channel's time zone (default: its lines' day).
         #[arg(long)]
         date: Option<chrono::NaiveDate>,
@@ -439,6 +443,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             verify,
             statement,
             channel,
+            account,
             date,
             format,
         } => {
@@ -451,7 +456,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 (false, Some(file), Some(channel)) => {
                     let db = connect(database_url.as_deref()).await?;
-                    let report = ops::statement(&db, &file, &channel, date, format).await?;
+                    let report = ops::statement(&db, &file, &channel, account.as_deref(), date, format).await?;
                     db.close().await;
                     report.is_clean()
                 }

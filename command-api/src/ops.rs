@@ -6,6 +6,7 @@ use std::time::Duration;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use payledger_projections::rebuild::{self, Projection, ReplayReport, VerifyReport};
+use payledger_projections::reconcile::AccountScope;
 use payledger_store::Database;
 
 /// How a report is printed.
@@ -116,16 +117,61 @@ pub async fn verify(db: &Database, format: Format) -> anyhow::Result<VerifyRepor
 /// Largest statement file read (a day of a busy merchant's WeChat Pay bill is tens of MiB).
 pub const STATEMENT_BYTES_MAX: u64 = 1 << 30;
 
-/// Reconciles the settlement statement in `path` from `channel` (format detected from the
-/// content, else the channel's own) for `date` against the ledger, and prints the report.
+/// The orders a statement of `channel`'s account `account` covers ([`AccountScope`]). Without
+/// an account: every account of the channel, allowed only when its orders were all placed with
+/// one account (a statement is one account's; another's payments would all be "missing at the
+/// channel").
 ///
 /// # Errors
-/// An unreadable or malformed file (naming the line), an undeterminable day, or the database's
-/// error.
+/// Without `account` when the channel's orders were placed with several accounts (naming them);
+/// the database's error.
+pub async fn account_scope(db: &Database, channel: &str, account: Option<&str>) -> anyhow::Result<AccountScope> {
+    let key = format!("{}{channel}", crate::channel_accounts::LEGACY_PIN_PREFIX);
+    let legacy: Option<String> = match payledger_store::settings::get(db.pool(), &key).await? {
+        Some(pin) => Some(serde_json::from_str::<payledger_domain::ChannelAccountRef>(&pin)?.id),
+        None => None,
+    };
+    if let Some(account) = account {
+        return Ok(AccountScope {
+            account: Some(account.to_string()),
+            with_legacy: legacy.as_deref() == Some(account),
+        });
+    }
+    let placed: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT DISTINCT channel_account FROM order_view WHERE channel = $1")
+            .bind(channel)
+            .fetch_all(db.pool())
+            .await?;
+    let mut accounts: Vec<String> = placed
+        .into_iter()
+        .map(|a| {
+            a.or_else(|| legacy.clone())
+                .unwrap_or_else(|| "(opened before accounts were recorded)".into())
+        })
+        .collect();
+    accounts.sort();
+    accounts.dedup();
+    anyhow::ensure!(
+        accounts.len() <= 1,
+        "the orders of channel {channel} were placed with the accounts {}; a statement is one account's: \
+         say which with --account",
+        accounts.join(", ")
+    );
+    Ok(AccountScope::all())
+}
+
+/// Reconciles the settlement statement in `path` from `channel`'s account `account` (see
+/// [`account_scope`]; format detected from the content, else the channel's own) for `date`
+/// against the ledger, and prints the report.
+///
+/// # Errors
+/// An unreadable or malformed file (naming the line), an undeterminable day, no `account` for a
+/// channel of several, or the database's error.
 pub async fn statement(
     db: &Database,
     path: &std::path::Path,
     channel: &str,
+    account: Option<&str>,
     date: Option<chrono::NaiveDate>,
     format: Format,
 ) -> anyhow::Result<payledger_projections::reconcile::ReconcileReport> {
@@ -143,14 +189,20 @@ pub async fn statement(
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let kind = statement::detect(&bytes).unwrap_or_else(|| StatementFormat::for_channel(channel));
     let parsed = statement::parse(kind, &bytes).with_context(|| format!("{} ({kind})", path.display()))?;
-    let report = payledger_projections::reconcile::reconcile(db.pool(), channel, &parsed, date).await?;
+    let scope = account_scope(db, channel, account).await?;
+    let report = payledger_projections::reconcile::reconcile(db.pool(), channel, &scope, &parsed, date).await?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {
             println!(
-                "{} statement of {} for {}: {} lines, {} matched, {} discrepancies",
+                "{} statement of {}{} for {}: {} lines, {} matched, {} discrepancies",
                 report.format,
                 report.channel,
+                report
+                    .account
+                    .as_deref()
+                    .map(|a| format!(" account {a}"))
+                    .unwrap_or_default(),
                 report.date,
                 parsed.lines.len(),
                 report.matched,

@@ -8,6 +8,11 @@
 //! still found); ledger items of the statement's day that no line names are "missing at the
 //! channel". Amounts are integer minor units throughout.
 //!
+//! A statement is one channel account's (one WeChat Pay merchant, one Alipay application): with
+//! an [`AccountScope`], only the ledger items of that account's orders are compared
+//! (`order_view.channel_account`), so another account's payments are not "missing at the
+//! channel".
+//!
 //! The statement's day is in the channel's own time zone (China Standard Time, UTC+8, for
 //! `wechatpay` and `alipay`; UTC otherwise).
 
@@ -117,6 +122,8 @@ impl SideTotals {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReconcileReport {
     pub channel: String,
+    /// The channel account whose statement it is; `None`: every account of the channel.
+    pub account: Option<String>,
     /// The statement's day (`YYYY-MM-DD`, channel time).
     pub date: String,
     pub format: String,
@@ -216,46 +223,88 @@ fn item((debit, credit, order_id, reference, currency, event_type, occurred_at):
 
 type ItemRow = (i64, i64, String, String, String, String, String);
 
-/// The ledger's movements of `channel` from `from` (inclusive) to `to` (exclusive).
+/// Which of a channel's orders a statement covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountScope {
+    /// The channel account that issued the statement; `None`: every account of the channel.
+    pub account: Option<String>,
+    /// With `account`: it is the channel's legacy account, so the orders opened before accounts
+    /// were recorded (no account in `order_view`) are its orders too.
+    pub with_legacy: bool,
+}
+
+impl AccountScope {
+    /// Every account of the channel.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// `AND order_id IN (…)` restricting ledger rows to the scope's orders, its account bound as
+    /// parameter `$n`; empty for every account.
+    fn filter(&self, n: usize) -> String {
+        match (&self.account, self.with_legacy) {
+            (None, _) => String::new(),
+            (Some(_), false) => {
+                format!(" AND order_id IN (SELECT order_id FROM order_view WHERE channel_account = ${n})")
+            }
+            (Some(_), true) => format!(
+                " AND order_id IN (SELECT order_id FROM order_view WHERE channel_account = ${n} OR channel_account IS NULL)"
+            ),
+        }
+    }
+}
+
+/// The ledger's movements of `channel`'s orders in `scope` from `from` (inclusive) to `to`
+/// (exclusive).
 ///
 /// # Errors
 /// The database's error.
 pub async fn ledger_items(
     pool: &AnyPool,
     channel: &str,
+    scope: &AccountScope,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<LedgerItem>, sqlx::Error> {
-    let rows: Vec<ItemRow> = sqlx::query_as(&format!(
-        "SELECT {ITEM_COLUMNS} FROM ledger_entry WHERE account = $1 AND occurred_at >= $2 AND occurred_at < $3 \
-         ORDER BY occurred_at, entry_id"
-    ))
-    .bind(clearing_account(channel))
-    .bind(fmt_ts(from))
-    .bind(fmt_ts(to))
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(item).collect())
+    let sql = format!(
+        "SELECT {ITEM_COLUMNS} FROM ledger_entry WHERE account = $1 AND occurred_at >= $2 AND occurred_at < $3{} \
+         ORDER BY occurred_at, entry_id",
+        scope.filter(4)
+    );
+    let mut query = sqlx::query_as::<_, ItemRow>(&sql)
+        .bind(clearing_account(channel))
+        .bind(fmt_ts(from))
+        .bind(fmt_ts(to));
+    if let Some(account) = &scope.account {
+        query = query.bind(account);
+    }
+    Ok(query.fetch_all(pool).await?.into_iter().map(item).collect())
 }
 
-/// The ledger's movements of `channel` whose reference is one of `references`, at any time.
+/// The ledger's movements of `channel`'s orders in `scope` whose reference is one of
+/// `references`, at any time.
 ///
 /// # Errors
 /// The database's error.
 pub async fn ledger_items_by_reference(
     pool: &AnyPool,
     channel: &str,
+    scope: &AccountScope,
     references: &[String],
 ) -> Result<Vec<LedgerItem>, sqlx::Error> {
     let mut items = vec![];
-    for chunk in references.chunks(crate::sql::PARAMS_PER_STATEMENT_MAX - 1) {
+    for chunk in references.chunks(crate::sql::PARAMS_PER_STATEMENT_MAX - 2) {
         let sql = format!(
-            "SELECT {ITEM_COLUMNS} FROM ledger_entry WHERE account = $1 AND reference IN ({})",
-            crate::sql::placeholders(2, chunk.len())
+            "SELECT {ITEM_COLUMNS} FROM ledger_entry WHERE account = $1 AND reference IN ({}){}",
+            crate::sql::placeholders(2, chunk.len()),
+            scope.filter(chunk.len() + 2)
         );
         let mut q = sqlx::query_as::<_, ItemRow>(&sql).bind(clearing_account(channel));
         for r in chunk {
             q = q.bind(r);
+        }
+        if let Some(account) = &scope.account {
+            q = q.bind(account);
         }
         items.extend(q.fetch_all(pool).await?.into_iter().map(item));
     }
@@ -368,25 +417,27 @@ pub fn compare(
     (matched, discrepancies, statement_totals, ledger_totals)
 }
 
-/// Reconciles `statement` of `channel` for its day (`date` or the lines' own day) against the
-/// ledger.
+/// Reconciles `statement` of `channel` (the orders of `scope`: the account that issued it) for
+/// its day (`date` or the lines' own day) against the ledger.
 ///
 /// # Errors
 /// [`ReconcileError`] when the day cannot be told or the database fails.
 pub async fn reconcile(
     pool: &AnyPool,
     channel: &str,
+    scope: &AccountScope,
     statement: &Statement,
     date: Option<NaiveDate>,
 ) -> Result<ReconcileReport, ReconcileError> {
     let day = statement_day(statement, channel, date)?;
     let (from, to) = day_window(channel, day);
     let references: Vec<String> = statement.lines.iter().filter_map(line_reference).collect();
-    let referenced = ledger_items_by_reference(pool, channel, &references).await?;
-    let of_day = ledger_items(pool, channel, from, to).await?;
+    let referenced = ledger_items_by_reference(pool, channel, scope, &references).await?;
+    let of_day = ledger_items(pool, channel, scope, from, to).await?;
     let (matched, discrepancies, statement_totals, ledger_totals) = compare(statement, &referenced, &of_day);
     Ok(ReconcileReport {
         channel: channel.to_string(),
+        account: scope.account.clone(),
         date: day.to_string(),
         format: statement.format.name().to_string(),
         matched,

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use payledger_channel_adapters::statement::{self, StatementFormat};
+use payledger_command_api::ops;
 use payledger_domain::{
-    ids, CallbackOutcome, ChannelOrder, ChannelOrderOutcome, Currency, Mode, Money, OrderTerms,
+    ids, CallbackOutcome, ChannelAccountRef, ChannelOrder, ChannelOrderOutcome, Currency, Mode, Money, OrderTerms,
     PaymentOrderCommand as C, RefundOutcome,
 };
 use payledger_projections::reconcile::{self, DiscrepancyKind, ItemKind};
-use payledger_projections::JournalProjection;
+use payledger_projections::{JournalProjection, OrderProjection};
 use payledger_store::{Database, PoolConfig};
 use payledger_tests::{catch_up, Backend, TestDb};
 use uuid::Uuid;
@@ -318,7 +319,7 @@ async fn finds_every_planted_discrepancy(backend: Backend, format: StatementForm
     // The generic file's times are in UTC for the sandbox channel's day, so name the day; the
     // Chinese channels' days are told from the lines themselves.
     let date = (channel == "sandbox").then_some(day);
-    let report = reconcile::reconcile(db.pool(), channel, &parsed, date)
+    let report = reconcile::reconcile(db.pool(), channel, &reconcile::AccountScope::all(), &parsed, date)
         .await
         .expect("reconcile");
     assert_eq!(report.date, DAY);
@@ -404,3 +405,163 @@ formats_on_both_backends!(
     wechatpay_trade_bill: StatementFormat::WechatPayTradeBill,
     alipay_trade_statement: StatementFormat::AlipayTradeStatement,
 );
+
+/// Pays `out_trade_no` on `channel` through `account` (`PlaceOrder`, as the flows record it),
+/// with trade `trade` at `paid_at`.
+async fn paid_with_account(db: &Database, channel: &str, account: &str, out_trade_no: &str, amount: i64, trade: &str) {
+    let id = order_id(out_trade_no);
+    let paid_at = t("2026-11-20T04:00:00Z");
+    let terms = OrderTerms {
+        merchant_id: MERCHANT.into(),
+        mode: Mode::Live,
+        out_trade_no: out_trade_no.into(),
+        amount: cny(amount),
+        channel: channel.into(),
+        method: "qr".into(),
+        subject: "tea".into(),
+        user_id: None,
+        notify_url: None,
+        return_url: None,
+        expire_in_seconds: 900,
+        metadata: BTreeMap::new(),
+    };
+    let commands = [
+        C::PlaceOrder {
+            order_id: id,
+            terms,
+            created_at: paid_at - chrono::Duration::minutes(1),
+            outcome: ChannelOrderOutcome::Opened(ChannelOrder::default()),
+            account: Some(ChannelAccountRef {
+                id: account.into(),
+                app_id: Some(format!("app-{account}")),
+                mch_id: None,
+            }),
+            recorded_at: paid_at - chrono::Duration::minutes(1),
+        },
+        C::ReceiveChannelCallback {
+            account_id: Some(account.into()),
+            channel: channel.into(),
+            notify_id: format!("n-{trade}"),
+            channel_trade_no: trade.into(),
+            outcome: CallbackOutcome::Succeeded {
+                amount: cny(amount),
+                paid_at,
+            },
+            received_at: paid_at,
+        },
+    ];
+    for c in commands {
+        db.execute(id, c, "test").await.expect("execute");
+    }
+}
+
+/// A statement is one channel account's: reconciled with that account's orders, it is clean;
+/// with every account's, the other account's payment is "missing at the channel"; and the
+/// command refuses to guess which account a statement is when the channel has several.
+async fn a_statement_is_reconciled_with_its_own_accounts_orders(backend: Backend) {
+    let Some(test_db) = TestDb::create(backend).await else {
+        return;
+    };
+    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
+        .await
+        .expect("connect");
+    db.migrate().await.expect("migrate");
+    paid_with_account(&db, "alipay", "a", "A1", 100, "TA1").await;
+    paid_with_account(&db, "alipay", "b", "B1", 200, "TB1").await;
+    catch_up(&db, &JournalProjection::default()).await;
+    catch_up(&db, &OrderProjection::default()).await;
+
+    let a1 = order_id("A1").to_string();
+    let csv = format!(
+        "type,out_trade_no,channel_trade_no,out_refund_no,channel_refund_no,amount_minor,currency,fee_minor,status,occurred_at\n\
+         payment,{a1},TA1,,,100,CNY,,SUCCESS,2026-11-20T12:00:00+08:00\n"
+    );
+    let parsed = statement::parse(StatementFormat::Generic, csv.as_bytes()).expect("a valid statement");
+    let of_a = reconcile::AccountScope {
+        account: Some("a".into()),
+        with_legacy: false,
+    };
+    let report = reconcile::reconcile(db.pool(), "alipay", &of_a, &parsed, None)
+        .await
+        .expect("reconcile");
+    assert_eq!((report.matched, report.discrepancies.len()), (1, 0), "{report:?}");
+    assert_eq!(report.account.as_deref(), Some("a"));
+    let report = reconcile::reconcile(db.pool(), "alipay", &reconcile::AccountScope::all(), &parsed, None)
+        .await
+        .expect("reconcile");
+    let missing: Vec<_> = report
+        .discrepancies
+        .iter()
+        .map(|d| (d.kind, d.reference.clone()))
+        .collect();
+    assert_eq!(missing, [(DiscrepancyKind::MissingAtChannel, Some("TB1".to_string()))]);
+
+    // An order from before accounts were recorded is the legacy account's: in its scope only.
+    let legacy = order_id("L1");
+    let mut terms = match db.orders().load(order_id("A1")).await.expect("load").order {
+        Some(o) => o.terms,
+        None => panic!("A1 exists"),
+    };
+    terms.out_trade_no = "L1".into();
+    for c in [
+        C::CreateOrder {
+            order_id: legacy,
+            terms,
+            created_at: t("2026-11-20T03:00:00Z"),
+        },
+        C::RecordChannelOrder {
+            outcome: ChannelOrderOutcome::Opened(ChannelOrder::default()),
+            recorded_at: t("2026-11-20T03:00:00Z"),
+        },
+        C::ReceiveChannelCallback {
+            account_id: None,
+            channel: "alipay".into(),
+            notify_id: "n-TL1".into(),
+            channel_trade_no: "TL1".into(),
+            outcome: CallbackOutcome::Succeeded {
+                amount: cny(100),
+                paid_at: t("2026-11-20T04:00:00Z"),
+            },
+            received_at: t("2026-11-20T04:00:00Z"),
+        },
+    ] {
+        db.execute(legacy, c, "test").await.expect("execute");
+    }
+    catch_up(&db, &JournalProjection::default()).await;
+    catch_up(&db, &OrderProjection::default()).await;
+    for (with_legacy, expected) in [(false, vec![]), (true, vec![Some("TL1".to_string())])] {
+        let scope = reconcile::AccountScope {
+            account: Some("a".into()),
+            with_legacy,
+        };
+        let report = reconcile::reconcile(db.pool(), "alipay", &scope, &parsed, None)
+            .await
+            .expect("reconcile");
+        let missing: Vec<_> = report.discrepancies.iter().map(|d| d.reference.clone()).collect();
+        assert_eq!(missing, expected, "with_legacy {with_legacy}");
+    }
+
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("statement.csv");
+    std::fs::write(&file, &csv).expect("statement file");
+    let refused = payledger_command_api::ops::statement(&db, &file, "alipay", None, None, ops::Format::Json)
+        .await
+        .expect_err("which account's statement?");
+    assert!(refused.to_string().contains("a, b"), "{refused}");
+    assert!(refused.to_string().contains("before accounts"), "{refused}");
+    assert!(refused.to_string().contains("--account"), "{refused}");
+    let report = payledger_command_api::ops::statement(&db, &file, "alipay", Some("a"), None, ops::Format::Json)
+        .await
+        .expect("reconciled");
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_reconciled_with_its_own_accounts_orders_on_sqlite() {
+    a_statement_is_reconciled_with_its_own_accounts_orders(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_is_reconciled_with_its_own_accounts_orders_on_postgres() {
+    a_statement_is_reconciled_with_its_own_accounts_orders(Backend::Postgres).await;
+}
