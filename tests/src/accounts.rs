@@ -15,9 +15,16 @@ use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 /// [`SimulatorConfig`]: payledger_channel_adapters::simulator::wechatpay::SimulatorConfig
 pub fn wechatpay_account_toml(id: &str, sim: &WechatPaySimulator, mch_id: &str, app_id: &str, extra: &str) -> String {
     format!(
-        r#"
-[channels.wechatpay.{id}]
-app_id = "{app_id}"
+        "\n[channels.wechatpay.{id}]\n{}",
+        wechatpay_account_value(sim, mch_id, app_id, extra)
+    )
+}
+
+/// The keys of [`wechatpay_account_toml`]'s table without its header: the value of the account's
+/// key in the NATS KV bucket.
+pub fn wechatpay_account_value(sim: &WechatPaySimulator, mch_id: &str, app_id: &str, extra: &str) -> String {
+    format!(
+        r#"app_id = "{app_id}"
 mch_id = "{mch_id}"
 merchant_serial_no = "{TEST_MERCHANT_SERIAL}"
 merchant_private_key_pem = """

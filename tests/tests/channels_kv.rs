@@ -7,43 +7,14 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
-use payledger_channel_adapters::simulator::wechatpay::{
-    test_merchant_key, test_platform_keys, SimulatorConfig, WechatPaySimulator, TEST_API_V3_KEY, TEST_APP_ID,
-    TEST_MCH_ID, TEST_MERCHANT_SERIAL, TEST_PLATFORM_SERIAL,
-};
+use payledger_channel_adapters::simulator::wechatpay::{SimulatorConfig, WechatPaySimulator, TEST_APP_ID, TEST_MCH_ID};
+use payledger_tests::accounts::wechatpay_account_value;
 use payledger_tests::nats::{nats_url, TestStream};
 use payledger_tests::{eventually, Backend, MerchantCreds, Reply, TestServer};
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::json;
 
 /// How long a KV change may take to reach the live registry.
 const APPLIED: Duration = Duration::from_secs(10);
-
-/// The KV value of the simulator's test account with merchant id `mch_id`, keys inline as PEM,
-/// and `extra` lines.
-fn wechatpay_value(mch_id: &str, base_url: &str, extra: &str) -> String {
-    let private_pem = test_merchant_key().to_pkcs8_pem(LineEnding::LF).expect("pem");
-    let public_pem = test_platform_keys()
-        .public_key
-        .to_public_key_pem(LineEnding::LF)
-        .expect("pem");
-    format!(
-        r#"app_id = "{TEST_APP_ID}"
-mch_id = "{mch_id}"
-merchant_serial_no = "{TEST_MERCHANT_SERIAL}"
-merchant_private_key_pem = """
-{private}"""
-platform_serial_no = "{TEST_PLATFORM_SERIAL}"
-platform_public_key_pem = """
-{public_pem}"""
-api_v3_key = "{api_v3_key}"
-base_url = "{base_url}"
-{extra}
-"#,
-        private = private_pem.as_str(),
-        api_v3_key = std::str::from_utf8(TEST_API_V3_KEY).expect("ascii"),
-    )
-}
 
 async fn create_order(s: &TestServer, m: &MerchantCreds) -> Reply {
     let body = json!({"out_trade_no": uuid::Uuid::new_v4().simple().to_string(), "amount": 100,
@@ -86,7 +57,7 @@ async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
     // Put the simulator's account: the channel comes up without restart.
     kv.put(
         "channels.wechatpay.main",
-        wechatpay_value(TEST_MCH_ID, wechat.base_url(), "").into(),
+        wechatpay_account_value(&wechat, TEST_MCH_ID, TEST_APP_ID, "").into(),
     )
     .await
     .expect("put");
@@ -115,7 +86,7 @@ async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
     // (the old merchant's order would be asked about at a merchant that does not know it).
     kv.put(
         "channels.wechatpay.main",
-        wechatpay_value("1900000001", wechat.base_url(), "").into(),
+        wechatpay_account_value(&wechat, "1900000001", TEST_APP_ID, "").into(),
     )
     .await
     .expect("put");
@@ -129,13 +100,13 @@ async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
     .expect("WeChat Pay simulator");
     kv.put(
         "channels.wechatpay.next",
-        wechatpay_value("1900000001", wechat_new.base_url(), "").into(),
+        wechatpay_account_value(&wechat_new, "1900000001", TEST_APP_ID, "").into(),
     )
     .await
     .expect("put");
     kv.put(
         "channels.wechatpay.main",
-        wechatpay_value(TEST_MCH_ID, wechat.base_url(), "new_orders = false").into(),
+        wechatpay_account_value(&wechat, TEST_MCH_ID, TEST_APP_ID, "new_orders = false").into(),
     )
     .await
     .expect("put");
@@ -186,7 +157,7 @@ async fn wechatpay_accounts_in_nats_kv_apply_without_restart() {
     // Nothing is open at the old account now: put and delete it again, and it goes.
     kv.put(
         "channels.wechatpay.main",
-        wechatpay_value(TEST_MCH_ID, wechat.base_url(), "new_orders = false").into(),
+        wechatpay_account_value(&wechat, TEST_MCH_ID, TEST_APP_ID, "new_orders = false").into(),
     )
     .await
     .expect("put");

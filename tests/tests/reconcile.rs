@@ -80,6 +80,26 @@ fn refund_id(out_trade_no: &str, out_refund_no: &str) -> Uuid {
     ids::refund_id(order_id(out_trade_no), out_refund_no)
 }
 
+/// The terms of a QR order of `amount` minor units on `channel`, in the mode that channel is
+/// reached in. (The generic statement is the sandbox's: its orders are test orders, and their
+/// ids, made by `order_id`, are only names here.)
+fn terms(channel: &str, out_trade_no: &str, amount: i64) -> OrderTerms {
+    OrderTerms {
+        merchant_id: MERCHANT.into(),
+        mode: Mode::of_legacy_channel(channel),
+        out_trade_no: out_trade_no.into(),
+        amount: cny(amount),
+        channel: channel.into(),
+        method: "qr".into(),
+        subject: "tea".into(),
+        user_id: None,
+        notify_url: None,
+        return_url: None,
+        expire_in_seconds: 900,
+        metadata: BTreeMap::new(),
+    }
+}
+
 async fn build_ledger(db: &Database, channel: &str) {
     for p in &LEDGER {
         let id = order_id(p.out_trade_no);
@@ -87,22 +107,7 @@ async fn build_ledger(db: &Database, channel: &str) {
         let commands = [
             C::CreateOrder {
                 order_id: id,
-                terms: OrderTerms {
-                    merchant_id: MERCHANT.into(),
-                    // The generic statement is the sandbox's: its orders are test orders (their
-                    // ids, made by `order_id` above, are only names here).
-                    mode: Mode::of_legacy_channel(channel),
-                    out_trade_no: p.out_trade_no.into(),
-                    amount: cny(p.amount),
-                    channel: channel.into(),
-                    method: "qr".into(),
-                    subject: "tea".into(),
-                    user_id: None,
-                    notify_url: None,
-                    return_url: None,
-                    expire_in_seconds: 900,
-                    metadata: BTreeMap::new(),
-                },
+                terms: terms(channel, p.out_trade_no, p.amount),
                 created_at: paid_at - chrono::Duration::minutes(1),
             },
             C::RecordChannelOrder {
@@ -411,20 +416,7 @@ formats_on_both_backends!(
 async fn paid_with_account(db: &Database, channel: &str, account: &str, out_trade_no: &str, amount: i64, trade: &str) {
     let id = order_id(out_trade_no);
     let paid_at = t("2026-11-20T04:00:00Z");
-    let terms = OrderTerms {
-        merchant_id: MERCHANT.into(),
-        mode: Mode::Live,
-        out_trade_no: out_trade_no.into(),
-        amount: cny(amount),
-        channel: channel.into(),
-        method: "qr".into(),
-        subject: "tea".into(),
-        user_id: None,
-        notify_url: None,
-        return_url: None,
-        expire_in_seconds: 900,
-        metadata: BTreeMap::new(),
-    };
+    let terms = terms(channel, out_trade_no, amount);
     let commands = [
         C::PlaceOrder {
             order_id: id,
@@ -498,15 +490,10 @@ async fn a_statement_is_reconciled_with_its_own_accounts_orders(backend: Backend
 
     // An order from before accounts were recorded is the legacy account's: in its scope only.
     let legacy = order_id("L1");
-    let mut terms = match db.orders().load(order_id("A1")).await.expect("load").order {
-        Some(o) => o.terms,
-        None => panic!("A1 exists"),
-    };
-    terms.out_trade_no = "L1".into();
     for c in [
         C::CreateOrder {
             order_id: legacy,
-            terms,
+            terms: terms("alipay", "L1", 100),
             created_at: t("2026-11-20T03:00:00Z"),
         },
         C::RecordChannelOrder {
