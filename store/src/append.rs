@@ -31,12 +31,10 @@ use std::time::Duration;
 
 /// The row shape an [`Appender`] writes (cqrs-es's serialized event).
 pub use cqrs_es::persist::SerializedEvent;
-use sqlx::{Any, AnyPool, PgPool, Postgres, QueryBuilder};
+use sqlx::{Database as SqlxDatabase, Encode, PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool, Type};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::ExecuteError;
-use crate::log::GlobalLog;
-use crate::subscription::{apply_in_append, AppliedInline, Group, InlineSlot};
 
 /// Commands that may wait for a committer at once; one more is refused with
 /// [`AppendError::Overloaded`]. About a second of appends at the machine's measured peak.
@@ -88,14 +86,7 @@ struct Pending {
 #[derive(Clone)]
 pub(crate) enum WritePool {
     Postgres(PgPool),
-    /// SQLite: the pool the read models write through (`AnyPool`), so that the process's read
-    /// models can be applied in the append's own transaction (see [`InlineSlot`]); `log`
-    /// decodes the appended rows for them.
-    Sqlite {
-        pool: AnyPool,
-        log: GlobalLog,
-        inline: Arc<InlineSlot>,
-    },
+    Sqlite(SqlitePool),
 }
 
 /// The process's entry to group commit (see the module docs). Cheap to clone.
@@ -113,7 +104,7 @@ impl Appender {
         let receiver = Arc::new(Mutex::new(receiver));
         let committers = match pool {
             WritePool::Postgres(_) => POSTGRES_COMMITTERS,
-            WritePool::Sqlite { .. } => 1,
+            WritePool::Sqlite(_) => 1,
         };
         for _ in 0..committers {
             tokio::spawn(commit_loop(
@@ -190,103 +181,32 @@ async fn commit_loop(
     }
 }
 
-/// One transaction of `batch` on PostgreSQL.
-async fn write_postgres_batch(pool: &PgPool, batch: &[Pending]) -> Written {
-    let attempt = async {
-        let mut tx = pool.begin().await?;
-        let rows = rows_of(batch);
-        let mut inserted = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(APPEND_STATEMENT_ROWS_MAX) {
-            let mut query = insert_statement_postgres(chunk);
-            inserted.extend(query.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?);
-        }
-        match classify(batch, &inserted) {
-            Ok(appended) => {
-                tx.commit().await?;
-                Ok(Written::Committed(appended, None))
+/// One transaction of `batch` on `$pool` (a `PgPool` or `SqlitePool`, database type `$db`): the
+/// two backends differ only in their types, so the body is written once.
+macro_rules! write_batch {
+    ($pool:expr, $batch:expr, $db:ty) => {{
+        let batch: &[Pending] = $batch;
+        let attempt = async {
+            let mut tx = $pool.begin().await?;
+            let rows = rows_of(batch);
+            let mut inserted = Vec::with_capacity(rows.len());
+            for chunk in rows.chunks(APPEND_STATEMENT_ROWS_MAX) {
+                let mut query = insert_statement::<$db>(chunk);
+                inserted.extend(query.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?);
             }
-            Err(partial) => {
-                tx.rollback().await?;
-                Ok(Written::RolledBack { partial })
+            match classify(batch, &inserted) {
+                Ok(appended) => {
+                    tx.commit().await?;
+                    Ok(Written::Committed(appended))
+                }
+                Err(partial) => {
+                    tx.rollback().await?;
+                    Ok(Written::RolledBack { partial })
+                }
             }
-        }
-    };
-    attempt.await.unwrap_or_else(Written::Failed)
-}
-
-/// One transaction of `batch` on SQLite. When the process's read models run
-/// ([`InlineSlot::get`]) they are applied to the appended events in the same transaction, in a
-/// savepoint of their own ([`project_in_append`]).
-async fn write_sqlite_batch(pool: &AnyPool, log: &GlobalLog, inline: &InlineSlot, batch: &[Pending]) -> Written {
-    let attempt = async {
-        let mut tx = pool.begin().await?;
-        let rows = rows_of(batch);
-        let texts: Vec<(String, String)> = rows
-            .iter()
-            .map(|event| (event.payload.to_string(), event.metadata.to_string()))
-            .collect();
-        let mut inserted = Vec::with_capacity(rows.len());
-        for (chunk, texts) in rows
-            .chunks(APPEND_STATEMENT_ROWS_MAX)
-            .zip(texts.chunks(APPEND_STATEMENT_ROWS_MAX))
-        {
-            let mut query = insert_statement_sqlite(chunk, texts);
-            inserted.extend(query.build_query_as::<(String, i64)>().fetch_all(&mut *tx).await?);
-        }
-        match classify(batch, &inserted) {
-            Ok(appended) => {
-                let projected = match inline.get() {
-                    Some(group) if !inserted.is_empty() => project_in_append(&mut tx, log, &group, &inserted)
-                        .await
-                        .map(|applied| (group, applied)),
-                    _ => None,
-                };
-                tx.commit().await?;
-                Ok(Written::Committed(appended, projected))
-            }
-            Err(partial) => {
-                tx.rollback().await?;
-                Ok(Written::RolledBack { partial })
-            }
-        }
-    };
-    attempt.await.unwrap_or_else(Written::Failed)
-}
-
-/// Applies the read models of `group` to the rows just `inserted` inside `tx`, in a savepoint:
-/// if they fail, or are not caught up to the batch, only their part is undone and the append
-/// commits alone (their runner applies it later). `None` then.
-async fn project_in_append(
-    tx: &mut sqlx::AnyConnection,
-    log: &GlobalLog,
-    group: &Group,
-    inserted: &[(String, i64)],
-) -> Option<AppliedInline> {
-    let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
-        Ok(savepoint) => savepoint,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not open a savepoint for the read models; the runner applies this batch");
-            return None;
-        }
-    };
-    match apply_in_append(&mut savepoint, log, group, inserted).await {
-        Ok(Some(applied)) => match savepoint.commit().await {
-            Ok(()) => Some(applied),
-            Err(e) => {
-                tracing::warn!(error = %e, "releasing the read models' savepoint failed; the runner applies this batch");
-                None
-            }
-        },
-        Ok(None) => {
-            let _ = savepoint.rollback().await;
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "applying the read models in the append failed; the runner applies this batch");
-            let _ = savepoint.rollback().await;
-            None
-        }
-    }
+        };
+        attempt.await.unwrap_or_else(Written::Failed)
+    }};
 }
 
 /// Writes `batch` (see the module docs) and answers every command in it. When the transaction
@@ -302,9 +222,11 @@ fn write_and_answer<'a>(
         while !batch.is_empty() {
             let timeout = Duration::from_millis(APPEND_TIMEOUT_MS);
             let written = match pool {
-                WritePool::Postgres(pool) => tokio::time::timeout(timeout, write_postgres_batch(pool, &batch)).await,
-                WritePool::Sqlite { pool, log, inline } => {
-                    tokio::time::timeout(timeout, write_sqlite_batch(pool, log, inline, &batch)).await
+                WritePool::Postgres(pool) => {
+                    tokio::time::timeout(timeout, async { write_batch!(pool, &batch, Postgres) }).await
+                }
+                WritePool::Sqlite(pool) => {
+                    tokio::time::timeout(timeout, async { write_batch!(pool, &batch, Sqlite) }).await
                 }
             };
             let Ok(written) = written else {
@@ -325,11 +247,8 @@ fn write_and_answer<'a>(
                 return;
             };
             match written {
-                Written::Committed(outcomes, projected) => {
+                Written::Committed(outcomes) => {
                     metrics::histogram!(APPEND_BATCH_COMMANDS).record(batch.len() as f64);
-                    if let Some((group, applied)) = projected {
-                        applied.committed(&group);
-                    }
                     let appended: Vec<&SerializedEvent> = batch
                         .iter()
                         .zip(&outcomes)
@@ -405,8 +324,8 @@ fn one_per_aggregate(batch: Vec<Pending>) -> Vec<Pending> {
 /// What one transaction did.
 enum Written {
     /// Committed; per command, whether its rows were appended (else it conflicted, nothing of it
-    /// stored); and, on SQLite, the read models applied in the same transaction.
-    Committed(Vec<bool>, Option<(Arc<Group>, AppliedInline)>),
+    /// stored).
+    Committed(Vec<bool>),
     /// Rolled back because of the commands marked `true` (partly inserted); nothing stored.
     RolledBack { partial: Vec<bool> },
     /// The database failed; nothing known to be stored.
@@ -436,47 +355,27 @@ fn classify(batch: &[Pending], inserted: &[(String, i64)]) -> Result<Vec<bool>, 
     }
 }
 
-const INSERT_EVENTS: &str =
-    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
-const RETURNING_KEYS: &str = " ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence";
-
-fn sequence_of(event: &SerializedEvent) -> i64 {
-    i64::try_from(event.sequence).unwrap_or(i64::MAX)
-}
-
-/// The multi-row insert of `rows` on PostgreSQL (`jsonb` payload and metadata).
-fn insert_statement_postgres<'a>(rows: &'a [&'a SerializedEvent]) -> QueryBuilder<'a, Postgres> {
-    let mut query = QueryBuilder::new(INSERT_EVENTS);
+/// The multi-row insert of `rows` (placeholders as the backend wants them).
+fn insert_statement<'a, DB>(rows: &'a [&'a SerializedEvent]) -> QueryBuilder<'a, DB>
+where
+    DB: SqlxDatabase,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'a serde_json::Value: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+    );
     query.push_values(rows, |mut row, event| {
         row.push_bind(event.aggregate_type.as_str())
             .push_bind(event.aggregate_id.as_str())
-            .push_bind(sequence_of(event))
+            .push_bind(i64::try_from(event.sequence).unwrap_or(i64::MAX))
             .push_bind(event.event_type.as_str())
             .push_bind(event.event_version.as_str())
             .push_bind(&event.payload)
             .push_bind(&event.metadata);
     });
-    query.push(RETURNING_KEYS);
-    query
-}
-
-/// The multi-row insert of `rows` on SQLite, whose payload and metadata are JSON text (`texts`,
-/// one pair per row, in the same order).
-fn insert_statement_sqlite<'a>(
-    rows: &'a [&'a SerializedEvent],
-    texts: &'a [(String, String)],
-) -> QueryBuilder<'a, Any> {
-    let mut query = QueryBuilder::new(INSERT_EVENTS);
-    query.push_values(rows.iter().zip(texts), |mut row, (event, (payload, metadata))| {
-        row.push_bind(event.aggregate_type.as_str())
-            .push_bind(event.aggregate_id.as_str())
-            .push_bind(sequence_of(event))
-            .push_bind(event.event_type.as_str())
-            .push_bind(event.event_version.as_str())
-            .push_bind(payload.as_str())
-            .push_bind(metadata.as_str());
-    });
-    query.push(RETURNING_KEYS);
+    query.push(" ON CONFLICT DO NOTHING RETURNING aggregate_id, sequence");
     query
 }
 

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 
 use crate::log::GlobalLog;
 use crate::orders::{OrderStore, Start};
-use crate::subscription::InlineSlot;
 use crate::tail::LogTail;
 use crate::turns::OrderTurns;
 
@@ -43,16 +42,13 @@ pub const STATEMENT_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// statement timeout is longer or off.
 pub const SQLITE_BUSY_TIMEOUT_MS_MAX: u64 = 10_000;
 
-/// Pool sizes. Two pools share the database: the typed one cqrs-es loads orders through (and,
-/// on PostgreSQL, the committers append through), and an `Any` pool for the read side and
-/// subscribers, whose SQL is written once for both backends. On SQLite the one committer
-/// appends through the `Any` pool, so that the read models can be applied in the same
-/// transaction ([`crate::subscription::run_transactional`]).
+/// Pool sizes. Two pools share the database: the typed one cqrs-es appends through, and an
+/// `Any` pool for the read side and subscribers, whose SQL is written once for both backends.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolConfig {
-    /// Connections for command execution: loading orders, and PostgreSQL's appends.
+    /// Connections for command execution (cqrs-es).
     pub store_connections_max: u32,
-    /// Connections for queries and subscribers (and SQLite's appends).
+    /// Connections for queries and subscribers.
     pub query_connections_max: u32,
     /// How long an operation waits for a connection (a free one, or a new one to be
     /// established) before failing with `PoolTimedOut`. It bounds connecting too: sqlx retries
@@ -159,8 +155,6 @@ pub struct Database {
     order_turns: Arc<OrderTurns>,
     /// SQLite only: this process's writers queue here before taking the file's write lock.
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
-    /// SQLite only: the read models the committer applies in the append's transaction.
-    inline: Arc<InlineSlot>,
 }
 
 impl Database {
@@ -182,13 +176,7 @@ impl Database {
         let on_commit = announce_commits(appended.clone(), appended_here.clone());
         let statement_timeout = pools.statement_timeout_ms.to_string();
         let busy_timeout_ms = pools.sqlite_busy_timeout_ms();
-        // The typed pool the event store loads through; the appender is started below, once
-        // the read models' pool exists (on SQLite it writes through that one).
-        enum Store {
-            Postgres(sqlx::PgPool),
-            Sqlite(sqlx::SqlitePool),
-        }
-        let (backend, store) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (backend, orders) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let idle_in_tx = IDLE_IN_TRANSACTION_TIMEOUT_MS.to_string();
             let options = PgConnectOptions::from_str(&url)?.options([
                 ("idle_in_transaction_session_timeout", idle_in_tx.as_str()),
@@ -199,7 +187,7 @@ impl Database {
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
-            (Backend::Postgres, Store::Postgres(pool))
+            (Backend::Postgres, OrderStore::postgres(pool, on_commit))
         } else if url.starts_with("sqlite:") {
             // FULL: a payment ledger must not lose a committed event on power loss, which
             // NORMAL allows in WAL mode. WAL lets readers run beside the single writer.
@@ -216,7 +204,7 @@ impl Database {
                 .acquire_timeout(acquire_timeout)
                 .connect_with(options)
                 .await?;
-            (Backend::Sqlite, Store::Sqlite(pool))
+            (Backend::Sqlite, OrderStore::sqlite(pool, write_turn.clone(), on_commit))
         } else {
             return Err(DbError::UnsupportedUrl(url));
         };
@@ -246,22 +234,9 @@ impl Database {
             })
             .connect(&url)
             .await?;
-        let inline = Arc::new(InlineSlot::default());
-        let orders = match store {
-            Store::Postgres(pool) => OrderStore::postgres(pool, on_commit),
-            Store::Sqlite(pool) => OrderStore::sqlite(
-                pool,
-                any.clone(),
-                GlobalLog::new(backend, any.clone()),
-                inline.clone(),
-                write_turn.clone(),
-                on_commit,
-            ),
-        };
         Ok(Self {
             backend,
             orders: Arc::new(orders),
-            inline,
             appended,
             appended_here,
             tail: Arc::new(LogTail::new(GlobalLog::new(backend, any.clone()))),
@@ -389,12 +364,6 @@ impl Database {
             Some(turn) => Some(turn.clone().lock_owned().await),
             None => None,
         }
-    }
-
-    /// Where [`crate::subscription::run_transactional`] hands its read models to the SQLite
-    /// committer.
-    pub(crate) fn inline_slot(&self) -> &InlineSlot {
-        &self.inline
     }
 
     /// The global, ordered log of every event.

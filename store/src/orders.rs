@@ -70,30 +70,20 @@ impl OrderStore {
         }
     }
 
-    /// As [`OrderStore::postgres`], loading through `pool`. Appends are written through
-    /// `write_pool` (the read models' pool, so that `inline` can apply them in the append's
-    /// transaction; `log` decodes the rows for them), each batch inside `write_turn` (the
-    /// process's SQLite writer turn).
+    /// As [`OrderStore::postgres`]; each batch takes `write_turn` (the process's SQLite writer
+    /// turn) for its transaction.
     pub(crate) fn sqlite(
         pool: SqlitePool,
-        write_pool: sqlx::AnyPool,
-        log: crate::log::GlobalLog,
-        inline: std::sync::Arc<crate::subscription::InlineSlot>,
         write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
         on_commit: crate::append::OnCommit,
     ) -> Self {
         let repo = SqliteEventRepository::new(pool.clone());
-        let write_pool = WritePool::Sqlite {
-            pool: write_pool,
-            log,
-            inline,
-        };
         Self {
             events: Events::Sqlite(
                 PersistedEventStore::new_event_store(repo).with_upcasters(crate::log::upcasters()),
-                pool,
+                pool.clone(),
             ),
-            appender: Appender::start(write_pool, Some(write_turn), on_commit),
+            appender: Appender::start(WritePool::Sqlite(pool), Some(write_turn), on_commit),
         }
     }
 

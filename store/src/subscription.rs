@@ -13,13 +13,6 @@
 //! own checkpoint. Effect subscribers ([`run_effects`]) keep their position in memory and save
 //! it at most every [`EFFECT_CHECKPOINT_INTERVAL_MS`].
 //!
-//! On SQLite the transactional subscribers' batch usually rides in the append's own transaction:
-//! the runner hands its group to the process's committer ([`crate::append`]), which applies it to
-//! each batch of appends when every member is caught up, so the events, the read models and the
-//! checkpoints commit together (one fsync; the single writer taken once). The runner then only
-//! catches up: after a start, after a read model failed inside an append (its part is undone in
-//! a savepoint, never the append), or after another process's appends.
-//!
 //! One runner per subscriber name is expected; for transactional subscribers a second runner is
 //! harmless (the checkpoint rows are locked for the batch and re-checked).
 
@@ -31,7 +24,7 @@ use chrono::Utc;
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use crate::db::{Database, DbError};
-use crate::log::{GlobalLog, LogEvent, LogPosition};
+use crate::log::{LogEvent, LogPosition};
 use crate::time::fmt_ts;
 
 /// Events read and applied per transaction.
@@ -232,114 +225,28 @@ async fn save_checkpoints(tx: &mut AnyConnection, names: &[&str], position: LogP
     Ok(())
 }
 
-/// The transactional subscribers of one runner ([`run_transactional`]), sorted by name, names
-/// distinct, with the checkpoints the runner last saw. On SQLite the process's committer holds
-/// a weak reference too ([`InlineSlot`]) and applies each batch of appends to the group in the
-/// append's own transaction ([`apply_in_append`]), keeping the cache current.
-pub(crate) struct Group {
-    subscribers: Vec<Arc<dyn TransactionalSubscriber>>,
-    cache: Checkpoints,
-}
-
-impl Group {
-    fn new(mut subscribers: Vec<Arc<dyn TransactionalSubscriber>>) -> Self {
-        subscribers.sort_by(|a, b| a.name().cmp(b.name()));
-        subscribers.dedup_by(|a, b| a.name() == b.name());
-        Self {
-            subscribers,
-            cache: Checkpoints::default(),
-        }
-    }
-
-    fn members(&self) -> Vec<&dyn TransactionalSubscriber> {
-        self.subscribers.iter().map(AsRef::as_ref).collect()
-    }
-}
-
-/// A group's checkpoints as last read or written (`None`: read them at the next step).
-#[derive(Default)]
-struct Checkpoints {
-    at: std::sync::Mutex<Option<Vec<LogPosition>>>,
-}
-
-impl Checkpoints {
-    fn cached(&self) -> Option<Vec<LogPosition>> {
-        self.at
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Replaces the cache (`None`: read the checkpoints at the next step).
-    fn set_cache(&self, positions: Option<Vec<LogPosition>>) {
-        *self.at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = positions;
-    }
-
-    /// Moves the cache forward to `positions`, element by element, never back: the committer
-    /// and the runner both write it, and the later of two writes may carry the older view.
-    /// (A checkpoint moved back by a replay is seen by the runner when it locks the rows.)
-    fn advance_cache(&self, positions: &[LogPosition]) {
-        let mut at = self.at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *at = Some(match at.take() {
-            Some(old) if old.len() == positions.len() => old.iter().zip(positions).map(|(a, b)| (*a).max(*b)).collect(),
-            _ => positions.to_vec(),
-        });
-    }
-
-    /// After a commit that applied everything up to `last` to `subscribers` (which were at
-    /// `positions`).
-    fn committed(&self, subscribers: &[&dyn TransactionalSubscriber], positions: &[LogPosition], last: LogPosition) {
-        let moved: Vec<LogPosition> = positions.iter().map(|p| (*p).max(last)).collect();
-        self.advance_cache(&moved);
-        for subscriber in subscribers {
-            subscriber.committed(last);
-        }
-    }
-}
-
-/// Applies `events` (read after the lowest of `positions`) to each subscriber from its own
-/// checkpoint on, through `tx`. Returns the names of the subscribers that had events to apply,
-/// whose checkpoints must move.
-async fn apply_to_each<'g>(
-    tx: &mut AnyConnection,
-    subscribers: &[&'g dyn TransactionalSubscriber],
-    positions: &[LogPosition],
-    events: &[LogEvent],
-) -> Result<Vec<&'g str>, SubscriberError> {
-    let mut behind = Vec::with_capacity(subscribers.len());
-    for (subscriber, position) in subscribers.iter().zip(positions) {
-        let start = events.partition_point(|e| e.position <= *position);
-        if start < events.len() {
-            subscriber.apply(tx, &events[start..]).await?;
-            behind.push(subscriber.name());
-        }
-    }
-    Ok(behind)
-}
-
 /// Applies the next batch of the log to every one of `subscribers` (sorted by name, names
 /// distinct) in one transaction: one read (through [`Database::tail`]), one statement locking
 /// every checkpoint, each subscriber's own writes for the events after its checkpoint, one
-/// statement moving the checkpoints, one commit. `cache` keeps the checkpoints between steps;
-/// a runner that finds them moved by someone else refreshes it and answers
-/// [`Progress::Moved`].
+/// statement moving the checkpoints, one commit. `at` caches the checkpoints between steps
+/// (`None`: read them); a runner that finds them moved by someone else refreshes it and
+/// answers [`Progress::Moved`].
 ///
 /// The batch starts at the lowest checkpoint, so a subscriber far behind (one added by an
 /// upgrade) is caught up in full batches before the others see new events.
 async fn step_together(
     db: &Database,
     subscribers: &[&dyn TransactionalSubscriber],
-    cache: &Checkpoints,
+    at: &mut Option<Vec<LogPosition>>,
 ) -> Result<Progress, SubscriberError> {
     let names: Vec<&str> = subscribers.iter().map(|s| s.name()).collect();
-    let positions = match cache.cached() {
+    let positions = match at.take() {
         Some(p) => p,
         None => {
             let mut p = Vec::with_capacity(names.len());
             for name in &names {
                 p.push(checkpoint(db.pool(), name).await?);
             }
-            cache.advance_cache(&p);
             p
         }
     };
@@ -353,21 +260,31 @@ async fn step_together(
         for (subscriber, position) in subscribers.iter().zip(&positions) {
             subscriber.committed(*position);
         }
+        *at = Some(positions);
         return idle(db, from).await;
     };
     let _write_turn = db.write_turn().await;
     let mut tx: Transaction<'static, Any> = db.pool().begin().await?;
     let locked = lock_checkpoints(&mut tx, &names).await?;
     if locked != positions {
-        // Moved by the committer (SQLite, [`apply_in_append`]), another runner or a replay.
         tx.rollback().await?;
-        cache.set_cache(Some(locked));
+        *at = Some(locked);
         return Ok(Progress::Moved);
     }
-    let behind = apply_to_each(&mut tx, subscribers, &positions, &events).await?;
+    let mut behind = Vec::with_capacity(names.len());
+    for (subscriber, position) in subscribers.iter().zip(&positions) {
+        let start = events.partition_point(|e| e.position <= *position);
+        if start < events.len() {
+            subscriber.apply(&mut tx, &events[start..]).await?;
+            behind.push(subscriber.name());
+        }
+    }
     save_checkpoints(&mut tx, &behind, last).await?;
     tx.commit().await?;
-    cache.committed(subscribers, &positions, last);
+    *at = Some(positions.iter().map(|p| (*p).max(last)).collect());
+    for subscriber in subscribers {
+        subscriber.committed(last);
+    }
     Ok(Progress::Applied(events.len()))
 }
 
@@ -379,114 +296,32 @@ pub async fn step_transactional(
     db: &Database,
     subscriber: &dyn TransactionalSubscriber,
 ) -> Result<Progress, SubscriberError> {
-    step_together(db, &[subscriber], &Checkpoints::default()).await
+    step_together(db, &[subscriber], &mut None).await
 }
 
 /// Runs `subscribers` together until the task is aborted (aborting is safe: an unfinished
 /// batch rolls back): each batch of the log is applied to all of them in one transaction with
 /// their checkpoints. A failed batch (the database unreachable, say) is logged and retried
 /// after [`ERROR_BACKOFF_MS`]; a batch is abandoned after [`STEP_TIMEOUT_MS`].
-///
-/// On SQLite the process's committer applies each batch of appends to the same subscribers in
-/// the append's own transaction while this runner lives and the subscribers are caught up
-/// ([`apply_in_append`]): one transaction, one fsync, for the events and their read models.
-/// This runner then finds nothing to do; it still catches up after a start, a failed inline
-/// apply or another process's appends.
-pub async fn run_transactional(db: Database, subscribers: Vec<Arc<dyn TransactionalSubscriber>>) {
-    let group = Arc::new(Group::new(subscribers));
-    let members = group.members();
-    let names = members.iter().map(|s| s.name()).collect::<Vec<_>>().join(",");
-    if db.backend() == crate::Backend::Sqlite {
-        db.inline_slot().set(&group);
-    }
+pub async fn run_transactional(db: Database, mut subscribers: Vec<Arc<dyn TransactionalSubscriber>>) {
+    subscribers.sort_by(|a, b| a.name().cmp(b.name()));
+    subscribers.dedup_by(|a, b| a.name() == b.name());
+    let names = subscribers.iter().map(|s| s.name()).collect::<Vec<_>>().join(",");
+    let subscribers: Vec<&dyn TransactionalSubscriber> = subscribers.iter().map(AsRef::as_ref).collect();
     let mut wake = db.appended();
+    let mut at = None;
     let step_timeout = Duration::from_millis(STEP_TIMEOUT_MS);
     loop {
-        let step = step_together(&db, &members, &group.cache);
+        let step = step_together(&db, &subscribers, &mut at);
         let result = tokio::time::timeout(step_timeout, step)
             .await
             .unwrap_or(Err(SubscriberError::TimedOut));
         if result.is_err() {
             // The batch may or may not have committed: read the checkpoints again.
-            group.cache.set_cache(None);
+            at = None;
         }
         pause_after(result, &names, &mut wake, None).await;
     }
-}
-
-/// Where a SQLite process's committer finds the read models to apply in the append's own
-/// transaction: the group of the process's [`run_transactional`] runner, held weakly, so that
-/// aborting the runner also stops the inline apply.
-#[derive(Default)]
-pub(crate) struct InlineSlot(std::sync::Mutex<std::sync::Weak<Group>>);
-
-impl InlineSlot {
-    fn set(&self, group: &Arc<Group>) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::downgrade(group);
-    }
-
-    pub(crate) fn get(&self) -> Option<Arc<Group>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .upgrade()
-    }
-}
-
-/// What [`apply_in_append`] did, to be reported with [`Group::committed`] after the commit.
-pub(crate) struct AppliedInline {
-    positions: Vec<LogPosition>,
-    last: LogPosition,
-}
-
-impl AppliedInline {
-    /// Tells the group and its subscribers, once the append's transaction has committed.
-    pub(crate) fn committed(self, group: &Group) {
-        group.cache.committed(&group.members(), &self.positions, self.last);
-    }
-}
-
-/// SQLite: applies the events an append batch has just inserted (`appended`, their
-/// `(aggregate_id, sequence)`, in any order) to `group` inside the append's transaction `tx`,
-/// with the checkpoints, so the events and their read models commit together. Done only when
-/// every subscriber of the group has applied everything before the batch (the events read after
-/// the lowest checkpoint are exactly the batch's); otherwise nothing is written here and
-/// `Ok(None)` tells the committer to leave the batch to the runner, which catches up in order.
-///
-/// The caller wraps this in a savepoint: an error rolls back only the read models' part, and
-/// the events still commit (the runner applies them later, as it would without this path).
-///
-/// # Errors
-/// The subscribers' or the database's error.
-pub(crate) async fn apply_in_append(
-    tx: &mut AnyConnection,
-    log: &GlobalLog,
-    group: &Group,
-    appended: &[(String, i64)],
-) -> Result<Option<AppliedInline>, SubscriberError> {
-    let members = group.members();
-    let names: Vec<&str> = members.iter().map(|s| s.name()).collect();
-    let positions = lock_checkpoints(tx, &names).await?;
-    let Some(from) = positions.iter().min().copied() else {
-        return Ok(None);
-    };
-    let limit = i64::try_from(appended.len()).unwrap_or(i64::MAX);
-    let events = log.read_range_on(tx, from, None, limit).await?;
-    // RETURNING lists the rows in no particular order: compare as sets.
-    let batch: std::collections::HashSet<(&str, i64)> = appended
-        .iter()
-        .map(|(aggregate_id, sequence)| (aggregate_id.as_str(), *sequence))
-        .collect();
-    let exactly_the_batch = events.len() == batch.len()
-        && events
-            .iter()
-            .all(|event| batch.contains(&(event.order_id.to_string().as_str(), event.sequence)));
-    let Some(last) = events.last().map(|e| e.position).filter(|_| exactly_the_batch) else {
-        return Ok(None);
-    };
-    let behind = apply_to_each(tx, &members, &positions, &events).await?;
-    save_checkpoints(tx, &behind, last).await?;
-    Ok(Some(AppliedInline { positions, last }))
 }
 
 /// Longest an effect subscriber's progress stays only in memory: its checkpoint is saved at
