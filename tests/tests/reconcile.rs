@@ -14,8 +14,8 @@ use payledger_domain::{
 };
 use payledger_projections::reconcile::{self, DiscrepancyKind, ItemKind};
 use payledger_projections::{JournalProjection, OrderProjection};
-use payledger_store::{Database, PoolConfig};
-use payledger_tests::{catch_up, Backend, TestDb};
+use payledger_store::Database;
+use payledger_tests::{catch_up, migrated_database, Backend};
 use uuid::Uuid;
 
 const MERCHANT: &str = "shop1";
@@ -301,13 +301,9 @@ fn alipay(p: &Planted) -> Vec<u8> {
 }
 
 async fn finds_every_planted_discrepancy(backend: Backend, format: StatementFormat) {
-    let Some(test_db) = TestDb::create(backend).await else {
+    let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
-        .await
-        .expect("connect");
-    db.migrate().await.expect("migrate");
     let (channel, bytes, refund_processing) = match format {
         StatementFormat::Generic => ("sandbox", generic(&planted(|u| u.to_string(), true)), true),
         StatementFormat::WechatPayTradeBill => {
@@ -451,13 +447,9 @@ async fn paid_with_account(db: &Database, channel: &str, account: &str, out_trad
 /// with every account's, the other account's payment is "missing at the channel"; and the
 /// command refuses to guess which account a statement is when the channel has several.
 async fn a_statement_is_reconciled_with_its_own_accounts_orders(backend: Backend) {
-    let Some(test_db) = TestDb::create(backend).await else {
+    let Some((_test_db, db)) = migrated_database(backend).await else {
         return;
     };
-    let db = Database::connect(Some(&test_db.url), PoolConfig::default())
-        .await
-        .expect("connect");
-    db.migrate().await.expect("migrate");
     paid_with_account(&db, "alipay", "a", "A1", 100, "TA1").await;
     paid_with_account(&db, "alipay", "b", "B1", 200, "TB1").await;
     catch_up(&db, &JournalProjection::default()).await;
