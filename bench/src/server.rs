@@ -89,7 +89,10 @@ impl Payledger {
         serde_json::from_slice(&out.stdout).context("payledger merchants add printed no merchant JSON")
     }
 
-    /// Starts `payledger serve --roles all --listen 127.0.0.1:0` and waits until it listens.
+    /// Starts `payledger serve --roles all --listen 127.0.0.1:0 --rate-limit 0` and waits until
+    /// it listens. The per-merchant rate limit is off: the benchmark measures capacity, and at
+    /// few clients one merchant's client alone passes the default 200 requests/s (a 429 costs
+    /// the server nothing, so the phase would count refusals as load).
     ///
     /// # Errors
     /// When it exits or does not listen within [`START_TIMEOUT_MS`].
@@ -98,7 +101,15 @@ impl Payledger {
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut child = self
             .command()
-            .args(["serve", "--roles", "all", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--roles",
+                "all",
+                "--listen",
+                "127.0.0.1:0",
+                "--rate-limit",
+                "0",
+            ])
             .args(&self.serve_args)
             .stdout(Stdio::null())
             .stderr(log)
