@@ -15,12 +15,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use payledger_store::subscription::{
-    checkpoint, lock_checkpoint, save_checkpoint, SubscriberError, TransactionalSubscriber,
+    catch_up, catch_up_in, checkpoint, lock_checkpoint, save_checkpoint, CatchUp, SubscriberError,
+    TransactionalSubscriber,
 };
-use payledger_store::{Backend, Database, DbError, LogEvent, LogPosition};
+use payledger_store::{Backend, Database, DbError, LogPosition};
 use serde::Serialize;
 use sqlx::{Any, AnyConnection, Transaction};
 
@@ -271,97 +272,25 @@ async fn index_shadow(db: &Database, projection: Projection) -> Result<(), Rebui
     Ok(())
 }
 
-/// Runs the shadow subscriber until it reaches `until` (or the end of the readable log). One
-/// task reads the next batches while this one applies the current one in its transaction
-/// (checkpoint included), so reading and writing overlap. On PostgreSQL the shadow's commits do
-/// not wait for the WAL flush: a crash loses only shadow rows, which a new replay rebuilds anyway.
-async fn build_shadow(
-    db: &Database,
-    subscriber: &dyn TransactionalSubscriber,
-    until: Option<LogPosition>,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<u64, RebuildError> {
-    let from = checkpoint(db.pool(), subscriber.name()).await?;
-    let (batches, mut next) = tokio::sync::mpsc::channel::<Result<Vec<LogEvent>, DbError>>(READ_AHEAD_BATCHES);
-    let log = db.log();
-    let reader = tokio::spawn(async move {
-        let mut at = from;
-        loop {
-            if until.is_some_and(|u| at >= u) {
-                return;
-            }
-            let events = match log.read_range(at, until, REPLAY_BATCH_SIZE).await {
-                Ok(e) => e,
-                Err(e) => {
-                    let _ = batches.send(Err(e)).await;
-                    return;
-                }
-            };
-            match events.last() {
-                Some(last) => {
-                    at = last.position;
-                    if batches.send(Ok(events)).await.is_err() {
-                        return;
-                    }
-                }
-                None => match log.held_back(at).await {
-                    Ok(true) => tokio::time::sleep(Duration::from_millis(5)).await,
-                    Ok(false) => return,
-                    Err(e) => {
-                        let _ = batches.send(Err(e)).await;
-                        return;
-                    }
-                },
-            }
-        }
-    });
-    let mut applied = 0u64;
-    while let Some(batch) = next.recv().await {
-        let events = batch?;
-        let last = events.last().map(|e| e.position).unwrap_or(from);
-        let mut tx = db.pool().begin().await?;
-        if db.backend() == Backend::Postgres {
-            exec(&mut tx, "SET LOCAL synchronous_commit = off").await?;
-        }
-        lock_checkpoint(&mut tx, subscriber.name()).await?;
-        subscriber.apply(&mut tx, &events).await?;
-        save_checkpoint(&mut *tx, subscriber.name(), last).await?;
-        tx.commit().await?;
-        applied += events.len() as u64;
-        progress(events.len() as u64);
+/// How replay and verify run the shadow subscriber: large batches, read ahead, and (the shadow
+/// being rebuilt by any new run) commits that do not wait for the WAL flush on PostgreSQL.
+fn shadow_run(until: Option<LogPosition>) -> CatchUp {
+    CatchUp {
+        until,
+        batch_size: REPLAY_BATCH_SIZE,
+        read_ahead: READ_AHEAD_BATCHES,
+        durable: false,
     }
-    reader
-        .await
-        .map_err(|e| SubscriberError::Failed(format!("the log reader failed: {e}")))?;
-    Ok(applied)
 }
 
-/// Applies, inside `tx`, every readable event after the shadow's checkpoint (up to `until`),
-/// and stores the shadow checkpoint there too. Returns the position reached and the count.
-async fn catch_up_in(
+/// Under a lock held by the caller, applies in `tx` what the shadow still lacks up to `until`.
+async fn finish_in(
     db: &Database,
     tx: &mut AnyConnection,
-    subscriber: &dyn TransactionalSubscriber,
+    shadow: &dyn TransactionalSubscriber,
     until: Option<LogPosition>,
 ) -> Result<(LogPosition, u64), RebuildError> {
-    let mut at = lock_checkpoint(&mut *tx, subscriber.name()).await?;
-    let mut applied = 0u64;
-    loop {
-        if until.is_some_and(|u| at >= u) {
-            break;
-        }
-        // On the transaction's own connection: it holds the checkpoint lock (on SQLite the write
-        // lock), so it must not wait for another pool connection.
-        let events = db.log().read_range_on(&mut *tx, at, until, REPLAY_BATCH_SIZE).await?;
-        let Some(last) = events.last().map(|e| e.position) else {
-            break;
-        };
-        subscriber.apply(tx, &events).await?;
-        applied += events.len() as u64;
-        at = last;
-    }
-    save_checkpoint(&mut *tx, subscriber.name(), at).await?;
-    Ok((at, applied))
+    Ok(catch_up_in(db, tx, shadow, until, REPLAY_BATCH_SIZE).await?)
 }
 
 /// Rebuilds `projection` from position 0 into shadow tables and swaps them in atomically while
@@ -377,12 +306,12 @@ pub async fn replay(
     let started = Instant::now();
     create_shadow(db, projection).await?;
     let shadow = projection.subscriber(Tables::shadow());
-    let mut events = build_shadow(db, shadow.as_ref(), None, progress).await?;
+    let mut events = catch_up(db, &[shadow.as_ref()], shadow_run(None), progress).await?;
     index_shadow(db, projection).await?;
 
     let mut tx = db.pool().begin().await?;
     lock_checkpoint(&mut tx, projection.name()).await?;
-    let (position, more) = catch_up_in(db, &mut tx, shadow.as_ref(), None).await?;
+    let (position, more) = finish_in(db, &mut tx, shadow.as_ref(), None).await?;
     progress(more);
     events += more;
     save_checkpoint(&mut *tx, projection.name(), position).await?;
@@ -559,7 +488,7 @@ pub async fn verify_with(
         // that (what the live projector applied meanwhile), so the locked step has little to do.
         for _ in 0..2 {
             let live_at = checkpoint(db.pool(), projection.name()).await?;
-            report.events += build_shadow(db, shadow.as_ref(), Some(live_at), progress).await?;
+            report.events += catch_up(db, &[shadow.as_ref()], shadow_run(Some(live_at)), progress).await?;
         }
         let mut snapshot = frozen_snapshot(db, projection, shadow.as_ref(), &mut report, progress).await?;
         if let Some(hook) = comparing {
@@ -604,7 +533,7 @@ async fn frozen_snapshot(
             let mut lock = db.pool().begin().await?;
             let live_now = lock_checkpoint(&mut lock, projection.name()).await?;
             let mut copy = db.pool().begin().await?;
-            let (_, more) = catch_up_in(db, &mut copy, shadow, Some(live_now)).await?;
+            let (_, more) = finish_in(db, &mut copy, shadow, Some(live_now)).await?;
             copy.commit().await?;
             progress(more);
             report.events += more;
@@ -630,7 +559,7 @@ async fn frozen_snapshot(
             for _ in 0..SQLITE_SNAPSHOT_ATTEMPTS {
                 let mut lock = db.pool().begin().await?;
                 let live_now = lock_checkpoint(&mut lock, projection.name()).await?;
-                let (_, more) = catch_up_in(db, &mut lock, shadow, Some(live_now)).await?;
+                let (_, more) = finish_in(db, &mut lock, shadow, Some(live_now)).await?;
                 lock.commit().await?;
                 progress(more);
                 report.events += more;
@@ -655,7 +584,7 @@ async fn frozen_snapshot(
             );
             let mut lock = db.pool().begin().await?;
             let live_now = lock_checkpoint(&mut lock, projection.name()).await?;
-            let (_, more) = catch_up_in(db, &mut lock, shadow, Some(live_now)).await?;
+            let (_, more) = finish_in(db, &mut lock, shadow, Some(live_now)).await?;
             progress(more);
             report.events += more;
             Ok(lock)

@@ -13,6 +13,11 @@
 //! own checkpoint. Effect subscribers ([`run_effects`]) keep their position in memory and save
 //! it at most every [`EFFECT_CHECKPOINT_INTERVAL_MS`].
 //!
+//! Replay and verify rebuild a projection through the same step as the live runners
+//! ([`catch_up`]: bounded, reading ahead in a task of its own), and finish under a lock with
+//! [`catch_up_in`]. The relay (`payledger-bus`) reads through the same tail and waits by the
+//! same rule ([`wait_after`]); its step publishes instead of writing rows.
+//!
 //! One runner per subscriber name is expected; for transactional subscribers a second runner is
 //! harmless (the checkpoint rows are locked for the batch and re-checked).
 
@@ -23,7 +28,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
-use crate::db::{Database, DbError};
+use crate::db::{Backend, Database, DbError};
 use crate::log::{LogEvent, LogPosition};
 use crate::time::fmt_ts;
 
@@ -225,19 +230,159 @@ async fn save_checkpoints(tx: &mut AnyConnection, names: &[&str], position: LogP
     Ok(())
 }
 
+/// Where a step's batch comes from.
+enum Source {
+    /// The process's shared [`Database::tail`]: the live runners' source, read once for all.
+    Tail,
+    /// A reader task running ahead of the applying step: bounded runs ([`catch_up`]).
+    Ahead(ReadAhead),
+}
+
+impl Source {
+    /// The next batch after `from`; empty when there is nothing (more) to read.
+    async fn read(&mut self, db: &Database, from: LogPosition) -> Result<Vec<LogEvent>, DbError> {
+        match self {
+            Source::Tail => db.tail().read_after(from, BATCH_SIZE_MAX).await,
+            Source::Ahead(ahead) => ahead.next(db, from).await,
+        }
+    }
+}
+
+/// Reads batches of the log in a task of its own, `depth` batches ahead of the caller, from a
+/// position up to an optional end. A request from another position than where the last batch
+/// ended (a checkpoint moved by someone else) restarts the reader there.
+struct ReadAhead {
+    options: CatchUp,
+    /// Where the next received batch starts (after), while a reader runs.
+    next_after: Option<LogPosition>,
+    batches: Option<tokio::sync::mpsc::Receiver<Result<Vec<LogEvent>, DbError>>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    fn new(options: CatchUp) -> Self {
+        Self {
+            options,
+            next_after: None,
+            batches: None,
+            reader: None,
+        }
+    }
+
+    async fn next(&mut self, db: &Database, from: LogPosition) -> Result<Vec<LogEvent>, DbError> {
+        if self.next_after != Some(from) {
+            self.restart(db, from);
+        }
+        let Some(batches) = self.batches.as_mut() else {
+            return Ok(Vec::new());
+        };
+        match batches.recv().await {
+            Some(Ok(events)) => {
+                self.next_after = events.last().map(|e| e.position);
+                Ok(events)
+            }
+            Some(Err(e)) => {
+                self.next_after = None;
+                Err(e)
+            }
+            // The reader reached the end (of the range, or of the log with nothing held back).
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn restart(&mut self, db: &Database, from: LogPosition) {
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+        let CatchUp {
+            until,
+            batch_size,
+            read_ahead,
+            ..
+        } = self.options;
+        let (send, batches) = tokio::sync::mpsc::channel(read_ahead.max(1));
+        let log = db.log();
+        self.reader = Some(tokio::spawn(async move {
+            let mut at = from;
+            loop {
+                if until.is_some_and(|u| at >= u) {
+                    return;
+                }
+                let events = match log.read_range(at, until, batch_size).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        let _ = send.send(Err(e)).await;
+                        return;
+                    }
+                };
+                match events.last() {
+                    Some(last) => {
+                        at = last.position;
+                        if send.send(Ok(events)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => match log.held_back(at).await {
+                        Ok(true) => tokio::time::sleep(Duration::from_millis(HELD_BACK_RETRY_MS)).await,
+                        Ok(false) => return,
+                        Err(e) => {
+                            let _ = send.send(Err(e)).await;
+                            return;
+                        }
+                    },
+                }
+            }
+        }));
+        self.batches = Some(batches);
+        self.next_after = Some(from);
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+    }
+}
+
+/// Gives each of `subscribers` (at `positions`) the events of `events` after its own position,
+/// through `tx`. Returns the names of those that had any.
+async fn apply_after<'s>(
+    tx: &mut AnyConnection,
+    subscribers: &[&'s dyn TransactionalSubscriber],
+    positions: &[LogPosition],
+    events: &[LogEvent],
+) -> Result<Vec<&'s str>, SubscriberError> {
+    let mut behind = Vec::with_capacity(subscribers.len());
+    for (subscriber, position) in subscribers.iter().zip(positions) {
+        let start = events.partition_point(|e| e.position <= *position);
+        if start < events.len() {
+            subscriber.apply(tx, &events[start..]).await?;
+            behind.push(subscriber.name());
+        }
+    }
+    Ok(behind)
+}
+
 /// Applies the next batch of the log to every one of `subscribers` (sorted by name, names
-/// distinct) in one transaction: one read (through [`Database::tail`]), one statement locking
-/// every checkpoint, each subscriber's own writes for the events after its checkpoint, one
-/// statement moving the checkpoints, one commit. `at` caches the checkpoints between steps
-/// (`None`: read them); a runner that finds them moved by someone else refreshes it and
-/// answers [`Progress::Moved`].
+/// distinct) in one transaction: one read (from `source`), one statement locking every
+/// checkpoint, each subscriber's own writes for the events after its checkpoint, one statement
+/// moving the checkpoints, one commit (on PostgreSQL without waiting for the WAL flush unless
+/// `durable`). `at` caches the checkpoints between steps (`None`: read them); a runner that
+/// finds them moved by someone else refreshes it and answers [`Progress::Moved`].
 ///
 /// The batch starts at the lowest checkpoint, so a subscriber far behind (one added by an
 /// upgrade) is caught up in full batches before the others see new events.
+///
+/// This is the one step of every transactional subscriber: the live runners
+/// ([`run_transactional`]) and the bounded runs of replay and verify ([`catch_up`]).
 async fn step_together(
     db: &Database,
     subscribers: &[&dyn TransactionalSubscriber],
     at: &mut Option<Vec<LogPosition>>,
+    source: &mut Source,
+    durable: bool,
 ) -> Result<Progress, SubscriberError> {
     let names: Vec<&str> = subscribers.iter().map(|s| s.name()).collect();
     let positions = match at.take() {
@@ -254,31 +399,33 @@ async fn step_together(
         return Ok(Progress::CaughtUp);
     };
     // Read before opening the transaction: an idle poll then costs no write (and no fsync).
-    let events = db.tail().read_after(from, BATCH_SIZE_MAX).await?;
+    let events = source.read(db, from).await?;
     let Some(last) = events.last().map(|e| e.position) else {
         // Read to the end: each subscriber has applied everything up to its checkpoint.
         for (subscriber, position) in subscribers.iter().zip(&positions) {
             subscriber.committed(*position);
         }
         *at = Some(positions);
-        return idle(db, from).await;
+        return match source {
+            Source::Tail => idle(db, from).await,
+            // The reader waited out what was held back before it ended.
+            Source::Ahead(_) => Ok(Progress::CaughtUp),
+        };
     };
     let _write_turn = db.write_turn().await;
     let mut tx: Transaction<'static, Any> = db.pool().begin().await?;
+    if !durable && db.backend() == Backend::Postgres {
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
     let locked = lock_checkpoints(&mut tx, &names).await?;
     if locked != positions {
         tx.rollback().await?;
         *at = Some(locked);
         return Ok(Progress::Moved);
     }
-    let mut behind = Vec::with_capacity(names.len());
-    for (subscriber, position) in subscribers.iter().zip(&positions) {
-        let start = events.partition_point(|e| e.position <= *position);
-        if start < events.len() {
-            subscriber.apply(&mut tx, &events[start..]).await?;
-            behind.push(subscriber.name());
-        }
-    }
+    let behind = apply_after(&mut tx, subscribers, &positions, &events).await?;
     save_checkpoints(&mut tx, &behind, last).await?;
     tx.commit().await?;
     *at = Some(positions.iter().map(|p| (*p).max(last)).collect());
@@ -286,6 +433,83 @@ async fn step_together(
         subscriber.committed(last);
     }
     Ok(Progress::Applied(events.len()))
+}
+
+/// How a bounded run ([`catch_up`]) reads and commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Stop at this position (`None`: at the end of the readable log, once no committed event
+    /// is held back by an open transaction).
+    pub until: Option<LogPosition>,
+    /// Events read and applied per transaction.
+    pub batch_size: i64,
+    /// Batches read ahead of the one being applied (reading and writing overlap).
+    pub read_ahead: usize,
+    /// `false`: on PostgreSQL the batches commit without waiting for the WAL flush, for tables
+    /// that a crash may lose because a new run rebuilds them (a replay's shadow tables).
+    pub durable: bool,
+}
+
+/// Runs `subscribers` together, with the live runners' step ([`step_together`]), until they
+/// stand at `options.until` or at the end of the log; `progress` is told each batch's size.
+/// Returns the number of events applied (a batch counts once, however many subscribers).
+///
+/// # Errors
+/// The first failing batch's error (it rolled back; the checkpoints stand after the batches
+/// before it).
+pub async fn catch_up(
+    db: &Database,
+    subscribers: &[&dyn TransactionalSubscriber],
+    options: CatchUp,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, SubscriberError> {
+    let mut subscribers = subscribers.to_vec();
+    subscribers.sort_by(|a, b| a.name().cmp(b.name()));
+    subscribers.dedup_by(|a, b| a.name() == b.name());
+    let mut source = Source::Ahead(ReadAhead::new(options));
+    let mut at = None;
+    let mut applied = 0u64;
+    loop {
+        match step_together(db, &subscribers, &mut at, &mut source, options.durable).await? {
+            Progress::Applied(n) => {
+                applied += n as u64;
+                progress(n as u64);
+            }
+            Progress::Moved => {}
+            Progress::HeldBack => tokio::time::sleep(Duration::from_millis(HELD_BACK_RETRY_MS)).await,
+            Progress::CaughtUp => return Ok(applied),
+        }
+    }
+}
+
+/// Inside the caller's transaction `tx`, brings `subscriber` from its checkpoint to `until` (or the end of what `tx` can
+/// read), with the same apply as a step, reading on `tx`'s own connection (on SQLite it holds
+/// the write lock and must not wait for another). Stores the checkpoint in `tx`; returns the
+/// position reached and the number of events applied. Replay's swap and verify's snapshot use
+/// it to finish a [`catch_up`] under a lock.
+///
+/// # Errors
+/// The subscriber's or the database's error; `tx` should then be rolled back.
+pub async fn catch_up_in(
+    db: &Database,
+    tx: &mut AnyConnection,
+    subscriber: &dyn TransactionalSubscriber,
+    until: Option<LogPosition>,
+    batch_size: i64,
+) -> Result<(LogPosition, u64), SubscriberError> {
+    let mut at = lock_checkpoint(&mut *tx, subscriber.name()).await?;
+    let mut applied = 0u64;
+    while until.is_none_or(|u| at < u) {
+        let events = db.log().read_range_on(&mut *tx, at, until, batch_size).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            break;
+        };
+        apply_after(tx, &[subscriber], &[at], &events).await?;
+        applied += events.len() as u64;
+        at = last;
+    }
+    save_checkpoint(&mut *tx, subscriber.name(), at).await?;
+    Ok((at, applied))
 }
 
 /// Applies the next batch for `subscriber` alone (as [`run_transactional`] does for a group).
@@ -296,7 +520,7 @@ pub async fn step_transactional(
     db: &Database,
     subscriber: &dyn TransactionalSubscriber,
 ) -> Result<Progress, SubscriberError> {
-    step_together(db, &[subscriber], &mut None).await
+    step_together(db, &[subscriber], &mut None, &mut Source::Tail, true).await
 }
 
 /// Runs `subscribers` together until the task is aborted (aborting is safe: an unfinished
@@ -310,9 +534,10 @@ pub async fn run_transactional(db: Database, mut subscribers: Vec<Arc<dyn Transa
     let subscribers: Vec<&dyn TransactionalSubscriber> = subscribers.iter().map(AsRef::as_ref).collect();
     let mut wake = db.appended();
     let mut at = None;
+    let mut source = Source::Tail;
     let step_timeout = Duration::from_millis(STEP_TIMEOUT_MS);
     loop {
-        let step = step_together(&db, &subscribers, &mut at);
+        let step = step_together(&db, &subscribers, &mut at, &mut source, true);
         let result = tokio::time::timeout(step_timeout, step)
             .await
             .unwrap_or(Err(SubscriberError::TimedOut));
