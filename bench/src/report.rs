@@ -1,4 +1,4 @@
-//! The run's report: one record per phase, the goals checked against them, printed as
+//! The run's report: one record per phase, the write path's goals checked against them, printed as
 //! tables and written as JSON.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
@@ -138,7 +138,7 @@ impl PhaseReport {
     }
 }
 
-/// One of the goals, checked.
+/// One of the write path's goals, checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Goal {
     pub goal: String,
@@ -247,7 +247,7 @@ pub fn nats_goals(report: &Report) -> Vec<Goal> {
     }]
 }
 
-/// Checks the goals against `phases`.
+/// Checks the write path's goals against `phases`.
 pub fn goals(phases: &[PhaseReport]) -> Vec<Goal> {
     let mut goals: Vec<Goal> = [Endpoint::CreateOrder, Endpoint::Callback, Endpoint::Refund]
         .iter()
