@@ -125,12 +125,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 ///
 /// A request that is not authenticated is charged against its client address instead
 /// ([`crate::http::rate_limit::AddressRateLimit`]), 429 past that limit: a missing or malformed
-/// key at once; a key this process has never found *before* its lookup, so an address over its
-/// limit costs no database query however many made-up keys it sends; a key found before (a
-/// merchant's) is looked up uncharged and charged only if it is no longer found. A merchant's
-/// authenticated requests never charge the address, so merchants sharing an address (a NAT) with
-/// a client sending wrong keys are still served: at most a key's first use in a process is
-/// counted there.
+/// key at once, a key the lookup does not find after it. While the address is over its limit, a
+/// key this process has never found is refused before its lookup (uncharged), so an address over
+/// its limit costs no database query however many made-up keys it sends. A merchant's valid key
+/// never charges the address, so merchants sharing an address (a NAT, a proxy) with a client
+/// sending wrong keys are still served once their key is known to the process.
 pub struct AuthMerchant(pub OrderOwner);
 
 impl FromRequestParts<AppState> for AuthMerchant {
@@ -150,14 +149,11 @@ impl FromRequestParts<AppState> for AuthMerchant {
         };
         // Hashed once: the cache check and the lookup both use it.
         let hash = ApiKeyHash::of(key);
-        let known = state.api_keys.known(&hash);
-        if !known {
-            state.address_limit.check(addr)?;
+        if !state.api_keys.known(&hash) {
+            state.address_limit.over_limit(addr)?;
         }
         let Some((merchant, mode)) = state.api_keys.merchant(state.db.pool(), &state.keyring, &hash).await? else {
-            if known {
-                state.address_limit.check(addr)?;
-            }
+            state.address_limit.check(addr)?;
             return Err(ApiError::Unauthorized);
         };
         state.rate_limit.check(&merchant.merchant_id, mode)?;

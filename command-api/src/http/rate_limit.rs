@@ -9,12 +9,12 @@
 //!   authenticated requests, so a busy merchant behind one NAT is not throttled by it. What it is
 //!   charged for, and why:
 //!   - a request to the merchant API whose API key is missing, malformed or unknown (the 401s of
-//!     [`crate::http::extract::AuthMerchant`]). A key this process has not yet found is charged
-//!     *before* its database lookup, so once an address is over its limit a flood of made-up
-//!     keys costs no query at all; a key found before (see
-//!     `payledger_store::merchants::ApiKeyCache::known`) is looked up without a charge and
-//!     charged only if it is no longer found. Hence a merchant's key is charged once, on its
-//!     first use in a process, and never after.
+//!     [`crate::http::extract::AuthMerchant`]), charged when the lookup does not find the key. A
+//!     key this process has not yet found is not even looked up while its address is over the
+//!     limit ([`AddressRateLimit::over_limit`]: refused, uncharged, until the address's bucket
+//!     has a request again), so a flood of made-up keys costs no query once the limit is
+//!     reached. A merchant's valid key is never charged: a hundred merchants calling through one
+//!     proxy address after a restart are all served.
 //!   - a request to the sandbox pay page, `GET` and `POST /sandbox/pay/{order_id}`
 //!     ([`crate::http::sandbox`]), whose pay token does not check (a guess): the token
 //!     authenticates the payer, so a payer holding it is never charged.
@@ -38,12 +38,13 @@
 //! rounded up so a client that waits that long is served). Each refusal counts in
 //! [`RATE_LIMITED_TOTAL`] with its `limit` (`merchant`, `address`).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -122,15 +123,19 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }))
     }
 
-    /// Takes one request from `key`'s bucket; when empty, the whole seconds (at least 1) until
-    /// the next request would pass.
-    fn check(&self, key: &K) -> Result<(), u64> {
-        self.buckets.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.buckets.clock().now());
-            // Whole seconds, rounded up: waiting the advertised time always suffices.
-            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
-        })
+    /// Takes one request from `key`'s bucket; when empty, how long until the next request
+    /// would pass.
+    fn check(&self, key: &K) -> Result<(), Duration> {
+        self.buckets
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.buckets.clock().now()))
     }
+}
+
+/// A wait in whole seconds, rounded up and at least 1 (`Retry-After`): waiting the advertised
+/// time always suffices.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The per-merchant limiter shared by every handler: one bucket per merchant id. Cheap to clone.
@@ -172,19 +177,18 @@ impl MerchantRateLimit {
         let Some(limiter) = &self.inner else {
             return Ok(());
         };
-        limiter
-            .check(&format!("{merchant_id}/{mode}"))
-            .map_err(|retry_after_seconds| {
-                metrics::counter!(RATE_LIMITED_TOTAL, "limit" => "merchant").increment(1);
-                let RateLimitConfig { per_second, burst } = limiter.config;
-                ApiError::TooManyRequests {
-                    detail: format!(
-                        "rate limit of {per_second} requests per second (burst {burst}) for merchant \
+        limiter.check(&format!("{merchant_id}/{mode}")).map_err(|wait| {
+            let retry_after_seconds = whole_seconds(wait);
+            metrics::counter!(RATE_LIMITED_TOTAL, "limit" => "merchant").increment(1);
+            let RateLimitConfig { per_second, burst } = limiter.config;
+            ApiError::TooManyRequests {
+                detail: format!(
+                    "rate limit of {per_second} requests per second (burst {burst}) for merchant \
                      {merchant_id} exceeded; retry after {retry_after_seconds} s"
-                    ),
-                    retry_after_seconds,
-                }
-            })
+                ),
+                retry_after_seconds,
+            }
+        })
     }
 
     /// Drops the buckets of merchants idle long enough for their bucket to be full again.
@@ -200,6 +204,9 @@ impl MerchantRateLimit {
 #[derive(Clone)]
 pub struct AddressRateLimit {
     inner: Option<Arc<Limiter<IpAddr>>>,
+    /// Addresses refused by [`AddressRateLimit::check`], and until when their bucket is empty:
+    /// what [`AddressRateLimit::over_limit`] reads without charging.
+    refused: Arc<Mutex<HashMap<IpAddr, Instant>>>,
 }
 
 impl std::fmt::Debug for AddressRateLimit {
@@ -216,12 +223,40 @@ impl AddressRateLimit {
     pub fn new(config: RateLimitConfig) -> Self {
         Self {
             inner: Limiter::new(config),
+            refused: Arc::default(),
         }
     }
 
     /// No limit at all.
     pub fn off() -> Self {
-        Self { inner: None }
+        Self {
+            inner: None,
+            refused: Arc::default(),
+        }
+    }
+
+    /// Refuses, without charging, an address that [`AddressRateLimit::check`] refused and whose
+    /// bucket is still empty: the API key lookup of a key this process has not seen is skipped
+    /// for it, so a flood of made-up keys costs no query once the address is over its limit,
+    /// while a merchant's valid key is never charged.
+    ///
+    /// # Errors
+    /// [`ApiError::TooManyRequests`], as [`AddressRateLimit::check`] answers it.
+    pub fn over_limit(&self, addr: Option<IpAddr>) -> Result<(), ApiError> {
+        let (Some(limiter), Some(addr)) = (&self.inner, addr) else {
+            return Ok(());
+        };
+        let key = address_key(addr);
+        let until = self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        match until.and_then(|u| u.checked_duration_since(Instant::now())) {
+            Some(wait) if !wait.is_zero() => Err(limiter_refusal(limiter, key, wait)),
+            _ => Ok(()),
+        }
     }
 
     /// Takes one unauthenticated request from `addr`'s bucket. `None` (a request that did not
@@ -235,24 +270,26 @@ impl AddressRateLimit {
             return Ok(());
         };
         let key = address_key(addr);
-        limiter.check(&key).map_err(|retry_after_seconds| {
-            metrics::counter!(RATE_LIMITED_TOTAL, "limit" => "address").increment(1);
-            let RateLimitConfig { per_second, burst } = limiter.config;
-            ApiError::TooManyRequests {
-                detail: format!(
-                    "rate limit of {per_second} unauthenticated requests per second (burst {burst}) \
-                     for address {key} exceeded; retry after {retry_after_seconds} s"
-                ),
-                retry_after_seconds,
-            }
+        limiter.check(&key).map_err(|wait| {
+            self.refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key, Instant::now() + wait);
+            limiter_refusal(limiter, key, wait)
         })
     }
 
-    /// Drops the buckets of addresses idle long enough for their bucket to be full again.
+    /// Drops the buckets of addresses idle long enough for their bucket to be full again, and
+    /// the refusals that have expired.
     pub fn retain_recent(&self) {
         if let Some(limiter) = &self.inner {
             limiter.buckets.retain_recent();
         }
+        let now = Instant::now();
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, until| *until > now);
     }
 
     /// Addresses holding a bucket now.
@@ -263,6 +300,21 @@ impl AddressRateLimit {
     /// Whether no address holds a bucket.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The 429 of the address limiter for `key`, `wait` before its next request passes (counted in
+/// [`RATE_LIMITED_TOTAL`]).
+fn limiter_refusal(limiter: &Limiter<IpAddr>, key: IpAddr, wait: Duration) -> ApiError {
+    metrics::counter!(RATE_LIMITED_TOTAL, "limit" => "address").increment(1);
+    let RateLimitConfig { per_second, burst } = limiter.config;
+    let retry_after_seconds = whole_seconds(wait);
+    ApiError::TooManyRequests {
+        detail: format!(
+            "rate limit of {per_second} unauthenticated requests per second (burst {burst}) \
+             for address {key} exceeded; retry after {retry_after_seconds} s"
+        ),
+        retry_after_seconds,
     }
 }
 
@@ -378,6 +430,35 @@ mod tests {
             assert!(limit.check(None).is_ok());
         }
         assert_eq!(limit.len(), 2);
+    }
+
+    #[test]
+    fn over_limit_refuses_only_an_address_already_refused_and_charges_nothing() {
+        let limit = AddressRateLimit::new(RateLimitConfig {
+            per_second: 1,
+            burst: 2,
+        });
+        let a: IpAddr = "203.0.113.7".parse().unwrap();
+        for _ in 0..10 {
+            assert!(limit.over_limit(Some(a)).is_ok(), "reading the limit charges nothing");
+        }
+        assert!(limit.check(Some(a)).is_ok());
+        assert!(limit.check(Some(a)).is_ok());
+        assert!(limit.over_limit(Some(a)).is_ok(), "empty, but not refused yet");
+        assert!(limit.check(Some(a)).is_err());
+        match limit.over_limit(Some(a)) {
+            Err(ApiError::TooManyRequests {
+                retry_after_seconds, ..
+            }) => assert_eq!(retry_after_seconds, 1),
+            other => panic!("expected 429, got {other:?}"),
+        }
+        assert!(limit.over_limit(Some("203.0.113.8".parse().unwrap())).is_ok());
+        assert!(AddressRateLimit::off().over_limit(Some(a)).is_ok());
+        // Once the bucket has a request again (1/s), the refusal has expired.
+        std::thread::sleep(Duration::from_millis(1_050));
+        assert!(limit.over_limit(Some(a)).is_ok());
+        limit.retain_recent();
+        assert!(limit.refused.lock().unwrap().is_empty(), "expired refusals are dropped");
     }
 
     #[test]
