@@ -248,8 +248,8 @@ impl Source {
     }
 }
 
-/// Reads batches of the log in a task of its own, `depth` batches ahead of the caller, from a
-/// position up to an optional end. A request from another position than where the last batch
+/// Reads batches of the log in a task of its own, [`CatchUp::read_ahead`] batches ahead of the
+/// caller, from a position up to an optional end. A request from another position than where the last batch
 /// ended (a checkpoint moved by someone else) restarts the reader there.
 struct ReadAhead {
     options: CatchUp,
