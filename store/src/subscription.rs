@@ -450,7 +450,7 @@ pub struct CatchUp {
     pub durable: bool,
 }
 
-/// Runs `subscribers` together, with the live runners' step ([`step_together`]), until they
+/// Runs `subscribers` together, with the live runners' step (`step_together`), until they
 /// stand at `options.until` or at the end of the log; `progress` is told each batch's size.
 /// Returns the number of events applied (a batch counts once, however many subscribers).
 ///
