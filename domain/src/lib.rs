@@ -7,11 +7,13 @@
 //! - [`Money`]: a positive integer amount in the currency's minor unit (fen, cents) plus an
 //!   ISO-4217 [`Currency`]. No floating point anywhere.
 //! - [`PaymentOrder`]: one aggregate per payment order, keyed by [`ids::order_id`].
+//! - [`console::ConsoleUser`]: one aggregate per console user (operators and merchants' staff).
 //! - [`PaymentOrderCommand`] → [`PaymentOrderEvent`]s, by the rules in [`aggregate`] (tabled in
 //!   `ARCHITECTURE.md`, "Where each money rule lives").
 
 pub mod aggregate;
 pub mod commands;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod ids;
@@ -24,5 +26,7 @@ pub use commands::*;
 pub use error::OrderError;
 pub use events::*;
 pub use mode::{Mode, SANDBOX_CHANNEL};
-pub use money::{parse_currency as parse_currency_code, Currency, Money, MoneyError, AMOUNT_MINOR_MAX};
+pub use money::{
+    format_minor, parse_currency as parse_currency_code, parse_major, Currency, Money, MoneyError, AMOUNT_MINOR_MAX,
+};
 pub use status::{OrderStatus, RefundStatus};

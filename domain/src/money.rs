@@ -81,9 +81,86 @@ pub fn parse_currency(code: &str) -> Result<Currency, MoneyError> {
     Ok(currency)
 }
 
+/// `amount_minor` in major units with the currency's exponent, exactly (no floating point):
+/// `format_minor(12345, "CNY")` is `"123.45"`, `format_minor(-5, "USD")` `"-0.05"`,
+/// `format_minor(500, "JPY")` `"500"`. A code we do not know, or one without a minor unit, shows
+/// the minor units as they are, followed by ` (minor units)`, so nothing is ever shown scaled
+/// wrongly.
+pub fn format_minor(amount_minor: i64, currency: &str) -> String {
+    let Some(exponent) = Currency::from_code(currency).and_then(|c| c.exponent()) else {
+        return format!("{amount_minor} (minor units)");
+    };
+    if exponent == 0 {
+        return amount_minor.to_string();
+    }
+    let scale = 10_u64.pow(u32::from(exponent));
+    let magnitude = amount_minor.unsigned_abs();
+    let sign = if amount_minor < 0 { "-" } else { "" };
+    format!(
+        "{sign}{}.{:0width$}",
+        magnitude / scale,
+        magnitude % scale,
+        width = usize::from(exponent)
+    )
+}
+
+/// `text` in major units of `currency` (`"123.45"` CNY) as exact minor units (`12345`): digits,
+/// at most one `.`, at most the currency's exponent of decimals, no sign, no exponent notation,
+/// at most [`AMOUNT_MINOR_MAX`]. Never rounds: more decimals than the currency has is an error.
+///
+/// # Errors
+/// A sentence saying what is wrong, for a person.
+pub fn parse_major(text: &str, currency: &str) -> Result<i64, String> {
+    let exponent = Currency::from_code(currency)
+        .and_then(|c| c.exponent())
+        .ok_or_else(|| format!("{currency} has no minor unit"))?;
+    let text = text.trim();
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || (text.contains('.') && fraction.is_empty()) {
+        return Err(format!("{text:?} is not an amount like 12.34"));
+    }
+    if fraction.len() > usize::from(exponent) {
+        return Err(format!("{currency} has {exponent} decimal places; {text:?} has more"));
+    }
+    let padded = format!("{whole}{fraction:0<width$}", width = usize::from(exponent));
+    padded
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v <= AMOUNT_MINOR_MAX)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn major_units_parse_to_exact_minor_units_and_never_round() {
+        assert_eq!(parse_major("123.45", "CNY"), Ok(12_345));
+        assert_eq!(parse_major("0.5", "CNY"), Ok(50));
+        assert_eq!(parse_major("7", "CNY"), Ok(700));
+        assert_eq!(parse_major("500", "JPY"), Ok(500));
+        assert_eq!(parse_major("1.234", "BHD"), Ok(1_234));
+        assert!(parse_major("1.234", "CNY").is_err(), "would round");
+        assert!(parse_major("1.5", "JPY").is_err());
+        for bad in ["", "-1", "1e3", "1.", ".5", "1,5", "1.2.3", " 1 2"] {
+            assert!(parse_major(bad, "CNY").is_err(), "{bad:?}");
+        }
+        assert!(parse_major("99999999999999999999", "CNY").is_err());
+    }
+
+    #[test]
+    fn minor_units_are_shown_with_the_currency_exponent() {
+        assert_eq!(format_minor(12_345, "CNY"), "123.45");
+        assert_eq!(format_minor(5, "USD"), "0.05");
+        assert_eq!(format_minor(-5, "USD"), "-0.05");
+        assert_eq!(format_minor(-150, "CNY"), "-1.50");
+        assert_eq!(format_minor(500, "JPY"), "500");
+        assert_eq!(format_minor(1_234, "BHD"), "1.234");
+        assert_eq!(format_minor(i64::MIN, "CNY"), "-92233720368547758.08");
+        assert_eq!(format_minor(7, "XAU"), "7 (minor units)");
+    }
 
     #[test]
     fn amount_at_the_limit_is_accepted_and_one_past_is_refused() {
