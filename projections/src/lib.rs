@@ -14,6 +14,7 @@
 //!   removed or changed).
 
 pub mod accounts;
+pub mod console;
 pub mod journal;
 pub mod journal_projection;
 pub mod openapi;

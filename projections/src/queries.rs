@@ -56,10 +56,34 @@ pub async fn refund(pool: &AnyPool, owner: &OrderOwner, refund_id: Uuid) -> Resu
     decode(doc)
 }
 
-/// Filters of `GET /v1/orders`.
+/// Whose orders a list reads: one mode, and one merchant or (operators in the console) every
+/// merchant. The API always reads one merchant ([`OrderScope::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderScope {
+    pub mode: payledger_domain::Mode,
+    /// `None`: every merchant.
+    pub merchant_id: Option<String>,
+}
+
+impl OrderScope {
+    /// One merchant in one mode: what an API key sees.
+    pub fn of(owner: &OrderOwner) -> Self {
+        Self {
+            mode: owner.mode,
+            merchant_id: Some(owner.merchant_id.clone()),
+        }
+    }
+}
+
+/// Filters of `GET /v1/orders` and of the console's order list.
 #[derive(Debug, Clone, Default)]
 pub struct OrderFilter {
     pub out_trade_no: Option<String>,
+    /// Channel name (console only).
+    pub channel: Option<String>,
+    /// Amount at least / at most, minor units (console only).
+    pub amount_min: Option<i64>,
+    pub amount_max: Option<i64>,
     /// Wire name of a status, e.g. `paid`.
     pub status: Option<String>,
     /// Created at or after (RFC 3339 UTC text as stored).
@@ -115,13 +139,33 @@ pub async fn list_orders(
     limit: i64,
     cursor: Option<(String, String)>,
 ) -> Result<OrderPage, QueryError> {
+    list_orders_in(pool, &OrderScope::of(owner), filter, limit, cursor).await
+}
+
+/// As [`list_orders`], for a [`OrderScope`]: every merchant of a mode when it names none.
+///
+/// # Errors
+/// As [`list_orders`].
+pub async fn list_orders_in(
+    pool: &AnyPool,
+    scope: &OrderScope,
+    filter: &OrderFilter,
+    limit: i64,
+    cursor: Option<(String, String)>,
+) -> Result<OrderPage, QueryError> {
     let limit = limit.clamp(1, PAGE_LIMIT_MAX);
-    let mut sql = String::from("SELECT doc, created_at, order_id FROM order_view WHERE merchant_id = $1 AND mode = $2");
-    let mut args: Vec<String> = vec![owner.merchant_id.clone(), owner.mode.as_str().to_string()];
+    let mut sql = String::from("SELECT doc, created_at, order_id FROM order_view WHERE mode = $1");
+    let mut args: Vec<String> = vec![scope.mode.as_str().to_string()];
     let mut push = |clause: &str, value: String, sql: &mut String| {
         args.push(value);
         sql.push_str(&clause.replace('?', &format!("${}", args.len())));
     };
+    if let Some(m) = &scope.merchant_id {
+        push(" AND merchant_id = ?", m.clone(), &mut sql);
+    }
+    if let Some(v) = &filter.channel {
+        push(" AND channel = ?", v.clone(), &mut sql);
+    }
     if let Some(v) = &filter.out_trade_no {
         push(" AND out_trade_no = ?", v.clone(), &mut sql);
     }
@@ -138,6 +182,13 @@ pub async fn list_orders(
         push(" AND (created_at < ?", created_at.clone(), &mut sql);
         push(" OR (created_at = ?", created_at, &mut sql);
         push(" AND order_id < ?))", order_id, &mut sql);
+    }
+    // Integers, not text: written into the statement (bound as text they would compare as text).
+    if let Some(v) = filter.amount_min {
+        sql.push_str(&format!(" AND amount_minor >= {v}"));
+    }
+    if let Some(v) = filter.amount_max {
+        sql.push_str(&format!(" AND amount_minor <= {v}"));
     }
     sql.push_str(&format!(" ORDER BY created_at DESC, order_id DESC LIMIT {}", limit + 1));
     let mut query = sqlx::query_as::<_, (String, String, String)>(&sql);

@@ -10,9 +10,11 @@
 //!   global_position)` below `pg_snapshot_xmin`; SQLite: `event_positions`).
 //! - [`subscription`]: checkpointed subscribers of the global log, fed by [`tail`], the
 //!   process's one reader of the log's end.
+//! - [`console`]: the console users' events and sessions.
 
 pub mod append;
 pub mod backend;
+pub mod console;
 pub mod db;
 pub mod error;
 pub mod log;

@@ -1,0 +1,35 @@
+-- The console (operators and merchants' staff in the browser). The reasons are in
+-- schemas/postgres/0009_console.sql.
+CREATE TABLE console_events (
+    position       integer PRIMARY KEY AUTOINCREMENT,
+    aggregate_type text    NOT NULL,
+    aggregate_id   text    NOT NULL,
+    sequence       integer NOT NULL CHECK (sequence >= 1),
+    event_type     text    NOT NULL,
+    actor          text    NOT NULL,
+    at             text    NOT NULL,
+    payload        text    NOT NULL,
+    UNIQUE (aggregate_type, aggregate_id, sequence)
+) STRICT;
+CREATE INDEX console_events_type ON console_events (event_type, position);
+CREATE TRIGGER console_events_no_update BEFORE UPDATE ON console_events BEGIN
+    SELECT RAISE(ABORT, 'events are immutable: UPDATE refused');
+END;
+CREATE TRIGGER console_events_no_delete BEFORE DELETE ON console_events BEGIN
+    SELECT RAISE(ABORT, 'events are immutable: DELETE refused');
+END;
+
+CREATE TABLE console_sessions (
+    token_hash   text    PRIMARY KEY,
+    user_id      text    NOT NULL,
+    stage        text    NOT NULL,
+    csrf_token   text    NOT NULL,
+    address      text    NOT NULL,
+    created_at   integer NOT NULL,
+    last_seen_at integer NOT NULL
+) STRICT;
+CREATE INDEX console_sessions_user ON console_sessions (user_id);
+
+CREATE INDEX order_view_mode_created ON order_view (mode, created_at DESC, order_id DESC);
+CREATE INDEX order_view_mode_status_created ON order_view (mode, status, created_at DESC, order_id DESC);
+CREATE INDEX order_view_out_trade_no ON order_view (out_trade_no);

@@ -1,0 +1,333 @@
+//! The console's store: [`ConsoleUser`] events (`console_events`) and server-side sessions
+//! (`console_sessions`), on either backend. Why the console's events have their own table
+//! beside `events`: `schemas/postgres/0009_console.sql`.
+
+use chrono::{DateTime, Utc};
+use payledger_domain::console::{ConsoleUser, ConsoleUserCommand, ConsoleUserError, ConsoleUserEvent, UserState};
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+use crate::DbError;
+
+/// How many times a console command is re-run after another process appended to the same user
+/// first (two logins at once).
+const CONFLICT_RETRIES_MAX: u32 = 5;
+
+/// What a console command did.
+#[derive(Debug)]
+pub struct ConsoleExecuted {
+    /// The user after the command.
+    pub user: ConsoleUser,
+    /// The events appended.
+    pub events: Vec<ConsoleUserEvent>,
+}
+
+/// A console command's failure: the user's rule refused it, or the database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(transparent)]
+    Refused(#[from] ConsoleUserError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for ConsoleError {
+    fn from(e: sqlx::Error) -> Self {
+        ConsoleError::Db(DbError::Sqlx(e))
+    }
+}
+
+/// One line of the audit log: a console user's event.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// Order of recording, ascending; the cursor of [`audit`].
+    pub position: i64,
+    /// The user's e-mail address.
+    pub actor: String,
+    pub event: ConsoleUserEvent,
+}
+
+/// Filters of [`audit`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only this user's events (e-mail address).
+    pub actor: Option<String>,
+    /// Only this event type (`ActionRecorded`, `LoginFailed`, …).
+    pub event_type: Option<String>,
+}
+
+/// The user `user_id` folded from its events, with the sequence of its last event (0: no such
+/// user).
+///
+/// # Errors
+/// [`DbError`] when the database fails or an event does not decode.
+pub async fn load(pool: &AnyPool, user_id: Uuid) -> Result<(ConsoleUser, i64), DbError> {
+    let rows = sqlx::query(
+        "SELECT sequence, payload FROM console_events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+    )
+    .bind(ConsoleUser::TYPE)
+    .bind(user_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    let mut user = ConsoleUser::default();
+    let mut sequence = 0;
+    for row in rows {
+        sequence = row.try_get::<i64, _>("sequence")?;
+        user.apply(&decode(&row.try_get::<String, _>("payload")?)?);
+    }
+    Ok((user, sequence))
+}
+
+/// Loads the user, decides `command`, appends its events under the user's next sequence
+/// numbers; re-runs on the reloaded user when another writer appended first.
+///
+/// # Errors
+/// [`ConsoleError::Refused`] by the user's rules; [`ConsoleError::Db`].
+pub async fn execute(
+    pool: &AnyPool,
+    user_id: Uuid,
+    command: ConsoleUserCommand,
+) -> Result<ConsoleExecuted, ConsoleError> {
+    let mut attempt = 0;
+    loop {
+        let (mut user, sequence) = load(pool, user_id).await?;
+        let events = user.decide(command.clone())?;
+        for e in &events {
+            user.apply(e);
+        }
+        let actor = user.state().map(|s| s.email.clone()).unwrap_or_default();
+        match append(pool, user_id, sequence, &actor, &events).await {
+            Ok(()) => return Ok(ConsoleExecuted { user, events }),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES_MAX => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn append(
+    pool: &AnyPool,
+    user_id: Uuid,
+    after: i64,
+    actor: &str,
+    events: &[ConsoleUserEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for (i, e) in events.iter().enumerate() {
+        let payload = serde_json::to_string(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+        sqlx::query(
+            "INSERT INTO console_events (aggregate_type, aggregate_id, sequence, event_type, actor, at, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(ConsoleUser::TYPE)
+        .bind(user_id.to_string())
+        .bind(after + 1 + i as i64)
+        .bind(e.event_type())
+        .bind(actor)
+        .bind(crate::time::fmt_ts(e.at()))
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn decode(payload: &str) -> Result<ConsoleUserEvent, DbError> {
+    serde_json::from_str(payload).map_err(|e| DbError::Corrupt(format!("console event: {e}")))
+}
+
+/// Every console user, by e-mail address.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn users(pool: &AnyPool) -> Result<Vec<UserState>, DbError> {
+    let rows = sqlx::query(
+        "SELECT aggregate_id, payload FROM console_events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence",
+    )
+    .bind(ConsoleUser::TYPE)
+    .fetch_all(pool)
+    .await?;
+    let mut users: Vec<UserState> = Vec::new();
+    let mut current: Option<(String, ConsoleUser)> = None;
+    for row in rows {
+        let id: String = row.try_get("aggregate_id")?;
+        let event = decode(&row.try_get::<String, _>("payload")?)?;
+        match &mut current {
+            Some((cur, user)) if *cur == id => user.apply(&event),
+            _ => {
+                if let Some(state) = current.take().and_then(|(_, u)| u.state().cloned()) {
+                    users.push(state);
+                }
+                let mut user = ConsoleUser::default();
+                user.apply(&event);
+                current = Some((id, user));
+            }
+        }
+    }
+    users.extend(current.and_then(|(_, u)| u.state().cloned()));
+    users.sort_by(|a, b| a.email.cmp(&b.email));
+    Ok(users)
+}
+
+/// The audit log: console users' events matching `filter`, newest first, at most `limit`, before
+/// position `before` (the previous page's last).
+///
+/// # Errors
+/// [`DbError`].
+pub async fn audit(
+    pool: &AnyPool,
+    filter: &AuditFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, DbError> {
+    let mut sql = String::from("SELECT position, actor, payload FROM console_events WHERE aggregate_type = $1");
+    let mut args: Vec<String> = vec![ConsoleUser::TYPE.to_string()];
+    if let Some(actor) = &filter.actor {
+        args.push(actor.trim().to_lowercase());
+        sql.push_str(&format!(" AND actor = ${}", args.len()));
+    }
+    if let Some(t) = &filter.event_type {
+        args.push(t.clone());
+        sql.push_str(&format!(" AND event_type = ${}", args.len()));
+    }
+    if let Some(before) = before {
+        sql.push_str(&format!(" AND position < {before}"));
+    }
+    sql.push_str(&format!(" ORDER BY position DESC LIMIT {}", limit.clamp(1, 500)));
+    let mut query = sqlx::query(&sql);
+    for a in &args {
+        query = query.bind(a);
+    }
+    query
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(AuditEntry {
+                position: row.try_get("position")?,
+                actor: row.try_get("actor")?,
+                event: decode(&row.try_get::<String, _>("payload")?)?,
+            })
+        })
+        .collect()
+}
+
+/// A server-side console session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub user_id: Uuid,
+    /// `password`, `totp`, `enrol` or `full` (see the table's comment).
+    pub stage: String,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// Stores a new session.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn create_session(
+    pool: &AnyPool,
+    token_hash: &str,
+    user_id: Uuid,
+    stage: &str,
+    csrf_token: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO console_sessions (token_hash, user_id, stage, csrf_token, address, created_at, last_seen_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(token_hash)
+    .bind(user_id.to_string())
+    .bind(stage)
+    .bind(csrf_token)
+    .bind(address)
+    .bind(now.timestamp())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The session of `token_hash`, if any.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn session(pool: &AnyPool, token_hash: &str) -> Result<Option<SessionRow>, DbError> {
+    let row = sqlx::query(
+        "SELECT user_id, stage, csrf_token, created_at, last_seen_at FROM console_sessions WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        let user_id: String = row.try_get("user_id")?;
+        Ok(SessionRow {
+            user_id: Uuid::parse_str(&user_id).map_err(|e| DbError::Corrupt(format!("session user id: {e}")))?,
+            stage: row.try_get("stage")?,
+            csrf_token: row.try_get("csrf_token")?,
+            created_at: row.try_get("created_at")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Marks the session used at `now` and sets its stage.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn touch_session(pool: &AnyPool, token_hash: &str, stage: &str, now: DateTime<Utc>) -> Result<(), DbError> {
+    sqlx::query("UPDATE console_sessions SET last_seen_at = $1, stage = $2 WHERE token_hash = $3")
+        .bind(now.timestamp())
+        .bind(stage)
+        .bind(token_hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Ends one session.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn end_session(pool: &AnyPool, token_hash: &str) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM console_sessions WHERE token_hash = $1")
+        .bind(token_hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of `user_id` (logout everywhere, a disabled user, a changed password).
+///
+/// # Errors
+/// [`DbError`].
+pub async fn end_sessions_of(pool: &AnyPool, user_id: Uuid) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM console_sessions WHERE user_id = $1")
+        .bind(user_id.to_string())
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes the sessions idle since before `idle_before` or created before `created_before`.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn prune_sessions(pool: &AnyPool, idle_before: i64, created_before: i64) -> Result<u64, DbError> {
+    let done = sqlx::query("DELETE FROM console_sessions WHERE last_seen_at < $1 OR created_at < $2")
+        .bind(idle_before)
+        .bind(created_before)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
