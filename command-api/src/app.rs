@@ -175,6 +175,8 @@ pub struct AppState {
     pub api_keys: Arc<ApiKeyCache>,
     /// Opens and seals stored secrets.
     pub keyring: Arc<Keyring>,
+    /// The console's login throttle and cookie settings ([`crate::console`]).
+    pub console: crate::console::ConsoleState,
 }
 
 impl AppState {
@@ -273,7 +275,8 @@ pub fn router_for(state: AppState, api: bool) -> Router {
         .merge(crate::http::callbacks::router().layer(DefaultBodyLimit::max(CALLBACK_BODY_LIMIT_BYTES)))
         .merge(crate::http::sandbox::router())
         .merge(crate::http::health::router())
-        .merge(crate::openapi::router());
+        .merge(crate::openapi::router())
+        .merge(crate::console::router(state.clone()));
     // Enforced where bodies are read (our extractors), so a 413 is problem+json like every
     // other error.
     let limited = resources.layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES)).layer(deadline);
@@ -634,7 +637,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         address_limit: AddressRateLimit::new(config.unauthenticated_rate_limit),
         api_keys: Arc::new(ApiKeyCache::default()),
         keyring: keyring.clone(),
+        console: crate::console::ConsoleState::new(public_url.starts_with("https://")),
     };
+    if roles.has(Role::Api) {
+        workers.push(crate::console::spawn_housekeeping(db.clone(), state.console.clone()));
+    }
     // The limiters' buckets of idle keys go once a minute (bounded memory under many addresses).
     workers.push(crate::http::rate_limit::spawn_retention(
         state.rate_limit.clone(),

@@ -103,6 +103,29 @@ pub enum Command {
         #[command(subcommand)]
         command: MerchantsCommand,
     },
+    /// Manage console users (the browser console at /console).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a console user; prints {email, role, merchant_id, one_time_password} as JSON. The
+    /// password works once: the first login asks for a new one, and operators then enrol a TOTP
+    /// second factor.
+    Add {
+        /// The user's e-mail address (their login; case does not matter).
+        email: String,
+        /// admin, finance, support, viewer (operators: every merchant), or merchant_admin,
+        /// merchant_viewer (one merchant: give --merchant).
+        #[arg(long)]
+        role: String,
+        /// The merchant a merchant_admin or merchant_viewer belongs to.
+        #[arg(long)]
+        merchant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -504,6 +527,56 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "live_api_key": live_api_key,
                     "webhook_secret": webhook_secret,
                     "test_webhook_secret": test_webhook_secret,
+                })
+            );
+        }
+        Command::Users {
+            command: UsersCommand::Add { email, role, merchant },
+        } => {
+            use payledger_domain::console::{console_user_id, ConsoleRole, ConsoleUserCommand};
+            let email = email.trim().to_lowercase();
+            let valid_email = email.len() <= 254
+                && email.split_once('@').is_some_and(|(local, domain)| {
+                    !local.is_empty()
+                        && domain.contains('.')
+                        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+                });
+            if !valid_email {
+                anyhow::bail!("invalid e-mail address {email:?}");
+            }
+            let Some(role) = ConsoleRole::parse(&role) else {
+                let names: Vec<_> = ConsoleRole::ALL.iter().map(|r| r.as_str()).collect();
+                anyhow::bail!("unknown role {role:?}: one of {}", names.join(", "));
+            };
+            let db = connect(database_url.as_deref()).await?;
+            if let Some(m) = &merchant {
+                let keyring = app::installation_keyring(&secrets_key, &db).await?;
+                if merchants::get(db.pool(), &keyring, m).await?.is_none() {
+                    db.close().await;
+                    anyhow::bail!("no merchant {m:?}");
+                }
+            }
+            let password = crate::console::auth::one_time_password();
+            let password_hash = crate::console::auth::hash_password(&password)
+                .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?;
+            let command = ConsoleUserCommand::AddUser {
+                email: email.clone(),
+                role,
+                merchant_id: merchant.clone(),
+                password_hash,
+                added_by: "cli".into(),
+                at: chrono::Utc::now(),
+            };
+            let added = payledger_store::console::execute(db.pool(), console_user_id(&email), command).await;
+            db.close().await;
+            added.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "email": email,
+                    "role": role.as_str(),
+                    "merchant_id": merchant,
+                    "one_time_password": password,
                 })
             );
         }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod channel_accounts;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod faults;
 pub mod flows;
 pub mod http;

@@ -363,6 +363,7 @@ pub(crate) async fn list(
         status: q.status,
         created_from,
         created_to,
+        ..OrderFilter::default()
     };
     state.read_models_current().await?;
     let page = queries::list_orders(state.db.pool(), &merchant, &filter, limit, cursor).await?;

@@ -357,6 +357,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 }
 
 impl ClientAddr {
+    /// The peer address of `request`'s connection, if any.
+    pub fn of_request<B>(request: &axum::http::Request<B>) -> Option<IpAddr> {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip())
+    }
+
     /// The peer address of `parts`' connection, if any.
     pub fn of(parts: &Parts) -> Self {
         Self(

@@ -91,19 +91,6 @@ fn script_json<T: serde::Serialize>(value: &T) -> String {
         .replace('&', "\\u0026")
 }
 
-fn minor_to_display(amount_minor: i64, exponent: u16) -> String {
-    if exponent == 0 {
-        return amount_minor.to_string();
-    }
-    let scale = 10_i64.pow(u32::from(exponent));
-    format!(
-        "{}.{:0width$}",
-        amount_minor / scale,
-        amount_minor % scale,
-        width = usize::from(exponent)
-    )
-}
-
 /// `GET /sandbox/pay/{order_id}`: the payer's page of a sandbox order.
 #[utoipa::path(
     get,
@@ -127,7 +114,7 @@ pub(crate) async fn page(
     let order = sandbox_order(&state, addr, &order_id, query).await?;
     let nonce = crate::http::security::nonce();
     let money = order.terms.amount;
-    let amount = minor_to_display(money.amount_minor, money.currency.exponent().unwrap_or(2));
+    let amount = payledger_domain::format_minor(money.amount_minor, money.currency.code());
     let return_url = script_json(&order.terms.return_url);
     let csp = crate::http::security::pay_page_csp(&nonce);
     let html = Html(format!(
@@ -244,7 +231,7 @@ pub(crate) async fn pay(
 
 #[cfg(test)]
 mod tests {
-    use super::{minor_to_display, script_json};
+    use super::script_json;
 
     #[test]
     fn text_embedded_in_a_script_cannot_close_it() {
@@ -253,13 +240,5 @@ mod tests {
         assert!(!embedded.contains('<') && !embedded.contains('>') && !embedded.contains('&'));
         let back: Option<String> = serde_json::from_str(&embedded).unwrap();
         assert_eq!(back, url, "still the same value once parsed");
-    }
-
-    #[test]
-    fn minor_units_display_with_the_currency_exponent() {
-        assert_eq!(minor_to_display(1999, 2), "19.99");
-        assert_eq!(minor_to_display(5, 2), "0.05");
-        assert_eq!(minor_to_display(500, 0), "500");
-        assert_eq!(minor_to_display(1234, 3), "1.234");
     }
 }
