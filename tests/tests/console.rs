@@ -1,0 +1,439 @@
+//! The console (`/console`) over HTTP, as a browser without JavaScript uses it: login with the
+//! one-time password, its change, TOTP enrolment and codes; the route × role table walked for
+//! every role; CSRF, session expiry, login throttling; a merchant user's view; a refund from the
+//! console reaching the merchant's notify_url and the audit log; the Chinese labels.
+
+use chrono::Utc;
+use payledger_command_api::console::access::{self, Access};
+use payledger_command_api::console::auth;
+use payledger_domain::console::{console_user_id, ConsoleRole, ConsoleUserCommand};
+use payledger_tests::flows::{create_id, order_body, pay, wait_status, WAIT};
+use payledger_tests::{Backend, TestServer, WebhookReceiver};
+use serde_json::json;
+use std::collections::HashMap;
+
+/// A cookie-keeping client that does not follow redirects.
+struct Browser {
+    base: String,
+    http: reqwest::Client,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    location: String,
+    body: String,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        Self {
+            base: base.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn take(&mut self, r: reqwest::Response) -> Page {
+        for v in r.headers().get_all("set-cookie") {
+            let text = v.to_str().unwrap();
+            let (pair, attrs) = text.split_once(';').unwrap_or((text, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || attrs.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        Page {
+            status: r.status().as_u16(),
+            location: r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string())
+                .unwrap_or_default(),
+            body: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.take(r).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.take(r).await
+    }
+}
+
+/// The value of the hidden input `name` on `page`.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} on the page:\n{page}"))
+        + marker.len();
+    page[start..start + page[start..].find('"').unwrap()].to_string()
+}
+
+/// The text of the element with `id`.
+fn by_id(page: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} on the page:\n{page}"));
+    let open_end = start + page[start..].find('>').unwrap() + 1;
+    page[open_end..open_end + page[open_end..].find('<').unwrap()].to_string()
+}
+
+/// Adds a console user directly (what `payledger users add` does); returns the one-time password.
+async fn add_user(s: &TestServer, email: &str, role: ConsoleRole, merchant: Option<&str>) -> String {
+    let password = auth::one_time_password();
+    payledger_store::console::execute(
+        s.database().pool(),
+        console_user_id(email),
+        ConsoleUserCommand::AddUser {
+            email: email.into(),
+            role,
+            merchant_id: merchant.map(str::to_string),
+            password_hash: auth::hash_password(&password).unwrap(),
+            added_by: "test".into(),
+            at: Utc::now(),
+        },
+    )
+    .await
+    .unwrap();
+    password
+}
+
+const NEW_PASSWORD: &str = "a long new passphrase";
+
+/// Logs `email` in through every stage; returns the browser and, for operators, the TOTP secret.
+async fn log_in(s: &TestServer, email: &str, one_time: &str) -> (Browser, Option<String>) {
+    let mut b = Browser::new(&s.base);
+    let r = b
+        .post("/console/login", &[("email", email), ("password", one_time)])
+        .await;
+    assert_eq!(
+        (r.status, r.location.as_str()),
+        (303, "/console/password"),
+        "{}",
+        r.body
+    );
+    let page = b.get("/console/password").await;
+    let csrf = hidden(&page.body, "csrf");
+    let r = b
+        .post(
+            "/console/password",
+            &[("csrf", &csrf), ("password", NEW_PASSWORD), ("repeat", NEW_PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    if r.location == "/console" {
+        return (b, None);
+    }
+    assert_eq!(r.location, "/console/enrol");
+    let page = b.get("/console/enrol").await;
+    let secret = by_id(&page.body, "totp-secret");
+    let code = auth::totp_code(&secret, Utc::now().timestamp() as u64).unwrap();
+    let r = b
+        .post(
+            "/console/enrol",
+            &[
+                ("csrf", &hidden(&page.body, "csrf")),
+                ("sealed", &hidden(&page.body, "sealed")),
+                ("code", &code),
+            ],
+        )
+        .await;
+    assert_eq!((r.status, r.location.as_str()), (303, "/console"), "{}", r.body);
+    (b, Some(secret))
+}
+
+/// An operator enrols a second factor, finds a paid sandbox order by out_trade_no, refunds part
+/// of it; the merchant's notify_url receives `refund.succeeded`, the order's timeline names the
+/// operator, the audit log shows the action. A `viewer` sees the order without the refund form,
+/// and its POST is refused with 403.
+async fn operator_refunds_from_the_console(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop_1").await;
+    let hook = WebhookReceiver::start(vec![]).await;
+    let mut body = order_body("console-1", 1_000);
+    body["notify_url"] = json!(hook.url);
+    let order_id = create_id(&s, &m.api_key, &body).await;
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    wait_status(&s, &m.api_key, &order_id, "paid").await;
+
+    let one_time = add_user(&s, "ops@example.com", ConsoleRole::Admin, None).await;
+    let (mut ops, secret) = log_in(&s, "Ops@Example.com", &one_time).await;
+    assert!(secret.is_some(), "operators enrol a second factor");
+
+    let list = ops.get("/console/orders?mode=test&out_trade_no=console-1").await;
+    assert_eq!(list.status, 200);
+    assert!(
+        list.body.contains(&format!("/console/orders/{order_id}")),
+        "{}",
+        list.body
+    );
+    let live = ops.get("/console/orders?out_trade_no=console-1").await;
+    assert!(!live.body.contains(&order_id), "test orders never show in live mode");
+
+    let page = ops.get(&format!("/console/orders/{order_id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"refund\""));
+    let csrf = hidden(&page.body, "csrf");
+    let refund_path = format!("/console/orders/{order_id}/refund");
+    let r = ops
+        .post(
+            &refund_path,
+            &[("csrf", &csrf), ("amount", "3.50"), ("reason", "damaged")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(r.location.ends_with("done=refund"), "{}", r.location);
+    // An amount the currency cannot hold is refused, not rounded.
+    let r = ops.post(&refund_path, &[("csrf", &csrf), ("amount", "0.001")]).await;
+    assert!(r.location.contains("error="), "{}", r.location);
+
+    let got = hook.wait_for(2, WAIT).await;
+    let delivered = got
+        .iter()
+        .find(|r| serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["type"] == "refund.succeeded")
+        .expect("refund.succeeded delivered");
+    let refund: serde_json::Value = serde_json::from_slice(&delivered.body).unwrap();
+    assert_eq!(refund["data"]["refunded_amount"], 350, "{refund}");
+    let signature = delivered.headers["payledger-signature"].to_str().unwrap();
+    assert!(
+        payledger_notifier::verify(
+            &m.webhook_secret,
+            signature,
+            &delivered.body,
+            Utc::now().timestamp(),
+            300
+        ),
+        "signed with the merchant's test webhook secret"
+    );
+
+    let page = ops.get(&format!("/console/orders/{order_id}")).await;
+    assert_eq!(by_id(&page.body, "refunded-amount"), "3.50 CNY", "{}", page.body);
+    assert!(
+        page.body.contains("console:ops@example.com"),
+        "the timeline names the operator"
+    );
+    let audit = ops.get("/console/audit?type=ActionRecorded").await;
+    assert!(audit.body.contains("refund") && audit.body.contains(&format!("order:{order_id}")));
+    assert!(audit.body.contains("ops@example.com"));
+    assert!(audit.body.contains("3.50 CNY"), "{}", audit.body);
+    let logins = ops.get("/console/audit?type=LoginSucceeded").await;
+    assert!(logins.body.contains("127.0.0.1"));
+
+    let one_time = add_user(&s, "viewer@example.com", ConsoleRole::Viewer, None).await;
+    let (mut viewer, _) = log_in(&s, "viewer@example.com", &one_time).await;
+    let page = viewer.get(&format!("/console/orders/{order_id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("id=\"refund\""), "no refund button for a viewer");
+    let csrf = hidden(&page.body, "csrf");
+    let r = viewer.post(&refund_path, &[("csrf", &csrf), ("amount", "1.00")]).await;
+    assert_eq!(r.status, 403);
+}
+
+/// Every route of the table, for every role: a role the table refuses gets 403, one it allows
+/// does not; a merchant user sees only its merchant's orders, and another's order id is 404.
+async fn the_role_table_is_enforced_for_every_role(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let mine = s.add_merchant("mine").await;
+    let theirs = s.add_merchant("theirs").await;
+    let my_order = create_id(&s, &mine.api_key, &order_body("m-1", 500)).await;
+    let their_order = create_id(&s, &theirs.api_key, &order_body("t-1", 700)).await;
+
+    for role in ConsoleRole::ALL {
+        let email = format!("{}@example.com", role.as_str());
+        let merchant = (!role.is_operator()).then_some("mine");
+        let one_time = add_user(&s, &email, role, merchant).await;
+        let (mut b, _) = log_in(&s, &email, &one_time).await;
+        let csrf = hidden(&b.get("/console").await.body, "csrf");
+        for route in access::routes() {
+            let access::Access::Action(action) = route.access else {
+                continue;
+            };
+            let path = route.path.replace("{id}", &my_order);
+            let r = if route.method == "GET" {
+                b.get(&format!("{path}?mode=test")).await
+            } else {
+                b.post(&path, &[("csrf", &csrf), ("amount", "0.01"), ("order_id", &my_order)])
+                    .await
+            };
+            if access::allows(role, action) {
+                assert_ne!(r.status, 403, "{} may {} {}", role.as_str(), route.method, route.path);
+                assert!(
+                    r.status < 500,
+                    "{} {} {}: {}",
+                    role.as_str(),
+                    route.method,
+                    route.path,
+                    r.status
+                );
+            } else {
+                assert_eq!(
+                    r.status,
+                    403,
+                    "{} may not {} {}",
+                    role.as_str(),
+                    route.method,
+                    route.path
+                );
+            }
+        }
+        let list = b.get("/console/orders?mode=test").await;
+        assert!(list.body.contains(&my_order));
+        assert_eq!(
+            list.body.contains(&their_order),
+            role.is_operator(),
+            "{}",
+            role.as_str()
+        );
+        let other = b.get(&format!("/console/orders/{their_order}")).await;
+        assert_eq!(
+            other.status,
+            if role.is_operator() { 200 } else { 404 },
+            "{}",
+            role.as_str()
+        );
+    }
+    // The stage routes need their stage; logout needs a session; the rest are public.
+    assert!(access::routes()
+        .iter()
+        .all(|r| r.access != Access::Public || !r.path.contains("orders")));
+}
+
+/// A POST without the CSRF token is refused; a session idle too long goes back to login; five
+/// wrong passwords throttle the account, even for the right password.
+async fn csrf_expiry_and_throttling(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop").await;
+    let order_id = create_id(&s, &m.api_key, &order_body("c-1", 500)).await;
+    let one_time = add_user(&s, "support@example.com", ConsoleRole::MerchantAdmin, Some("shop")).await;
+    let (mut b, secret) = log_in(&s, "support@example.com", &one_time).await;
+    assert!(secret.is_none(), "merchant users are not made to enrol");
+
+    let close_path = format!("/console/orders/{order_id}/close");
+    let r = b.post("/console/logout", &[]).await;
+    assert_eq!(r.status, 403, "no CSRF token");
+    let r = b.post("/console/logout", &[("csrf", "forged")]).await;
+    assert_eq!(r.status, 403, "a wrong CSRF token");
+    let r = b.post(&close_path, &[("csrf", "forged")]).await;
+    assert_eq!(r.status, 403);
+
+    // Idle past the limit: back to login, and the session is gone.
+    let pool = s.database().pool();
+    let idle = Utc::now().timestamp() - auth::SESSION_IDLE_SECONDS - 5;
+    sqlx::query(&format!("UPDATE console_sessions SET last_seen_at = {idle}"))
+        .execute(pool)
+        .await
+        .unwrap();
+    let r = b.get("/console/orders").await;
+    assert_eq!(
+        (r.status, r.location.as_str()),
+        (303, "/console/login?next=%2Fconsole%2Forders")
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM console_sessions")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+
+    let mut b = Browser::new(&s.base);
+    for _ in 0..5 {
+        let r = b
+            .post(
+                "/console/login",
+                &[("email", "support@example.com"), ("password", "wrong password!")],
+            )
+            .await;
+        assert_eq!(r.status, 401);
+    }
+    let r = b
+        .post(
+            "/console/login",
+            &[("email", "support@example.com"), ("password", NEW_PASSWORD)],
+        )
+        .await;
+    assert_eq!(r.status, 429, "throttled even with the right password");
+    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM console_events WHERE event_type = 'LoginFailed'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(failed, 6, "every failure is an event");
+    // Events are facts: the console's too.
+    assert!(sqlx::query("DELETE FROM console_events").execute(pool).await.is_err());
+}
+
+/// With the language switched to 简体中文, every page shows Chinese labels and no English ones.
+async fn every_page_speaks_chinese(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop").await;
+    let order_id = create_id(&s, &m.api_key, &order_body("zh-1", 500)).await;
+    let one_time = add_user(&s, "zh@example.com", ConsoleRole::Admin, None).await;
+    let (mut b, _) = log_in(&s, "zh@example.com", &one_time).await;
+    let r = b.get("/console/lang/zh-CN?back=/console/orders").await;
+    assert_eq!((r.status, r.location.as_str()), (303, "/console/orders"));
+    for path in [
+        "/console?mode=test".to_string(),
+        "/console/orders?mode=test".to_string(),
+        format!("/console/orders/{order_id}"),
+        "/console/audit".to_string(),
+    ] {
+        let page = b.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(page.body.contains("<html lang=\"zh-CN\">"), "{path}");
+        for label in ["概览", "订单", "审计日志", "退出登录"] {
+            assert!(page.body.contains(label), "{path} shows {label}");
+        }
+        for english in [">Overview<", ">Orders<", ">Audit log<", ">Log out<"] {
+            assert!(!page.body.contains(english), "{path} still shows {english}");
+        }
+    }
+    let mut anonymous = Browser::new(&s.base);
+    anonymous.cookies.insert(auth::LANG_COOKIE.into(), "zh-CN".into());
+    assert!(anonymous.get("/console/login").await.body.contains("登录"));
+}
+
+payledger_tests::both_backends!(
+    operator_refunds_from_the_console,
+    the_role_table_is_enforced_for_every_role,
+    csrf_expiry_and_throttling,
+    every_page_speaks_chinese,
+);
