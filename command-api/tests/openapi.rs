@@ -189,23 +189,9 @@ async fn every_documented_operation_is_a_route() {
     server.shutdown().await;
 }
 
-/// Where a headless browser is: `PAYLEDGER_TEST_CHROMIUM`, else Debian's `chromium`. `None`
-/// skips the browser tests with a loud message, except under `CI=true`, where `.ci/run`
-/// installs it and its absence fails.
+/// Where a headless browser is (see [`payledger_testkit::chromium`]).
 fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PAYLEDGER_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{} not found: CI=true needs Chromium (apt-get install chromium)",
-        path.display()
-    );
-    eprintln!("*** SKIPPING browser test: {} not found ***", path.display());
-    None
+    payledger_testkit::chromium("the /docs browser test").map(|(browser, _)| browser)
 }
 
 /// Runs headless Chromium on `url` with every host but loopback unresolvable (as on a machine

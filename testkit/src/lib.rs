@@ -133,3 +133,33 @@ pub async fn connect_nats(what: &str) -> Option<async_nats::Client> {
         }
     }
 }
+
+/// Debian's headless browser and its WebDriver for the browser tests: `PAYLEDGER_TEST_CHROMIUM`
+/// (default `/usr/bin/chromium`) and `PAYLEDGER_TEST_CHROMEDRIVER` (default
+/// `/usr/bin/chromedriver`). `None` (after a loud message naming `what`) when either is missing
+/// outside CI; `.ci/run` installs both.
+///
+/// # Panics
+/// When either is missing and `CI=true`.
+pub fn chromium(what: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let path = |var: &str, default: &str| {
+        std::env::var_os(var)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(default))
+    };
+    let browser = path("PAYLEDGER_TEST_CHROMIUM", "/usr/bin/chromium");
+    let driver = path("PAYLEDGER_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
+    for p in [&browser, &driver] {
+        if !p.exists() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "{} not found and CI=true: apt-get install chromium chromium-driver",
+                    p.display()
+                );
+            }
+            eprintln!("\n*** SKIPPING {what}: {} not found ***\n", p.display());
+            return None;
+        }
+    }
+    Some((browser, driver))
+}

@@ -166,6 +166,9 @@ pub async fn authorise(State(state): State<AppState>, req: Request, next: Next) 
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONSOLE_CSP));
+    // Not the API's `no-referrer`: under it browsers send `Origin: null` with the console's own
+    // form posts, which the origin check refuses. Nothing leaves for another site either way.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -294,7 +297,8 @@ async fn with_csrf_checked(req: Request, expected: &str, lang: Lang) -> Result<R
     }
 }
 
-/// A POST's `Origin`, when the browser sends one, must be this server (`Host`).
+/// A POST's `Origin`, when the browser sends one, must be this server (`Host`); `null` (an
+/// opaque origin: a sandboxed frame, a `data:` page) is refused.
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
