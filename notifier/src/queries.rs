@@ -173,6 +173,49 @@ impl From<Row> for NotificationView {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct ScopedRow {
+    merchant_id: String,
+    #[sqlx(flatten)]
+    row: Row,
+}
+
+/// The console's notification list: jobs of `mode`, of `merchant_id` or of every merchant. With
+/// `failing`, those that need a person (abandoned, or pending after a failed attempt), else every
+/// job; newest first, at most `limit` (clamped to 1..=[`PAGE_LIMIT_MAX`]). Each with its merchant.
+///
+/// # Errors
+/// [`sqlx::Error`] when the database fails.
+pub async fn list_for_console(
+    pool: &AnyPool,
+    mode: payledger_domain::Mode,
+    merchant_id: Option<&str>,
+    failing: bool,
+    limit: i64,
+) -> Result<Vec<(String, NotificationView)>, sqlx::Error> {
+    let mut sql = format!("SELECT merchant_id, {COLUMNS} FROM notify_job WHERE mode = $1");
+    if failing {
+        sql.push_str(" AND (status = 'abandoned' OR (status = 'pending' AND attempts > 0))");
+    }
+    if merchant_id.is_some() {
+        sql.push_str(" AND merchant_id = $2");
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, notification_id DESC LIMIT {}",
+        limit.clamp(1, PAGE_LIMIT_MAX)
+    ));
+    let mut query = sqlx::query_as::<_, ScopedRow>(&sql).bind(mode.as_str());
+    if let Some(m) = merchant_id {
+        query = query.bind(m);
+    }
+    Ok(query
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| (r.merchant_id, NotificationView::from(r.row)))
+        .collect())
+}
+
 const COLUMNS: &str = "notification_id, order_id, event_type, status, attempts, last_status_code, last_error, \
      next_attempt_at, created_at, updated_at, resend_count, resent_at, resent_by";
 

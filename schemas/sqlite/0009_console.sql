@@ -33,3 +33,8 @@ CREATE INDEX console_sessions_user ON console_sessions (user_id);
 CREATE INDEX order_view_mode_created ON order_view (mode, created_at DESC, order_id DESC);
 CREATE INDEX order_view_mode_status_created ON order_view (mode, status, created_at DESC, order_id DESC);
 CREATE INDEX order_view_out_trade_no ON order_view (out_trade_no);
+-- The console's refund and notification lists (every merchant of one mode, newest first) and
+-- its journal search by order.
+CREATE INDEX refund_view_mode_created ON refund_view (mode, created_at DESC, refund_id DESC);
+CREATE INDEX notify_job_mode_created ON notify_job (mode, created_at DESC, notification_id DESC);
+CREATE INDEX ledger_entry_order ON ledger_entry (order_id);
