@@ -7,7 +7,7 @@ use axum::http::Method;
 use axum::routing::{get, post, MethodRouter};
 use payledger_domain::console::ConsoleRole;
 
-use super::{login, pages};
+use super::{audit, lists, login, orders, pages};
 use crate::app::AppState;
 
 /// What a route needs.
@@ -36,6 +36,10 @@ pub enum Action {
     Resend,
     /// The audit log.
     ViewAudit,
+    /// The ledger: balances and journal lines (merchant users: their merchant's books).
+    ViewLedger,
+    /// The channel accounts and their recent calls.
+    ViewChannels,
 }
 
 /// Whether `role` may take `action`. The table of the issue that asked for the console:
@@ -47,6 +51,8 @@ pub enum Action {
 /// | close | ✓ | | ✓ | | | |
 /// | resend | ✓ | | ✓ | | ✓ own | |
 /// | audit log | ✓ | ✓ | ✓ | ✓ | | |
+/// | ledger | ✓ | ✓ | | ✓ | ✓ own | ✓ own |
+/// | channel accounts | ✓ | ✓ | ✓ | ✓ | | |
 pub fn allows(role: ConsoleRole, action: Action) -> bool {
     use ConsoleRole::*;
     match action {
@@ -54,7 +60,8 @@ pub fn allows(role: ConsoleRole, action: Action) -> bool {
         Action::Refund => matches!(role, Admin | Finance | MerchantAdmin),
         Action::Close => matches!(role, Admin | Support),
         Action::Resend => matches!(role, Admin | Support | MerchantAdmin),
-        Action::ViewAudit => role.is_operator(),
+        Action::ViewAudit | Action::ViewChannels => role.is_operator(),
+        Action::ViewLedger => role != Support,
     }
 }
 
@@ -82,63 +89,59 @@ fn route(method: Method, path: &'static str, access: Access, handler: fn() -> Me
 /// the table does not name is 404.
 pub fn routes() -> Vec<Route> {
     use Access::{Public, Session, Stage};
+    use Method as M;
+    let view = Access::Action(Action::ViewOrders);
     vec![
-        route(Method::GET, "/console/login", Public, || get(login::page)),
-        route(Method::POST, "/console/login", Public, || post(login::submit)),
-        route(Method::GET, "/console/lang/{lang}", Public, || {
-            get(pages::switch_language)
-        }),
-        route(Method::GET, "/console/assets/{file}", Public, || get(pages::asset)),
-        route(Method::GET, "/console/password", Stage("password"), || {
+        route(M::GET, "/console/login", Public, || get(login::page)),
+        route(M::POST, "/console/login", Public, || post(login::submit)),
+        route(M::GET, "/console/lang/{lang}", Public, || get(pages::switch_language)),
+        route(M::GET, "/console/assets/{file}", Public, || get(pages::asset)),
+        route(M::GET, "/console/password", Stage("password"), || {
             get(login::password_page)
         }),
-        route(Method::POST, "/console/password", Stage("password"), || {
+        route(M::POST, "/console/password", Stage("password"), || {
             post(login::password_submit)
         }),
-        route(Method::GET, "/console/totp", Stage("totp"), || get(login::totp_page)),
-        route(Method::POST, "/console/totp", Stage("totp"), || {
-            post(login::totp_submit)
-        }),
-        route(Method::GET, "/console/enrol", Stage("enrol"), || get(login::enrol_page)),
-        route(Method::POST, "/console/enrol", Stage("enrol"), || {
-            post(login::enrol_submit)
-        }),
-        route(Method::POST, "/console/logout", Session, || post(login::logout)),
-        route(Method::GET, "/console", Access::Action(Action::ViewOrders), || {
-            get(pages::overview)
-        }),
+        route(M::GET, "/console/totp", Stage("totp"), || get(login::totp_page)),
+        route(M::POST, "/console/totp", Stage("totp"), || post(login::totp_submit)),
+        route(M::GET, "/console/enrol", Stage("enrol"), || get(login::enrol_page)),
+        route(M::POST, "/console/enrol", Stage("enrol"), || post(login::enrol_submit)),
+        route(M::POST, "/console/logout", Session, || post(login::logout)),
+        route(M::GET, "/console", view, || get(pages::overview)),
+        route(M::GET, "/console/orders", view, || get(orders::orders)),
+        route(M::GET, "/console/orders.csv", view, || get(orders::export_csv)),
+        route(M::GET, "/console/orders/{id}", view, || get(orders::order)),
         route(
-            Method::GET,
-            "/console/orders",
-            Access::Action(Action::ViewOrders),
-            || get(pages::orders),
-        ),
-        route(
-            Method::GET,
-            "/console/orders/{id}",
-            Access::Action(Action::ViewOrders),
-            || get(pages::order),
-        ),
-        route(
-            Method::POST,
+            M::POST,
             "/console/orders/{id}/refund",
             Access::Action(Action::Refund),
-            || post(pages::refund),
+            || post(orders::refund),
         ),
         route(
-            Method::POST,
+            M::POST,
             "/console/orders/{id}/close",
             Access::Action(Action::Close),
-            || post(pages::close),
+            || post(orders::close),
         ),
+        route(M::GET, "/console/refunds", view, || get(lists::refunds)),
+        route(M::GET, "/console/notifications", view, || get(lists::notifications)),
         route(
-            Method::POST,
+            M::POST,
             "/console/notifications/{id}/resend",
             Access::Action(Action::Resend),
-            || post(pages::resend),
+            || post(orders::resend),
         ),
-        route(Method::GET, "/console/audit", Access::Action(Action::ViewAudit), || {
-            get(pages::audit_log)
+        route(M::GET, "/console/ledger", Access::Action(Action::ViewLedger), || {
+            get(lists::ledger)
+        }),
+        route(
+            M::GET,
+            "/console/channels",
+            Access::Action(Action::ViewChannels),
+            || get(lists::channels),
+        ),
+        route(M::GET, "/console/audit", Access::Action(Action::ViewAudit), || {
+            get(audit::audit_log)
         }),
     ]
 }

@@ -11,9 +11,12 @@
 //! [`ConsoleUser`]: payledger_domain::console::ConsoleUser
 
 pub mod access;
+mod audit;
 pub mod auth;
 pub mod i18n;
+mod lists;
 mod login;
+mod orders;
 mod pages;
 
 use std::net::IpAddr;

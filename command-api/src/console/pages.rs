@@ -5,18 +5,12 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
+use axum::Extension;
 use chrono::{Duration, Utc};
-use payledger_domain::console::ConsoleUserCommand;
-use payledger_domain::{format_minor, parse_major, Mode, OrderStatus};
-use payledger_notifier::queries as notifications;
+use payledger_domain::{format_minor, Mode};
 use payledger_projections::console as overview_queries;
-use payledger_projections::queries::{self, OrderFilter, OrderScope};
-use payledger_projections::OrderView;
-use payledger_store::console as store;
-use payledger_store::OrderOwner;
+use payledger_projections::queries::OrderScope;
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::access::Action;
 use super::auth;
@@ -32,6 +26,8 @@ pub(super) struct Layout {
     /// `live` or `test`.
     pub mode: &'static str,
     pub may_audit: bool,
+    pub may_ledger: bool,
+    pub may_channels: bool,
     /// The page's path, for the mode switch.
     pub path: &'static str,
     /// The page's path and query, URL-encoded, for the language switch's way back.
@@ -41,13 +37,21 @@ pub(super) struct Layout {
 }
 
 impl Layout {
-    fn new(viewer: &Viewer, mode: Mode, path: &'static str, back: &str, active: &'static str) -> Option<Self> {
+    pub(super) fn new(
+        viewer: &Viewer,
+        mode: Mode,
+        path: &'static str,
+        back: &str,
+        active: &'static str,
+    ) -> Option<Self> {
         Some(Self {
             email: viewer.user.email.clone(),
             role: viewer.role().as_str(),
             csrf: viewer.csrf.clone(),
             mode: mode.as_str(),
             may_audit: viewer.may(Action::ViewAudit),
+            may_ledger: viewer.may(Action::ViewLedger),
+            may_channels: viewer.may(Action::ViewChannels),
             path,
             back: url::form_urlencoded::byte_serialize(back.as_bytes()).collect(),
             active,
@@ -101,7 +105,7 @@ pub(super) struct ModeQuery {
     mode: Option<String>,
 }
 
-fn mode_of(raw: Option<&str>) -> Mode {
+pub(super) fn mode_of(raw: Option<&str>) -> Mode {
     match raw {
         Some("test") => Mode::Test,
         _ => Mode::Live,
@@ -110,7 +114,7 @@ fn mode_of(raw: Option<&str>) -> Mode {
 
 /// What `viewer` sees in `mode`: its merchant, or every merchant (`merchant` narrows an
 /// operator's view; a merchant user's own merchant always wins).
-fn scope(viewer: &Viewer, mode: Mode, merchant: Option<&str>) -> OrderScope {
+pub(super) fn scope(viewer: &Viewer, mode: Mode, merchant: Option<&str>) -> OrderScope {
     OrderScope {
         mode,
         merchant_id: viewer
@@ -145,6 +149,48 @@ struct OverviewPage {
     layout: Option<Layout>,
     periods: Vec<Period>,
     failing_notifications: i64,
+    has_chart: bool,
+    /// The charts' data (see `assets/console/console.js`), safe inside a `<script>` element.
+    chart_json: String,
+}
+
+/// The overview's chart data: one point per UTC day from `first` to `today` (unix seconds);
+/// orders created and paid (all currencies), and the paid volume per currency in major units (a
+/// float for drawing only: the tables carry the exact minor units).
+fn chart_json(
+    t: Tr,
+    days: &[overview_queries::DayTotals],
+    first: chrono::NaiveDate,
+    today: chrono::NaiveDate,
+) -> String {
+    let dates: Vec<chrono::NaiveDate> = first.iter_days().take_while(|d| *d <= today).collect();
+    let index = |day: &str| dates.iter().position(|d| d.to_string() == day);
+    let mut created = vec![0_i64; dates.len()];
+    let mut paid = vec![0_i64; dates.len()];
+    let mut volume: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for d in days {
+        let Some(i) = index(&d.day) else { continue };
+        created[i] += d.orders_created;
+        paid[i] += d.orders_paid;
+        let scale = payledger_domain::Currency::from_code(&d.currency)
+            .and_then(|c| c.exponent())
+            .map_or(1.0, |e| 10_f64.powi(i32::from(e)));
+        volume
+            .entry(d.currency.as_str())
+            .or_insert_with(|| vec![0.0; dates.len()])[i] += d.paid_minor as f64 / scale;
+    }
+    let json = serde_json::json!({
+        "days": dates.iter().map(|d| d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp())).collect::<Vec<_>>(),
+        "orders": [
+            {"label": t.t("orders_created"), "values": created},
+            {"label": t.t("orders_paid"), "values": paid},
+        ],
+        "volume": volume.into_iter().map(|(c, v)| serde_json::json!({"label": c, "values": v})).collect::<Vec<_>>(),
+    });
+    json.to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 /// `GET /console`: today, 7 and 30 days (UTC days), per currency; failing notifications.
@@ -207,712 +253,10 @@ pub(super) async fn overview(
         &OverviewPage {
             t,
             layout: Layout::new(&viewer, mode, "/console", &format!("/console?mode={mode}"), "overview"),
+            has_chart: !days.is_empty(),
+            chart_json: chart_json(t, &days, today - Duration::days(29), today),
             periods,
             failing_notifications: failing,
-        },
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Orders
-
-/// The order list's filters, as the form sends them (text, echoed back into the form).
-#[derive(Deserialize, Default, Clone)]
-pub(super) struct OrdersQuery {
-    mode: Option<String>,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    channel: String,
-    #[serde(default)]
-    merchant: String,
-    #[serde(default)]
-    out_trade_no: String,
-    #[serde(default)]
-    from: String,
-    #[serde(default)]
-    to: String,
-    #[serde(default)]
-    amount_min: String,
-    #[serde(default)]
-    amount_max: String,
-    cursor: Option<String>,
-}
-
-struct OrderRow {
-    order_id: Uuid,
-    out_trade_no: String,
-    merchant_id: String,
-    status: &'static str,
-    amount: String,
-    channel: String,
-    created_at: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/orders.html")]
-struct OrdersPage {
-    t: Tr,
-    layout: Option<Layout>,
-    mode: &'static str,
-    f: OrdersQuery,
-    /// Each status and whether the filter has it.
-    statuses: Vec<(&'static str, bool)>,
-    operator: bool,
-    rows: Vec<OrderRow>,
-    next: Option<String>,
-    error: Option<String>,
-}
-
-/// Orders per console page.
-const ORDERS_PER_PAGE: i64 = 50;
-
-/// `GET /console/orders`: filters (status, channel, merchant for operators, out_trade_no, UTC
-/// date range, amount range in major units of any currency with two decimals or fewer), newest
-/// first, cursor pages.
-pub(super) async fn orders(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Query(q): Query<OrdersQuery>,
-) -> Response {
-    let t = Tr(viewer.lang);
-    let mode = mode_of(q.mode.as_deref());
-    let scope = scope(&viewer, mode, Some(&q.merchant));
-    let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
-    let mut error = None;
-    let day = |s: &str, error: &mut Option<String>| -> Option<String> {
-        let s = some(s)?;
-        match chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-            Ok(d) => Some(format!("{d}T00:00:00.000000Z")),
-            Err(_) => {
-                *error = Some(format!("{s:?}: YYYY-MM-DD"));
-                None
-            }
-        }
-    };
-    // Amounts in the list's filter: major units with at most two decimals (the common exponent).
-    let amount = |s: &str, error: &mut Option<String>| -> Option<i64> {
-        let s = some(s)?;
-        match parse_major(&s, "CNY") {
-            Ok(v) => Some(v),
-            Err(e) => {
-                *error = Some(e);
-                None
-            }
-        }
-    };
-    let created_from = day(&q.from, &mut error);
-    let created_to = day(&q.to, &mut error).map(|d| {
-        // The "to" day is included: before the next day's start.
-        let next = chrono::NaiveDate::parse_from_str(&d[..10], "%Y-%m-%d").map(|d| d + Duration::days(1));
-        next.map(|n| format!("{n}T00:00:00.000000Z")).unwrap_or(d)
-    });
-    let status = some(&q.status).filter(|s| OrderStatus::ALL.iter().any(|known| known.as_str() == s));
-    let filter = OrderFilter {
-        out_trade_no: some(&q.out_trade_no),
-        status,
-        created_from,
-        created_to,
-        channel: some(&q.channel),
-        amount_min: amount(&q.amount_min, &mut error),
-        amount_max: amount(&q.amount_max, &mut error),
-    };
-    let cursor = q.cursor.as_deref().and_then(|c| queries::decode_cursor(c).ok());
-    if let Err(e) = state.read_models_current().await {
-        return internal(t.0, &e);
-    }
-    let page = match queries::list_orders_in(state.db.pool(), &scope, &filter, ORDERS_PER_PAGE, cursor).await {
-        Ok(p) => p,
-        Err(e) => return internal(t.0, &e),
-    };
-    let next = page.next_cursor.map(|c| {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("mode", mode.as_str());
-        for (k, v) in [
-            ("status", &q.status),
-            ("channel", &q.channel),
-            ("merchant", &q.merchant),
-            ("out_trade_no", &q.out_trade_no),
-            ("from", &q.from),
-            ("to", &q.to),
-            ("amount_min", &q.amount_min),
-            ("amount_max", &q.amount_max),
-        ] {
-            if !v.is_empty() {
-                query.append_pair(k, v);
-            }
-        }
-        query.append_pair("cursor", &c);
-        format!("/console/orders?{}", query.finish())
-    });
-    let rows = page
-        .data
-        .into_iter()
-        .map(|o| OrderRow {
-            order_id: o.order_id,
-            amount: format!("{} {}", format_minor(o.amount, &o.currency), o.currency),
-            out_trade_no: o.out_trade_no,
-            merchant_id: o.merchant_id,
-            status: o.status.as_str(),
-            channel: o.channel,
-            created_at: payledger_store::time::fmt_ts(o.created_at),
-        })
-        .collect();
-    html(
-        StatusCode::OK,
-        &OrdersPage {
-            t,
-            layout: Layout::new(
-                &viewer,
-                mode,
-                "/console/orders",
-                &format!("/console/orders?mode={mode}"),
-                "orders",
-            ),
-            mode: mode.as_str(),
-            statuses: OrderStatus::ALL
-                .iter()
-                .map(|s| (s.as_str(), s.as_str() == q.status))
-                .collect(),
-            operator: viewer.merchant().is_none(),
-            rows,
-            next,
-            error,
-            f: q,
-        },
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// One order
-
-struct OrderFacts {
-    order_id: Uuid,
-    out_trade_no: String,
-    merchant_id: String,
-    status: &'static str,
-    currency: String,
-    amount: String,
-    paid: String,
-    refunded: String,
-    channel: String,
-    method: String,
-    channel_trade_no: String,
-    subject: String,
-    created_at: String,
-}
-
-struct RefundRow {
-    out_refund_no: String,
-    amount: String,
-    status: &'static str,
-    reason: String,
-}
-
-struct AttemptRow {
-    at: String,
-    outcome: String,
-    latency_ms: i64,
-}
-
-struct NotificationRow {
-    notification_id: String,
-    event_type: String,
-    status: String,
-    resendable: bool,
-    attempts: Vec<AttemptRow>,
-}
-
-struct TimelineRow {
-    sequence: i64,
-    event_type: String,
-    at: String,
-    actor: String,
-    payload: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/order.html")]
-struct OrderPage {
-    t: Tr,
-    layout: Option<Layout>,
-    o: OrderFacts,
-    csrf: String,
-    may_refund: bool,
-    may_close: bool,
-    may_resend: bool,
-    refunds: Vec<RefundRow>,
-    notifications: Vec<NotificationRow>,
-    timeline: Vec<TimelineRow>,
-    done: Option<&'static str>,
-    error: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-pub(super) struct OrderQuery {
-    done: Option<String>,
-    error: Option<String>,
-}
-
-/// The order `id` as it stands in the log, with its events, if `viewer` may see it (a merchant
-/// user: only its merchant's). `None` is 404 to the caller, the same for missing and not theirs.
-async fn visible_order(
-    state: &AppState,
-    viewer: &Viewer,
-    id: &str,
-) -> Result<Option<(OrderView, Vec<payledger_store::LogEvent>)>, Response> {
-    let Ok(order_id) = Uuid::parse_str(id) else {
-        return Ok(None);
-    };
-    let events = state
-        .db
-        .log()
-        .order_events(order_id)
-        .await
-        .map_err(|e| internal(viewer.lang, &e))?;
-    let view =
-        OrderView::from_events(events.iter().map(|e| (e.sequence, &e.event))).map_err(|e| internal(viewer.lang, &e))?;
-    Ok(view
-        .filter(|v| viewer.merchant().is_none_or(|m| m == v.merchant_id))
-        .map(|v| (v, events)))
-}
-
-/// `GET /console/orders/{id}`: terms, channel facts, refunds, notifications with every attempt,
-/// and every event of the order (type, time, actor, payload); the actions the role allows.
-pub(super) async fn order(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Path(id): Path<String>,
-    Query(q): Query<OrderQuery>,
-) -> Response {
-    let t = Tr(viewer.lang);
-    let (view, events) = match visible_order(&state, &viewer, &id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::page_error(t.0, StatusCode::NOT_FOUND),
-        Err(r) => return r,
-    };
-    let owner = OrderOwner {
-        merchant_id: view.merchant_id.clone(),
-        mode: view.mode,
-    };
-    let pool = state.db.pool();
-    let filter = notifications::NotificationFilter {
-        status: None,
-        order_id: Some(view.order_id),
-    };
-    let jobs = match notifications::list(pool, &owner, &filter, 100, None).await {
-        Ok(page) => page.data,
-        Err(e) => return internal(t.0, &e),
-    };
-    let mut notification_rows = Vec::new();
-    for job in jobs {
-        let id = Uuid::parse_str(&job.notification_id).unwrap_or_default();
-        let attempts = match notifications::detail(pool, &owner, id).await {
-            Ok(Some(d)) => d.attempt_log,
-            Ok(None) => Vec::new(),
-            Err(e) => return internal(t.0, &e),
-        };
-        notification_rows.push(NotificationRow {
-            resendable: matches!(job.status.as_str(), "delivered" | "abandoned"),
-            notification_id: job.notification_id,
-            event_type: job.kind,
-            status: job.status,
-            attempts: attempts
-                .into_iter()
-                .map(|a| AttemptRow {
-                    at: a.attempted_at,
-                    outcome: a.status_code.map(|c| c.to_string()).or(a.error).unwrap_or_default(),
-                    latency_ms: a.latency_ms,
-                })
-                .collect(),
-        });
-    }
-    let timeline = events
-        .iter()
-        .map(|e| TimelineRow {
-            sequence: e.sequence,
-            event_type: e.event_type.clone(),
-            at: payledger_store::time::fmt_ts(e.recorded_at),
-            actor: e
-                .metadata
-                .get("actor")
-                .and_then(|a| a.as_str())
-                .unwrap_or("")
-                .to_string(),
-            payload: serde_json::to_string_pretty(&e.event).unwrap_or_default(),
-        })
-        .collect();
-    let currency = view.currency.clone();
-    let refunds = view
-        .refunds
-        .iter()
-        .map(|r| RefundRow {
-            out_refund_no: r.out_refund_no.clone(),
-            amount: format_minor(r.amount, &r.currency),
-            status: r.status.as_str(),
-            reason: r.reason.clone().unwrap_or_default(),
-        })
-        .collect();
-    let done = match q.done.as_deref() {
-        Some("refund") => Some("done_refund"),
-        Some("close") => Some("done_close"),
-        Some("resend") => Some("done_resend"),
-        _ => None,
-    };
-    let status = view.status;
-    let path = format!("/console/orders/{}", view.order_id);
-    let page = OrderPage {
-        layout: Layout::new(&viewer, view.mode, "/console/orders", &path, "orders"),
-        csrf: viewer.csrf.clone(),
-        may_refund: viewer.may(Action::Refund) && matches!(status, OrderStatus::Paid | OrderStatus::PartiallyRefunded),
-        may_close: viewer.may(Action::Close) && status == OrderStatus::AwaitingPayment,
-        may_resend: viewer.may(Action::Resend),
-        refunds,
-        notifications: notification_rows,
-        timeline,
-        done,
-        error: q.error,
-        o: OrderFacts {
-            order_id: view.order_id,
-            out_trade_no: view.out_trade_no,
-            merchant_id: view.merchant_id,
-            status: status.as_str(),
-            amount: format!("{} {currency}", format_minor(view.amount, &currency)),
-            paid: format!("{} {currency}", format_minor(view.paid_amount, &currency)),
-            refunded: format!("{} {currency}", format_minor(view.refunded_amount, &currency)),
-            channel: view.channel,
-            method: view.method,
-            channel_trade_no: view.channel_trade_no.unwrap_or_default(),
-            subject: view.subject,
-            created_at: payledger_store::time::fmt_ts(view.created_at),
-            currency,
-        },
-        t,
-    };
-    html(StatusCode::OK, &page)
-}
-
-/// Records what `viewer` did in its audit log (its aggregate's `ActionRecorded`). A failure to
-/// record is logged and answered 500: the action happened, the page must not claim otherwise.
-async fn audit(
-    state: &AppState,
-    viewer: &Viewer,
-    action: &str,
-    target: String,
-    detail: String,
-    outcome: String,
-) -> Result<(), Response> {
-    let command = ConsoleUserCommand::RecordAction {
-        action: action.to_string(),
-        target,
-        detail,
-        outcome,
-        address: viewer.address.clone(),
-        at: Utc::now(),
-    };
-    store::execute(state.db.pool(), viewer.user.user_id, command)
-        .await
-        .map(|_| ())
-        .map_err(|e| internal(viewer.lang, &e))
-}
-
-/// Back to the order's page with `done=…` or `error=…`.
-fn back_to_order(order_id: Uuid, outcome: Result<&str, String>) -> Response {
-    let query = match outcome {
-        Ok(done) => format!("done={done}"),
-        Err(e) => format!(
-            "error={}",
-            url::form_urlencoded::byte_serialize(e.as_bytes()).collect::<String>()
-        ),
-    };
-    Redirect::to(&format!("/console/orders/{order_id}?{query}")).into_response()
-}
-
-#[derive(Deserialize)]
-pub(super) struct RefundForm {
-    amount: String,
-    #[serde(default)]
-    out_refund_no: String,
-    #[serde(default)]
-    reason: String,
-}
-
-/// `POST /console/orders/{id}/refund`: `amount` in major units of the order's currency (never
-/// rounded), `out_refund_no` (default `console-<random>`), `reason`. Through the same flow as the
-/// API's refund, actor `console:<email>`; recorded in the audit log with its outcome.
-pub(super) async fn refund(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Path(id): Path<String>,
-    Form(form): Form<RefundForm>,
-) -> Response {
-    let (view, _) = match visible_order(&state, &viewer, &id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::page_error(viewer.lang, StatusCode::NOT_FOUND),
-        Err(r) => return r,
-    };
-    let owner = OrderOwner {
-        merchant_id: view.merchant_id.clone(),
-        mode: view.mode,
-    };
-    let out_refund_no = Some(form.out_refund_no.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| format!("console-{}", &auth::csrf_token()[..12]));
-    let reason = Some(form.reason.trim().to_string()).filter(|s| !s.is_empty());
-    let outcome = match parse_major(&form.amount, &view.currency) {
-        Err(e) => Err(e),
-        Ok(amount_minor) => state
-            .flows
-            .request_refund(
-                &owner,
-                view.order_id,
-                out_refund_no.clone(),
-                amount_minor,
-                reason,
-                &viewer.actor(),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-    };
-    let detail = format!("{} {} {out_refund_no}", form.amount.trim(), view.currency);
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
-    if let Err(r) = audit(
-        &state,
-        &viewer,
-        "refund",
-        format!("order:{}", view.order_id),
-        detail,
-        recorded,
-    )
-    .await
-    {
-        return r;
-    }
-    back_to_order(view.order_id, outcome.map(|_| "refund"))
-}
-
-/// `POST /console/orders/{id}/close`: closes an unpaid order (the API's close flow).
-pub(super) async fn close(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Path(id): Path<String>,
-) -> Response {
-    let (view, _) = match visible_order(&state, &viewer, &id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::page_error(viewer.lang, StatusCode::NOT_FOUND),
-        Err(r) => return r,
-    };
-    let owner = OrderOwner {
-        merchant_id: view.merchant_id.clone(),
-        mode: view.mode,
-    };
-    let outcome = state
-        .flows
-        .close_order(&owner, view.order_id, &viewer.actor())
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
-    if let Err(r) = audit(
-        &state,
-        &viewer,
-        "close",
-        format!("order:{}", view.order_id),
-        String::new(),
-        recorded,
-    )
-    .await
-    {
-        return r;
-    }
-    back_to_order(view.order_id, outcome.map(|_| "close"))
-}
-
-#[derive(Deserialize)]
-pub(super) struct ResendForm {
-    order_id: String,
-}
-
-/// `POST /console/notifications/{id}/resend` (`order_id` in the form): queues a delivered or
-/// abandoned notification of that order again.
-pub(super) async fn resend(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Path(id): Path<String>,
-    Form(form): Form<ResendForm>,
-) -> Response {
-    let (view, _) = match visible_order(&state, &viewer, &form.order_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::page_error(viewer.lang, StatusCode::NOT_FOUND),
-        Err(r) => return r,
-    };
-    let Ok(notification_id) = Uuid::parse_str(&id) else {
-        return super::page_error(viewer.lang, StatusCode::NOT_FOUND);
-    };
-    let owner = OrderOwner {
-        merchant_id: view.merchant_id.clone(),
-        mode: view.mode,
-    };
-    let outcome = notifications::resend(state.db.pool(), &owner, notification_id, &viewer.actor(), Utc::now())
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    if outcome.is_ok() {
-        state.notify_queued.notify_one();
-    }
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
-    let target = format!("notification:{notification_id}");
-    if let Err(r) = audit(
-        &state,
-        &viewer,
-        "resend",
-        target,
-        format!("order:{}", view.order_id),
-        recorded,
-    )
-    .await
-    {
-        return r;
-    }
-    back_to_order(view.order_id, outcome.map(|_| "resend"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Audit log
-
-struct AuditRow {
-    at: String,
-    actor: String,
-    event_type: &'static str,
-    action: String,
-    target: String,
-    detail: String,
-    outcome: String,
-    address: String,
-}
-
-#[derive(Template)]
-#[template(path = "console/audit.html")]
-struct AuditPage {
-    t: Tr,
-    layout: Option<Layout>,
-    actor: String,
-    /// Each event type and whether the filter has it.
-    kinds: Vec<(&'static str, bool)>,
-    rows: Vec<AuditRow>,
-    next: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-pub(super) struct AuditQuery {
-    #[serde(default)]
-    actor: String,
-    #[serde(default, rename = "type")]
-    event_type: String,
-    before: Option<i64>,
-}
-
-/// Audit entries per page.
-const AUDIT_PER_PAGE: i64 = 100;
-
-/// `GET /console/audit`: every console user's events, newest first, by actor and type.
-pub(super) async fn audit_log(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Query(q): Query<AuditQuery>,
-) -> Response {
-    use payledger_domain::console::ConsoleUserEvent as E;
-    let t = Tr(viewer.lang);
-    let filter = store::AuditFilter {
-        actor: Some(q.actor.trim().to_string()).filter(|s| !s.is_empty()),
-        event_type: Some(q.event_type.clone()).filter(|s| !s.is_empty()),
-    };
-    let entries = match store::audit(state.db.pool(), &filter, q.before, AUDIT_PER_PAGE).await {
-        Ok(e) => e,
-        Err(e) => return internal(t.0, &e),
-    };
-    let next = (entries.len() as i64 == AUDIT_PER_PAGE)
-        .then(|| entries.last().map(|e| e.position))
-        .flatten()
-        .map(|before| {
-            let mut query = url::form_urlencoded::Serializer::new(String::new());
-            query.append_pair("actor", &q.actor);
-            query.append_pair("type", &q.event_type);
-            query.append_pair("before", &before.to_string());
-            format!("/console/audit?{}", query.finish())
-        });
-    let rows = entries
-        .into_iter()
-        .map(|entry| {
-            let mut row = AuditRow {
-                at: payledger_store::time::fmt_ts(entry.event.at()),
-                actor: entry.actor,
-                event_type: entry.event.event_type(),
-                action: String::new(),
-                target: String::new(),
-                detail: String::new(),
-                outcome: "ok".into(),
-                address: String::new(),
-            };
-            match entry.event {
-                E::ActionRecorded {
-                    action,
-                    target,
-                    detail,
-                    outcome,
-                    address,
-                    ..
-                } => {
-                    (row.action, row.target, row.detail, row.outcome, row.address) =
-                        (action, target, detail, outcome, address);
-                }
-                E::LoginSucceeded { address, .. } => row.address = address,
-                E::LoginFailed { address, reason, .. } => {
-                    row.address = address;
-                    row.outcome = reason;
-                }
-                E::LoggedOut {
-                    address, everywhere, ..
-                } => {
-                    row.address = address;
-                    row.detail = if everywhere { "everywhere".into() } else { String::new() };
-                }
-                E::UserAdded {
-                    role,
-                    merchant_id,
-                    added_by,
-                    ..
-                } => {
-                    row.detail = format!("{} {} by {added_by}", role.as_str(), merchant_id.unwrap_or_default());
-                }
-                E::UserDisabled { by, .. } => row.detail = format!("by {by}"),
-                E::PasswordChanged { .. } | E::TotpEnrolled { .. } => {}
-            }
-            row
-        })
-        .collect();
-    html(
-        StatusCode::OK,
-        &AuditPage {
-            t,
-            layout: Layout::new(&viewer, Mode::Live, "/console/audit", "/console/audit", "audit"),
-            kinds: [
-                "ActionRecorded",
-                "LoginSucceeded",
-                "LoginFailed",
-                "LoggedOut",
-                "UserAdded",
-                "PasswordChanged",
-                "TotpEnrolled",
-                "UserDisabled",
-            ]
-            .into_iter()
-            .map(|k| (k, k == q.event_type))
-            .collect(),
-            rows,
-            next,
-            actor: q.actor,
         },
     )
 }
@@ -950,12 +294,17 @@ pub(super) async fn switch_language(
 
 const CONSOLE_CSS: &str = include_str!("../../assets/console/console.css");
 const CONSOLE_JS: &str = include_str!("../../assets/console/console.js");
+/// uPlot, vendored (`assets/console/vendor/README.md`).
+const UPLOT_JS: &str = include_str!("../../assets/console/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../../assets/console/vendor/uPlot.min.css");
 
 /// `GET /console/assets/{file}`: the stylesheet and the script, embedded in the binary.
 pub(super) async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "console.css" => (CONSOLE_CSS, "text/css; charset=utf-8"),
         "console.js" => (CONSOLE_JS, "text/javascript; charset=utf-8"),
+        "uPlot.iife.min.js" => (UPLOT_JS, "text/javascript; charset=utf-8"),
+        "uPlot.min.css" => (UPLOT_CSS, "text/css; charset=utf-8"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     (
@@ -966,4 +315,50 @@ pub(super) async fn asset(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// The vendored files are the ones the vendor README names, byte for byte.
+    #[test]
+    fn vendored_assets_match_their_recorded_hashes() {
+        let readme = include_str!("../../assets/console/vendor/README.md");
+        for (name, body) in [
+            ("uPlot.iife.min.js", super::UPLOT_JS),
+            ("uPlot.min.css", super::UPLOT_CSS),
+        ] {
+            let digest = hex::encode(Sha256::digest(body.as_bytes()));
+            let line = readme.lines().find(|l| l.contains(name)).expect("listed");
+            assert!(line.contains(&digest), "{name}: {digest} is not the recorded hash");
+        }
+    }
+
+    #[test]
+    fn chart_data_cannot_close_its_script_element() {
+        use payledger_projections::console::DayTotals;
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+        let totals = [DayTotals {
+            day: "2026-12-04".into(),
+            currency: "CNY".into(),
+            orders_created: 3,
+            orders_paid: 2,
+            paid_minor: 12_345,
+            refunds_succeeded: 0,
+            refunded_minor: 0,
+        }];
+        let json = super::chart_json(
+            super::Tr(super::Lang::En),
+            &totals,
+            day - chrono::Duration::days(1),
+            day,
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["days"].as_array().unwrap().len(), 2);
+        assert_eq!(parsed["orders"][0]["values"], serde_json::json!([0, 3]));
+        assert_eq!(parsed["volume"][0]["values"], serde_json::json!([0.0, 123.45]));
+        let hostile = super::chart_json(super::Tr(super::Lang::En), &[], day, day);
+        assert!(!hostile.contains('<'));
+    }
 }
