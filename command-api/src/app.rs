@@ -577,15 +577,22 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     if !read_models.is_empty() {
         workers.push(tokio::spawn(run_transactional(db.clone(), read_models)));
     }
+    // This process's recent channel calls, whichever role makes them (the console's channels page).
+    let calls = crate::metrics::CallLog::default();
     if roles.has(Role::Refunds) {
-        let worker = Arc::new(RefundWorker::new(db.clone(), channels.clone()));
+        let worker = Arc::new(RefundWorker::new(db.clone(), channels.clone(), calls.clone()));
         match consume(&config.durables.refunds, "RefundRequested", worker.clone()) {
             Some(task) => consumers.push(task),
             None => workers.push(tokio::spawn(run_effects(db.clone(), worker))),
         }
     }
     if roles.has(Role::Monitor) {
-        workers.extend(monitor::spawn(db.clone(), channels.clone(), config.monitor.clone()));
+        workers.extend(monitor::spawn(
+            db.clone(),
+            channels.clone(),
+            config.monitor.clone(),
+            calls.clone(),
+        ));
     }
     // Roles split over processes (PostgreSQL): appends wake the other processes' subscribers.
     if let (false, Some(url)) = (roles.is_all(), &config.database_url) {
@@ -623,7 +630,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 
     let state = AppState {
         db: db.clone(),
-        flows: Flows::open(db.clone(), channels.clone()).await?,
+        flows: Flows::open(db.clone(), channels.clone()).await?.with_calls(calls),
         channels,
         sandbox,
         projection,

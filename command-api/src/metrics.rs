@@ -134,9 +134,50 @@ fn describe() {
     describe_gauge!(NOTIFY_QUEUE_JOBS, "Notify queue jobs by status.");
 }
 
-/// Times one channel call and records it in [`CHANNEL_CALL_SECONDS`] with its outcome.
+/// How many of this process's most recent channel calls [`CallLog`] keeps.
+pub const RECENT_CHANNEL_CALLS: usize = 500;
+
+/// One call to a payment channel, as [`CallLog`] keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelCall {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub channel: String,
+    /// The channel account's id (our name for it).
+    pub account: String,
+    /// `create`, `refund`.
+    pub operation: &'static str,
+    /// As in [`CHANNEL_CALL_SECONDS`]: `ok`, `rejected`, `unavailable`, `timeout`, `unsupported`.
+    pub outcome: &'static str,
+    pub latency: std::time::Duration,
+}
+
+/// This process's most recent channel calls ([`RECENT_CHANNEL_CALLS`]), newest last, for the
+/// console's channel page (the histogram is for Prometheus; this is what a person reads). Cheap to
+/// clone.
+#[derive(Debug, Clone, Default)]
+pub struct CallLog(std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<ChannelCall>>>);
+
+impl CallLog {
+    fn record(&self, call: ChannelCall) {
+        let mut calls = self.0.lock().expect("not poisoned");
+        if calls.len() == RECENT_CHANNEL_CALLS {
+            calls.pop_front();
+        }
+        calls.push_back(call);
+    }
+
+    /// The calls kept, oldest first.
+    pub fn recent(&self) -> Vec<ChannelCall> {
+        self.0.lock().expect("not poisoned").iter().cloned().collect()
+    }
+}
+
+/// Times one channel call and records it in [`CHANNEL_CALL_SECONDS`] with its outcome, and in
+/// `log`.
 pub async fn timed_channel_call<T>(
+    log: &CallLog,
     channel: &str,
+    account: &str,
     operation: &'static str,
     call: impl Future<Output = Result<T, ChannelError>>,
 ) -> Result<T, ChannelError> {
@@ -156,6 +197,14 @@ pub async fn timed_channel_call<T>(
         "outcome" => outcome
     )
     .record(started.elapsed().as_secs_f64());
+    log.record(ChannelCall {
+        at: chrono::Utc::now(),
+        channel: channel.to_string(),
+        account: account.to_string(),
+        operation,
+        outcome,
+        latency: started.elapsed(),
+    });
     result
 }
 

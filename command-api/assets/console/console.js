@@ -7,3 +7,27 @@ document.querySelectorAll("time[datetime]").forEach(function (el) {
     el.title = el.getAttribute("datetime");
   }
 });
+
+// The overview's charts (uPlot, vendored): orders per day and volume per day per currency, from
+// the page's own JSON. The tables above them hold the exact figures.
+(function () {
+  var data = document.getElementById("chart-data");
+  if (!data || !window.uPlot) return;
+  var d = JSON.parse(data.textContent);
+  var width = Math.min(1100, document.querySelector("main").clientWidth - 20);
+  var colours = ["#0b5cad", "#1e6b34", "#8a4b00", "#a4161a", "#5a32a3"];
+  function draw(id, series) {
+    var el = document.getElementById(id);
+    if (!el) return;
+    var opts = {
+      width: width, height: 240,
+      series: [{}].concat(series.map(function (s, i) {
+        return { label: s.label, stroke: colours[i % colours.length], width: 2 };
+      })),
+      axes: [{}, {}],
+    };
+    new uPlot(opts, [d.days].concat(series.map(function (s) { return s.values; })), el);
+  }
+  draw("chart-orders", d.orders);
+  draw("chart-volume", d.volume);
+})();

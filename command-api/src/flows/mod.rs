@@ -45,6 +45,8 @@ pub struct Flows {
     /// have now ([`payledger_domain::ids::legacy_test_order_id`]): creating a test order looks
     /// there too. Set by the migration that introduced modes, only when such orders exist.
     pub legacy_test_ids: bool,
+    /// This process's recent channel calls (the console's channel page).
+    pub calls: crate::metrics::CallLog,
 }
 
 /// The setting the modes migration leaves when the database holds sandbox orders created before
@@ -86,7 +88,14 @@ impl Flows {
             db,
             channels,
             legacy_test_ids: false,
+            calls: crate::metrics::CallLog::default(),
         }
+    }
+
+    /// The same flows recording their channel calls in `calls` (one log per process, shared by
+    /// the API's, the refund worker's and the monitor's flows).
+    pub fn with_calls(self, calls: crate::metrics::CallLog) -> Self {
+        Self { calls, ..self }
     }
 
     /// As [`Flows::new`], reading from `db` whether it holds test orders from before modes

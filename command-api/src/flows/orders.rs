@@ -234,7 +234,15 @@ impl Flows {
             payer_id: terms.user_id.clone(),
             payer_ip: None,
         };
-        match crate::metrics::timed_channel_call(channel_name, "create", channel.create(&request)).await {
+        match crate::metrics::timed_channel_call(
+            &self.calls,
+            channel_name,
+            &channel.channel_account().id,
+            "create",
+            channel.create(&request),
+        )
+        .await
+        {
             Ok(channel_order) => Ok((ChannelOrderOutcome::Opened(channel_order), account, None)),
             Err(e) => {
                 tracing::warn!(%order_id, error = %e, "channel order failed");

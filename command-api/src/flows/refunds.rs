@@ -123,7 +123,15 @@ impl Flows {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match crate::metrics::timed_channel_call(&order.terms.channel, "refund", channel.refund(&request)).await {
+            match crate::metrics::timed_channel_call(
+                &self.calls,
+                &order.terms.channel,
+                &channel.channel_account().id,
+                "refund",
+                channel.refund(&request),
+            )
+            .await
+            {
                 // The channel de-duplicates on refund_id: sending a refund again after a timeout
                 // refunds once.
                 Err(e) if e.is_retryable() && attempt < CHANNEL_ATTEMPTS_MAX => {

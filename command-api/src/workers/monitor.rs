@@ -189,10 +189,10 @@ pub struct OrderMonitor {
 }
 
 impl OrderMonitor {
-    /// A monitor over `db` asking `channels`.
-    pub fn new(db: Database, channels: Channels, config: MonitorConfig) -> Self {
+    /// A monitor over `db` asking `channels`, recording its channel calls in `calls`.
+    pub fn new(db: Database, channels: Channels, config: MonitorConfig, calls: crate::metrics::CallLog) -> Self {
         Self {
-            flows: Flows::new(db, channels),
+            flows: Flows::new(db, channels).with_calls(calls),
             config,
             cursors: None,
             refunds_swept_at: None,
@@ -537,10 +537,15 @@ fn actor() -> String {
 }
 
 /// Starts the monitor as a task, unless disabled.
-pub fn spawn(db: Database, channels: Channels, config: MonitorConfig) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn(
+    db: Database,
+    channels: Channels,
+    config: MonitorConfig,
+    calls: crate::metrics::CallLog,
+) -> Option<tokio::task::JoinHandle<()>> {
     config
         .enabled
-        .then(|| tokio::spawn(OrderMonitor::new(db, channels, config).run()))
+        .then(|| tokio::spawn(OrderMonitor::new(db, channels, config, calls).run()))
 }
 
 #[cfg(test)]

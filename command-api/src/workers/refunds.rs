@@ -23,10 +23,10 @@ pub struct RefundWorker {
 }
 
 impl RefundWorker {
-    /// A worker over `db` using `channels`.
-    pub fn new(db: Database, channels: Channels) -> Self {
+    /// A worker over `db` using `channels`, recording its channel calls in `calls`.
+    pub fn new(db: Database, channels: Channels, calls: crate::metrics::CallLog) -> Self {
         Self {
-            flows: Flows::new(db, channels),
+            flows: Flows::new(db, channels).with_calls(calls),
         }
     }
 }
