@@ -6,9 +6,12 @@
 //! 3. **queries**: the dashboard endpoints over HTTP on the real server — `GET /v1/orders` (first
 //!    page, status filter, day range, next page by cursor, by out_trade_no), `GET
 //!    /v1/stats/daily`, `GET /v1/ledger/balances` — p50/p99/max per endpoint;
-//! 4. **projection lag** under a steady load of orders created and paid over HTTP: how old the
+//! 4. **console pages** over HTTP with an operator's session (every merchant): overview, order
+//!    list (first page, status, day range, out_trade_no, merchant, amount range, next page), an
+//!    order's page, the audit log — p50/p99/max per page;
+//! 5. **projection lag** under a steady load of orders created and paid over HTTP: how old the
 //!    oldest event not yet applied is, sampled every 100 ms, p50/p99/max per projection;
-//! 5. **verify** after that load: the live tables against a replay, and the journal's balance.
+//! 6. **verify** after that load: the live tables against a replay, and the journal's balance.
 //!
 //! ```text
 //! cargo bench -p payledger-tests --bench read_models
@@ -297,6 +300,142 @@ async fn queries(base: &str, start: DateTime<Utc>, count: usize, concurrency: us
     );
 }
 
+/// An admin's console session, made directly in the store (the bench measures pages, not the
+/// login): the cookie to send.
+async fn console_session(db: &Database) -> String {
+    use payledger_domain::console::{console_user_id, ConsoleRole, ConsoleUserCommand};
+    let email = "bench-admin@example.com";
+    let user_id = console_user_id(email);
+    let add = ConsoleUserCommand::AddUser {
+        email: email.into(),
+        role: ConsoleRole::Admin,
+        merchant_id: None,
+        password_hash: "not used".into(),
+        added_by: "bench".into(),
+        at: Utc::now(),
+    };
+    payledger_store::console::execute(db.pool(), user_id, add)
+        .await
+        .expect("user");
+    let token = payledger_command_api::console::auth::session_token();
+    payledger_store::console::create_session(
+        db.pool(),
+        &payledger_command_api::console::auth::token_hash(&token),
+        user_id,
+        "full",
+        "csrf",
+        "127.0.0.1",
+        Utc::now(),
+    )
+    .await
+    .expect("session");
+    format!("{}={token}", payledger_command_api::console::auth::SESSION_COOKIE)
+}
+
+async fn page(http: &reqwest::Client, url: &str, cookie: &str) -> (Duration, String) {
+    let began = Instant::now();
+    let r = http.get(url).header("cookie", cookie).send().await.expect("request");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert!(status.is_success(), "{url}: {status} {}", &body[..body.len().min(500)]);
+    (began.elapsed(), body)
+}
+
+/// The console's pages as an operator sees them (every merchant of the test mode).
+async fn console_pages(base: &str, db: &Database, start: DateTime<Utc>, count: usize, concurrency: usize) {
+    let cookie = console_session(db).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let day = move |k: i64| (start + chrono::Duration::days(k)).format("%Y-%m-%d").to_string();
+    let out_trade_no = |k: usize| (k * 7_919) % 1000 * MERCHANTS + k % MERCHANTS;
+    let pages: Vec<(&str, PathOf)> = vec![
+        ("overview", Box::new(|_| "/console?mode=test".to_string())),
+        (
+            "orders, first page",
+            Box::new(|_| "/console/orders?mode=test".to_string()),
+        ),
+        (
+            "orders, status=paid",
+            Box::new(|_| "/console/orders?mode=test&status=paid".to_string()),
+        ),
+        (
+            "orders, one day",
+            Box::new(move |k| {
+                let d = day((k % 29) as i64);
+                format!("/console/orders?mode=test&from={d}&to={d}")
+            }),
+        ),
+        (
+            "orders, by out_trade_no",
+            Box::new(move |k| format!("/console/orders?mode=test&out_trade_no=B{:09}", out_trade_no(k))),
+        ),
+        (
+            "orders, one merchant",
+            Box::new(|k| format!("/console/orders?mode=test&merchant={}", merchant(k))),
+        ),
+        (
+            "orders, amount range",
+            Box::new(|_| "/console/orders?mode=test&amount_min=10.00&amount_max=20.00".to_string()),
+        ),
+        (
+            "an order's page",
+            Box::new(move |k| {
+                let i = out_trade_no(k);
+                let id = ids::order_id(&merchant(i), payledger_domain::Mode::Test, &format!("B{i:09}"));
+                format!("/console/orders/{id}")
+            }),
+        ),
+        ("audit log", Box::new(|_| "/console/audit".to_string())),
+    ];
+    println!(
+        "\n{:<26} {:>8} {:>9} {:>9} {:>9}",
+        "console page", "requests", "p50 ms", "p99 ms", "max ms"
+    );
+    for (name, path) in &pages {
+        let mut latencies: Vec<Duration> = stream::iter(0..count)
+            .map(|k| {
+                let url = format!("{base}{}", path(k));
+                let (http, cookie) = (&http, &cookie);
+                async move { page(http, &url, cookie).await.0 }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        latencies.sort();
+        println!(
+            "{name:<26} {count:>8} {:>9} {:>9} {:>9}",
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 0.99)),
+            ms(*latencies.last().expect("some"))
+        );
+    }
+    // The next page: the first page's "next page" link.
+    let (_, first) = page(&http, &format!("{base}/console/orders?mode=test"), &cookie).await;
+    let marker = "href=\"";
+    let next = first
+        .split("id=\"next-page\"")
+        .next()
+        .and_then(|before| before.rfind(marker).map(|i| &before[i + marker.len()..]))
+        .and_then(|rest| rest.split('"').next())
+        .expect("a next page link")
+        .replace("&amp;", "&");
+    let mut latencies = vec![];
+    for _ in 0..count.min(500) {
+        latencies.push(page(&http, &format!("{base}{next}"), &cookie).await.0);
+    }
+    latencies.sort();
+    println!(
+        "{:<26} {:>8} {:>9} {:>9} {:>9}",
+        "orders, next page",
+        latencies.len(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().expect("some"))
+    );
+}
+
 /// Age of the oldest event the projection `name` has not applied yet (zero when caught up).
 async fn lag(db: &Database, name: &str) -> Duration {
     let pos = payledger_store::subscription::checkpoint(db.pool(), name)
@@ -472,6 +611,7 @@ async fn main() {
     let running = app::start(config).await.expect("server");
     let base = format!("http://{}", running.addr);
     queries(&base, start, per_endpoint, concurrency).await;
+    console_pages(&base, &db, start, per_endpoint, concurrency).await;
     steady_load(&base, &db, rate, seconds).await;
     running.shutdown().await;
 

@@ -431,7 +431,104 @@ async fn every_page_speaks_chinese(backend: Backend) {
     assert!(anonymous.get("/console/login").await.body.contains("登录"));
 }
 
+/// The CSV export streams every matching order with formula-looking cells neutralised; the
+/// notification list puts the abandoned first and resends from there; the refund list and the
+/// ledger show what the journal holds, amounts from minor units.
+async fn export_lists_and_ledger(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop").await;
+    let failing_hook = WebhookReceiver::start(vec![500, 500, 500]).await;
+    let mut body = order_body("-1", 1_234);
+    body["subject"] = json!("=HYPERLINK(\"http://evil.example\")");
+    body["notify_url"] = json!(failing_hook.url);
+    let order_id = create_id(&s, &m.api_key, &body).await;
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    let paid = wait_status(&s, &m.api_key, &order_id, "paid").await;
+    for i in 0..120 {
+        create_id(&s, &m.api_key, &order_body(&format!("bulk-{i:03}"), 100 + i)).await;
+    }
+    let one_time = add_user(&s, "fin@example.com", ConsoleRole::Admin, None).await;
+    let (mut b, _) = log_in(&s, "fin@example.com", &one_time).await;
+
+    let csv = b.get("/console/orders.csv?mode=test").await;
+    assert_eq!(csv.status, 200);
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines.len(), 1 + 121, "a header and every order, across export pages");
+    assert!(lines[0].starts_with("order_id,merchant_id,mode,out_trade_no,status,currency,amount_minor,amount"));
+    let line = lines.iter().find(|l| l.contains(&order_id)).unwrap();
+    assert!(line.contains(",'-1,"), "{line}");
+    assert!(line.contains("\"'=HYPERLINK(\"\"http://evil.example\"\")\""), "{line}");
+    assert!(line.contains(",CNY,1234,12.34,1234,0,"), "{line}");
+    let filtered = b.get("/console/orders.csv?mode=test&status=paid").await;
+    assert_eq!(filtered.body.lines().count(), 2);
+    let audit = b.get("/console/audit?type=ActionRecorded").await;
+    assert!(audit.body.contains("export"), "exports are audited");
+
+    // The notification fails until abandoned (schedule 1s, 1s): first in the list, resent there.
+    let abandoned = payledger_tests::eventually(WAIT, || async {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM notify_job WHERE status = 'abandoned'")
+            .fetch_optional(s.database().pool())
+            .await
+            .unwrap();
+        status
+    })
+    .await;
+    assert!(abandoned.is_some(), "the notification was abandoned");
+    let list = b.get("/console/notifications?mode=test").await;
+    let attention = &list.body[list.body.find("notifications-1").unwrap()..list.body.find("notifications-2").unwrap()];
+    assert!(
+        attention.contains("abandoned") && attention.contains(&order_id),
+        "{attention}"
+    );
+    let csrf = hidden(&list.body, "csrf");
+    let notification_id = {
+        let marker = "action=\"/console/notifications/";
+        let start = attention.find(marker).unwrap() + marker.len();
+        attention[start..start + 36].to_string()
+    };
+    let r = b
+        .post(
+            &format!("/console/notifications/{notification_id}/resend"),
+            &[("csrf", &csrf), ("order_id", &order_id), ("back", "notifications")],
+        )
+        .await;
+    assert_eq!(r.location, "/console/notifications?mode=test&done=resend");
+    assert_eq!(
+        failing_hook.wait_for(4, WAIT).await.len(),
+        4,
+        "three attempts, then the resend"
+    );
+
+    // A refund: listed, and in the ledger under the order with the journal's lines.
+    let r = payledger_tests::flows::request_refund(&s, &m.api_key, &order_id, "r-1", 234).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    wait_status(&s, &m.api_key, &order_id, "partially_refunded").await;
+    let refunds = b.get("/console/refunds?mode=test").await;
+    assert!(
+        refunds.body.contains("r-1") && refunds.body.contains("2.34 CNY"),
+        "{}",
+        refunds.body
+    );
+    let trade_no = paid["channel_trade_no"].as_str().unwrap();
+    let ledger = b.get(&format!("/console/ledger?mode=test&reference={trade_no}")).await;
+    assert_eq!(ledger.status, 200);
+    let entries = &ledger.body[ledger.body.find("id=\"entries\"").unwrap()..];
+    assert!(
+        entries.contains("PaymentSucceeded") && entries.contains("12.34"),
+        "{entries}"
+    );
+    let by_order = b.get(&format!("/console/ledger?mode=test&reference={order_id}")).await;
+    assert!(by_order.body.contains("RefundSucceeded") && by_order.body.contains("2.34"));
+    assert!(
+        ledger.body.contains("merchant_payable:shop") && ledger.body.contains("10.00"),
+        "balance 12.34 − 2.34"
+    );
+}
+
 payledger_tests::both_backends!(
+    export_lists_and_ledger,
     operator_refunds_from_the_console,
     the_role_table_is_enforced_for_every_role,
     csrf_expiry_and_throttling,

@@ -276,6 +276,26 @@ async fn the_console_in_a_browser(backend: Backend) {
         Utc::now().timestamp(),
         300
     ));
+    b.goto(&format!("{base}/console?mode=test")).await;
+    assert!(b.has("#chart-orders canvas").await, "uPlot drew the orders chart");
+    assert!(b.has("#chart-volume canvas").await, "uPlot drew the volume chart");
+    b.shot("overview-charts").await;
+    for (name, path) in [
+        ("channels", "/console/channels".to_string()),
+        ("refunds", "/console/refunds?mode=test".to_string()),
+        ("notifications", "/console/notifications?mode=test".to_string()),
+        ("ledger", format!("/console/ledger?mode=test&reference={order_id}")),
+    ] {
+        b.goto(&format!("{base}{path}")).await;
+        b.shot(name).await;
+    }
+    assert!(b.text("#entries").await.contains("RefundSucceeded"));
+    b.goto(&format!("{base}/console/channels")).await;
+    let calls = b.text("#calls").await;
+    assert!(
+        calls.contains("create") && calls.contains("refund") && calls.contains("ok"),
+        "{calls}"
+    );
     b.goto(&format!("{base}/console/audit")).await;
     let audit = b.text("#audit").await;
     assert!(audit.contains("ops@example.com") && audit.contains("refund"), "{audit}");
@@ -316,6 +336,10 @@ async fn the_console_in_a_browser(backend: Backend) {
         ("orders", "/console/orders?mode=test".to_string()),
         ("order", format!("/console/orders/{order_id}")),
         ("audit", "/console/audit".to_string()),
+        ("refunds", "/console/refunds?mode=test".to_string()),
+        ("notifications", "/console/notifications?mode=test".to_string()),
+        ("ledger", format!("/console/ledger?mode=test&reference={order_id}")),
+        ("channels", "/console/channels".to_string()),
     ] {
         b.goto(&format!("{base}{path}")).await;
         let text = b.body().await;
