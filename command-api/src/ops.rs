@@ -114,6 +114,32 @@ pub async fn verify(db: &Database, format: Format) -> anyhow::Result<VerifyRepor
     Ok(report)
 }
 
+/// Compares the statement in `bytes` (its format detected, else the channel's own) with the
+/// ledger: what `reconcile --statement` and the console's reconciliation page run. Returns the
+/// report and the parsed statement.
+///
+/// # Errors
+/// A statement that does not parse (naming the format); the account rule of [`account_scope`];
+/// the database's error.
+pub async fn reconcile_statement(
+    db: &Database,
+    bytes: &[u8],
+    channel: &str,
+    account: Option<&str>,
+    date: Option<chrono::NaiveDate>,
+) -> anyhow::Result<(
+    payledger_projections::reconcile::ReconcileReport,
+    payledger_channel_adapters::statement::Statement,
+)> {
+    use anyhow::Context;
+    use payledger_channel_adapters::statement::{self, StatementFormat};
+    let kind = statement::detect(bytes).unwrap_or_else(|| StatementFormat::for_channel(channel));
+    let parsed = statement::parse(kind, bytes).with_context(|| format!("a {kind} statement"))?;
+    let scope = account_scope(db, channel, account).await?;
+    let report = payledger_projections::reconcile::reconcile(db.pool(), channel, &scope, &parsed, date).await?;
+    Ok((report, parsed))
+}
+
 /// Largest statement file read (a day of a busy merchant's WeChat Pay bill is tens of MiB).
 pub const STATEMENT_BYTES_MAX: u64 = 1 << 30;
 
@@ -176,7 +202,6 @@ pub async fn statement(
     format: Format,
 ) -> anyhow::Result<payledger_projections::reconcile::ReconcileReport> {
     use anyhow::Context;
-    use payledger_channel_adapters::statement::{self, StatementFormat};
 
     let size = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
@@ -187,10 +212,9 @@ pub async fn statement(
         path.display()
     );
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let kind = statement::detect(&bytes).unwrap_or_else(|| StatementFormat::for_channel(channel));
-    let parsed = statement::parse(kind, &bytes).with_context(|| format!("{} ({kind})", path.display()))?;
-    let scope = account_scope(db, channel, account).await?;
-    let report = payledger_projections::reconcile::reconcile(db.pool(), channel, &scope, &parsed, date).await?;
+    let (report, parsed) = reconcile_statement(db, &bytes, channel, account, date)
+        .await
+        .with_context(|| path.display().to_string())?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {

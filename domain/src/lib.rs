@@ -19,6 +19,7 @@ pub mod events;
 pub mod ids;
 pub mod mode;
 pub mod money;
+pub mod reconciliation;
 pub mod status;
 
 pub use aggregate::{PaymentOrder, Refund};

@@ -1,9 +1,12 @@
-//! The console's store: [`ConsoleUser`] events (`console_events`) and server-side sessions
-//! (`console_sessions`), on either backend. Why the console's events have their own table
-//! beside `events`: `schemas/postgres/0009_console.sql`.
+//! The console's store: [`ConsoleUser`] and [`ReconciliationRun`] events (`console_events`) and
+//! server-side sessions (`console_sessions`), on either backend. Why the console's events have
+//! their own table beside `events`: `schemas/postgres/0009_console.sql`.
 
 use chrono::{DateTime, Utc};
 use payledger_domain::console::{ConsoleUser, ConsoleUserCommand, ConsoleUserError, ConsoleUserEvent, UserState};
+use payledger_domain::reconciliation::{
+    ReconciliationCommand, ReconciliationError, ReconciliationEvent, ReconciliationRun, RunState,
+};
 use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
@@ -62,20 +65,30 @@ pub struct AuditFilter {
 /// # Errors
 /// [`DbError`] when the database fails or an event does not decode.
 pub async fn load(pool: &AnyPool, user_id: Uuid) -> Result<(ConsoleUser, i64), DbError> {
+    let (events, sequence) = load_events::<ConsoleUserEvent>(pool, ConsoleUser::TYPE, user_id).await?;
+    Ok((ConsoleUser::from_events(&events), sequence))
+}
+
+/// The events of one aggregate of `aggregate_type`, in order, and the sequence of the last.
+async fn load_events<E: serde::de::DeserializeOwned>(
+    pool: &AnyPool,
+    aggregate_type: &str,
+    id: Uuid,
+) -> Result<(Vec<E>, i64), DbError> {
     let rows = sqlx::query(
         "SELECT sequence, payload FROM console_events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
     )
-    .bind(ConsoleUser::TYPE)
-    .bind(user_id.to_string())
+    .bind(aggregate_type)
+    .bind(id.to_string())
     .fetch_all(pool)
     .await?;
-    let mut user = ConsoleUser::default();
+    let mut events = Vec::with_capacity(rows.len());
     let mut sequence = 0;
     for row in rows {
         sequence = row.try_get::<i64, _>("sequence")?;
-        user.apply(&decode(&row.try_get::<String, _>("payload")?)?);
+        events.push(decode_as(&row.try_get::<String, _>("payload")?)?);
     }
-    Ok((user, sequence))
+    Ok((events, sequence))
 }
 
 /// Loads the user, decides `command`, appends its events under the user's next sequence
@@ -96,7 +109,8 @@ pub async fn execute(
             user.apply(e);
         }
         let actor = user.state().map(|s| s.email.clone()).unwrap_or_default();
-        match append(pool, user_id, sequence, &actor, &events).await {
+        let rows: Vec<_> = events.iter().map(|e| (e.event_type(), e.at(), e)).collect();
+        match append(pool, ConsoleUser::TYPE, user_id, sequence, &actor, &rows).await {
             Ok(()) => return Ok(ConsoleExecuted { user, events }),
             Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES_MAX => attempt += 1,
             Err(e) => return Err(e.into()),
@@ -104,29 +118,32 @@ pub async fn execute(
     }
 }
 
-async fn append(
+/// Appends `events` (type, time, event) to one aggregate after sequence `after`, in one
+/// transaction; a unique violation means another writer appended first.
+async fn append<E: serde::Serialize>(
     pool: &AnyPool,
-    user_id: Uuid,
+    aggregate_type: &str,
+    id: Uuid,
     after: i64,
     actor: &str,
-    events: &[ConsoleUserEvent],
+    events: &[(&'static str, DateTime<Utc>, &E)],
 ) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
-    for (i, e) in events.iter().enumerate() {
+    for (i, (event_type, at, e)) in events.iter().enumerate() {
         let payload = serde_json::to_string(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
         sqlx::query(
             "INSERT INTO console_events (aggregate_type, aggregate_id, sequence, event_type, actor, at, payload) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(ConsoleUser::TYPE)
-        .bind(user_id.to_string())
+        .bind(aggregate_type)
+        .bind(id.to_string())
         .bind(after + 1 + i as i64)
-        .bind(e.event_type())
+        .bind(*event_type)
         .bind(actor)
-        .bind(crate::time::fmt_ts(e.at()))
+        .bind(crate::time::fmt_ts(*at))
         .bind(payload)
         .execute(&mut *tx)
         .await?;
@@ -139,7 +156,92 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 }
 
 fn decode(payload: &str) -> Result<ConsoleUserEvent, DbError> {
+    decode_as(payload)
+}
+
+fn decode_as<E: serde::de::DeserializeOwned>(payload: &str) -> Result<E, DbError> {
     serde_json::from_str(payload).map_err(|e| DbError::Corrupt(format!("console event: {e}")))
+}
+
+/// A reconciliation run's command failure.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Refused(#[from] ReconciliationError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Loads run `run_id`, decides `command`, appends its events (`actor`: who, for the table's
+/// `actor` column); re-runs on the reloaded run when another writer appended first. Returns the
+/// run after the command.
+///
+/// # Errors
+/// [`RunError::Refused`] by the run's rules; [`RunError::Db`].
+pub async fn execute_run(
+    pool: &AnyPool,
+    run_id: Uuid,
+    actor: &str,
+    command: ReconciliationCommand,
+) -> Result<ReconciliationRun, RunError> {
+    let mut attempt = 0;
+    loop {
+        let (events, sequence) = load_events::<ReconciliationEvent>(pool, ReconciliationRun::TYPE, run_id).await?;
+        let mut run = ReconciliationRun::default();
+        events.iter().for_each(|e| run.apply(e));
+        let new = run.decide(command.clone())?;
+        new.iter().for_each(|e| run.apply(e));
+        let rows: Vec<_> = new.iter().map(|e| (e.event_type(), e.at(), e)).collect();
+        match append(pool, ReconciliationRun::TYPE, run_id, sequence, actor, &rows).await {
+            Ok(()) => return Ok(run),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES_MAX => attempt += 1,
+            Err(e) => return Err(DbError::Sqlx(e).into()),
+        }
+    }
+}
+
+/// Every reconciliation run, newest first.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn runs(pool: &AnyPool) -> Result<Vec<(Uuid, RunState)>, DbError> {
+    let rows = sqlx::query(
+        "SELECT aggregate_id, payload FROM console_events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence",
+    )
+    .bind(ReconciliationRun::TYPE)
+    .fetch_all(pool)
+    .await?;
+    let mut runs: Vec<(Uuid, ReconciliationRun)> = Vec::new();
+    for row in rows {
+        let id: String = row.try_get("aggregate_id")?;
+        let id = Uuid::parse_str(&id).map_err(|e| DbError::Corrupt(format!("run id: {e}")))?;
+        let event: ReconciliationEvent = decode_as(&row.try_get::<String, _>("payload")?)?;
+        match runs.last_mut() {
+            Some((last, run)) if *last == id => run.apply(&event),
+            _ => {
+                let mut run = ReconciliationRun::default();
+                run.apply(&event);
+                runs.push((id, run));
+            }
+        }
+    }
+    let mut states: Vec<(Uuid, RunState)> = runs
+        .into_iter()
+        .filter_map(|(id, run)| run.state().cloned().map(|s| (id, s)))
+        .collect();
+    states.sort_by_key(|(_, s)| std::cmp::Reverse(s.at));
+    Ok(states)
+}
+
+/// Run `run_id`, if recorded.
+///
+/// # Errors
+/// [`DbError`].
+pub async fn run(pool: &AnyPool, run_id: Uuid) -> Result<Option<RunState>, DbError> {
+    let (events, _) = load_events::<ReconciliationEvent>(pool, ReconciliationRun::TYPE, run_id).await?;
+    let mut run = ReconciliationRun::default();
+    events.iter().for_each(|e| run.apply(e));
+    Ok(run.state().cloned())
 }
 
 /// Every console user, by e-mail address.

@@ -78,6 +78,31 @@ impl Browser {
         self.take(r).await
     }
 
+    async fn post_multipart(&mut self, path: &str, fields: &[(&str, &str)], file: (&str, &str)) -> Page {
+        let boundary = "payledger-test-boundary";
+        let mut body = String::new();
+        for (k, v) in fields {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"statement\"; filename=\"{}\"\r\n\
+             Content-Type: text/csv\r\n\r\n{}\r\n--{boundary}--\r\n",
+            file.0, file.1
+        ));
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.take(r).await
+    }
+
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let r = self
             .http
@@ -527,7 +552,116 @@ async fn export_lists_and_ledger(backend: Backend) {
     );
 }
 
+/// A generic statement of the sandbox with planted differences (one amount differs, one payment
+/// the ledger lacks, one the statement lacks) is uploaded; each difference is listed; one is
+/// resolved with a kind and a note (an event, in the audit log), and the open count drops. The
+/// same file again is the same run. Only admin and finance may upload or resolve.
+async fn reconciliation_differences_are_resolved(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let m = s.add_merchant("shop").await;
+    let mut paid = Vec::new();
+    for (no, amount) in [("rec-a", 1_000), ("rec-b", 2_000), ("rec-d", 500)] {
+        let id = create_id(&s, &m.api_key, &order_body(no, amount)).await;
+        assert_eq!(pay(&s, &id, "success").await.status, 200);
+        let view = wait_status(&s, &m.api_key, &id, "paid").await;
+        paid.push((id, view["channel_trade_no"].as_str().unwrap().to_string()));
+    }
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    let at = Utc::now().to_rfc3339();
+    let (a, b) = (&paid[0], &paid[1]);
+    let csv = format!(
+        "type,out_trade_no,channel_trade_no,out_refund_no,channel_refund_no,amount_minor,currency,fee_minor,status,occurred_at\n\
+         payment,{},{},,,1000,CNY,,SUCCESS,{at}\n\
+         payment,{},{},,,2100,CNY,,SUCCESS,{at}\n\
+         payment,{},SBX-NOT-OURS,,,777,CNY,,SUCCESS,{at}\n",
+        a.0, a.1, b.0, b.1, uuid::Uuid::new_v4()
+    );
+    let one_time = add_user(&s, "fin@example.com", ConsoleRole::Finance, None).await;
+    let (mut fin, _) = log_in(&s, "fin@example.com", &one_time).await;
+    let page = fin.get("/console/reconciliation").await;
+    let csrf = hidden(&page.body, "csrf").to_string();
+    assert!(page.body.contains("id=\"upload\""));
+    let upload_path = format!("/console/reconciliation?csrf={csrf}");
+    let fields = [("channel", "sandbox"), ("date", today.as_str())];
+    let refused = fin
+        .post_multipart("/console/reconciliation", &fields, ("s.csv", &csv))
+        .await;
+    assert_eq!(refused.status, 403, "no CSRF token");
+    let r = fin.post_multipart(&upload_path, &fields, ("s.csv", &csv)).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let run_path = r.location.clone();
+    assert!(run_path.starts_with("/console/reconciliation/"), "{run_path}");
+    let run = fin.get(&run_path).await;
+    assert_eq!(by_id(&run.body, "run-open"), "3", "{}", run.body);
+    for kind in ["amount_differs", "missing_in_ledger", "missing_at_channel"] {
+        assert!(run.body.contains(kind), "{kind} listed");
+    }
+    assert!(
+        run.body.contains("21.00 CNY") && run.body.contains("20.00 CNY"),
+        "amounts from minor units"
+    );
+    assert_eq!(
+        by_id(&fin.get("/console?mode=test").await.body, "overview-open-differences"),
+        "3"
+    );
+
+    let resolve_path = format!("{run_path}/resolve");
+    let csrf = hidden(&run.body, "csrf");
+    let r = fin
+        .post(
+            &resolve_path,
+            &[("csrf", &csrf), ("index", "0"), ("kind", "timing"), ("note", " ")],
+        )
+        .await;
+    assert!(r.location.contains("error="), "a note is required: {}", r.location);
+    let r = fin
+        .post(
+            &resolve_path,
+            &[
+                ("csrf", &csrf),
+                ("index", "0"),
+                ("kind", "channel_error"),
+                ("note", "raised with the channel"),
+            ],
+        )
+        .await;
+    assert_eq!((r.status, r.location.as_str()), (303, run_path.as_str()));
+    let run = fin.get(&run_path).await;
+    assert_eq!(by_id(&run.body, "run-open"), "2");
+    assert!(run.body.contains("channel_error: raised with the channel"));
+    let again = fin
+        .post(
+            &resolve_path,
+            &[("csrf", &csrf), ("index", "0"), ("kind", "timing"), ("note", "again")],
+        )
+        .await;
+    assert!(again.location.contains("error="), "resolved once: {}", again.location);
+    let audit = fin.get("/console/audit?type=ActionRecorded").await;
+    assert!(audit.body.contains("resolve") && audit.body.contains("raised with the channel"));
+    // The same file again: the same run, nothing recorded twice.
+    let r = fin.post_multipart(&upload_path, &fields, ("s.csv", &csv)).await;
+    assert_eq!(r.location, run_path);
+    assert_eq!(by_id(&fin.get(&run_path).await.body, "run-open"), "2");
+
+    let one_time = add_user(&s, "sup@example.com", ConsoleRole::Support, None).await;
+    let (mut support, _) = log_in(&s, "sup@example.com", &one_time).await;
+    let page = support.get(&run_path).await;
+    assert_eq!(page.status, 200, "support sees runs");
+    assert!(!page.body.contains("id=\"resolve-1\""), "but has no resolve form");
+    let csrf = hidden(&page.body, "csrf");
+    let r = support
+        .post(
+            &resolve_path,
+            &[("csrf", &csrf), ("index", "1"), ("kind", "timing"), ("note", "x")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
+
 payledger_tests::both_backends!(
+    reconciliation_differences_are_resolved,
     export_lists_and_ledger,
     operator_refunds_from_the_console,
     the_role_table_is_enforced_for_every_role,

@@ -305,6 +305,56 @@ async fn the_console_in_a_browser(backend: Backend) {
     );
     b.shot("audit").await;
 
+    // A statement with planted differences: uploaded, listed, one resolved, the open count drops.
+    let trade_no = payledger_tests::flows::get_order(&s, &m.api_key, &order_id).await.json["channel_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = Utc::now().to_rfc3339();
+    let csv = format!(
+        "type,out_trade_no,channel_trade_no,out_refund_no,channel_refund_no,amount_minor,currency,fee_minor,status,occurred_at\n\
+         payment,{order_id},{trade_no},,,1100,CNY,,SUCCESS,{at}\n\
+         payment,{},SBX-NOT-OURS,,,777,CNY,,SUCCESS,{at}\n",
+        uuid::Uuid::new_v4()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sandbox-statement.csv");
+    std::fs::write(&file, csv).unwrap();
+    b.goto(&format!("{base}/console/reconciliation")).await;
+    b.run("document.getElementById('s-channel').value = 'sandbox';", vec![])
+        .await;
+    b.c()
+        .find(By::Css("#s-file"))
+        .await
+        .unwrap()
+        .send_keys(file.display().to_string())
+        .await
+        .unwrap();
+    b.click("#upload").await;
+    assert!(
+        b.path().await.starts_with("/console/reconciliation/"),
+        "{}",
+        b.body().await
+    );
+    let differences = b.text("#differences").await;
+    assert!(
+        differences.contains("amount_differs") && differences.contains("missing_in_ledger"),
+        "{differences}"
+    );
+    let open: usize = b.text("#run-open").await.parse().unwrap();
+    assert!(
+        open >= 3,
+        "the amount, the unknown payment, the refund the statement lacks: {open}"
+    );
+    b.shot("reconciliation-run").await;
+    b.fill("#n-0", "raised with the channel").await;
+    b.click("#resolve-0").await;
+    assert_eq!(b.text("#run-open").await.parse::<usize>().unwrap(), open - 1);
+    assert!(b.text("#difference-0").await.contains("raised with the channel"));
+    b.goto(&format!("{base}/console/reconciliation")).await;
+    assert_eq!(b.text("#open-differences").await.parse::<usize>().unwrap(), open - 1);
+    b.shot("reconciliation").await;
+
     // A form posted without its CSRF token is refused.
     b.run(
         "window.__payledger_before = true;\
@@ -340,6 +390,7 @@ async fn the_console_in_a_browser(backend: Backend) {
         ("notifications", "/console/notifications?mode=test".to_string()),
         ("ledger", format!("/console/ledger?mode=test&reference={order_id}")),
         ("channels", "/console/channels".to_string()),
+        ("reconciliation", "/console/reconciliation".to_string()),
     ] {
         b.goto(&format!("{base}{path}")).await;
         let text = b.body().await;

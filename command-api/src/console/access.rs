@@ -3,11 +3,12 @@
 //! one authorisation middleware (`console::authorise`) looks every request up in it, so a route
 //! cannot exist without an entry; `tests/tests/console.rs` walks the whole table for every role.
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::routing::{get, post, MethodRouter};
 use payledger_domain::console::ConsoleRole;
 
-use super::{audit, lists, login, orders, pages};
+use super::{audit, lists, login, orders, pages, reconciliation};
 use crate::app::AppState;
 
 /// What a route needs.
@@ -40,6 +41,10 @@ pub enum Action {
     ViewLedger,
     /// The channel accounts and their recent calls.
     ViewChannels,
+    /// Reconciliation runs and their differences.
+    ViewReconciliation,
+    /// Upload a statement, resolve a difference.
+    Reconcile,
 }
 
 /// Whether `role` may take `action`. The table of the issue that asked for the console:
@@ -53,6 +58,8 @@ pub enum Action {
 /// | audit log | ✓ | ✓ | ✓ | ✓ | | |
 /// | ledger | ✓ | ✓ | | ✓ | ✓ own | ✓ own |
 /// | channel accounts | ✓ | ✓ | ✓ | ✓ | | |
+/// | reconciliation runs | ✓ | ✓ | ✓ | ✓ | | |
+/// | upload a statement, resolve a difference | ✓ | ✓ | | | | |
 pub fn allows(role: ConsoleRole, action: Action) -> bool {
     use ConsoleRole::*;
     match action {
@@ -60,7 +67,8 @@ pub fn allows(role: ConsoleRole, action: Action) -> bool {
         Action::Refund => matches!(role, Admin | Finance | MerchantAdmin),
         Action::Close => matches!(role, Admin | Support),
         Action::Resend => matches!(role, Admin | Support | MerchantAdmin),
-        Action::ViewAudit | Action::ViewChannels => role.is_operator(),
+        Action::ViewAudit | Action::ViewChannels | Action::ViewReconciliation => role.is_operator(),
+        Action::Reconcile => matches!(role, Admin | Finance),
         Action::ViewLedger => role != Support,
     }
 }
@@ -139,6 +147,30 @@ pub fn routes() -> Vec<Route> {
             "/console/channels",
             Access::Action(Action::ViewChannels),
             || get(lists::channels),
+        ),
+        route(
+            M::GET,
+            "/console/reconciliation",
+            Access::Action(Action::ViewReconciliation),
+            || get(reconciliation::runs),
+        ),
+        route(
+            M::POST,
+            "/console/reconciliation",
+            Access::Action(Action::Reconcile),
+            || post(reconciliation::upload).layer(DefaultBodyLimit::max(reconciliation::UPLOAD_BYTES_MAX)),
+        ),
+        route(
+            M::GET,
+            "/console/reconciliation/{id}",
+            Access::Action(Action::ViewReconciliation),
+            || get(reconciliation::run),
+        ),
+        route(
+            M::POST,
+            "/console/reconciliation/{id}/resolve",
+            Access::Action(Action::Reconcile),
+            || post(reconciliation::resolve),
         ),
         route(M::GET, "/console/audit", Access::Action(Action::ViewAudit), || {
             get(audit::audit_log)

@@ -18,6 +18,7 @@ mod lists;
 mod login;
 mod orders;
 mod pages;
+mod reconciliation;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -277,25 +278,44 @@ fn to_login(req: &Request) -> Response {
     }
 }
 
-/// Reads the form body of a POST for its `csrf` field (or takes the `X-CSRF-Token` header) and
-/// compares it with the session's; 403 when missing or different. The body is handed on intact.
+/// Checks a POST's CSRF token against the session's: the `X-CSRF-Token` header, else the form
+/// field `csrf` of a URL-encoded body (read here and handed on intact), else the query's `csrf`
+/// (multipart uploads, whose body is left to the handler). 403 when missing or different.
 async fn with_csrf_checked(req: Request, expected: &str, lang: Lang) -> Result<Request, Response> {
-    let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, FORM_BODY_LIMIT_BYTES)
-        .await
-        .map_err(|_| page_error(lang, StatusCode::PAYLOAD_TOO_LARGE))?;
-    let header = parts
-        .headers
+    let header = req
+        .headers()
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let given = header.or_else(|| {
-        url::form_urlencoded::parse(&bytes)
+    let from_query = || {
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .find(|(k, _)| k == "csrf")
             .map(|(_, v)| v.into_owned())
-    });
+    };
+    let url_encoded = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    let (req, given) = match header {
+        Some(token) => (req, Some(token)),
+        None if url_encoded => {
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, FORM_BODY_LIMIT_BYTES)
+                .await
+                .map_err(|_| page_error(lang, StatusCode::PAYLOAD_TOO_LARGE))?;
+            let given = url::form_urlencoded::parse(&bytes)
+                .find(|(k, _)| k == "csrf")
+                .map(|(_, v)| v.into_owned());
+            (Request::from_parts(parts, Body::from(bytes)), given)
+        }
+        None => {
+            let given = from_query();
+            (req, given)
+        }
+    };
     match given {
-        Some(token) if auth::same_secret(&token, expected) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Some(token) if auth::same_secret(&token, expected) => Ok(req),
         _ => Err(page_error(lang, StatusCode::FORBIDDEN)),
     }
 }

@@ -532,7 +532,7 @@ pub(super) async fn order(
 
 /// Records what `viewer` did in its audit log (its aggregate's `ActionRecorded`). A failure to
 /// record is logged and answered 500: the action happened, the page must not claim otherwise.
-async fn audit(
+pub(super) async fn audit(
     state: &AppState,
     viewer: &Viewer,
     action: &str,

@@ -28,6 +28,7 @@ pub(super) struct Layout {
     pub may_audit: bool,
     pub may_ledger: bool,
     pub may_channels: bool,
+    pub may_reconciliation: bool,
     /// The page's path, for the mode switch.
     pub path: &'static str,
     /// The page's path and query, URL-encoded, for the language switch's way back.
@@ -52,6 +53,7 @@ impl Layout {
             may_audit: viewer.may(Action::ViewAudit),
             may_ledger: viewer.may(Action::ViewLedger),
             may_channels: viewer.may(Action::ViewChannels),
+            may_reconciliation: viewer.may(Action::ViewReconciliation),
             path,
             back: url::form_urlencoded::byte_serialize(back.as_bytes()).collect(),
             active,
@@ -147,8 +149,11 @@ struct Period {
 struct OverviewPage {
     t: Tr,
     layout: Option<Layout>,
+    mode: &'static str,
     periods: Vec<Period>,
     failing_notifications: i64,
+    /// Operators: open reconciliation differences.
+    open_differences: Option<usize>,
     has_chart: bool,
     /// The charts' data (see `assets/console/console.js`), safe inside a `<script>` element.
     chart_json: String,
@@ -216,6 +221,14 @@ pub(super) async fn overview(
         Ok(n) => n,
         Err(e) => return internal(t.0, &e),
     };
+    let open_differences = if viewer.may(Action::ViewReconciliation) {
+        match super::reconciliation::open_differences(&state).await {
+            Ok(n) => Some(n),
+            Err(e) => return internal(t.0, &e),
+        }
+    } else {
+        None
+    };
     let mut periods = Vec::new();
     for (label, span) in [("today", 0), ("last_7_days", 6), ("last_30_days", 29)] {
         let first = (today - Duration::days(span)).to_string();
@@ -253,6 +266,8 @@ pub(super) async fn overview(
         &OverviewPage {
             t,
             layout: Layout::new(&viewer, mode, "/console", &format!("/console?mode={mode}"), "overview"),
+            open_differences,
+            mode: mode.as_str(),
             has_chart: !days.is_empty(),
             chart_json: chart_json(t, &days, today - Duration::days(29), today),
             periods,
