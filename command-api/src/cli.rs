@@ -534,16 +534,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: UsersCommand::Add { email, role, merchant },
         } => {
             use payledger_domain::console::{console_user_id, ConsoleRole, ConsoleUserCommand};
-            let email = email.trim().to_lowercase();
-            let valid_email = email.len() <= 254
-                && email.split_once('@').is_some_and(|(local, domain)| {
-                    !local.is_empty()
-                        && domain.contains('.')
-                        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-                });
-            if !valid_email {
+            let Some(email) = crate::console::auth::normalise_email(&email) else {
                 anyhow::bail!("invalid e-mail address {email:?}");
-            }
+            };
             let Some(role) = ConsoleRole::parse(&role) else {
                 let names: Vec<_> = ConsoleRole::ALL.iter().map(|r| r.as_str()).collect();
                 anyhow::bail!("unknown role {role:?}: one of {}", names.join(", "));

@@ -660,7 +660,89 @@ async fn reconciliation_differences_are_resolved(backend: Backend) {
     assert_eq!(r.status, 403);
 }
 
+/// An admin adds a user in the console (its one-time password shown once), the user logs in
+/// with it; the admin disables the user, whose session ends at once; the audit log has both.
+async fn admins_add_and_disable_users(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    s.add_merchant("shop").await;
+    let one_time = add_user(&s, "root@example.com", ConsoleRole::Admin, None).await;
+    let (mut admin, _) = log_in(&s, "root@example.com", &one_time).await;
+    let page = admin.get("/console/users").await;
+    assert_eq!(page.status, 200);
+    let csrf = hidden(&page.body, "csrf");
+    let refused = admin
+        .post(
+            "/console/users",
+            &[
+                ("csrf", &csrf),
+                ("email", "staff@shop.example"),
+                ("role", "merchant_viewer"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "a merchant role needs a merchant");
+    let missing = admin
+        .post(
+            "/console/users",
+            &[
+                ("csrf", &csrf),
+                ("email", "staff@shop.example"),
+                ("role", "merchant_viewer"),
+                ("merchant", "nope"),
+            ],
+        )
+        .await;
+    assert!(missing.body.contains("no merchant"), "{}", missing.body);
+    let added = admin
+        .post(
+            "/console/users",
+            &[
+                ("csrf", &csrf),
+                ("email", "Staff@Shop.example"),
+                ("role", "merchant_viewer"),
+                ("merchant", "shop"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let password = by_id(&added.body, "one-time-password");
+    assert!(
+        !admin.get("/console/users").await.body.contains(&password),
+        "shown once"
+    );
+
+    let (mut staff, _) = log_in(&s, "staff@shop.example", &password).await;
+    assert_eq!(staff.get("/console/orders?mode=test").await.status, 200);
+    let user_id = console_user_id("staff@shop.example");
+    let r = admin
+        .post(&format!("/console/users/{user_id}/disable"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!((r.status, r.location.as_str()), (303, "/console/users"));
+    let r = staff.get("/console/orders?mode=test").await;
+    assert_eq!(r.status, 303, "a disabled user's session ends");
+    let again = Browser::new(&s.base)
+        .post(
+            "/console/login",
+            &[("email", "staff@shop.example"), ("password", NEW_PASSWORD)],
+        )
+        .await;
+    assert_eq!(again.status, 401, "and it cannot log in");
+    let me = admin
+        .post(
+            &format!("/console/users/{}/disable", console_user_id("root@example.com")),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert!(me.body.contains("cannot disable yourself"));
+    let audit = admin.get("/console/audit").await;
+    assert!(audit.body.contains("add_user") && audit.body.contains("disable_user"));
+    assert!(audit.body.contains("UserDisabled") && audit.body.contains("by console:root@example.com"));
+}
+
 payledger_tests::both_backends!(
+    admins_add_and_disable_users,
     reconciliation_differences_are_resolved,
     export_lists_and_ledger,
     operator_refunds_from_the_console,

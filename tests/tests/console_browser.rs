@@ -281,6 +281,7 @@ async fn the_console_in_a_browser(backend: Backend) {
     assert!(b.has("#chart-volume canvas").await, "uPlot drew the volume chart");
     b.shot("overview-charts").await;
     for (name, path) in [
+        ("users", "/console/users".to_string()),
         ("channels", "/console/channels".to_string()),
         ("refunds", "/console/refunds?mode=test".to_string()),
         ("notifications", "/console/notifications?mode=test".to_string()),
@@ -391,6 +392,7 @@ async fn the_console_in_a_browser(backend: Backend) {
         ("ledger", format!("/console/ledger?mode=test&reference={order_id}")),
         ("channels", "/console/channels".to_string()),
         ("reconciliation", "/console/reconciliation".to_string()),
+        ("users", "/console/users".to_string()),
     ] {
         b.goto(&format!("{base}{path}")).await;
         let text = b.body().await;

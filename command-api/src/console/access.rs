@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::routing::{get, post, MethodRouter};
 use payledger_domain::console::ConsoleRole;
 
-use super::{audit, lists, login, orders, pages, reconciliation};
+use super::{audit, lists, login, orders, pages, reconciliation, users};
 use crate::app::AppState;
 
 /// What a route needs.
@@ -45,6 +45,8 @@ pub enum Action {
     ViewReconciliation,
     /// Upload a statement, resolve a difference.
     Reconcile,
+    /// Add and disable console users.
+    ManageUsers,
 }
 
 /// Whether `role` may take `action`. The table of the issue that asked for the console:
@@ -60,6 +62,7 @@ pub enum Action {
 /// | channel accounts | ✓ | ✓ | ✓ | ✓ | | |
 /// | reconciliation runs | ✓ | ✓ | ✓ | ✓ | | |
 /// | upload a statement, resolve a difference | ✓ | ✓ | | | | |
+/// | console users | ✓ | | | | | |
 pub fn allows(role: ConsoleRole, action: Action) -> bool {
     use ConsoleRole::*;
     match action {
@@ -69,6 +72,7 @@ pub fn allows(role: ConsoleRole, action: Action) -> bool {
         Action::Resend => matches!(role, Admin | Support | MerchantAdmin),
         Action::ViewAudit | Action::ViewChannels | Action::ViewReconciliation => role.is_operator(),
         Action::Reconcile => matches!(role, Admin | Finance),
+        Action::ManageUsers => role == Admin,
         Action::ViewLedger => role != Support,
     }
 }
@@ -171,6 +175,18 @@ pub fn routes() -> Vec<Route> {
             "/console/reconciliation/{id}/resolve",
             Access::Action(Action::Reconcile),
             || post(reconciliation::resolve),
+        ),
+        route(M::GET, "/console/users", Access::Action(Action::ManageUsers), || {
+            get(users::list)
+        }),
+        route(M::POST, "/console/users", Access::Action(Action::ManageUsers), || {
+            post(users::add)
+        }),
+        route(
+            M::POST,
+            "/console/users/{id}/disable",
+            Access::Action(Action::ManageUsers),
+            || post(users::disable),
         ),
         route(M::GET, "/console/audit", Access::Action(Action::ViewAudit), || {
             get(audit::audit_log)

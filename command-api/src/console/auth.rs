@@ -50,6 +50,18 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
+/// `text` as a console login: trimmed, lower case, one `@` with something before it and a dot
+/// after it, at most 254 characters, no spaces or control characters; `None` otherwise.
+pub fn normalise_email(text: &str) -> Option<String> {
+    let email = text.trim().to_lowercase();
+    let shaped = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.contains('@') && domain.contains('.'));
+    shaped.then_some(email)
+}
+
 /// A one-time password for a new user: 18 random bytes, base64url (24 characters).
 pub fn one_time_password() -> String {
     random_token(18)
@@ -152,6 +164,14 @@ mod tests {
         // 6-digit code shows.
         let rfc_secret = Secret::Raw(b"12345678901234567890".to_vec()).to_encoded().to_string();
         assert_eq!(totp_code(&rfc_secret, 59).unwrap(), "287082");
+    }
+
+    #[test]
+    fn e_mail_addresses_are_normalised_or_refused() {
+        assert_eq!(normalise_email(" Ops@Example.COM "), Some("ops@example.com".into()));
+        for bad in ["", "ops", "@example.com", "ops@example", "o ps@example.com", "a@b@c.d"] {
+            assert_eq!(normalise_email(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

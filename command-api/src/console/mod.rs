@@ -19,6 +19,7 @@ mod login;
 mod orders;
 mod pages;
 mod reconciliation;
+mod users;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

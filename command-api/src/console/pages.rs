@@ -29,6 +29,7 @@ pub(super) struct Layout {
     pub may_ledger: bool,
     pub may_channels: bool,
     pub may_reconciliation: bool,
+    pub may_users: bool,
     /// The page's path, for the mode switch.
     pub path: &'static str,
     /// The page's path and query, URL-encoded, for the language switch's way back.
@@ -54,6 +55,7 @@ impl Layout {
             may_ledger: viewer.may(Action::ViewLedger),
             may_channels: viewer.may(Action::ViewChannels),
             may_reconciliation: viewer.may(Action::ViewReconciliation),
+            may_users: viewer.may(Action::ManageUsers),
             path,
             back: url::form_urlencoded::byte_serialize(back.as_bytes()).collect(),
             active,
