@@ -212,9 +212,11 @@ pub async fn statement(
         path.display()
     );
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // The whole chain in one message: the file, then what is wrong (a parse error, or which
+    // account's statement it must be).
     let (report, parsed) = reconcile_statement(db, &bytes, channel, account, date)
         .await
-        .with_context(|| path.display().to_string())?;
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Table => {

@@ -162,6 +162,10 @@ pub(super) async fn upload(
     if !state.channels.names().contains(&channel.as_str()) {
         return back_with_error("/console/reconciliation", &format!("no channel {channel:?}"));
     }
+    // The journal must hold every payment and refund committed before the upload.
+    if let Err(e) = state.read_models_current().await {
+        return internal(viewer.lang, &e);
+    }
     let account_arg = Some(account.as_str()).filter(|a| !a.is_empty());
     let (report, _) = match crate::ops::reconcile_statement(&state.db, &bytes, &channel, account_arg, day).await {
         Ok(done) => done,
