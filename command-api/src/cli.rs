@@ -10,14 +10,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use clap::{Args, Parser, Subcommand};
 use payledger_notifier::{PrivateTargets, RetrySchedule};
 use payledger_projections::rebuild::Projection;
 use payledger_store::sealed::{KeySource, KEY_FILE_DEFAULT, SECRETS_KEY_ENV};
 use payledger_store::{merchants, Database, PoolConfig};
-use rand::RngCore;
 
 use crate::app::{self, ServeConfig};
 use crate::config::{self, ChannelAccounts};
@@ -145,12 +142,6 @@ pub enum MerchantsCommand {
         /// The merchant's id.
         merchant_id: String,
     },
-}
-
-fn random_token(prefix: &str) -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The operator commands' connection: no statement timeout (a replay or a verify of a large
@@ -507,18 +498,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let db = connect(database_url.as_deref()).await?;
             let keyring = app::installation_keyring(&secrets_key, &db).await?;
-            let live_api_key = random_token("plk_live_");
-            let test_api_key = random_token("plk_test_");
-            let webhook_secret = random_token("whsec_");
-            let test_webhook_secret = random_token("whsec_test_");
+            let live_api_key = crate::console::merchants::random_token("plk_live_");
+            let test_api_key = crate::console::merchants::random_token("plk_test_");
+            let webhook_secret = crate::console::merchants::random_token("whsec_");
+            let test_webhook_secret = crate::console::merchants::random_token("whsec_test_");
             let credentials = merchants::Credentials {
                 live_api_key: &live_api_key,
                 test_api_key: &test_api_key,
                 webhook_secret: &webhook_secret,
                 test_webhook_secret: &test_webhook_secret,
             };
-            merchants::add(db.pool(), &keyring, &merchant_id, credentials).await?;
+            let added = payledger_store::console::add_merchant(
+                &db,
+                &keyring,
+                &merchant_id,
+                credentials,
+                "cli",
+                "cli",
+                chrono::Utc::now(),
+            )
+            .await;
             db.close().await;
+            match added {
+                Ok(()) => {}
+                Err(payledger_store::console::MerchantOpError::Refused(_)) => {
+                    anyhow::bail!("merchant {merchant_id:?} already exists")
+                }
+                Err(e) => return Err(e.into()),
+            }
             println!(
                 "{}",
                 serde_json::json!({
@@ -578,8 +585,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let db = connect(database_url.as_deref()).await?;
             let keyring = app::installation_keyring(&secrets_key, &db).await?;
-            let test_api_key = random_token("plk_test_");
-            let test_webhook_secret = random_token("whsec_test_");
+            let test_api_key = crate::console::merchants::random_token("plk_test_");
+            let test_webhook_secret = crate::console::merchants::random_token("whsec_test_");
             let found =
                 merchants::set_test_credentials(db.pool(), &keyring, &merchant_id, &test_api_key, &test_webhook_secret)
                     .await?;

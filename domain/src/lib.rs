@@ -17,6 +17,7 @@ pub mod console;
 pub mod error;
 pub mod events;
 pub mod ids;
+pub mod merchant;
 pub mod mode;
 pub mod money;
 pub mod reconciliation;

@@ -27,4 +27,4 @@ pub use enqueue::{enqueue, notification_type, EventEnqueuer, NotifyEnqueuer, ENQ
 pub use send::{
     PrivateTargets, RetrySchedule, Sender, SenderConfig, NOTIFICATIONS_TOTAL, NOTIFICATION_LATENCY_SECONDS,
 };
-pub use signature::{sign, verify, SIGNATURE_HEADER};
+pub use signature::{sign, sign_with_all, verify, SIGNATURE_HEADER};

@@ -14,7 +14,7 @@ use sqlx::AnyPool;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::outbound::{check_target, is_refused, PublicOnly, NO_ANSWER, REFUSED_TARGET};
-use crate::signature::{sign, SIGNATURE_HEADER};
+use crate::signature::{sign_with_all, SIGNATURE_HEADER};
 
 /// Counter of finished delivery attempts, labelled `outcome` (`delivered`; `failed`: retried
 /// later; `abandoned`: it was the last attempt) and `status_class` (`2xx`, `3xx`, `4xx`, `5xx`,
@@ -316,7 +316,7 @@ impl Sender {
 
     /// POSTs the signed notification to `notify_url`; the answer's status, or what the attempt
     /// log says when there is none.
-    async fn post(&self, job: &Job, mode: Mode, webhook_secret: &str) -> Result<u16, String> {
+    async fn post(&self, job: &Job, mode: Mode, webhook_secrets: &[&str]) -> Result<u16, String> {
         let url = reqwest::Url::parse(&job.notify_url).map_err(|_| NO_ANSWER.to_string())?;
         let http = if self.config.private_targets.allows(mode) {
             &self.http_any
@@ -329,7 +329,7 @@ impl Sender {
         let t = Utc::now().timestamp();
         http.post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(SIGNATURE_HEADER, sign(webhook_secret, t, job.body.as_bytes()))
+            .header(SIGNATURE_HEADER, sign_with_all(webhook_secrets, t, job.body.as_bytes()))
             .body(job.body.clone())
             .send()
             .await
@@ -346,9 +346,10 @@ impl Sender {
             Ok(None) => Err(format!("merchant {} no longer exists", job.merchant_id)),
             // Each mode signs with its own secret: a test notification never carries the
             // signature a live receiver trusts.
-            Ok(Some(m)) => match m.webhook_secret_for(mode) {
-                Some(secret) => self.post(&job, mode, secret).await,
-                None => Err(format!(
+            // During a rotation's overlap the previous secret signs too (one `v1=` each).
+            Ok(Some(m)) => match m.webhook_secrets_for(mode, Utc::now()) {
+                secrets if !secrets.is_empty() => self.post(&job, mode, &secrets).await,
+                _ => Err(format!(
                     "not sent: the merchant has no {mode} webhook secret yet (operator: payledger merchants test-key {})",
                     job.merchant_id
                 )),

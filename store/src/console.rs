@@ -4,10 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use payledger_domain::console::{ConsoleUser, ConsoleUserCommand, ConsoleUserError, ConsoleUserEvent, UserState};
+use payledger_domain::merchant::{merchant_aggregate_id, Merchant, MerchantCommand, MerchantError, MerchantEvent};
 use payledger_domain::reconciliation::{
     ReconciliationCommand, ReconciliationError, ReconciliationEvent, ReconciliationRun, RunState,
 };
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use crate::DbError;
@@ -75,12 +76,22 @@ async fn load_events<E: serde::de::DeserializeOwned>(
     aggregate_type: &str,
     id: Uuid,
 ) -> Result<(Vec<E>, i64), DbError> {
+    let mut conn = pool.acquire().await?;
+    load_events_on(&mut conn, aggregate_type, id).await
+}
+
+/// As [`load_events`], on `conn` (inside a caller's transaction).
+async fn load_events_on<E: serde::de::DeserializeOwned>(
+    conn: &mut AnyConnection,
+    aggregate_type: &str,
+    id: Uuid,
+) -> Result<(Vec<E>, i64), DbError> {
     let rows = sqlx::query(
         "SELECT sequence, payload FROM console_events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
     )
     .bind(aggregate_type)
     .bind(id.to_string())
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut events = Vec::with_capacity(rows.len());
     let mut sequence = 0;
@@ -132,6 +143,19 @@ async fn append<E: serde::Serialize>(
         return Ok(());
     }
     let mut tx = pool.begin().await?;
+    insert_events_on(&mut tx, aggregate_type, id, after, actor, events).await?;
+    tx.commit().await
+}
+
+/// Inserts `events` after sequence `after` on `conn` (inside the caller's transaction).
+async fn insert_events_on<E: serde::Serialize>(
+    conn: &mut AnyConnection,
+    aggregate_type: &str,
+    id: Uuid,
+    after: i64,
+    actor: &str,
+    events: &[(&'static str, DateTime<Utc>, &E)],
+) -> Result<(), sqlx::Error> {
     for (i, (event_type, at, e)) in events.iter().enumerate() {
         let payload = serde_json::to_string(e).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
         sqlx::query(
@@ -145,10 +169,10 @@ async fn append<E: serde::Serialize>(
         .bind(actor)
         .bind(crate::time::fmt_ts(*at))
         .bind(payload)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 fn is_conflict(e: &sqlx::Error) -> bool {
@@ -432,4 +456,112 @@ pub async fn prune_sessions(pool: &AnyPool, idle_before: i64, created_before: i6
         .execute(pool)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// A merchant command's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MerchantOpError {
+    #[error(transparent)]
+    Refused(#[from] MerchantError),
+    #[error("no merchant {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for MerchantOpError {
+    fn from(e: sqlx::Error) -> Self {
+        MerchantOpError::Db(DbError::Sqlx(e))
+    }
+}
+
+/// Decides `command` on merchant `merchant_id` and, in one transaction, applies `change` to its
+/// stored credentials and appends the events (`actor`: who). A repeat (disabling a disabled
+/// merchant) changes nothing. Returns the events appended.
+///
+/// # Errors
+/// [`MerchantOpError::Refused`] by the merchant's rules; [`MerchantOpError::NotFound`];
+/// [`MerchantOpError::Db`].
+pub async fn execute_merchant(
+    db: &crate::Database,
+    keyring: &crate::sealed::Keyring,
+    merchant_id: &str,
+    actor: &str,
+    command: MerchantCommand,
+    change: Option<crate::merchants::CredentialChange<'_>>,
+) -> Result<Vec<MerchantEvent>, MerchantOpError> {
+    let id = merchant_aggregate_id(merchant_id);
+    // The transaction reads, then writes: on SQLite it must hold the process's write turn, or a
+    // write committed meanwhile fails it at once (a WAL snapshot cannot be upgraded).
+    let _turn = db.write_turn().await;
+    let pool = db.pool();
+    let mut attempt = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let (events, sequence) = load_events_on::<MerchantEvent>(&mut tx, Merchant::TYPE, id).await?;
+        let mut merchant = Merchant::default();
+        events.iter().for_each(|e| merchant.apply(e));
+        let new = merchant.decide(command.clone())?;
+        if new.is_empty() {
+            return Ok(new);
+        }
+        if let Some(change) = &change {
+            if !crate::merchants::change_in(&mut tx, keyring, merchant_id, change).await? {
+                return Err(MerchantOpError::NotFound(merchant_id.to_string()));
+            }
+        }
+        let rows: Vec<_> = new.iter().map(|e| (e.event_type(), e.at(), e)).collect();
+        let appended = match insert_events_on(&mut tx, Merchant::TYPE, id, sequence, actor, &rows).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        match appended {
+            Ok(()) => return Ok(new),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES_MAX => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Stores a new merchant (as [`crate::merchants::add`]) and its `MerchantAdded` event, in one
+/// transaction.
+///
+/// # Errors
+/// [`MerchantOpError::Refused`] ([`MerchantError::Exists`]) when the id is taken;
+/// [`MerchantOpError::Db`].
+pub async fn add_merchant(
+    db: &crate::Database,
+    keyring: &crate::sealed::Keyring,
+    merchant_id: &str,
+    credentials: crate::merchants::Credentials<'_>,
+    actor: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<(), MerchantOpError> {
+    let _turn = db.write_turn().await;
+    let mut tx = db.pool().begin().await?;
+    if !crate::merchants::add_in(&mut tx, keyring, merchant_id, credentials).await? {
+        return Err(MerchantError::Exists.into());
+    }
+    let id = merchant_aggregate_id(merchant_id);
+    let (events, sequence) = load_events_on::<MerchantEvent>(&mut tx, Merchant::TYPE, id).await?;
+    let mut merchant = Merchant::default();
+    events.iter().for_each(|e| merchant.apply(e));
+    let new = merchant.decide(MerchantCommand::Add { by: by.to_string(), at })?;
+    let rows: Vec<_> = new.iter().map(|e| (e.event_type(), e.at(), e)).collect();
+    insert_events_on(&mut tx, Merchant::TYPE, id, sequence, actor, &rows).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Merchant `merchant_id`'s events, oldest first (its page's history).
+///
+/// # Errors
+/// [`DbError`].
+pub async fn merchant_events(pool: &AnyPool, merchant_id: &str) -> Result<Vec<MerchantEvent>, DbError> {
+    Ok(
+        load_events::<MerchantEvent>(pool, Merchant::TYPE, merchant_aggregate_id(merchant_id))
+            .await?
+            .0,
+    )
 }

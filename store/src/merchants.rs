@@ -10,10 +10,10 @@
 //! `merchants.webhook_secret/<merchant_id>`): every function that writes or reads it takes the
 //! process's [`Keyring`].
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use payledger_domain::Mode;
 use sha2::{Digest, Sha256};
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use crate::backend::DbError;
 use crate::sealed::Keyring;
@@ -31,6 +31,11 @@ pub struct Merchant {
     /// sandbox money never carries the signature a live receiver trusts. `None` for a merchant
     /// from before modes until `payledger merchants test-key` gives it one.
     pub test_webhook_secret: Option<String>,
+    /// The live secret before the last rotation, and until when it still signs (beside the
+    /// current one).
+    pub previous_webhook_secret: Option<(String, DateTime<Utc>)>,
+    /// The same for test mode.
+    pub previous_test_webhook_secret: Option<(String, DateTime<Utc>)>,
 }
 
 impl Merchant {
@@ -40,6 +45,25 @@ impl Merchant {
             Mode::Live => Some(&self.webhook_secret),
             Mode::Test => self.test_webhook_secret.as_deref(),
         }
+    }
+
+    /// Every secret a notification of `mode` sent at `now` is signed with: the current one
+    /// first, then the previous one while its overlap lasts. Empty when the merchant has no
+    /// secret of that mode.
+    pub fn webhook_secrets_for(&self, mode: Mode, now: DateTime<Utc>) -> Vec<&str> {
+        let previous = match mode {
+            Mode::Live => &self.previous_webhook_secret,
+            Mode::Test => &self.previous_test_webhook_secret,
+        };
+        self.webhook_secret_for(mode)
+            .into_iter()
+            .chain(
+                previous
+                    .iter()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(s, _)| s.as_str()),
+            )
+            .collect()
     }
 }
 
@@ -76,6 +100,24 @@ pub fn test_webhook_secret_place(merchant_id: &str) -> String {
     format!("merchants.test_webhook_secret/{merchant_id}")
 }
 
+/// Where the webhook secret column `column` of `merchant_id` is sealed: each column its own
+/// place, so a sealed value cannot be moved from one to another.
+fn place_of(column: &str, merchant_id: &str) -> String {
+    match column {
+        "webhook_secret" => webhook_secret_place(merchant_id),
+        "test_webhook_secret" => test_webhook_secret_place(merchant_id),
+        other => format!("merchants.{other}/{merchant_id}"),
+    }
+}
+
+/// The sealed webhook secret columns: current and previous, per mode.
+const SECRET_COLUMNS: [&str; 4] = [
+    "webhook_secret",
+    "test_webhook_secret",
+    "previous_webhook_secret",
+    "previous_test_webhook_secret",
+];
+
 /// A new merchant's credentials, one API key and one webhook secret per mode (random tokens; by
 /// convention `plk_live_…`, `plk_test_…`, `whsec_…`).
 #[derive(Clone, Copy)]
@@ -102,6 +144,23 @@ pub async fn add(
     merchant_id: &str,
     credentials: Credentials<'_>,
 ) -> Result<(), AddMerchantError> {
+    let mut conn = pool.acquire().await.map_err(DbError::from)?;
+    if !add_in(&mut conn, keyring, merchant_id, credentials).await? {
+        return Err(AddMerchantError::Exists(merchant_id.to_string()));
+    }
+    Ok(())
+}
+
+/// As [`add`], on `conn` (inside a caller's transaction); false when `merchant_id` is taken.
+///
+/// # Errors
+/// [`DbError::Sqlx`] (also when a key equals one stored already).
+pub async fn add_in(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    merchant_id: &str,
+    credentials: Credentials<'_>,
+) -> Result<bool, DbError> {
     let result = sqlx::query(
         "INSERT INTO merchants (merchant_id, api_key_sha256, test_api_key_sha256, webhook_secret, \
          test_webhook_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (merchant_id) DO NOTHING",
@@ -112,13 +171,9 @@ pub async fn add(
     .bind(keyring.seal(credentials.webhook_secret, &webhook_secret_place(merchant_id)))
     .bind(keyring.seal(credentials.test_webhook_secret, &test_webhook_secret_place(merchant_id)))
     .bind(fmt_ts(Utc::now()))
-    .execute(pool)
-    .await
-    .map_err(DbError::from)?;
-    if result.rows_affected() == 0 {
-        return Err(AddMerchantError::Exists(merchant_id.to_string()));
-    }
-    Ok(())
+    .execute(&mut *conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
 }
 
 /// Gives merchant `merchant_id` new test-mode credentials, replacing those it had (the old key
@@ -160,19 +215,26 @@ async fn by_key_hash(
     hash: &ApiKeyHash,
 ) -> Result<Option<(Merchant, Mode)>, DbError> {
     // Two indexed lookups in one statement; a key is one merchant's live or test key, never both.
-    let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(
-        "SELECT merchant_id, webhook_secret, test_webhook_secret, 'live' FROM merchants WHERE api_key_sha256 = $1 \
-         UNION ALL SELECT merchant_id, webhook_secret, test_webhook_secret, 'test' FROM merchants \
-         WHERE test_api_key_sha256 = $1",
+    // A disabled merchant's keys are refused like unknown ones.
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT 'live' FROM merchants WHERE api_key_sha256 = $1 AND disabled_at IS NULL \
+         UNION ALL SELECT 'test' FROM merchants WHERE test_api_key_sha256 = $1 AND disabled_at IS NULL",
     )
     .bind(&hash.0)
     .fetch_optional(pool)
     .await?;
-    row.map(|(merchant_id, live, test, mode)| {
-        let mode = Mode::parse(&mode).ok_or_else(|| DbError::Corrupt(format!("key mode {mode:?}")))?;
-        Ok((opened(keyring, (merchant_id, live, test))?, mode))
-    })
-    .transpose()
+    let Some((mode,)) = row else { return Ok(None) };
+    let mode = Mode::parse(&mode).ok_or_else(|| DbError::Corrupt(format!("key mode {mode:?}")))?;
+    let column = match mode {
+        Mode::Live => "api_key_sha256",
+        Mode::Test => "test_api_key_sha256",
+    };
+    let stored: Option<StoredMerchant> =
+        sqlx::query_as(&format!("SELECT {STORED_COLUMNS} FROM merchants WHERE {column} = $1"))
+            .bind(&hash.0)
+            .fetch_optional(pool)
+            .await?;
+    stored.map(|m| Ok((opened(keyring, m)?, mode))).transpose()
 }
 
 /// An API key's [`api_key_hash`], computed once per request and used for every lookup of it
@@ -187,21 +249,56 @@ impl ApiKeyHash {
     }
 }
 
-type StoredMerchant = (String, String, Option<String>);
+/// A merchant's row as stored (secrets sealed).
+#[derive(sqlx::FromRow)]
+struct StoredMerchant {
+    merchant_id: String,
+    webhook_secret: String,
+    test_webhook_secret: Option<String>,
+    previous_webhook_secret: Option<String>,
+    previous_webhook_secret_until: Option<String>,
+    previous_test_webhook_secret: Option<String>,
+    previous_test_webhook_secret_until: Option<String>,
+}
 
-fn opened(keyring: &Keyring, (merchant_id, live, test): StoredMerchant) -> Result<Merchant, DbError> {
-    let corrupt = |e| DbError::Corrupt(format!("merchant {merchant_id}: {e}"));
-    let webhook_secret = keyring
-        .open(&live, &webhook_secret_place(&merchant_id))
-        .map_err(corrupt)?;
-    let test_webhook_secret = test
-        .map(|t| keyring.open(&t, &test_webhook_secret_place(&merchant_id)))
-        .transpose()
-        .map_err(corrupt)?;
+const STORED_COLUMNS: &str = "merchant_id, webhook_secret, test_webhook_secret, previous_webhook_secret, \
+     previous_webhook_secret_until, previous_test_webhook_secret, previous_test_webhook_secret_until";
+
+fn opened(keyring: &Keyring, m: StoredMerchant) -> Result<Merchant, DbError> {
+    let id = m.merchant_id;
+    let corrupt = |e: String| DbError::Corrupt(format!("merchant {id}: {e}"));
+    let open = |stored: &str, column: &str| {
+        keyring
+            .open(stored, &place_of(column, &id))
+            .map_err(|e| corrupt(e.to_string()))
+    };
+    let previous = |stored: Option<String>, until: Option<String>, column: &str| -> Result<_, DbError> {
+        match (stored, until) {
+            (Some(s), Some(u)) => {
+                let until = crate::time::parse_ts(&u).map_err(|e| corrupt(e.to_string()))?;
+                Ok(Some((open(&s, column)?, until)))
+            }
+            _ => Ok(None),
+        }
+    };
     Ok(Merchant {
-        merchant_id,
-        webhook_secret,
-        test_webhook_secret,
+        webhook_secret: open(&m.webhook_secret, "webhook_secret")?,
+        test_webhook_secret: m
+            .test_webhook_secret
+            .as_deref()
+            .map(|t| open(t, "test_webhook_secret"))
+            .transpose()?,
+        previous_webhook_secret: previous(
+            m.previous_webhook_secret,
+            m.previous_webhook_secret_until,
+            "previous_webhook_secret",
+        )?,
+        previous_test_webhook_secret: previous(
+            m.previous_test_webhook_secret,
+            m.previous_test_webhook_secret_until,
+            "previous_test_webhook_secret",
+        )?,
+        merchant_id: id,
     })
 }
 
@@ -228,19 +325,21 @@ pub async fn any_sealed(pool: &AnyPool) -> Result<Option<(String, String)>, DbEr
 /// # Errors
 /// [`DbError::Sqlx`].
 pub async fn seal_stored(pool: &AnyPool, keyring: &Keyring) -> Result<u64, DbError> {
-    let rows: Vec<StoredMerchant> =
-        sqlx::query_as("SELECT merchant_id, webhook_secret, test_webhook_secret FROM merchants")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<StoredMerchant> = sqlx::query_as(&format!("SELECT {STORED_COLUMNS} FROM merchants"))
+        .fetch_all(pool)
+        .await?;
     let mut changed = 0;
-    for (merchant_id, live, test) in rows {
+    for m in rows {
+        let merchant_id = m.merchant_id;
         let columns = [
-            ("webhook_secret", Some(live), webhook_secret_place(&merchant_id)),
-            ("test_webhook_secret", test, test_webhook_secret_place(&merchant_id)),
+            ("webhook_secret", Some(m.webhook_secret)),
+            ("test_webhook_secret", m.test_webhook_secret),
+            ("previous_webhook_secret", m.previous_webhook_secret),
+            ("previous_test_webhook_secret", m.previous_test_webhook_secret),
         ];
-        for (column, stored, place) in columns {
+        for (column, stored) in columns {
             let Some(stored) = stored else { continue };
-            let now = match keyring.rewrap(&stored, &place) {
+            let now = match keyring.rewrap(&stored, &place_of(column, &merchant_id)) {
                 Ok(now) => now,
                 Err(e) => {
                     tracing::error!(%merchant_id, column, error = %e, "a webhook secret does not open; left as it is");
@@ -248,7 +347,8 @@ pub async fn seal_stored(pool: &AnyPool, keyring: &Keyring) -> Result<u64, DbErr
                 }
             };
             if let Some(now) = now {
-                // `column` is one of two names above, never input.
+                // `column` is one of SECRET_COLUMNS, never input.
+                debug_assert!(SECRET_COLUMNS.contains(&column));
                 changed += sqlx::query(&format!(
                     "UPDATE merchants SET {column} = $1 WHERE merchant_id = $2 AND {column} = $3"
                 ))
@@ -333,10 +433,120 @@ impl ApiKeyCache {
 /// [`DbError::Sqlx`] when the database fails; [`DbError::Corrupt`] when the webhook secret does
 /// not open with `keyring`.
 pub async fn get(pool: &AnyPool, keyring: &Keyring, merchant_id: &str) -> Result<Option<Merchant>, DbError> {
-    let row: Option<StoredMerchant> =
-        sqlx::query_as("SELECT merchant_id, webhook_secret, test_webhook_secret FROM merchants WHERE merchant_id = $1")
-            .bind(merchant_id)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<StoredMerchant> = sqlx::query_as(&format!(
+        "SELECT {STORED_COLUMNS} FROM merchants WHERE merchant_id = $1"
+    ))
+    .bind(merchant_id)
+    .fetch_optional(pool)
+    .await?;
     row.map(|row| opened(keyring, row)).transpose()
+}
+
+/// One merchant in the console's list.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MerchantSummary {
+    pub merchant_id: String,
+    pub created_at: String,
+    /// When it was disabled; `None`: enabled.
+    pub disabled_at: Option<String>,
+}
+
+/// Every merchant (`only`: just that one), by id.
+///
+/// # Errors
+/// [`DbError::Sqlx`].
+pub async fn list(pool: &AnyPool, only: Option<&str>) -> Result<Vec<MerchantSummary>, DbError> {
+    let mut sql = String::from("SELECT merchant_id, created_at, disabled_at FROM merchants");
+    if only.is_some() {
+        sql.push_str(" WHERE merchant_id = $1");
+    }
+    sql.push_str(" ORDER BY merchant_id LIMIT 10000");
+    let mut query = sqlx::query_as::<_, MerchantSummary>(&sql);
+    if let Some(m) = only {
+        query = query.bind(m);
+    }
+    Ok(query.fetch_all(pool).await?)
+}
+
+/// A change of a merchant's stored credentials or state, made by [`change_in`] in the caller's
+/// transaction (beside the event that records it).
+pub enum CredentialChange<'a> {
+    /// A new API key for `mode` (only its hash is stored); the old one stops working at once
+    /// (within [`API_KEY_CACHE_TTL_MS`] in processes that saw it just before).
+    ApiKey { mode: Mode, api_key: &'a str },
+    /// A new webhook secret for `mode`; the current one becomes the previous, signing beside the
+    /// new one until `previous_until`.
+    WebhookSecret {
+        mode: Mode,
+        secret: &'a str,
+        previous_until: DateTime<Utc>,
+    },
+    /// Disabled at this time (`None`: enabled again).
+    Disabled(Option<DateTime<Utc>>),
+}
+
+/// Applies `change` to merchant `merchant_id` on `conn` (inside the caller's transaction);
+/// returns whether the merchant exists.
+///
+/// # Errors
+/// [`DbError::Sqlx`]; [`DbError::Corrupt`] when the current secret does not open with `keyring`.
+pub async fn change_in(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    merchant_id: &str,
+    change: &CredentialChange<'_>,
+) -> Result<bool, DbError> {
+    let done = match change {
+        CredentialChange::ApiKey { mode, api_key } => {
+            let column = match mode {
+                Mode::Live => "api_key_sha256",
+                Mode::Test => "test_api_key_sha256",
+            };
+            sqlx::query(&format!("UPDATE merchants SET {column} = $1 WHERE merchant_id = $2"))
+                .bind(api_key_hash(api_key))
+                .bind(merchant_id)
+                .execute(&mut *conn)
+                .await?
+        }
+        CredentialChange::WebhookSecret {
+            mode,
+            secret,
+            previous_until,
+        } => {
+            let (current, previous) = match mode {
+                Mode::Live => ("webhook_secret", "previous_webhook_secret"),
+                Mode::Test => ("test_webhook_secret", "previous_test_webhook_secret"),
+            };
+            let stored: Option<(Option<String>,)> =
+                sqlx::query_as(&format!("SELECT {current} FROM merchants WHERE merchant_id = $1"))
+                    .bind(merchant_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let Some((stored,)) = stored else { return Ok(false) };
+            // The current secret moves to the previous column: opened and sealed again under
+            // that column's place.
+            let previous_sealed = stored
+                .map(|s| keyring.open(&s, &place_of(current, merchant_id)))
+                .transpose()
+                .map_err(|e| DbError::Corrupt(format!("merchant {merchant_id}: {e}")))?
+                .map(|plain| keyring.seal(&plain, &place_of(previous, merchant_id)));
+            sqlx::query(&format!(
+                "UPDATE merchants SET {current} = $1, {previous} = $2, {previous}_until = $3 WHERE merchant_id = $4"
+            ))
+            .bind(keyring.seal(secret, &place_of(current, merchant_id)))
+            .bind(previous_sealed)
+            .bind(fmt_ts(*previous_until))
+            .bind(merchant_id)
+            .execute(&mut *conn)
+            .await?
+        }
+        CredentialChange::Disabled(at) => {
+            sqlx::query("UPDATE merchants SET disabled_at = $1 WHERE merchant_id = $2")
+                .bind(at.map(fmt_ts))
+                .bind(merchant_id)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
 }

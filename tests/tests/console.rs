@@ -7,7 +7,7 @@ use chrono::Utc;
 use payledger_command_api::console::access::{self, Access};
 use payledger_command_api::console::auth;
 use payledger_domain::console::{console_user_id, ConsoleRole, ConsoleUserCommand};
-use payledger_tests::flows::{create_id, order_body, pay, wait_status, WAIT};
+use payledger_tests::flows::{create, create_id, order_body, pay, wait_status, WAIT};
 use payledger_tests::{Backend, TestServer, WebhookReceiver};
 use serde_json::json;
 use std::collections::HashMap;
@@ -741,7 +741,123 @@ async fn admins_add_and_disable_users(backend: Backend) {
     assert!(audit.body.contains("UserDisabled") && audit.body.contains("by console:root@example.com"));
 }
 
+/// An admin adds a merchant in the console and gets its credentials once; rotating the test API
+/// key retires the old one; rotating the test webhook secret signs notifications with both
+/// secrets during the overlap; disabling refuses the merchant's keys until it is enabled. A
+/// merchant admin rotates its own credentials only; each change is a `Merchant` event.
+async fn merchants_are_managed_in_the_console(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else {
+        return;
+    };
+    let one_time = add_user(&s, "root@example.com", ConsoleRole::Admin, None).await;
+    let (mut admin, _) = log_in(&s, "root@example.com", &one_time).await;
+    let csrf = hidden(&admin.get("/console/merchants").await.body, "csrf");
+    let added = admin
+        .post("/console/merchants", &[("csrf", &csrf), ("merchant_id", "m2")])
+        .await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    let old_key = by_id(&added.body, "cred-test_api_key");
+    let old_secret = by_id(&added.body, "cred-test_webhook_secret");
+    assert!(old_key.starts_with("plk_test_") && old_secret.starts_with("whsec_test_"));
+    assert!(
+        !admin.get("/console/merchants").await.body.contains(&old_key),
+        "shown once"
+    );
+    let dup = admin
+        .post("/console/merchants", &[("csrf", &csrf), ("merchant_id", "m2")])
+        .await;
+    assert!(dup.body.contains("exists"), "{}", dup.body);
+    assert_eq!(create(&s, &old_key, &order_body("m2-1", 100)).await.status, 201);
+
+    let r = admin
+        .post("/console/merchants/m2/api-key", &[("csrf", &csrf), ("mode", "test")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new_key = by_id(&r.body, "cred-test_api_key");
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await; // the key cache's TTL
+    assert_eq!(
+        create(&s, &old_key, &order_body("m2-2", 100)).await.status,
+        401,
+        "the old key is retired"
+    );
+    assert_eq!(create(&s, &new_key, &order_body("m2-3", 100)).await.status, 201);
+
+    let r = admin
+        .post(
+            "/console/merchants/m2/webhook-secret",
+            &[("csrf", &csrf), ("mode", "test"), ("overlap_hours", "24")],
+        )
+        .await;
+    let new_secret = by_id(&r.body, "cred-test_webhook_secret");
+    let hook = WebhookReceiver::start(vec![]).await;
+    let mut body = order_body("m2-4", 100);
+    body["notify_url"] = json!(hook.url);
+    let order_id = create_id(&s, &new_key, &body).await;
+    assert_eq!(pay(&s, &order_id, "success").await.status, 200);
+    let got = hook.wait_for(1, WAIT).await;
+    let header = got[0].headers["payledger-signature"].to_str().unwrap();
+    assert_eq!(header.matches("v1=").count(), 2, "{header}");
+    for secret in [&old_secret, &new_secret] {
+        assert!(payledger_notifier::verify(
+            secret,
+            header,
+            &got[0].body,
+            Utc::now().timestamp(),
+            300
+        ));
+    }
+
+    let r = admin.post("/console/merchants/m2/disable", &[("csrf", &csrf)]).await;
+    assert_eq!((r.status, r.location.as_str()), (303, "/console/merchants/m2"));
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(
+        create(&s, &new_key, &order_body("m2-5", 100)).await.status,
+        401,
+        "disabled"
+    );
+    admin.post("/console/merchants/m2/enable", &[("csrf", &csrf)]).await;
+    assert_eq!(
+        create(&s, &new_key, &order_body("m2-6", 100)).await.status,
+        201,
+        "enabled again"
+    );
+    let page = admin.get("/console/merchants/m2").await;
+    for event in [
+        "MerchantAdded",
+        "ApiKeyRotated",
+        "WebhookSecretRotated",
+        "MerchantDisabled",
+        "MerchantEnabled",
+    ] {
+        assert!(page.body.contains(event), "{event} in the merchant's history");
+    }
+
+    s.add_merchant("other").await;
+    let one_time = add_user(&s, "owner@m2.example", ConsoleRole::MerchantAdmin, Some("m2")).await;
+    let (mut owner, _) = log_in(&s, "owner@m2.example", &one_time).await;
+    let list = owner.get("/console/merchants").await;
+    assert!(list.body.contains("/console/merchants/m2") && !list.body.contains("/console/merchants/other"));
+    assert_eq!(owner.get("/console/merchants/other").await.status, 404);
+    let csrf = hidden(&list.body, "csrf");
+    let r = owner
+        .post("/console/merchants/m2/api-key", &[("csrf", &csrf), ("mode", "test")])
+        .await;
+    assert_eq!(r.status, 200, "a merchant admin rotates its own key");
+    let r = owner
+        .post("/console/merchants/other/api-key", &[("csrf", &csrf), ("mode", "test")])
+        .await;
+    assert_eq!(r.status, 404, "not another merchant's");
+    assert_eq!(
+        owner
+            .post("/console/merchants/m2/disable", &[("csrf", &csrf)])
+            .await
+            .status,
+        403
+    );
+}
+
 payledger_tests::both_backends!(
+    merchants_are_managed_in_the_console,
     admins_add_and_disable_users,
     reconciliation_differences_are_resolved,
     export_lists_and_ledger,

@@ -281,6 +281,8 @@ async fn the_console_in_a_browser(backend: Backend) {
     assert!(b.has("#chart-volume canvas").await, "uPlot drew the volume chart");
     b.shot("overview-charts").await;
     for (name, path) in [
+        ("merchants", "/console/merchants".to_string()),
+        ("merchant", "/console/merchants/shop_1".to_string()),
         ("users", "/console/users".to_string()),
         ("channels", "/console/channels".to_string()),
         ("refunds", "/console/refunds?mode=test".to_string()),
@@ -393,6 +395,7 @@ async fn the_console_in_a_browser(backend: Backend) {
         ("channels", "/console/channels".to_string()),
         ("reconciliation", "/console/reconciliation".to_string()),
         ("users", "/console/users".to_string()),
+        ("merchants", "/console/merchants".to_string()),
     ] {
         b.goto(&format!("{base}{path}")).await;
         let text = b.body().await;

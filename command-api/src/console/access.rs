@@ -8,7 +8,7 @@ use axum::http::Method;
 use axum::routing::{get, post, MethodRouter};
 use payledger_domain::console::ConsoleRole;
 
-use super::{audit, lists, login, orders, pages, reconciliation, users};
+use super::{audit, lists, login, merchants, orders, pages, reconciliation, users};
 use crate::app::AppState;
 
 /// What a route needs.
@@ -47,6 +47,12 @@ pub enum Action {
     Reconcile,
     /// Add and disable console users.
     ManageUsers,
+    /// The merchants (merchant users: their own).
+    ViewMerchants,
+    /// Add, disable and enable merchants.
+    ManageMerchants,
+    /// Rotate a merchant's API key or webhook secret (merchant admins: their own).
+    RotateCredentials,
 }
 
 /// Whether `role` may take `action`. The table of the issue that asked for the console:
@@ -63,6 +69,9 @@ pub enum Action {
 /// | reconciliation runs | ✓ | ✓ | ✓ | ✓ | | |
 /// | upload a statement, resolve a difference | ✓ | ✓ | | | | |
 /// | console users | ✓ | | | | | |
+/// | merchants | ✓ | ✓ | ✓ | ✓ | ✓ own | ✓ own |
+/// | add, disable, enable merchants | ✓ | | | | | |
+/// | rotate API key, webhook secret | ✓ | | | | ✓ own | |
 pub fn allows(role: ConsoleRole, action: Action) -> bool {
     use ConsoleRole::*;
     match action {
@@ -72,7 +81,9 @@ pub fn allows(role: ConsoleRole, action: Action) -> bool {
         Action::Resend => matches!(role, Admin | Support | MerchantAdmin),
         Action::ViewAudit | Action::ViewChannels | Action::ViewReconciliation => role.is_operator(),
         Action::Reconcile => matches!(role, Admin | Finance),
-        Action::ManageUsers => role == Admin,
+        Action::ManageUsers | Action::ManageMerchants => role == Admin,
+        Action::ViewMerchants => true,
+        Action::RotateCredentials => matches!(role, Admin | MerchantAdmin),
         Action::ViewLedger => role != Support,
     }
 }
@@ -175,6 +186,48 @@ pub fn routes() -> Vec<Route> {
             "/console/reconciliation/{id}/resolve",
             Access::Action(Action::Reconcile),
             || post(reconciliation::resolve),
+        ),
+        route(
+            M::GET,
+            "/console/merchants",
+            Access::Action(Action::ViewMerchants),
+            || get(merchants::list),
+        ),
+        route(
+            M::POST,
+            "/console/merchants",
+            Access::Action(Action::ManageMerchants),
+            || post(merchants::add),
+        ),
+        route(
+            M::GET,
+            "/console/merchants/{id}",
+            Access::Action(Action::ViewMerchants),
+            || get(merchants::merchant),
+        ),
+        route(
+            M::POST,
+            "/console/merchants/{id}/api-key",
+            Access::Action(Action::RotateCredentials),
+            || post(merchants::rotate_api_key),
+        ),
+        route(
+            M::POST,
+            "/console/merchants/{id}/webhook-secret",
+            Access::Action(Action::RotateCredentials),
+            || post(merchants::rotate_webhook_secret),
+        ),
+        route(
+            M::POST,
+            "/console/merchants/{id}/disable",
+            Access::Action(Action::ManageMerchants),
+            || post(merchants::disable),
+        ),
+        route(
+            M::POST,
+            "/console/merchants/{id}/enable",
+            Access::Action(Action::ManageMerchants),
+            || post(merchants::enable),
         ),
         route(M::GET, "/console/users", Access::Action(Action::ManageUsers), || {
             get(users::list)

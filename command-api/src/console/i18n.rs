@@ -201,6 +201,22 @@ pub const LABELS: &[(&str, &str, &str)] = &[
     ("calls", "Calls", "调用次数"),
     ("ok_share", "Succeeded", "成功率"),
     ("yes", "yes", "是"),
+    ("merchants", "Merchants", "商户"),
+    ("add_merchant", "Add a merchant", "添加商户"),
+    (
+        "shown_once",
+        "Shown this once: store them now; only their hashes or sealed copies are kept.",
+        "仅显示这一次：请立即保存；系统只保存其哈希或加密副本。",
+    ),
+    ("rotate", "Rotate credentials", "轮换凭据"),
+    ("rotate_api_key", "New API key", "更换 API 密钥"),
+    ("rotate_webhook_secret", "New webhook secret", "更换通知签名密钥"),
+    (
+        "overlap_hours",
+        "Old secret keeps signing for (hours)",
+        "旧密钥继续签名时长（小时）",
+    ),
+    ("enable", "Enable", "启用"),
     ("users", "Users", "用户"),
     ("add_user", "Add a user", "添加用户"),
     (

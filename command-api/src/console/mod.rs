@@ -16,6 +16,7 @@ pub mod auth;
 pub mod i18n;
 mod lists;
 mod login;
+pub mod merchants;
 mod orders;
 mod pages;
 mod reconciliation;
