@@ -6,9 +6,10 @@
 //! 3. **queries**: the dashboard endpoints over HTTP on the real server — `GET /v1/orders` (first
 //!    page, status filter, day range, next page by cursor, by out_trade_no), `GET
 //!    /v1/stats/daily`, `GET /v1/ledger/balances` — p50/p99/max per endpoint;
-//! 4. **console pages** over HTTP with an operator's session (every merchant): overview, order
-//!    list (first page, status, day range, out_trade_no, merchant, amount range, next page), an
-//!    order's page, the audit log — p50/p99/max per page;
+//! 4. **console pages** over HTTP with an admin's session (every merchant): overview, order list
+//!    (first page, status, day range, out_trade_no, merchant, amount range, next page), an
+//!    order's page, the audit log, refunds, notifications, ledger, channels, merchants, users,
+//!    reconciliation — p50/p99/max per page;
 //! 5. **projection lag** under a steady load of orders created and paid over HTTP: how old the
 //!    oldest event not yet applied is, sampled every 100 ms, p50/p99/max per projection;
 //! 6. **verify** after that load: the live tables against a replay, and the journal's balance.
@@ -388,6 +389,31 @@ async fn console_pages(base: &str, db: &Database, start: DateTime<Utc>, count: u
             }),
         ),
         ("audit log", Box::new(|_| "/console/audit".to_string())),
+        ("refunds", Box::new(|_| "/console/refunds?mode=test".to_string())),
+        (
+            "notifications",
+            Box::new(|_| "/console/notifications?mode=test".to_string()),
+        ),
+        (
+            "ledger, by order",
+            Box::new(move |k| {
+                let i = out_trade_no(k);
+                let id = ids::order_id(&merchant(i), payledger_domain::Mode::Test, &format!("B{i:09}"));
+                format!("/console/ledger?mode=test&reference={id}")
+            }),
+        ),
+        (
+            "ledger, one merchant",
+            Box::new(|k| format!("/console/ledger?mode=test&merchant={}", merchant(k))),
+        ),
+        ("channels", Box::new(|_| "/console/channels".to_string())),
+        ("merchants", Box::new(|_| "/console/merchants".to_string())),
+        (
+            "a merchant",
+            Box::new(|k| format!("/console/merchants/{}", merchant(k))),
+        ),
+        ("users", Box::new(|_| "/console/users".to_string())),
+        ("reconciliation", Box::new(|_| "/console/reconciliation".to_string())),
     ];
     println!(
         "\n{:<26} {:>8} {:>9} {:>9} {:>9}",
