@@ -6,6 +6,7 @@
 //! is unreachable, tests fail if `CI=true`, and are skipped with a loud message otherwise.
 
 pub mod accounts;
+pub mod console;
 pub mod flows;
 pub mod nats;
 pub mod nats_cluster;

@@ -6,7 +6,8 @@
 use chrono::Utc;
 use payledger_command_api::console::access::{self, Access};
 use payledger_command_api::console::auth;
-use payledger_domain::console::{console_user_id, ConsoleRole, ConsoleUserCommand};
+use payledger_domain::console::{console_user_id, ConsoleRole};
+use payledger_tests::console::{add_user, NEW_PASSWORD};
 use payledger_tests::flows::{create, create_id, order_body, pay, wait_status, WAIT};
 use payledger_tests::{Backend, TestServer, WebhookReceiver};
 use serde_json::json;
@@ -135,28 +136,6 @@ fn by_id(page: &str, id: &str) -> String {
     let open_end = start + page[start..].find('>').unwrap() + 1;
     page[open_end..open_end + page[open_end..].find('<').unwrap()].to_string()
 }
-
-/// Adds a console user directly (what `payledger users add` does); returns the one-time password.
-async fn add_user(s: &TestServer, email: &str, role: ConsoleRole, merchant: Option<&str>) -> String {
-    let password = auth::one_time_password();
-    payledger_store::console::execute(
-        s.database().pool(),
-        console_user_id(email),
-        ConsoleUserCommand::AddUser {
-            email: email.into(),
-            role,
-            merchant_id: merchant.map(str::to_string),
-            password_hash: auth::hash_password(&password).unwrap(),
-            added_by: "test".into(),
-            at: Utc::now(),
-        },
-    )
-    .await
-    .unwrap();
-    password
-}
-
-const NEW_PASSWORD: &str = "a long new passphrase";
 
 /// Logs `email` in through every stage; returns the browser and, for operators, the TOTP secret.
 async fn log_in(s: &TestServer, email: &str, one_time: &str) -> (Browser, Option<String>) {

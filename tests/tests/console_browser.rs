@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use payledger_command_api::console::auth;
-use payledger_domain::console::{console_user_id, ConsoleRole, ConsoleUserCommand};
+use payledger_domain::console::ConsoleRole;
+use payledger_tests::console::{add_user, NEW_PASSWORD};
 use payledger_tests::flows::{create_id, order_body, pay, wait_status, WAIT};
 use payledger_tests::{eventually, Backend, TestServer, WebhookReceiver};
 use serde_json::json;
@@ -156,27 +157,6 @@ impl Chrome {
         }
     }
 }
-
-async fn add_user(s: &TestServer, email: &str, role: ConsoleRole, merchant: Option<&str>) -> String {
-    let password = auth::one_time_password();
-    payledger_store::console::execute(
-        s.database().pool(),
-        console_user_id(email),
-        ConsoleUserCommand::AddUser {
-            email: email.into(),
-            role,
-            merchant_id: merchant.map(str::to_string),
-            password_hash: auth::hash_password(&password).unwrap(),
-            added_by: "test".into(),
-            at: Utc::now(),
-        },
-    )
-    .await
-    .unwrap();
-    password
-}
-
-const NEW_PASSWORD: &str = "a long new passphrase";
 
 /// The first login through the browser: one-time password, new password, TOTP enrolment.
 /// Returns the TOTP secret (operators) read off the page.

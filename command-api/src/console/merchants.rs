@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::access::Action;
 use super::i18n::Tr;
-use super::orders::audit;
 use super::pages::{html, Layout};
+use super::record_action;
 use super::{internal, Viewer};
 use crate::app::AppState;
 
@@ -133,9 +133,8 @@ pub(super) async fn add(
         Err(store::MerchantOpError::Db(e)) => return internal(viewer.lang, &e),
         Err(e) => Err(e.to_string()),
     };
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
     let target = format!("merchant:{merchant_id}");
-    if let Err(r) = audit(&state, &viewer, "add_merchant", target, String::new(), recorded).await {
+    if let Err(r) = record_action(&state, &viewer, "add_merchant", target, String::new(), &outcome).await {
         return r;
     }
     match outcome {
@@ -262,8 +261,7 @@ async fn change(
             Err(store::MerchantOpError::Db(e)) => return internal(viewer.lang, &e),
             Err(e) => Err(e.to_string()),
         };
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
-    if let Err(r) = audit(state, viewer, action, format!("merchant:{id}"), String::new(), recorded).await {
+    if let Err(r) = record_action(state, viewer, action, format!("merchant:{id}"), String::new(), &outcome).await {
         return r;
     }
     match outcome {

@@ -259,6 +259,34 @@ async fn check(state: &AppState, req: Request, next: Next) -> Result<Response, R
     Ok(next.run(req).await)
 }
 
+/// Records what `viewer` did, and how it ended (`ok`, or the refusal's text), in its audit log:
+/// an `ActionRecorded` event of its `ConsoleUser`. A failure to record is logged and answered
+/// 500: the action may have happened, and the page must not claim it was recorded.
+async fn record_action<T>(
+    state: &AppState,
+    viewer: &Viewer,
+    action: &str,
+    target: String,
+    detail: String,
+    outcome: &Result<T, String>,
+) -> Result<(), Response> {
+    let command = payledger_domain::console::ConsoleUserCommand::RecordAction {
+        action: action.to_string(),
+        target,
+        detail,
+        outcome: match outcome {
+            Ok(_) => "ok".to_string(),
+            Err(e) => e.clone(),
+        },
+        address: viewer.address.clone(),
+        at: Utc::now(),
+    };
+    store::execute(state.db.pool(), viewer.user.user_id, command)
+        .await
+        .map(|_| ())
+        .map_err(|e| internal(viewer.lang, &e))
+}
+
 /// The page a session at `stage` goes to next.
 fn stage_page(stage: &str) -> &'static str {
     match stage {

@@ -8,12 +8,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use chrono::{Duration, Utc};
-use payledger_domain::console::ConsoleUserCommand;
 use payledger_domain::{format_minor, parse_major, OrderStatus};
 use payledger_notifier::queries as notifications;
 use payledger_projections::queries::{self, OrderFilter, OrderScope};
 use payledger_projections::OrderView;
-use payledger_store::console as store;
 use payledger_store::OrderOwner;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -22,7 +20,7 @@ use super::access::Action;
 use super::auth;
 use super::i18n::Tr;
 use super::pages::{html, mode_of, scope, Layout};
-use super::{internal, Viewer};
+use super::{internal, record_action, Viewer};
 use crate::app::AppState;
 
 // ---------------------------------------------------------------------------------------------
@@ -182,13 +180,13 @@ pub(super) async fn export_csv(
     if let Err(e) = state.read_models_current().await {
         return internal(t.0, &e);
     }
-    let recorded = audit(
+    let recorded = record_action(
         &state,
         &viewer,
         "export",
         "orders".into(),
         q.query_string(None),
-        "ok".into(),
+        &Ok::<(), String>(()),
     )
     .await;
     if let Err(r) = recorded {
@@ -530,30 +528,6 @@ pub(super) async fn order(
     html(StatusCode::OK, &page)
 }
 
-/// Records what `viewer` did in its audit log (its aggregate's `ActionRecorded`). A failure to
-/// record is logged and answered 500: the action happened, the page must not claim otherwise.
-pub(super) async fn audit(
-    state: &AppState,
-    viewer: &Viewer,
-    action: &str,
-    target: String,
-    detail: String,
-    outcome: String,
-) -> Result<(), Response> {
-    let command = ConsoleUserCommand::RecordAction {
-        action: action.to_string(),
-        target,
-        detail,
-        outcome,
-        address: viewer.address.clone(),
-        at: Utc::now(),
-    };
-    store::execute(state.db.pool(), viewer.user.user_id, command)
-        .await
-        .map(|_| ())
-        .map_err(|e| internal(viewer.lang, &e))
-}
-
 /// Back to the order's page with `done=…` or `error=…`.
 fn back_to_order(order_id: Uuid, outcome: Result<&str, String>) -> Response {
     let query = match outcome {
@@ -614,14 +588,13 @@ pub(super) async fn refund(
             .map_err(|e| e.to_string()),
     };
     let detail = format!("{} {} {out_refund_no}", form.amount.trim(), view.currency);
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
-    if let Err(r) = audit(
+    if let Err(r) = record_action(
         &state,
         &viewer,
         "refund",
         format!("order:{}", view.order_id),
         detail,
-        recorded,
+        &outcome,
     )
     .await
     {
@@ -651,14 +624,13 @@ pub(super) async fn close(
         .await
         .map(|_| ())
         .map_err(|e| e.to_string());
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
-    if let Err(r) = audit(
+    if let Err(r) = record_action(
         &state,
         &viewer,
         "close",
         format!("order:{}", view.order_id),
         String::new(),
-        recorded,
+        &outcome,
     )
     .await
     {
@@ -702,15 +674,14 @@ pub(super) async fn resend(
     if outcome.is_ok() {
         state.notify_queued.notify_one();
     }
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
     let target = format!("notification:{notification_id}");
-    if let Err(r) = audit(
+    if let Err(r) = record_action(
         &state,
         &viewer,
         "resend",
         target,
         format!("order:{}", view.order_id),
-        recorded,
+        &outcome,
     )
     .await
     {

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::access::Action;
 use super::i18n::Tr;
-use super::orders::audit;
 use super::pages::{html, Layout};
+use super::record_action;
 use super::{internal, Viewer};
 use crate::app::AppState;
 
@@ -171,13 +171,13 @@ pub(super) async fn upload(
         Ok(done) => done,
         Err(e) => {
             let message = format!("{e:#}");
-            let _ = audit(
+            let _ = record_action(
                 &state,
                 &viewer,
                 "reconcile",
                 file_name.clone(),
                 String::new(),
-                message.clone(),
+                &Err::<(), String>(message.clone()),
             )
             .await;
             return back_with_error("/console/reconciliation", &message);
@@ -224,13 +224,13 @@ pub(super) async fn upload(
         return internal(viewer.lang, &e);
     }
     let detail = format!("{channel} {} {} differences", report.date, total);
-    if let Err(r) = audit(
+    if let Err(r) = record_action(
         &state,
         &viewer,
         "reconcile",
         format!("run:{run_id}"),
         detail,
-        "ok".into(),
+        &Ok::<(), String>(()),
     )
     .await
     {
@@ -367,9 +367,8 @@ pub(super) async fn resolve(
         Err(store::RunError::Refused(e)) => Err(e.to_string()),
         Err(store::RunError::Db(e)) => return internal(viewer.lang, &e),
     };
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
     let detail = format!("#{} {}: {}", form.index, kind.as_str(), form.note.trim());
-    if let Err(r) = audit(&state, &viewer, "resolve", format!("run:{id}"), detail, recorded).await {
+    if let Err(r) = record_action(&state, &viewer, "resolve", format!("run:{id}"), detail, &outcome).await {
         return r;
     }
     match outcome {

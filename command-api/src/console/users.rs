@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::auth;
 use super::i18n::Tr;
-use super::orders::audit;
 use super::pages::{html, Layout};
+use super::record_action;
 use super::{internal, Viewer};
 use crate::app::AppState;
 
@@ -147,9 +147,8 @@ pub(super) async fn add(
         Err(store::ConsoleError::Refused(e)) => Err(e.to_string()),
         Err(store::ConsoleError::Db(e)) => return internal(viewer.lang, &e),
     };
-    let recorded = outcome.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.clone());
     let detail = format!("{} {}", role.as_str(), merchant.unwrap_or_default());
-    if let Err(r) = audit(&state, &viewer, "add_user", format!("user:{email}"), detail, recorded).await {
+    if let Err(r) = record_action(&state, &viewer, "add_user", format!("user:{email}"), detail, &outcome).await {
         return r;
     }
     match outcome {
@@ -185,11 +184,11 @@ pub(super) async fn disable(
             return internal(viewer.lang, &e);
         }
     }
-    let (target, recorded) = match &outcome {
-        Ok(email) => (format!("user:{email}"), "ok".to_string()),
-        Err(e) => (format!("user:{user_id}"), e.clone()),
+    let target = match &outcome {
+        Ok(email) => format!("user:{email}"),
+        Err(_) => format!("user:{user_id}"),
     };
-    if let Err(r) = audit(&state, &viewer, "disable_user", target, String::new(), recorded).await {
+    if let Err(r) = record_action(&state, &viewer, "disable_user", target, String::new(), &outcome).await {
         return r;
     }
     match outcome {
