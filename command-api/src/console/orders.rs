@@ -528,6 +528,21 @@ pub(super) async fn order(
     html(StatusCode::OK, &page)
 }
 
+/// The order an action names, with its owner (whose flows it goes through), if `viewer` may see
+/// it; 404 otherwise (missing and another merchant's alike).
+async fn order_to_act_on(state: &AppState, viewer: &Viewer, id: &str) -> Result<(OrderView, OrderOwner), Response> {
+    match visible_order(state, viewer, id).await? {
+        Some((view, _)) => {
+            let owner = OrderOwner {
+                merchant_id: view.merchant_id.clone(),
+                mode: view.mode,
+            };
+            Ok((view, owner))
+        }
+        None => Err(super::page_error(viewer.lang, StatusCode::NOT_FOUND)),
+    }
+}
+
 /// Back to the order's page with `done=…` or `error=…`.
 fn back_to_order(order_id: Uuid, outcome: Result<&str, String>) -> Response {
     let query = match outcome {
@@ -558,14 +573,9 @@ pub(super) async fn refund(
     Path(id): Path<String>,
     Form(form): Form<RefundForm>,
 ) -> Response {
-    let (view, _) = match visible_order(&state, &viewer, &id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::page_error(viewer.lang, StatusCode::NOT_FOUND),
+    let (view, owner) = match order_to_act_on(&state, &viewer, &id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let owner = OrderOwner {
-        merchant_id: view.merchant_id.clone(),
-        mode: view.mode,
     };
     let out_refund_no = Some(form.out_refund_no.trim().to_string())
         .filter(|s| !s.is_empty())
@@ -609,14 +619,9 @@ pub(super) async fn close(
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<String>,
 ) -> Response {
-    let (view, _) = match visible_order(&state, &viewer, &id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::page_error(viewer.lang, StatusCode::NOT_FOUND),
+    let (view, owner) = match order_to_act_on(&state, &viewer, &id).await {
+        Ok(found) => found,
         Err(r) => return r,
-    };
-    let owner = OrderOwner {
-        merchant_id: view.merchant_id.clone(),
-        mode: view.mode,
     };
     let outcome = state
         .flows
@@ -655,17 +660,12 @@ pub(super) async fn resend(
     Path(id): Path<String>,
     Form(form): Form<ResendForm>,
 ) -> Response {
-    let (view, _) = match visible_order(&state, &viewer, &form.order_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return super::page_error(viewer.lang, StatusCode::NOT_FOUND),
+    let (view, owner) = match order_to_act_on(&state, &viewer, &form.order_id).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     let Ok(notification_id) = Uuid::parse_str(&id) else {
         return super::page_error(viewer.lang, StatusCode::NOT_FOUND);
-    };
-    let owner = OrderOwner {
-        merchant_id: view.merchant_id.clone(),
-        mode: view.mode,
     };
     let outcome = notifications::resend(state.db.pool(), &owner, notification_id, &viewer.actor(), Utc::now())
         .await
