@@ -47,6 +47,13 @@ CREATE INDEX order_view_out_trade_no ON order_view (out_trade_no);
 -- its journal search by order.
 CREATE INDEX refund_view_mode_created ON refund_view (mode, created_at DESC, refund_id DESC);
 CREATE INDEX notify_job_mode_created ON notify_job (mode, created_at DESC, notification_id DESC);
+-- What needs a person, newest first, without reading past every settled row: refunds still open
+-- and notifications failing (the queries repeat these predicates word for word, so that both
+-- planners use the partial indexes).
+CREATE INDEX refund_view_open ON refund_view (mode, created_at DESC, refund_id DESC)
+    WHERE status IN ('pending', 'failed');
+CREATE INDEX notify_job_failing ON notify_job (mode, created_at DESC, notification_id DESC)
+    WHERE status = 'abandoned' OR (status = 'pending' AND attempts > 0);
 CREATE INDEX ledger_entry_order ON ledger_entry (order_id);
 
 -- Merchants managed in the console: disabled (its API keys refused), and a rotated webhook
