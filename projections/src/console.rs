@@ -6,12 +6,15 @@ use sqlx::AnyPool;
 
 use crate::queries::{OrderScope, QueryError};
 
-/// One day's figures in one currency, summed over the scope's merchants. Amounts in minor units.
+/// One day's figures in one currency on one channel, summed over the scope's merchants. Amounts
+/// in minor units.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DayTotals {
     /// `YYYY-MM-DD` (UTC).
     pub day: String,
     pub currency: String,
+    /// The orders' channel.
+    pub channel: String,
     pub orders_created: i64,
     pub orders_paid: i64,
     pub paid_minor: i64,
@@ -19,14 +22,15 @@ pub struct DayTotals {
     pub refunded_minor: i64,
 }
 
-/// Daily totals of `scope` for days `from_day..` (`YYYY-MM-DD`), oldest first.
+/// Daily totals of `scope` per currency and channel for days `from_day..` (`YYYY-MM-DD`), oldest
+/// first, then by currency and channel.
 ///
 /// # Errors
 /// [`QueryError::Db`].
 pub async fn daily_totals(pool: &AnyPool, scope: &OrderScope, from_day: &str) -> Result<Vec<DayTotals>, QueryError> {
     // CAST: PostgreSQL's SUM of bigint is numeric, which the Any driver does not decode.
     let mut sql = String::from(
-        "SELECT day, currency, CAST(SUM(orders_created) AS BIGINT) AS orders_created, \
+        "SELECT day, currency, channel, CAST(SUM(orders_created) AS BIGINT) AS orders_created, \
          CAST(SUM(orders_paid) AS BIGINT) AS orders_paid, CAST(SUM(paid_minor) AS BIGINT) AS paid_minor, \
          CAST(SUM(refunds_succeeded) AS BIGINT) AS refunds_succeeded, \
          CAST(SUM(refunded_minor) AS BIGINT) AS refunded_minor \
@@ -35,7 +39,7 @@ pub async fn daily_totals(pool: &AnyPool, scope: &OrderScope, from_day: &str) ->
     if scope.merchant_id.is_some() {
         sql.push_str(" AND merchant_id = $3");
     }
-    sql.push_str(" GROUP BY day, currency ORDER BY day, currency");
+    sql.push_str(" GROUP BY day, currency, channel ORDER BY day, currency, channel");
     let mut query = sqlx::query_as::<_, DayTotals>(&sql)
         .bind(scope.mode.as_str())
         .bind(from_day);

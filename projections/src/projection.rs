@@ -234,6 +234,7 @@ async fn store_stats(
                 k.mode.as_str().into(),
                 k.day.as_str().into(),
                 k.currency.as_str().into(),
+                k.channel.as_str().into(),
                 d.orders_created.into(),
                 d.orders_paid.into(),
                 d.paid_minor.into(),
@@ -243,7 +244,7 @@ async fn store_stats(
         })
         .collect();
     let tail = format!(
-        "ON CONFLICT (merchant_id, mode, day, currency) DO UPDATE SET \
+        "ON CONFLICT (merchant_id, mode, day, currency, channel) DO UPDATE SET \
          orders_created = {table}.orders_created + excluded.orders_created, \
          orders_paid = {table}.orders_paid + excluded.orders_paid, \
          paid_minor = {table}.paid_minor + excluded.paid_minor, \
@@ -258,6 +259,7 @@ async fn store_stats(
             "mode",
             "day",
             "currency",
+            "channel",
             "orders_created",
             "orders_paid",
             "paid_minor",

@@ -244,10 +244,14 @@ pub async fn daily_stats(
     to: Option<&str>,
 ) -> Result<Vec<DailyStats>, QueryError> {
     let rows = sqlx::query_as::<_, DailyStats>(&format!(
-        "SELECT day, currency, orders_created, orders_paid, paid_minor AS paid_amount, refunds_succeeded, \
-         refunded_minor AS refunded_amount FROM merchant_daily_stats \
-         WHERE merchant_id = $1 AND mode = $2 AND day >= $3 AND day <= $4 ORDER BY day DESC, currency \
-         LIMIT {STATS_DAYS_MAX}"
+        // The table keeps each day per channel: summed here. CAST: PostgreSQL's SUM of bigint is
+        // numeric, which the Any driver does not decode.
+        "SELECT day, currency, CAST(SUM(orders_created) AS BIGINT) AS orders_created, \
+         CAST(SUM(orders_paid) AS BIGINT) AS orders_paid, CAST(SUM(paid_minor) AS BIGINT) AS paid_amount, \
+         CAST(SUM(refunds_succeeded) AS BIGINT) AS refunds_succeeded, \
+         CAST(SUM(refunded_minor) AS BIGINT) AS refunded_amount FROM merchant_daily_stats \
+         WHERE merchant_id = $1 AND mode = $2 AND day >= $3 AND day <= $4 GROUP BY day, currency \
+         ORDER BY day DESC, currency LIMIT {STATS_DAYS_MAX}"
     ))
     .bind(&owner.merchant_id)
     .bind(owner.mode.as_str())

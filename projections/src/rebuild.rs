@@ -91,7 +91,7 @@ impl Projection {
                 },
                 TableSpec {
                     name: "merchant_daily_stats",
-                    key: &["merchant_id", "mode", "day", "currency"],
+                    key: &["merchant_id", "mode", "day", "currency", "channel"],
                     insert_only: false,
                 },
             ],

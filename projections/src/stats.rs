@@ -1,5 +1,5 @@
-//! `merchant_daily_stats`: per merchant, mode, UTC day and currency, the dashboard's counts and sums,
-//! as a pure function of (order view before the event, event). Amounts are minor units.
+//! `merchant_daily_stats`: per merchant, mode, UTC day, currency and channel, the dashboard's counts
+//! and sums, as a pure function of (order view before the event, event). Amounts are minor units.
 
 use payledger_domain::{Mode, PaymentOrderEvent};
 
@@ -15,6 +15,9 @@ pub struct DailyKey {
     pub day: String,
     /// ISO-4217 code.
     pub currency: String,
+    /// The order's channel (`sandbox`, `wechat`, `alipay`, ...): a payment or refund counts for
+    /// the channel its order was created on.
+    pub channel: String,
 }
 
 /// What an event adds to its row.
@@ -50,6 +53,7 @@ pub fn delta(before: Option<&OrderView>, sequence: i64, event: &PaymentOrderEven
                 mode: terms.mode,
                 day,
                 currency: terms.amount.currency.code().to_string(),
+                channel: terms.channel.clone(),
             },
             DailyDelta {
                 orders_created: 1,
@@ -63,6 +67,7 @@ pub fn delta(before: Option<&OrderView>, sequence: i64, event: &PaymentOrderEven
                 mode: v.mode,
                 day,
                 currency: amount.currency.code().to_string(),
+                channel: v.channel.clone(),
             },
             DailyDelta {
                 orders_paid: 1,
@@ -78,6 +83,7 @@ pub fn delta(before: Option<&OrderView>, sequence: i64, event: &PaymentOrderEven
                     mode: v.mode,
                     day,
                     currency: r.currency.clone(),
+                    channel: v.channel.clone(),
                 },
                 DailyDelta {
                     refunds_succeeded: 1,

@@ -257,6 +257,20 @@ async fn operator_refunds_from_the_console(backend: Backend) {
     assert!(audit.body.contains("3.50 CNY"), "{}", audit.body);
     let logins = ops.get("/console/audit?type=LoginSucceeded").await;
     assert!(logins.body.contains("127.0.0.1"));
+    // The overview counts the order, its payment and the refund on its channel, exactly.
+    let overview = ops.get("/console?mode=test").await;
+    assert!(
+        overview.body.contains(
+            "<tr><td>CNY</td><th scope=\"row\">sandbox</th><td class=\"num\">1</td><td class=\"num\">1</td>\
+             <td class=\"num\">100.0 %</td><td class=\"num\">10.00</td><td class=\"num\">1</td>\
+             <td class=\"num\">3.50</td></tr>"
+        ),
+        "{}",
+        overview.body
+    );
+    assert!(overview.body.contains("id=\"chart-channels\""));
+    let live = ops.get("/console").await;
+    assert!(!live.body.contains("sandbox"), "test money never shows in live mode");
 
     let one_time = add_user(&s, "viewer@example.com", ConsoleRole::Viewer, None).await;
     let (mut viewer, _) = log_in(&s, "viewer@example.com", &one_time).await;

@@ -258,7 +258,13 @@ async fn the_console_in_a_browser(backend: Backend) {
     ));
     b.goto(&format!("{base}/console?mode=test")).await;
     assert!(b.has("#chart-orders canvas").await, "uPlot drew the orders chart");
+    assert!(
+        b.has("#chart-channels canvas").await,
+        "uPlot drew the per-channel chart"
+    );
     assert!(b.has("#chart-volume canvas").await, "uPlot drew the volume chart");
+    let today = b.text("#period-1 + table tbody").await;
+    assert!(today.contains("sandbox"), "today's figures per channel: {today}");
     b.shot("overview-charts").await;
     for (name, path) in [
         ("merchants", "/console/merchants".to_string()),

@@ -218,10 +218,12 @@ async fn verify_reports_planted_differences(backend: Backend) {
         .execute(pool)
         .await
         .expect("delete");
-    sqlx::query("INSERT INTO merchant_daily_stats VALUES ('shop1', 'test', '1999-01-01', 'CNY', 1, 0, 0, 0, 0)")
-        .execute(pool)
-        .await
-        .expect("insert");
+    sqlx::query(
+        "INSERT INTO merchant_daily_stats VALUES ('shop1', 'test', '1999-01-01', 'CNY', 'sandbox', 1, 0, 0, 0, 0)",
+    )
+    .execute(pool)
+    .await
+    .expect("insert");
 
     let report = rebuild::verify(s.database(), &|_| {}).await.expect("verify");
     assert!(!report.is_clean());
@@ -244,7 +246,7 @@ async fn verify_reports_planted_differences(backend: Backend) {
         ),
         (
             "merchant_daily_stats",
-            "shop1|test|1999-01-01|CNY".to_string(),
+            "shop1|test|1999-01-01|CNY|sandbox".to_string(),
             DifferenceKind::Extra,
         ),
         ("ledger_entry", format!("{entry_id}|2"), DifferenceKind::Missing),

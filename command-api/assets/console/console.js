@@ -8,8 +8,8 @@ document.querySelectorAll("time[datetime]").forEach(function (el) {
   }
 });
 
-// The overview's charts (uPlot, vendored): orders per day and volume per day per currency, from
-// the page's own JSON. The tables above them hold the exact figures.
+// The overview's charts (uPlot, vendored): orders per day, paid orders per day per channel and
+// volume per day per currency, from the page's own JSON. The tables above them hold the exact figures.
 (function () {
   var data = document.getElementById("chart-data");
   if (!data || !window.uPlot) return;
@@ -29,5 +29,6 @@ document.querySelectorAll("time[datetime]").forEach(function (el) {
     new uPlot(opts, [d.days].concat(series.map(function (s) { return s.values; })), el);
   }
   draw("chart-orders", d.orders);
+  draw("chart-channels", d.channels);
   draw("chart-volume", d.volume);
 })();

@@ -190,6 +190,8 @@ pub const LABELS: &[(&str, &str, &str)] = &[
     ("export_csv", "Export CSV", "导出 CSV"),
     ("orders_per_day", "Orders per day", "每日订单"),
     ("volume_per_day", "Volume per day", "每日交易额"),
+    ("paid_per_channel", "Paid orders per channel", "各渠道每日已支付订单"),
+    ("all_channels", "All channels", "全部渠道"),
     ("channels", "Channels", "渠道"),
     ("accounts", "Accounts", "账户"),
     ("account_id", "Account", "账户"),

@@ -131,8 +131,11 @@ pub(super) fn scope(viewer: &Viewer, mode: Mode, merchant: Option<&str>) -> Orde
 // ---------------------------------------------------------------------------------------------
 // Overview
 
+/// One line of a period's table: one currency on one channel, or (`channel: None`) every channel
+/// of that currency together.
 struct PeriodRow {
     currency: String,
+    channel: Option<String>,
     orders_created: i64,
     orders_paid: i64,
     success_rate: String,
@@ -144,6 +147,66 @@ struct PeriodRow {
 struct Period {
     label: &'static str,
     rows: Vec<PeriodRow>,
+}
+
+/// The five sums of [`overview_queries::DayTotals`], in its order. Amounts in minor units.
+#[derive(Default, Clone, Copy)]
+struct Sums([i64; 5]);
+
+impl Sums {
+    fn add(&mut self, d: &overview_queries::DayTotals) {
+        let s = &mut self.0;
+        s[0] += d.orders_created;
+        s[1] += d.orders_paid;
+        s[2] += d.paid_minor;
+        s[3] += d.refunds_succeeded;
+        s[4] += d.refunded_minor;
+    }
+
+    fn row(self, currency: &str, channel: Option<&str>) -> PeriodRow {
+        let s = self.0;
+        PeriodRow {
+            currency: currency.to_string(),
+            channel: channel.map(str::to_string),
+            orders_created: s[0],
+            orders_paid: s[1],
+            success_rate: if s[0] > 0 {
+                format!("{:.1} %", s[1] as f64 * 100.0 / s[0] as f64)
+            } else {
+                "–".into()
+            },
+            paid: format_minor(s[2], currency),
+            refunds_succeeded: s[3],
+            refunded: format_minor(s[4], currency),
+        }
+    }
+}
+
+/// A period's table from the days since `first` (`YYYY-MM-DD`): per currency, each channel, then
+/// (when the currency has more than one) every channel together.
+fn period_rows(days: &[overview_queries::DayTotals], first: &str) -> Vec<PeriodRow> {
+    let mut sums: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, Sums>> = Default::default();
+    for d in days.iter().filter(|d| d.day.as_str() >= first) {
+        sums.entry(d.currency.as_str())
+            .or_default()
+            .entry(d.channel.as_str())
+            .or_default()
+            .add(d);
+    }
+    let mut rows = Vec::new();
+    for (currency, channels) in sums {
+        let mut total = Sums::default();
+        for (channel, s) in &channels {
+            for (t, v) in total.0.iter_mut().zip(s.0) {
+                *t += v;
+            }
+            rows.push(s.row(currency, Some(channel)));
+        }
+        if channels.len() > 1 {
+            rows.push(total.row(currency, None));
+        }
+    }
+    rows
 }
 
 #[derive(Template)]
@@ -162,8 +225,8 @@ struct OverviewPage {
 }
 
 /// The overview's chart data: one point per UTC day from `first` to `today` (unix seconds);
-/// orders created and paid (all currencies), and the paid volume per currency in major units (a
-/// float for drawing only: the tables carry the exact minor units).
+/// orders created and paid (all currencies), orders paid per channel, and the paid volume per
+/// currency in major units (a float for drawing only: the tables carry the exact minor units).
 fn chart_json(
     t: Tr,
     days: &[overview_queries::DayTotals],
@@ -174,11 +237,15 @@ fn chart_json(
     let index = |day: &str| dates.iter().position(|d| d.to_string() == day);
     let mut created = vec![0_i64; dates.len()];
     let mut paid = vec![0_i64; dates.len()];
+    let mut by_channel: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
     let mut volume: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     for d in days {
         let Some(i) = index(&d.day) else { continue };
         created[i] += d.orders_created;
         paid[i] += d.orders_paid;
+        by_channel
+            .entry(d.channel.as_str())
+            .or_insert_with(|| vec![0; dates.len()])[i] += d.orders_paid;
         let scale = payledger_domain::Currency::from_code(&d.currency)
             .and_then(|c| c.exponent())
             .map_or(1.0, |e| 10_f64.powi(i32::from(e)));
@@ -192,6 +259,7 @@ fn chart_json(
             {"label": t.t("orders_created"), "values": created},
             {"label": t.t("orders_paid"), "values": paid},
         ],
+        "channels": by_channel.into_iter().map(|(c, v)| serde_json::json!({"label": c, "values": v})).collect::<Vec<_>>(),
         "volume": volume.into_iter().map(|(c, v)| serde_json::json!({"label": c, "values": v})).collect::<Vec<_>>(),
     });
     json.to_string()
@@ -200,7 +268,8 @@ fn chart_json(
         .replace('&', "\\u0026")
 }
 
-/// `GET /console`: today, 7 and 30 days (UTC days), per currency; failing notifications.
+/// `GET /console`: today, 7 and 30 days (UTC days), per currency and channel; failing
+/// notifications; open reconciliation differences (operators).
 pub(super) async fn overview(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
@@ -231,38 +300,14 @@ pub(super) async fn overview(
     } else {
         None
     };
-    let mut periods = Vec::new();
-    for (label, span) in [("today", 0), ("last_7_days", 6), ("last_30_days", 29)] {
-        let first = (today - Duration::days(span)).to_string();
-        let mut rows: Vec<PeriodRow> = Vec::new();
-        let mut sums: std::collections::BTreeMap<&str, [i64; 5]> = Default::default();
-        for d in days.iter().filter(|d| d.day >= first) {
-            let s = sums.entry(d.currency.as_str()).or_default();
-            s[0] += d.orders_created;
-            s[1] += d.orders_paid;
-            s[2] += d.paid_minor;
-            s[3] += d.refunds_succeeded;
-            s[4] += d.refunded_minor;
-        }
-        for (currency, s) in sums {
-            rows.push(PeriodRow {
-                currency: currency.to_string(),
-                orders_created: s[0],
-                orders_paid: s[1],
-                success_rate: if s[0] > 0 {
-                    format!("{:.1} %", s[1] as f64 * 100.0 / s[0] as f64)
-                } else {
-                    "–".into()
-                },
-                paid: format_minor(s[2], currency),
-                refunds_succeeded: s[3],
-                refunded: format_minor(s[4], currency),
-            });
-        }
-        if !rows.is_empty() {
-            periods.push(Period { label, rows });
-        }
-    }
+    let periods = [("today", 0), ("last_7_days", 6), ("last_30_days", 29)]
+        .into_iter()
+        .map(|(label, span)| Period {
+            label,
+            rows: period_rows(&days, &(today - Duration::days(span)).to_string()),
+        })
+        .filter(|p| !p.rows.is_empty())
+        .collect();
     html(
         StatusCode::OK,
         &OverviewPage {
@@ -352,30 +397,81 @@ mod tests {
         }
     }
 
+    fn totals(day: &str, currency: &str, channel: &str, n: [i64; 5]) -> payledger_projections::console::DayTotals {
+        payledger_projections::console::DayTotals {
+            day: day.into(),
+            currency: currency.into(),
+            channel: channel.into(),
+            orders_created: n[0],
+            orders_paid: n[1],
+            paid_minor: n[2],
+            refunds_succeeded: n[3],
+            refunded_minor: n[4],
+        }
+    }
+
     #[test]
-    fn chart_data_cannot_close_its_script_element() {
-        use payledger_projections::console::DayTotals;
+    fn chart_data_per_channel_cannot_close_its_script_element() {
         let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
-        let totals = [DayTotals {
-            day: "2026-12-04".into(),
-            currency: "CNY".into(),
-            orders_created: 3,
-            orders_paid: 2,
-            paid_minor: 12_345,
-            refunds_succeeded: 0,
-            refunded_minor: 0,
-        }];
-        let json = super::chart_json(
-            super::Tr(super::Lang::En),
-            &totals,
-            day - chrono::Duration::days(1),
-            day,
-        );
+        let hostile = "</script><script>alert(1)</script>";
+        let days = [
+            totals("2026-12-03", "CNY", "alipay", [1, 1, 5, 0, 0]),
+            totals("2026-12-04", "CNY", "alipay", [2, 1, 12_350, 0, 0]),
+            totals("2026-12-04", "CNY", hostile, [1, 1, 100, 0, 0]),
+            totals("2026-12-04", "JPY", "wechatpay", [4, 3, 700, 0, 0]),
+        ];
+        let json = super::chart_json(super::Tr(super::Lang::En), &days, day - chrono::Duration::days(1), day);
+        assert!(!json.contains('<') && !json.contains('>'), "{json}");
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(parsed["days"].as_array().unwrap().len(), 2);
-        assert_eq!(parsed["orders"][0]["values"], serde_json::json!([0, 3]));
-        assert_eq!(parsed["volume"][0]["values"], serde_json::json!([0.0, 123.45]));
-        let hostile = super::chart_json(super::Tr(super::Lang::En), &[], day, day);
-        assert!(!hostile.contains('<'));
+        assert_eq!(parsed["orders"][0]["values"], serde_json::json!([1, 7]));
+        assert_eq!(parsed["orders"][1]["values"], serde_json::json!([1, 5]));
+        assert_eq!(
+            parsed["channels"],
+            serde_json::json!([
+                {"label": hostile, "values": [0, 1]},
+                {"label": "alipay", "values": [1, 1]},
+                {"label": "wechatpay", "values": [0, 3]},
+            ])
+        );
+        // Volume per currency, in major units: JPY has no minor unit.
+        assert_eq!(parsed["volume"][0]["values"], serde_json::json!([0.05, 124.5]));
+        assert_eq!(parsed["volume"][1]["values"], serde_json::json!([0.0, 700.0]));
+    }
+
+    #[test]
+    fn periods_have_a_row_per_channel_and_a_total_per_currency() {
+        let days = [
+            totals("2026-11-20", "CNY", "alipay", [9, 9, 900, 0, 0]),
+            totals("2026-12-04", "CNY", "alipay", [4, 1, 250, 1, 50]),
+            totals("2026-12-04", "CNY", "wechatpay", [1, 1, 1_001, 0, 0]),
+            totals("2026-12-04", "USD", "sandbox", [2, 0, 0, 0, 0]),
+        ];
+        let rows = super::period_rows(&days, "2026-12-01");
+        let got: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {} {}",
+                    r.currency,
+                    r.channel.as_deref().unwrap_or("(all)"),
+                    r.orders_created,
+                    r.orders_paid,
+                    r.success_rate,
+                    r.paid,
+                    r.refunded
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "CNY alipay 4 1 25.0 % 2.50 0.50",
+                "CNY wechatpay 1 1 100.0 % 10.01 0.00",
+                "CNY (all) 5 2 40.0 % 12.51 0.50",
+                "USD sandbox 2 0 0.0 % 0.00 0.00",
+            ]
+        );
+        assert!(super::period_rows(&days, "2026-12-05").is_empty());
     }
 }
