@@ -234,7 +234,7 @@ pub enum ConsoleUserError {
 }
 
 /// A console user as its events left it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserState {
     pub user_id: Uuid,
     pub email: String,
@@ -255,7 +255,12 @@ pub struct UserState {
 }
 
 /// One console user: `None` state until `UserAdded`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Serialisable as a snapshot of the fold (the store keeps one beside the events, so that loading
+/// a user with a long history reads only the events after it): change
+/// [`ConsoleUser::SNAPSHOT_VERSION`] whenever [`ConsoleUser::apply`] or this shape changes, and
+/// snapshots of the old fold are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleUser {
     state: Option<UserState>,
 }
@@ -263,6 +268,9 @@ pub struct ConsoleUser {
 impl ConsoleUser {
     /// The aggregate type stored beside each event.
     pub const TYPE: &'static str = "ConsoleUser";
+
+    /// The version of the fold a stored snapshot was made by.
+    pub const SNAPSHOT_VERSION: i64 = 1;
 
     /// The user folded from `events` (in sequence order).
     pub fn from_events<'a>(events: impl IntoIterator<Item = &'a ConsoleUserEvent>) -> Self {

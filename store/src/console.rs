@@ -1,6 +1,7 @@
-//! The console's store: [`ConsoleUser`] and [`ReconciliationRun`] events (`console_events`) and
-//! server-side sessions (`console_sessions`), on either backend. Why the console's events have
-//! their own table beside `events`: `schemas/postgres/0009_console.sql`.
+//! The console's store: [`ConsoleUser`] and [`ReconciliationRun`] events (`console_events`), the
+//! users' snapshots (`console_snapshots`) and server-side sessions (`console_sessions`), on either
+//! backend. Why the console's events have their own table beside `events`:
+//! `schemas/postgres/0009_console.sql`; why users have snapshots: `0011_console_snapshots.sql`.
 
 use chrono::{DateTime, Utc};
 use payledger_domain::console::{ConsoleUser, ConsoleUserCommand, ConsoleUserError, ConsoleUserEvent, UserState};
@@ -61,13 +62,49 @@ pub struct AuditFilter {
 }
 
 /// The user `user_id` folded from its events, with the sequence of its last event (0: no such
-/// user).
+/// user). The fold starts from the user's snapshot (`console_snapshots`, written with each
+/// append) when it is of this fold's [`ConsoleUser::SNAPSHOT_VERSION`], and reads only the events
+/// after it: a load costs the same however long the user's history.
 ///
 /// # Errors
-/// [`DbError`] when the database fails or an event does not decode.
+/// [`DbError`] when the database fails, or an event or the snapshot does not decode.
 pub async fn load(pool: &AnyPool, user_id: Uuid) -> Result<(ConsoleUser, i64), DbError> {
-    let (events, sequence) = load_events::<ConsoleUserEvent>(pool, ConsoleUser::TYPE, user_id).await?;
-    Ok((ConsoleUser::from_events(&events), sequence))
+    let mut conn = pool.acquire().await?;
+    let id = user_id.to_string();
+    let snapshot = sqlx::query(
+        "SELECT sequence, state FROM console_snapshots \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND version = $3",
+    )
+    .bind(ConsoleUser::TYPE)
+    .bind(&id)
+    .bind(ConsoleUser::SNAPSHOT_VERSION)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (mut user, mut sequence) = match snapshot {
+        Some(row) => (
+            decode_snapshot(&row.try_get::<String, _>("state")?)?,
+            row.try_get::<i64, _>("sequence")?,
+        ),
+        None => (ConsoleUser::default(), 0),
+    };
+    let rows = sqlx::query(
+        "SELECT sequence, payload FROM console_events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+    )
+    .bind(ConsoleUser::TYPE)
+    .bind(&id)
+    .bind(sequence)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        sequence = row.try_get::<i64, _>("sequence")?;
+        user.apply(&decode(&row.try_get::<String, _>("payload")?)?);
+    }
+    Ok((user, sequence))
+}
+
+fn decode_snapshot(state: &str) -> Result<ConsoleUser, DbError> {
+    serde_json::from_str(state).map_err(|e| DbError::Corrupt(format!("console user snapshot: {e}")))
 }
 
 /// The events of one aggregate of `aggregate_type`, in order, and the sequence of the last.
@@ -121,12 +158,44 @@ pub async fn execute(
         }
         let actor = user.state().map(|s| s.email.clone()).unwrap_or_default();
         let rows: Vec<_> = events.iter().map(|e| (e.event_type(), e.at(), e)).collect();
-        match append(pool, ConsoleUser::TYPE, user_id, sequence, &actor, &rows).await {
+        match append_user(pool, user_id, sequence, &actor, &rows, &user).await {
             Ok(()) => return Ok(ConsoleExecuted { user, events }),
             Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES_MAX => attempt += 1,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Appends a user's `events` after sequence `after` and, in the same transaction, stores `user`
+/// (the fold after them) as its snapshot. A unique violation means another writer appended
+/// first: neither is written.
+async fn append_user(
+    pool: &AnyPool,
+    user_id: Uuid,
+    after: i64,
+    actor: &str,
+    events: &[(&'static str, DateTime<Utc>, &ConsoleUserEvent)],
+    user: &ConsoleUser,
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let state = serde_json::to_string(user).map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    let mut tx = pool.begin().await?;
+    insert_events_on(&mut tx, ConsoleUser::TYPE, user_id, after, actor, events).await?;
+    sqlx::query(
+        "INSERT INTO console_snapshots (aggregate_type, aggregate_id, sequence, version, state) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+         sequence = excluded.sequence, version = excluded.version, state = excluded.state",
+    )
+    .bind(ConsoleUser::TYPE)
+    .bind(user_id.to_string())
+    .bind(after + events.len() as i64)
+    .bind(ConsoleUser::SNAPSHOT_VERSION)
+    .bind(state)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Appends `events` (type, time, event) to one aggregate after sequence `after`, in one
@@ -268,35 +337,39 @@ pub async fn run(pool: &AnyPool, run_id: Uuid) -> Result<Option<RunState>, DbErr
     Ok(run.state().cloned())
 }
 
-/// Every console user, by e-mail address.
+/// Every console user, by e-mail address: each from its snapshot and the events after it (see
+/// [`load`]).
 ///
 /// # Errors
 /// [`DbError`].
 pub async fn users(pool: &AnyPool) -> Result<Vec<UserState>, DbError> {
+    // One statement, so that snapshots and events are read as of one moment: each user's
+    // snapshot (kind 0) first, then its events after it (kind 1).
     let rows = sqlx::query(
-        "SELECT aggregate_id, payload FROM console_events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence",
+        "SELECT aggregate_id, CAST(0 AS BIGINT) AS kind, sequence, state AS body FROM console_snapshots \
+         WHERE aggregate_type = $1 AND version = $2 \
+         UNION ALL \
+         SELECT e.aggregate_id, CAST(1 AS BIGINT), e.sequence, e.payload FROM console_events e \
+         LEFT JOIN console_snapshots s ON s.aggregate_type = e.aggregate_type \
+         AND s.aggregate_id = e.aggregate_id AND s.version = $2 \
+         WHERE e.aggregate_type = $1 AND e.sequence > COALESCE(s.sequence, 0) \
+         ORDER BY aggregate_id, kind, sequence",
     )
     .bind(ConsoleUser::TYPE)
+    .bind(ConsoleUser::SNAPSHOT_VERSION)
     .fetch_all(pool)
     .await?;
-    let mut users: Vec<UserState> = Vec::new();
-    let mut current: Option<(String, ConsoleUser)> = None;
+    let mut folded: std::collections::BTreeMap<String, ConsoleUser> = Default::default();
     for row in rows {
         let id: String = row.try_get("aggregate_id")?;
-        let event = decode(&row.try_get::<String, _>("payload")?)?;
-        match &mut current {
-            Some((cur, user)) if *cur == id => user.apply(&event),
-            _ => {
-                if let Some(state) = current.take().and_then(|(_, u)| u.state().cloned()) {
-                    users.push(state);
-                }
-                let mut user = ConsoleUser::default();
-                user.apply(&event);
-                current = Some((id, user));
-            }
+        let body: String = row.try_get("body")?;
+        if row.try_get::<i64, _>("kind")? == 0 {
+            folded.insert(id, decode_snapshot(&body)?);
+        } else {
+            folded.entry(id).or_default().apply(&decode(&body)?);
         }
     }
-    users.extend(current.and_then(|(_, u)| u.state().cloned()));
+    let mut users: Vec<UserState> = folded.into_values().filter_map(|u| u.state().cloned()).collect();
     users.sort_by(|a, b| a.email.cmp(&b.email));
     Ok(users)
 }
