@@ -1,12 +1,16 @@
-//! The read side at scale, on PostgreSQL: a database of `BENCH_ORDERS` orders (default one
-//! million, ~3.3 events each) is seeded straight into the event store with `COPY`, then:
+//! The read side at scale, on PostgreSQL: a database of `BENCH_ORDERS` test orders on the sandbox
+//! (default one million, ~3.3 events each) and a tenth as many live orders on three channels
+//! (WeChat Pay, Alipay, UnionPay), spread over the 30 days before the bench starts, is seeded
+//! straight into the event store with `COPY`, then:
 //!
 //! 1. **raw COPY**: `COPY events TO STDOUT`, the floor any replay reads at (events/s);
 //! 2. **replay**: `payledger replay` of each projection (`rebuild::replay`), events/s;
 //! 3. **queries**: the dashboard endpoints over HTTP on the real server — `GET /v1/orders` (first
 //!    page, status filter, day range, next page by cursor, by out_trade_no), `GET
 //!    /v1/stats/daily`, `GET /v1/ledger/balances` — p50/p99/max per endpoint;
-//! 4. **console pages** over HTTP with an admin's session (every merchant): overview, order list
+//! 4. **console pages** over HTTP with an admin's session (every merchant; the admin has
+//!    `BENCH_ADMIN_ACTIONS` recorded actions, default 100,000): overview (test mode,
+//!    and live mode with its three channels), order list
 //!    (first page, status, day range, out_trade_no, merchant, amount range, next page), an
 //!    order's page, the audit log, refunds, notifications, ledger, channels, merchants, users,
 //!    reconciliation — p50/p99/max per page;
@@ -20,14 +24,14 @@
 //! ```
 //!
 //! Environment: `BENCH_ORDERS` (default 1,000,000), `BENCH_QUERIES` (per endpoint, default 1000),
-//! `BENCH_QUERY_CONCURRENCY` (default 4), `BENCH_LOAD_RATE` (orders/s for the lag run, default
+//! `BENCH_QUERY_CONCURRENCY` (default 4), `BENCH_ADMIN_ACTIONS` (default 100,000), `BENCH_LOAD_RATE` (orders/s for the lag run, default
 //! 100), `BENCH_LOAD_SECONDS` (default 20), `BENCH_REPLAY_ONLY=1` (stop after the replay),
 //! `PAYLEDGER_TEST_PG` (see the `payledger-tests` crate; a fresh database is created and
 //! dropped).
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use futures::TryStreamExt;
 use payledger_command_api::app::{self, ServeConfig};
@@ -45,6 +49,8 @@ use sqlx::Connection;
 const MERCHANTS: usize = 100;
 /// Orders are spread over this many days before the bench's "now".
 const DAYS: i64 = 30;
+/// The channels of the live orders (a tenth of the test orders' count), in turn.
+const LIVE_CHANNELS: [&str; 3] = ["wechatpay", "alipay", "unionpay"];
 /// Orders per COPY chunk.
 const SEED_CHUNK: usize = 20_000;
 
@@ -64,11 +70,17 @@ fn api_key(m: &str) -> String {
 }
 
 /// The events of order `i`: created, opened; 85% paid (a fifth of those half refunded), 10%
-/// closed, 5% left awaiting payment.
-fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
+/// closed, 5% left awaiting payment. A test order on the sandbox (`B…`), or with `live` a live
+/// order on one of [`LIVE_CHANNELS`] (`L…`).
+fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64, live: bool) -> Vec<E> {
+    use payledger_domain::Mode;
     let m = merchant(i);
-    let out_trade_no = format!("B{i:09}");
-    let order_id = ids::order_id(&m, payledger_domain::Mode::Test, &out_trade_no);
+    let (mode, channel, out_trade_no) = if live {
+        (Mode::Live, LIVE_CHANNELS[i % LIVE_CHANNELS.len()], format!("L{i:09}"))
+    } else {
+        (Mode::Test, "sandbox", format!("B{i:09}"))
+    };
+    let order_id = ids::order_id(&m, mode, &out_trade_no);
     let created_at = start + chrono::Duration::milliseconds(spacing_ms * i as i64);
     let amount = Money::new(100 + (i as i64 * 7919) % 100_000, Currency::CNY).expect("amount");
     let mut events = vec![
@@ -76,10 +88,10 @@ fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
             order_id,
             terms: OrderTerms {
                 merchant_id: m,
-                mode: payledger_domain::Mode::Test,
+                mode,
                 out_trade_no,
                 amount,
-                channel: "sandbox".into(),
+                channel: channel.into(),
                 method: "qr".into(),
                 subject: "Green tea".into(),
                 user_id: None,
@@ -94,7 +106,7 @@ fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
         E::ChannelOrderOpened {
             account: None,
             channel_order: ChannelOrder {
-                pay_url: Some(format!("http://127.0.0.1:8080/sandbox/pay/{order_id}")),
+                pay_url: (!live).then(|| format!("http://127.0.0.1:8080/sandbox/pay/{order_id}")),
                 qr_code: None,
                 channel_ref: None,
             },
@@ -111,7 +123,7 @@ fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
             let paid_at = created_at + chrono::Duration::seconds(30);
             events.push(E::PaymentSucceeded {
                 notify_id: format!("n{i}"),
-                channel_trade_no: format!("SBX{i}"),
+                channel_trade_no: format!("{}{i}", if live { channel } else { "SBX" }),
                 amount,
                 paid_at,
                 late: false,
@@ -137,16 +149,22 @@ fn order_events(i: usize, start: DateTime<Utc>, spacing_ms: i64) -> Vec<E> {
     events
 }
 
-/// Writes `orders` orders' events with COPY; returns the number of events.
+/// Writes `orders` test orders' and `orders / 10` live orders' events with COPY; returns the
+/// number of events.
 async fn seed(url: &str, orders: usize, start: DateTime<Utc>) -> u64 {
-    let spacing_ms = DAYS * 86_400_000 / orders as i64;
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
     let mut written = 0u64;
     let began = Instant::now();
-    for chunk_start in (0..orders).step_by(SEED_CHUNK) {
+    let chunks = [false, true].into_iter().flat_map(|live| {
+        let n = if live { orders / 10 } else { orders };
+        (0..n)
+            .step_by(SEED_CHUNK)
+            .map(move |c| (live, c..(c + SEED_CHUNK).min(n), DAYS * 86_400_000 / n.max(1) as i64))
+    });
+    for (live, range, spacing_ms) in chunks {
         let mut text = String::with_capacity(SEED_CHUNK * 1200);
-        for i in chunk_start..(chunk_start + SEED_CHUNK).min(orders) {
-            let events = order_events(i, start, spacing_ms);
+        for i in range {
+            let events = order_events(i, start, spacing_ms, live);
             let E::OrderCreated { order_id, .. } = &events[0] else {
                 unreachable!()
             };
@@ -318,6 +336,7 @@ async fn console_session(db: &Database) -> String {
     payledger_store::console::execute(db.pool(), user_id, add)
         .await
         .expect("user");
+    admin_history(db, user_id, email).await;
     let token = payledger_command_api::console::auth::session_token();
     payledger_store::console::create_session(
         db.pool(),
@@ -331,6 +350,76 @@ async fn console_session(db: &Database) -> String {
     .await
     .expect("session");
     format!("{}={token}", payledger_command_api::console::auth::SESSION_COOKIE)
+}
+
+/// Gives the bench's admin a long history (`BENCH_ADMIN_ACTIONS` recorded actions, default
+/// 100,000: a busy operator's year), as the store writes them, then one more action through the
+/// store, which writes the user's snapshot. Every console request loads its user: prints how
+/// long that takes from the snapshot and, with the snapshot removed, from the first event.
+async fn admin_history(db: &Database, user_id: uuid::Uuid, email: &str) {
+    use payledger_domain::console::{ConsoleUserCommand, ConsoleUserEvent};
+    let actions: i64 = env_number("BENCH_ADMIN_ACTIONS", 100_000);
+    let now = Utc::now();
+    let payload = serde_json::to_string(&ConsoleUserEvent::ActionRecorded {
+        action: "resend".into(),
+        target: "notification:bench".into(),
+        detail: String::new(),
+        outcome: "ok".into(),
+        address: "127.0.0.1".into(),
+        at: now,
+    })
+    .expect("json");
+    sqlx::query(
+        "INSERT INTO console_events (aggregate_type, aggregate_id, sequence, event_type, actor, at, payload) \
+         SELECT 'ConsoleUser', $1, g, 'ActionRecorded', $2, $3, $4 FROM generate_series(2, $5 + 1) AS g",
+    )
+    .bind(user_id.to_string())
+    .bind(email)
+    .bind(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    .bind(&payload)
+    .bind(actions)
+    .execute(db.pool())
+    .await
+    .expect("history");
+    let record = || ConsoleUserCommand::RecordAction {
+        action: "resend".into(),
+        target: "notification:bench".into(),
+        detail: String::new(),
+        outcome: "ok".into(),
+        address: "127.0.0.1".into(),
+        at: Utc::now(),
+    };
+    let timed = |n: usize| async move {
+        let mut took = Vec::with_capacity(n);
+        for _ in 0..n {
+            let began = Instant::now();
+            payledger_store::console::load(db.pool(), user_id).await.expect("load");
+            took.push(began.elapsed());
+        }
+        took.sort();
+        took
+    };
+    payledger_store::console::execute(db.pool(), user_id, record())
+        .await
+        .expect("action");
+    let from_snapshot = timed(200).await;
+    sqlx::query("DELETE FROM console_snapshots")
+        .execute(db.pool())
+        .await
+        .expect("drop snapshots");
+    let from_first = timed(10).await;
+    // The next append writes the snapshot again.
+    payledger_store::console::execute(db.pool(), user_id, record())
+        .await
+        .expect("action");
+    println!(
+        "console user with {} events, loaded on every console request: from its snapshot p50 {} / p99 {} ms; \
+         from the first event p50 {} ms",
+        actions + 3,
+        ms(percentile(&from_snapshot, 0.5)),
+        ms(percentile(&from_snapshot, 0.99)),
+        ms(percentile(&from_first, 0.5)),
+    );
 }
 
 async fn page(http: &reqwest::Client, url: &str, cookie: &str) -> (Duration, String) {
@@ -353,6 +442,7 @@ async fn console_pages(base: &str, db: &Database, start: DateTime<Utc>, count: u
     let out_trade_no = |k: usize| (k * 7_919) % 1000 * MERCHANTS + k % MERCHANTS;
     let pages: Vec<(&str, PathOf)> = vec![
         ("overview", Box::new(|_| "/console?mode=test".to_string())),
+        ("overview, live, 3 channels", Box::new(|_| "/console".to_string())),
         (
             "orders, first page",
             Box::new(|_| "/console/orders?mode=test".to_string()),
@@ -559,12 +649,14 @@ async fn main() {
         .await
         .expect("connect");
     db.migrate().await.expect("migrate");
-    let start = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+    // The 30 days up to now: the overview's windows (today, 7 and 30 days) hold seeded orders.
+    let start = Utc::now() - chrono::Duration::days(DAYS);
 
     let began = Instant::now();
     let events = seed(&test_db.url, orders, start).await;
     println!(
-        "seeded {orders} orders, {events} events in {:.1} s (COPY in)",
+        "seeded {orders} test orders and {} live orders, {events} events in {:.1} s (COPY in)",
+        orders / 10,
         began.elapsed().as_secs_f64()
     );
 
