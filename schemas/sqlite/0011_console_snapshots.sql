@@ -8,3 +8,6 @@ CREATE TABLE console_snapshots (
     state          text    NOT NULL,
     PRIMARY KEY (aggregate_type, aggregate_id)
 );
+
+CREATE INDEX console_events_type_position ON console_events (aggregate_type, position);
+CREATE INDEX console_events_actor_position ON console_events (actor, position);

@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 use crate::DbError;
 
+/// Users whose events after their snapshots [`users`] asks for in one statement.
+const USERS_PER_TAIL_QUERY: usize = 200;
+
 /// How many times a console command is re-run after another process appended to the same user
 /// first (two logins at once).
 const CONFLICT_RETRIES_MAX: u32 = 5;
@@ -338,38 +341,63 @@ pub async fn run(pool: &AnyPool, run_id: Uuid) -> Result<Option<RunState>, DbErr
 }
 
 /// Every console user, by e-mail address: each from its snapshot and the events after it (see
-/// [`load`]).
+/// [`load`]), in a few statements however many events the users have.
 ///
 /// # Errors
 /// [`DbError`].
 pub async fn users(pool: &AnyPool) -> Result<Vec<UserState>, DbError> {
-    // One statement, so that snapshots and events are read as of one moment: each user's
-    // snapshot (kind 0) first, then its events after it (kind 1).
-    let rows = sqlx::query(
-        "SELECT aggregate_id, CAST(0 AS BIGINT) AS kind, sequence, state AS body FROM console_snapshots \
-         WHERE aggregate_type = $1 AND version = $2 \
-         UNION ALL \
-         SELECT e.aggregate_id, CAST(1 AS BIGINT), e.sequence, e.payload FROM console_events e \
-         LEFT JOIN console_snapshots s ON s.aggregate_type = e.aggregate_type \
-         AND s.aggregate_id = e.aggregate_id AND s.version = $2 \
-         WHERE e.aggregate_type = $1 AND e.sequence > COALESCE(s.sequence, 0) \
-         ORDER BY aggregate_id, kind, sequence",
+    // Every statement here is led by an index whatever the planner knows of the table (one busy
+    // user can be nearly all of `console_events`): each user by its `UserAdded` event, with its
+    // snapshot by primary key; then the events after each snapshot, one primary-key range each.
+    // An event appended between the two reads is after the snapshot read, so it is folded in.
+    let mut conn = pool.acquire().await?;
+    // (Led by `event_type` alone: with `aggregate_type` beside it PostgreSQL intersects both
+    // indexes, and the second holds every event of every user. Only users have `UserAdded`; the
+    // type is checked on the rows.)
+    let heads = sqlx::query(
+        "SELECT u.aggregate_type, u.aggregate_id, s.sequence, s.state FROM console_events u \
+         LEFT JOIN console_snapshots s ON s.aggregate_type = u.aggregate_type \
+         AND s.aggregate_id = u.aggregate_id AND s.version = $1 WHERE u.event_type = 'UserAdded'",
     )
-    .bind(ConsoleUser::TYPE)
     .bind(ConsoleUser::SNAPSHOT_VERSION)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
-    let mut folded: std::collections::BTreeMap<String, ConsoleUser> = Default::default();
-    for row in rows {
-        let id: String = row.try_get("aggregate_id")?;
-        let body: String = row.try_get("body")?;
-        if row.try_get::<i64, _>("kind")? == 0 {
-            folded.insert(id, decode_snapshot(&body)?);
-        } else {
-            folded.entry(id).or_default().apply(&decode(&body)?);
+    let mut folded: std::collections::BTreeMap<String, (ConsoleUser, i64)> = Default::default();
+    for row in heads {
+        if row.try_get::<String, _>("aggregate_type")? != ConsoleUser::TYPE {
+            continue;
+        }
+        let user = match row.try_get::<Option<String>, _>("state")? {
+            Some(state) => decode_snapshot(&state)?,
+            None => ConsoleUser::default(),
+        };
+        let sequence = row.try_get::<Option<i64>, _>("sequence")?.unwrap_or(0);
+        folded.insert(row.try_get("aggregate_id")?, (user, sequence));
+    }
+    let after: Vec<(String, i64)> = folded.iter().map(|(id, (_, s))| (id.clone(), *s)).collect();
+    for chunk in after.chunks(USERS_PER_TAIL_QUERY) {
+        let ranges: Vec<String> = (0..chunk.len())
+            .map(|k| format!("(aggregate_id = ${} AND sequence > ${})", 2 + 2 * k, 3 + 2 * k))
+            .collect();
+        let sql = format!(
+            "SELECT aggregate_id, payload FROM console_events WHERE aggregate_type = $1 AND ({}) \
+             ORDER BY aggregate_id, sequence",
+            ranges.join(" OR ")
+        );
+        let mut query = sqlx::query(&sql).bind(ConsoleUser::TYPE);
+        for (id, sequence) in chunk {
+            query = query.bind(id).bind(*sequence);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get("aggregate_id")?;
+            let event = decode(&row.try_get::<String, _>("payload")?)?;
+            if let Some((user, _)) = folded.get_mut(&id) {
+                user.apply(&event);
+            }
         }
     }
-    let mut users: Vec<UserState> = folded.into_values().filter_map(|u| u.state().cloned()).collect();
+    let folded: Vec<ConsoleUser> = folded.into_values().map(|(u, _)| u).collect();
+    let mut users: Vec<UserState> = folded.iter().filter_map(|u| u.state().cloned()).collect();
     users.sort_by(|a, b| a.email.cmp(&b.email));
     Ok(users)
 }
